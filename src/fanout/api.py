@@ -1,0 +1,48 @@
+"""The synchronous face of fanout, for scripts and notebooks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from fanout.engine import DEFAULT_USER_AGENT, Fetcher, RequestLike
+from fanout.models import Result
+from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.runtime import run_sync
+
+__all__ = ["fetch"]
+
+
+def fetch(
+    requests: Iterable[RequestLike],
+    *,
+    limits: Limits | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    caps: Caps | None = None,
+    headers: Mapping[str, str] | None = None,
+    user_agent: str = DEFAULT_USER_AGENT,
+) -> list[Result]:
+    """Fetch every request and return the results in input order.
+
+    Works in a plain script (it runs its own event loop, uvloop when
+    installed) and where a loop is already running, as in a Jupyter notebook
+    (it then runs on a private loop in a worker thread). Failures are results
+    with an ``error``; nothing is raised for a failed request.
+
+    >>> results = fetch(["http://127.0.0.1:8080/a", "python://x"])  # doctest: +SKIP
+    >>> [r.ok for r in results]  # doctest: +SKIP
+    [True, False]
+    """
+
+    async def main() -> list[Result]:
+        async with Fetcher(
+            limits=limits,
+            retry=retry,
+            timeouts=timeouts,
+            caps=caps,
+            headers=headers,
+            user_agent=user_agent,
+        ) as fetcher:
+            return await fetcher.gather(requests)
+
+    return run_sync(main)

@@ -1,0 +1,565 @@
+"""The engine: requests in, exactly one result out for each.
+
+Data flow, all on one event loop::
+
+    source ─► feeder ─► per-host ready queues ─► dispatch ─► attempt tasks ─► results
+              (window)        ▲                  (slots, tokens,               │
+                              └── retry timers ◄── cool-downs)  ◄──────────────┘
+
+There is no scheduler task: dispatch runs whenever something changes (a
+request is admitted, an attempt ends, a timer fires) and starts every request
+whose host slot, global slot, rate tokens and not-before time all allow it.
+A request waiting for a retry, a host's cool-down or a rate token sits in a
+heap or a queue and holds no slot. Every task lives in the Fetcher's
+TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from types import TracebackType
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from fanout._version import __version__
+from fanout.models import ErrorKind, Failure, Request, Result
+from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.ratelimit import TokenBucket
+from fanout.retry_after import parse_retry_after
+from fanout.transport import Outcome, attempt, make_session
+from fanout.urls import parse_url
+
+__all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
+
+logger = logging.getLogger("fanout")
+
+DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
+
+RequestLike = str | Request
+Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
+HostKey = tuple[str, str, int]
+
+_RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
+_COOL_DOWN_STATUSES = frozenset({429, 503})
+_END: Final = object()
+
+
+class _Host:
+    """Per-host state: its ready queue, slots in use, rate bucket, cool-down."""
+
+    __slots__ = (
+        "active",
+        "bucket",
+        "cool_until",
+        "key",
+        "pending",
+        "ready",
+        "runnable",
+        "sleeping",
+    )
+
+    def __init__(self, key: HostKey, rate: float | None, burst: int) -> None:
+        self.key = key
+        self.ready: deque[_Item] = deque()
+        self.active = 0
+        self.pending = 0  # items of this host not yet retired
+        self.bucket = TokenBucket(rate, burst) if rate is not None else None
+        self.cool_until = -math.inf
+        self.runnable = False  # in the dispatcher's round-robin queue
+        self.sleeping = False  # in the wake-up heap
+
+    def wait(self, now: float) -> float:
+        wait = self.cool_until - now
+        if self.bucket is not None:
+            wait = max(wait, self.bucket.wait(now))
+        return max(wait, 0.0)
+
+
+class _Item:
+    """One admitted request on its way through the engine."""
+
+    __slots__ = ("attempts", "first_start", "host", "index", "request", "run", "url")
+
+    def __init__(self, run: _Run, index: int, request: Request, url: URL, host: _Host) -> None:
+        self.run = run
+        self.index = index
+        self.request = request
+        self.url = url
+        self.host = host
+        self.attempts = 0
+        self.first_start = 0.0
+
+
+class _Run:
+    """The state of one ``stream`` call: its read-ahead window and its results."""
+
+    __slots__ = (
+        "closed",
+        "error",
+        "fed",
+        "feeder",
+        "next_index",
+        "outstanding",
+        "results",
+        "tasks",
+        "window",
+    )
+
+    def __init__(self, window: int) -> None:
+        self.window = asyncio.Semaphore(window)
+        self.results: asyncio.Queue[tuple[int, Result] | None] = asyncio.Queue()  # None ends
+        self.outstanding: dict[int, _Item] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.feeder: asyncio.Task[None] | None = None
+        self.next_index = 0
+        self.fed = False
+        self.closed = False
+        self.error: BaseException | None = None
+
+
+class Fetcher:
+    """Fetches any number of requests concurrently, politely, in bounded memory.
+
+    An async context manager that owns one aiohttp session and one task group.
+    Several ``stream``/``gather`` calls may run at once on one Fetcher; they
+    share its limits.
+
+    >>> async def main(urls: list[str]) -> None:  # doctest: +SKIP
+    ...     async with Fetcher(limits=Limits(concurrency=100, per_host=8)) as fetcher:
+    ...         async for result in fetcher.stream(urls):
+    ...             print(result.url, result.status, result.error)
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        caps: Caps | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+        keep_body: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        """``headers`` are sent with every request; ``keep_body=False`` drops bodies
+        after hashing them (``Result.body`` is then None); ``seed`` fixes the jitter."""
+        self.limits = limits or Limits()
+        self.retry = retry or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self.caps = caps or Caps()
+        self._headers = {"User-Agent": user_agent, **(headers or {})}
+        self._keep_body = keep_body
+        self._rng = random.Random(seed)
+        self._session: aiohttp.ClientSession | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._hosts: dict[HostKey, _Host] = {}
+        self._runnable: deque[_Host] = deque()
+        self._timers: list[tuple[float, int, _Item]] = []
+        self._wakes: list[tuple[float, int, _Host]] = []
+        self._seq = itertools.count()
+        self._active = 0
+        self._bucket = (
+            TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
+        )
+        self._global_wake: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = math.inf
+        self._runs: set[_Run] = set()
+
+    async def __aenter__(self) -> Fetcher:
+        if self._group is not None:
+            raise RuntimeError("a Fetcher can be entered only once")
+        self._loop = asyncio.get_running_loop()
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._session = make_session(
+            concurrency=self.limits.concurrency, timeouts=self.timeouts, headers=self._headers
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._group is not None
+        assert self._session is not None
+        try:
+            for run in list(self._runs):
+                self._cancel_outstanding(run)
+            self._closing = True
+            if self._timer is not None:
+                self._timer.cancel()
+            for run in list(self._runs):
+                await self._close_run(run)
+        finally:
+            await self._session.close()
+        # Every task is done by now. The body's own exception is not handed to the
+        # group, which would wrap it in an ExceptionGroup; it propagates as it is.
+        await self._group.__aexit__(None, None, None)
+        return None
+
+    # ------------------------------------------------------------------ API
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being sent or received right now."""
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a retry (backoff, Retry-After)."""
+        return len(self._timers)
+
+    async def stream(
+        self, requests: Source, *, ordered: bool = False
+    ) -> AsyncGenerator[Result, None]:
+        """Yield one :class:`Result` per request, as they complete (or in input
+        order with ``ordered=True``).
+
+        ``requests`` may be any sync or async iterable of URL strings and
+        :class:`Request` objects, of any length: it is read lazily, never more
+        than ``limits.effective_window`` requests ahead of the results taken.
+        Failures are results, not exceptions; only an exception raised by
+        the ``requests`` iterable itself propagates, after the results of the
+        requests read before it.
+        """
+        run = self._start_run(requests)
+        release = run.window.release
+        get = run.results.get
+        try:
+            if not ordered:
+                while (entry := await get()) is not None:
+                    release()
+                    yield entry[1]
+            else:
+                buffer: dict[int, Result] = {}
+                expected = 0
+                while (entry := await get()) is not None:
+                    buffer[entry[0]] = entry[1]
+                    while expected in buffer:
+                        release()
+                        yield buffer.pop(expected)
+                        expected += 1
+            if run.error is not None:
+                raise run.error
+        finally:
+            await self._close_run(run)
+
+    async def gather(self, requests: Source) -> list[Result]:
+        """All results, in input order. Failures are results, never raised.
+
+        >>> async def main() -> None:  # doctest: +SKIP
+        ...     async with Fetcher() as fetcher:
+        ...         results = await fetcher.gather(["http://127.0.0.1:8080/a"])
+        """
+        return [result async for result in self.stream(requests, ordered=True)]
+
+    # ------------------------------------------------------------- admission
+
+    def _start_run(self, requests: Source) -> _Run:
+        if self._group is None or self._closing:
+            raise RuntimeError("use the Fetcher inside 'async with Fetcher(...) as fetcher:'")
+        run = _Run(self.limits.effective_window)
+        self._runs.add(run)
+        run.feeder = self._group.create_task(self._feed(run, requests), name="fanout-feeder")
+        return run
+
+    async def _feed(self, run: _Run, requests: Source) -> None:
+        acquire = run.window.acquire
+        try:
+            if isinstance(requests, AsyncIterable):
+                async_iterator = aiter(requests)
+                while True:
+                    await acquire()
+                    try:
+                        raw = await anext(async_iterator)
+                    except StopAsyncIteration:
+                        break
+                    self._admit(run, raw)
+            else:
+                iterator = iter(requests)
+                while True:
+                    await acquire()
+                    item = next(iterator, _END)
+                    if item is _END:
+                        break
+                    self._admit(run, item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the caller's iterable broke: stop reading, report it
+            run.error = exc
+        run.fed = True
+        if not run.outstanding:
+            run.results.put_nowait(None)
+
+    def _admit(self, run: _Run, raw: object) -> None:
+        index = run.next_index
+        run.next_index += 1
+        if isinstance(raw, str):
+            request = Request(raw)
+        elif isinstance(raw, Request):
+            request = raw
+        else:
+            request = Request(repr(raw))
+            self._deliver(run, index, Result(request=request, error=_not_a_request(raw)))
+            return
+        parsed = parse_url(request.url)
+        if isinstance(parsed, Failure):
+            self._deliver(run, index, Result(request=request, error=parsed))
+            return
+        key = (parsed.scheme, parsed.host or "", parsed.port or 0)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
+        item = _Item(run, index, request, parsed, host)
+        run.outstanding[index] = item
+        host.pending += 1
+        host.ready.append(item)
+        self._make_runnable(host)
+        self._pump()
+
+    # -------------------------------------------------------------- dispatch
+
+    def _make_runnable(self, host: _Host) -> None:
+        if not host.runnable and not host.sleeping:
+            host.runnable = True
+            self._runnable.append(host)
+
+    def _pump(self) -> None:
+        """Promote what is due, start what may start, and arm the next wake-up."""
+        if self._closing:
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            item = heapq.heappop(timers)[2]
+            if item.run.closed:
+                self._retire(item)
+                continue
+            item.host.ready.appendleft(item)
+            self._make_runnable(item.host)
+        wakes = self._wakes
+        while wakes and wakes[0][0] <= now:
+            host = heapq.heappop(wakes)[2]
+            host.sleeping = False
+            if host.ready:
+                self._make_runnable(host)
+        self._dispatch(now)
+        self._arm(now)
+
+    def _dispatch(self, now: float) -> None:
+        group = self._group
+        assert group is not None
+        runnable = self._runnable
+        concurrency = self.limits.concurrency
+        per_host = self.limits.per_host or math.inf
+        bucket = self._bucket
+        self._global_wake = None
+        while runnable and self._active < concurrency:
+            host = runnable[0]
+            ready = host.ready
+            while ready and ready[0].run.closed:
+                self._retire(ready.popleft())
+            if not ready or host.active >= per_host:
+                runnable.popleft()
+                host.runnable = False
+                continue
+            wait = host.wait(now)
+            if wait > 0.0:
+                runnable.popleft()
+                host.runnable = False
+                host.sleeping = True
+                heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
+                continue
+            if bucket is not None:
+                global_wait = bucket.wait(now)
+                if global_wait > 0.0:
+                    self._global_wake = now + global_wait
+                    break
+                bucket.take(now)
+            if host.bucket is not None:
+                host.bucket.take(now)
+            item = ready.popleft()
+            host.active += 1
+            self._active += 1
+            runnable.popleft()
+            if ready and host.active < per_host:
+                runnable.append(host)  # round-robin between hosts
+            else:
+                host.runnable = False
+            task = group.create_task(self._attempt(item))
+            item.run.tasks.add(task)
+            task.add_done_callback(item.run.tasks.discard)
+
+    def _arm(self, now: float) -> None:
+        when = math.inf
+        if self._timers:
+            when = self._timers[0][0]
+        if self._wakes:
+            when = min(when, self._wakes[0][0])
+        if self._global_wake is not None:
+            when = min(when, self._global_wake)
+        if when == math.inf:
+            return
+        if self._timer is not None:
+            if self._timer_when <= when:
+                return  # an earlier wake-up is armed; it will re-arm
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer_when = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = math.inf
+        self._pump()
+
+    # -------------------------------------------------------------- attempts
+
+    async def _attempt(self, item: _Item) -> None:
+        loop = self._loop
+        assert loop is not None
+        assert self._session is not None
+        host = item.host
+        start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
+        if item.attempts == 0:
+            item.first_start = start
+        item.attempts += 1
+        try:
+            outcome = await attempt(
+                self._session,
+                item.request,
+                item.url,
+                timeouts=self.timeouts,
+                caps=self.caps,
+                keep_body=self._keep_body,
+            )
+        except asyncio.CancelledError:
+            if item.run.closed:
+                self._retire(item)
+            raise
+        except Exception as exc:  # a bug below us: one INTERNAL result, never a dead run
+            logger.exception("unexpected error fetching %s", item.request.url)
+            outcome = Outcome(error=Failure(ErrorKind.INTERNAL, repr(exc)))
+        finally:
+            host.active -= 1
+            self._active -= 1
+        end = time.perf_counter()
+        now = loop.time()
+        delay = self._retry_delay(item, outcome, now)
+        if delay is None:
+            self._finish(item, outcome, start, end)
+        else:
+            heapq.heappush(self._timers, (now + delay, next(self._seq), item))
+        if host.ready:
+            self._make_runnable(host)
+        self._pump()
+
+    def _retry_delay(self, item: _Item, outcome: Outcome, now: float) -> float | None:
+        """Seconds until the next try, or None when ``outcome`` is final."""
+        error = outcome.error
+        if error is None:
+            return None
+        policy = self.retry
+        status = outcome.status
+        retry_after = None
+        if status in _COOL_DOWN_STATUSES:
+            retry_after = parse_retry_after(outcome.headers.get("Retry-After"), time.time())
+            if retry_after is not None and policy.respect_retry_after:
+                # The server asked the whole host to slow down (RFC 9110 §10.2.3,
+                # RFC 6585 §4): hold every request to it, not just this one.
+                cool = min(retry_after, policy.retry_after_max)
+                item.host.cool_until = max(item.host.cool_until, now + cool)
+        if item.attempts >= policy.attempts or item.run.closed:
+            return None
+        if error.kind is ErrorKind.HTTP_STATUS:
+            retryable = status in policy.retry_statuses and item.request.retry_safe
+        elif error.kind in _RETRYABLE_KINDS:
+            retryable = not outcome.sent or item.request.retry_safe
+        else:
+            retryable = False
+        if not retryable:
+            return None
+        return policy.delay(item.attempts, retry_after, self._rng)
+
+    def _finish(self, item: _Item, outcome: Outcome, start: float, end: float) -> None:
+        result = Result(
+            request=item.request,
+            status=outcome.status,
+            final_url=outcome.final_url,
+            headers=outcome.headers,
+            body=outcome.body,
+            size=outcome.size,
+            sha256=outcome.sha256,
+            attempts=item.attempts,
+            elapsed=end - item.first_start,
+            last_attempt=end - start,
+            error=outcome.error,
+        )
+        self._retire(item)
+        self._deliver(item.run, item.index, result)
+
+    def _retire(self, item: _Item) -> None:
+        """Forget an item; drop its host's state once nothing refers to it."""
+        host = item.host
+        host.pending -= 1
+        item.run.outstanding.pop(item.index, None)
+        if host.pending == 0 and host.active == 0 and self._loop is not None:
+            now = self._loop.time()
+            bucket_idle = host.bucket is None or host.bucket.idle(now)
+            if host.cool_until <= now and bucket_idle and self._hosts.get(host.key) is host:
+                del self._hosts[host.key]
+
+    def _deliver(self, run: _Run, index: int, result: Result) -> None:
+        if run.closed:
+            return
+        run.results.put_nowait((index, result))
+        if run.fed and not run.outstanding:
+            run.results.put_nowait(None)
+
+    # -------------------------------------------------------------- shutdown
+
+    def _cancel_outstanding(self, run: _Run) -> None:
+        """On close, give every request still in flight a CANCELLED result."""
+        if run.closed:
+            return
+        failure = Failure(ErrorKind.CANCELLED, "the fetcher closed before the request finished")
+        for index, item in sorted(run.outstanding.items()):
+            run.results.put_nowait(
+                (index, Result(request=item.request, attempts=item.attempts, error=failure))
+            )
+        run.outstanding.clear()
+        run.results.put_nowait(None)
+
+    async def _close_run(self, run: _Run) -> None:
+        if run.closed:
+            return
+        run.closed = True
+        self._runs.discard(run)
+        tasks = [task for task in (run.feeder, *run.tasks) if task is not None and not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._pump()
+
+
+def _not_a_request(raw: object) -> Failure:
+    kind = type(raw).__name__
+    return Failure(ErrorKind.INVALID_URL, f"expected a URL string or a fanout.Request, got {kind}")

@@ -1,0 +1,138 @@
+"""The values that flow through fanout: Request in, exactly one Result out.
+
+A :class:`Result` maps onto one JSONL record (see ``fanout.records``)::
+
+    {"url": ..., "key": ..., "ok": true, "status": 200, "final_url": ...,
+     "attempts": 1, "elapsed_ms": 12.3, "bytes": 1234, "sha256": ...,
+     "error": null}
+
+and on failure ``"error": {"kind": "timeout", "message": "..."}``, where
+``kind`` is one of the :class:`ErrorKind` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["IDEMPOTENT_METHODS", "ErrorKind", "Failure", "Request", "Result"]
+
+# RFC 9110 §9.2.2: methods whose repetition has the same intended effect.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class ErrorKind(StrEnum):
+    """Why a request failed. The values are the strings used in JSONL output."""
+
+    TIMEOUT = "timeout"
+    """A connect, read (gap between bytes) or total deadline passed."""
+    CONNECT = "connect"
+    """The connection could not be made (refused, unreachable, reset while connecting)."""
+    DNS = "dns"
+    """The host name could not be resolved."""
+    TLS = "tls"
+    """The TLS handshake or certificate check failed."""
+    TOO_LARGE = "too_large"
+    """The body (decoded) was larger than ``Caps.max_bytes``."""
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    """More redirects than ``Caps.max_redirects``."""
+    INVALID_URL = "invalid_url"
+    """The URL (or a redirect's Location) cannot be parsed or has no host."""
+    UNSUPPORTED_SCHEME = "unsupported_scheme"
+    """Only http and https are fetched, also after a redirect."""
+    HTTP_STATUS = "http_status"
+    """The final response had a status of 400 or more."""
+    PROTOCOL = "protocol"
+    """The server broke HTTP: disconnected, sent a short body, a malformed message."""
+    CANCELLED = "cancelled"
+    """The fetcher was closed before the request finished."""
+    INTERNAL = "internal"
+    """A bug in fanout or a library below it; the message holds the repr."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What went wrong with a request: a kind and a human-readable message."""
+
+    kind: ErrorKind
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request to make.
+
+    ``key`` identifies the request in outputs and journals (the URL when not
+    given); ``meta`` is carried through untouched to the :class:`Result`.
+    ``idempotent`` overrides the method's own idempotency (RFC 9110 §9.2.2),
+    which decides whether a failure after the request was sent is retried.
+
+    >>> Request("http://127.0.0.1:8080/a").method
+    'GET'
+    """
+
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
+    body: bytes | None = None
+    key: str | None = None
+    meta: Any = None
+    idempotent: bool | None = None
+
+    @property
+    def id(self) -> str:
+        """The key of this request: ``key`` when given, else the URL."""
+        return self.url if self.key is None else self.key
+
+    @property
+    def retry_safe(self) -> bool:
+        """Whether the request may be sent again after it reached the server."""
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method.upper() in IDEMPOTENT_METHODS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """The outcome of one :class:`Request`: a response or a :class:`Failure`.
+
+    ``attempts`` counts the HTTP exchanges fanout started for the request
+    (the first try plus each retry; redirects followed within one try do not
+    count, and a request refused before sending, such as an invalid URL, has
+    0). ``elapsed`` is the seconds from the first attempt's start to the end
+    of the last (including waits between retries); ``last_attempt`` the
+    seconds of the last attempt alone. A response with status >= 400 is kept
+    (status, headers, body) and also carries an ``http_status`` error.
+    """
+
+    request: Request
+    status: int | None = None
+    final_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
+    body: bytes | None = None
+    size: int = 0
+    sha256: str | None = None
+    attempts: int = 0
+    elapsed: float = 0.0
+    last_attempt: float = 0.0
+    error: Failure | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the request ended with a response below 400."""
+        return self.error is None
+
+    @property
+    def url(self) -> str:
+        """The requested URL."""
+        return self.request.url
+
+    @property
+    def key(self) -> str:
+        """The request's key (its URL unless one was given)."""
+        return self.request.id

@@ -1,0 +1,43 @@
+"""Running fanout's coroutines: uvloop when installed, plain asyncio otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["loop_factory", "run", "run_sync"]
+
+T = TypeVar("T")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is importable, else None (asyncio's default)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T], *, debug: bool = False) -> T:
+    """Run ``main`` to completion on a new event loop (uvloop when installed)."""
+    with asyncio.Runner(debug=debug, loop_factory=loop_factory()) as runner:
+        return runner.run(main)
+
+
+def run_sync(make_main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make_main()`` from synchronous code, even where a loop is running.
+
+    In a plain script this runs a new event loop in this thread. Where an event
+    loop is already running in this thread (a Jupyter notebook, an async
+    framework), blocking it is the only choice a sync call has, so the work
+    runs on a private loop in a worker thread and this call waits for it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run(make_main())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fanout") as pool:
+        return pool.submit(lambda: run(make_main())).result()
