@@ -36,7 +36,7 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
-from fanout.transport import Outcome, attempt, make_session
+from fanout.transport import Outcome, classify, exchange, make_session
 from fanout.urls import parse_url
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
@@ -100,6 +100,35 @@ class _Item:
         self.first_start = 0.0
 
 
+class _Window:
+    """How many more requests a run may read ahead: a counting semaphore whose
+    waiter (the feeder) is woken only once a quarter of the window is free, so
+    the feeder runs once per batch instead of once per result."""
+
+    __slots__ = ("_loop", "_resume", "_waiter", "free")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._resume = max(1, size // 4)
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    async def acquire(self) -> None:
+        if self.free <= 0:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.free -= 1
+
+    def release(self) -> None:
+        self.free += 1
+        waiter = self._waiter
+        if waiter is not None and self.free >= self._resume and not waiter.done():
+            waiter.set_result(None)
+
+
 class _Run:
     """The state of one ``stream`` call: its read-ahead window and its results."""
 
@@ -116,7 +145,7 @@ class _Run:
     )
 
     def __init__(self, window: int) -> None:
-        self.window = asyncio.Semaphore(window)
+        self.window = _Window(window)
         self.results: asyncio.Queue[tuple[int, Result] | None] = asyncio.Queue()  # None ends
         self.outstanding: dict[int, _Item] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -178,6 +207,7 @@ class Fetcher:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = math.inf
         self._runs: set[_Run] = set()
+        self._idle: list[asyncio.Future[_Item | None]] = []
 
     async def __aenter__(self) -> Fetcher:
         if self._group is not None:
@@ -206,6 +236,10 @@ class Fetcher:
                 self._timer.cancel()
             for run in list(self._runs):
                 await self._close_run(run)
+            for idle in self._idle:
+                if not idle.done():
+                    idle.set_result(None)  # idle workers end
+            self._idle.clear()
         finally:
             await self._session.close()
         # Every task is done by now. The body's own exception is not handed to the
@@ -331,7 +365,8 @@ class Fetcher:
         host.pending += 1
         host.ready.append(item)
         self._make_runnable(host)
-        self._pump()
+        if self._active < self.limits.concurrency:  # else a finishing worker dispatches it
+            self._pump()
 
     # -------------------------------------------------------------- dispatch
 
@@ -403,9 +438,10 @@ class Fetcher:
                 runnable.append(host)  # round-robin between hosts
             else:
                 host.runnable = False
-            task = group.create_task(self._attempt(item))
-            item.run.tasks.add(task)
-            task.add_done_callback(item.run.tasks.discard)
+            if self._idle:
+                self._idle.pop().set_result(item)
+            else:
+                group.create_task(self._worker(item), name="fanout-worker")
 
     def _arm(self, now: float) -> None:
         when = math.inf
@@ -432,7 +468,26 @@ class Fetcher:
 
     # -------------------------------------------------------------- attempts
 
-    async def _attempt(self, item: _Item) -> None:
+    async def _worker(self, item: _Item | None) -> None:
+        """Run items until told to stop (None). An idle worker waits on a future of
+        its own; after each item it offers itself first (LIFO), so in a busy run
+        it takes the next item at once, with no task switch."""
+        assert self._loop is not None
+        me = asyncio.current_task()
+        assert me is not None
+        while item is not None:
+            tasks = item.run.tasks
+            tasks.add(me)
+            try:
+                await self._run_item(item)
+            finally:
+                tasks.discard(me)
+            idle: asyncio.Future[_Item | None] = self._loop.create_future()
+            self._idle.append(idle)
+            self._pump()
+            item = idle.result() if idle.done() else await idle
+
+    async def _run_item(self, item: _Item) -> None:
         loop = self._loop
         assert loop is not None
         assert self._session is not None
@@ -442,21 +497,15 @@ class Fetcher:
             item.first_start = start
         item.attempts += 1
         try:
-            outcome = await attempt(
-                self._session,
-                item.request,
-                item.url,
-                timeouts=self.timeouts,
-                caps=self.caps,
-                keep_body=self._keep_body,
+            outcome = await exchange(
+                self._session, item.request, item.url, caps=self.caps, keep_body=self._keep_body
             )
         except asyncio.CancelledError:
             if item.run.closed:
                 self._retire(item)
             raise
-        except Exception as exc:  # a bug below us: one INTERNAL result, never a dead run
-            logger.exception("unexpected error fetching %s", item.request.url)
-            outcome = Outcome(error=Failure(ErrorKind.INTERNAL, repr(exc)))
+        except Exception as exc:  # unexpected ones become INTERNAL, logged, never a dead run
+            outcome = classify(exc, timeouts=self.timeouts, caps=self.caps)
         finally:
             host.active -= 1
             self._active -= 1
@@ -469,7 +518,6 @@ class Fetcher:
             heapq.heappush(self._timers, (now + delay, next(self._seq), item))
         if host.ready:
             self._make_runnable(host)
-        self._pump()
 
     def _retry_delay(self, item: _Item, outcome: Outcome, now: float) -> float | None:
         """Seconds until the next try, or None when ``outcome`` is final."""

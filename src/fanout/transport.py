@@ -6,7 +6,6 @@ turns each into an :class:`ErrorKind`, most specific first.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from yarl import URL
 from fanout.models import ErrorKind, Failure, Request
 from fanout.policy import Caps, Timeouts
 
-__all__ = ["Outcome", "attempt", "classify", "make_session"]
+__all__ = ["Outcome", "classify", "exchange", "make_session"]
 
 logger = logging.getLogger("fanout")
 
@@ -60,8 +59,10 @@ def make_session(
         ttl_dns_cache=300,
         resolver=resolver,
     )
+    # aiohttp's own total covers one attempt from sending to the last body byte
+    # (its timer guards the body reads too), and is cheaper than asyncio.timeout().
     timeout = aiohttp.ClientTimeout(
-        total=None,  # the per-attempt total is enforced around the whole attempt
+        total=timeouts.total,
         connect=timeouts.connect,
         sock_connect=timeouts.connect,
         sock_read=timeouts.read,
@@ -76,36 +77,11 @@ def make_session(
     )
 
 
-async def attempt(
-    session: aiohttp.ClientSession,
-    request: Request,
-    url: URL,
-    *,
-    timeouts: Timeouts,
-    caps: Caps,
-    keep_body: bool,
-) -> Outcome:
-    """Make one attempt of ``request`` and return its outcome; never raises
-    except ``CancelledError``."""
-    deadline = asyncio.timeout(timeouts.total)
-    try:
-        async with deadline:
-            return await _exchange(session, request, url, caps=caps, keep_body=keep_body)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        if isinstance(exc, TimeoutError) and deadline.expired():
-            return Outcome(
-                error=Failure(
-                    ErrorKind.TIMEOUT, f"total deadline of {timeouts.total:g}s for one attempt"
-                )
-            )
-        return classify(exc, timeouts=timeouts, caps=caps)
-
-
-async def _exchange(
+async def exchange(
     session: aiohttp.ClientSession, request: Request, url: URL, *, caps: Caps, keep_body: bool
 ) -> Outcome:
+    """Make one attempt of ``request``. Its exceptions are the caller's to
+    :func:`classify` (kept out of here to spare a coroutine layer per request)."""
     async with session.request(
         request.method,
         url,
@@ -116,24 +92,17 @@ async def _exchange(
     ) as response:
         max_bytes = caps.max_bytes
         length = response.content_length
-        if (
-            max_bytes is not None
-            and length is not None
-            and length > max_bytes
-            and "Content-Encoding" not in response.headers
-        ):
-            raise _TooLargeError(f"Content-Length {length} exceeds max_bytes {max_bytes}")
-        digest = hashlib.sha256()
-        chunks: list[bytes] = []
-        size = 0
-        content = response.content
-        while chunk := await content.readany():
-            size += len(chunk)
-            if max_bytes is not None and size > max_bytes:
-                raise _TooLargeError(f"body exceeds max_bytes {max_bytes} (decoded)")
-            digest.update(chunk)
-            if keep_body:
-                chunks.append(chunk)
+        identity = "Content-Encoding" not in response.headers
+        if identity and length is not None and (max_bytes is None or length <= max_bytes):
+            # Fast path: the length is known and within the cap, and aiohttp stops
+            # at Content-Length (a shorter body is a ClientPayloadError).
+            body = await response.read()
+            size = len(body)
+            sha256 = hashlib.sha256(body).hexdigest()
+        else:
+            if max_bytes is not None and identity and length is not None:
+                raise _TooLargeError(f"Content-Length {length} exceeds max_bytes {max_bytes}")
+            body, size, sha256 = await _read_capped(response.content, max_bytes, keep_body)
         status = response.status
         error = None
         if status >= 400:
@@ -141,13 +110,30 @@ async def _exchange(
             error = Failure(ErrorKind.HTTP_STATUS, f"HTTP {status} {reason}".rstrip())
         return Outcome(
             status=status,
-            final_url=str(response.url),
+            final_url=str(response.url) if response.history else request.url,
             headers=response.headers,
-            body=(chunks[0] if len(chunks) == 1 else b"".join(chunks)) if keep_body else None,
+            body=body if keep_body else None,
             size=size,
-            sha256=digest.hexdigest(),
+            sha256=sha256,
             error=error,
         )
+
+
+async def _read_capped(
+    content: aiohttp.StreamReader, max_bytes: int | None, keep_body: bool
+) -> tuple[bytes, int, str]:
+    """Read a body of unknown decoded size as a stream, stopping past ``max_bytes``."""
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise _TooLargeError(f"body exceeds max_bytes {max_bytes} (decoded)")
+        digest.update(chunk)
+        if keep_body:
+            chunks.append(chunk)
+    return b"".join(chunks), size, digest.hexdigest()
 
 
 def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> Outcome:
@@ -191,8 +177,8 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> Outcome:
         kind, message = ErrorKind.PROTOCOL, f"connection lost: {_describe(exc)}"
     elif isinstance(exc, aiohttp.ClientError):
         kind, message = ErrorKind.PROTOCOL, _describe(exc)
-    elif isinstance(exc, TimeoutError):
-        kind, message = ErrorKind.TIMEOUT, "timeout"
+    elif isinstance(exc, TimeoutError):  # aiohttp's total deadline
+        kind, message = ErrorKind.TIMEOUT, f"total deadline of {timeouts.total:g}s for one attempt"
     else:
         logger.error("unexpected error in one attempt", exc_info=exc)
         kind, message = ErrorKind.INTERNAL, repr(exc)

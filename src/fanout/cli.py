@@ -1,0 +1,314 @@
+"""The ``fanout`` command: a thin shell over the library.
+
+Parse options, build policies, run a job, render. Exit status: 0 when every
+request succeeded, 1 when some failed, 2 for a usage error (one line on
+stderr, no traceback), 130 on Ctrl-C after writing what was fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from fanout._version import __version__
+from fanout.errors import FanoutError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+T = TypeVar("T")
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that converts with ``parse``; its ValueError becomes a usage error."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            if isinstance(value, tuple):
+                return tuple(parse(v) for v in value)
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+    return convert
+
+
+def _duration(text: str) -> float:
+    from fanout.units import parse_duration
+
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    from fanout.units import parse_size
+
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of requests per second, got {text!r}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
+        raise ValueError(f"expected 'Name: value', got {text!r}")
+    return name, value.strip()
+
+
+def _delay(text: str) -> float:
+    from fanout.units import parse_duration
+
+    return parse_duration(text)
+
+
+DURATION = _parsed(_duration)
+DELAY = _parsed(_delay)
+SIZE = _parsed(_size)
+RATE = _parsed(_rate)
+HEADER = _parsed(_header)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="fanout")
+@click.option("--debug", is_flag=True, help="asyncio debug mode and detailed logs on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """fanout: fast, polite, resumable concurrent HTTP fetching."""
+    ctx.obj = {"debug": debug}
+    if debug:
+        logging.basicConfig(
+            level=logging.DEBUG,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+@cli.command()
+@click.argument("urls", nargs=-1)
+@click.option(
+    "-i", "--input", "input_path", metavar="FILE", help="URLs, one per line ('-' for stdin)."
+)
+@click.option("--jsonl-input", metavar="FILE", help="Request objects, one JSON per line.")
+@click.option(
+    "-o", "--output", default="-", metavar="FILE", help="JSONL records here ('-' for stdout)."
+)
+@click.option(
+    "--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Save each body here."
+)
+@click.option(
+    "-c", "--concurrency", type=click.IntRange(min=1), default=64, help="Requests in flight."
+)
+@click.option(
+    "--per-host", type=click.IntRange(min=1), default=8, help="Requests in flight per host."
+)
+@click.option(
+    "--rate", callback=RATE, help="Requests started per second, all hosts.  [default: none]"
+)
+@click.option(
+    "--per-host-rate", callback=RATE, help="Requests per second per host.  [default: none]"
+)
+@click.option(
+    "--retries", type=click.IntRange(min=0), default=2, help="Retries after the first try."
+)
+@click.option("--timeout", callback=DURATION, default="120s", help="Total deadline of one attempt.")
+@click.option("--connect-timeout", callback=DURATION, default="10s", help="Deadline to connect.")
+@click.option("--read-timeout", callback=DURATION, default="30s", help="Longest gap between reads.")
+@click.option(
+    "--max-bytes", callback=SIZE, default="64MiB", help="Largest body (decoded), e.g. 10MB."
+)
+@click.option(
+    "--max-redirects", type=click.IntRange(min=0), default=10, help="Redirects to follow."
+)
+@click.option(
+    "-H", "--header", "headers", callback=HEADER, multiple=True, help="'Name: value', repeatable."
+)
+@click.option("-X", "--method", default="GET", help="HTTP method for URL inputs.")
+@click.option("--data", help="Request body (UTF-8) for URL inputs.")
+@click.option("--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]")
+@click.option("--ordered", is_flag=True, help="Write records in input order, not as they complete.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
+@click.option(
+    "--body",
+    type=click.Choice(["none", "text", "json", "base64"]),
+    default="none",
+    help="Include bodies in the JSONL records.",
+)
+@click.option(
+    "--no-dedupe", is_flag=True, help="Fetch repeated URLs again instead of skipping them."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option(
+    "--progress", "force_progress", is_flag=True, help="Show the bar even if not a terminal."
+)
+@click.option(
+    "--stats-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the summary as JSON here.",
+)
+@click.pass_context
+def fetch(ctx: click.Context, /, **options: Any) -> None:
+    """Fetch URLs concurrently; write one JSONL record per input line.
+
+    \b
+    Examples:
+      fanout fetch http://127.0.0.1:8000/items/1 http://127.0.0.1:8000/items/2
+      fanout fetch -i urls.txt -o results.jsonl --out-dir pages -c 100 --per-host 8
+      cat urls.txt | fanout fetch -i - --rate 50 --retries 4 --ordered
+    """
+    from fanout.commands import build_job, run_job
+
+    if not (options["urls"] or options["input_path"] or options["jsonl_input"]):
+        raise click.UsageError(
+            "no input: give URLs, -i FILE (or -i - for stdin) or --jsonl-input FILE"
+        )
+    job = build_job(options)
+    code = run_job(
+        job,
+        quiet=options["quiet"],
+        force_progress=options["force_progress"],
+        stats_json=options["stats_json"],
+        debug=ctx.obj["debug"],
+    )
+    ctx.exit(code)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", help="Loopback address to bind.")
+@click.option(
+    "--port", type=click.IntRange(min=0, max=65535), default=0, help="Port (0: any free one)."
+)
+@click.option("--latency", callback=DELAY, default="0ms", help="Delay of every normal answer.")
+@click.option("--jitter", callback=DELAY, default="0ms", help="Random extra delay, +/-.")
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    help="Share of normal answers that are 503.",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str, port: int, latency: float, jitter: float, error_rate: float
+) -> None:
+    """Run the embedded demo API and fault server until Ctrl-C.
+
+    \b
+    Endpoints include /pages/{n}, /items/{id}, /items?page=N, /v0/topstories.json,
+    /v0/item/{id}.json, /users, /posts, and misbehaving ones: /status/{code},
+    /retry-after/{s}, /flaky/{n}, /slow?delay=S, /hang, /stall, /drip, /short,
+    /reset, /redirect/{n}, /bytes/{n}, /gzip-bomb. See / for the full list.
+    """
+    from fanout.commands import run_serve
+
+    ctx.exit(
+        run_serve(
+            host=host,
+            port=port,
+            latency=latency,
+            jitter=jitter,
+            error_rate=error_rate,
+            debug=ctx.obj["debug"],
+        )
+    )
+
+
+@cli.command()
+@click.option(
+    "-n", "count", type=click.IntRange(min=1, max=100_000), default=2000, help="URLs to fetch."
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to save.  [default: a new temporary directory]",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def demo(ctx: click.Context, count: int, out_dir: Path | None, quiet: bool) -> None:
+    """The whole job offline: serve, fetch with progress, save pages, summarise."""
+    from fanout.commands import run_demo
+
+    ctx.exit(run_demo(count=count, out_dir=out_dir, quiet=quiet, debug=ctx.obj["debug"]))
+
+
+@cli.command()
+@click.option("-n", "count", type=click.IntRange(min=1, max=100_000), default=500, help="URLs.")
+@click.option("--latency", callback=DELAY, default="100ms", help="Server latency per request.")
+@click.option(
+    "-c", "--concurrency", type=click.IntRange(min=1, max=1000), default=100, help="Width."
+)
+@click.option(
+    "--sequential-cap",
+    callback=DURATION,
+    default="20s",
+    help="Stop the sequential mode after this long and extrapolate.",
+)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw a chart (needs fanout[plot]).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
+def bench(
+    count: int,
+    latency: float,
+    concurrency: int,
+    sequential_cap: float,
+    plot: str | None,
+    as_json: bool,
+) -> None:
+    """Time sequential, threads, naive gather and fanout on the demo server.
+
+    \b
+    The server runs on 127.0.0.1 in a subprocess with the given latency; the
+    lower bound is ceil(n / c) x latency.
+    """
+    from fanout.commands import run_bench_command
+
+    run_bench_command(
+        count=count,
+        latency=latency,
+        concurrency=concurrency,
+        sequential_cap=sequential_cap,
+        plot_path=plot,
+        as_json=as_json,
+    )
+
+
+def _usage_error(message: str) -> NoReturn:
+    click.echo(f"fanout: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``fanout`` console script."""
+    try:
+        code = cli.main(args=argv, prog_name="fanout", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        hint = f" (see 'fanout {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        _usage_error(exc.format_message() + hint)
+    except click.ClickException as exc:
+        _usage_error(exc.format_message())
+    except FanoutError as exc:
+        _usage_error(str(exc))
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("fanout: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,0 +1,246 @@
+"""What the CLI commands do once their options are parsed: build, run, render."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+
+from fanout.errors import SinkError
+from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
+from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.progress import LiveProgress, format_summary
+from fanout.runtime import run
+from fanout.stats import RunStats
+
+__all__ = ["build_job", "run_bench_command", "run_demo", "run_job", "run_serve"]
+
+EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def build_job(options: dict[str, Any]) -> FetchJob:
+    """Turn ``fanout fetch`` options into a checked :class:`FetchJob`."""
+    user_agent = options["user_agent"]
+    data = options["data"]
+    return FetchJob(
+        urls=tuple(options["urls"]),
+        input_path=options["input_path"],
+        jsonl_path=options["jsonl_input"],
+        output=options["output"],
+        out_dir=options["out_dir"],
+        ordered=options["ordered"],
+        fail_fast=options["fail_fast"],
+        dedupe=not options["no_dedupe"],
+        body=options["body"],
+        method=options["method"].upper(),
+        data=None if data is None else data.encode("utf-8"),
+        headers=dict(options["headers"]),
+        **({"user_agent": user_agent} if user_agent else {}),
+        limits=Limits(
+            concurrency=options["concurrency"],
+            per_host=options["per_host"],
+            rate=options["rate"],
+            per_host_rate=options["per_host_rate"],
+        ),
+        retry=RetryPolicy(attempts=options["retries"] + 1),
+        timeouts=Timeouts(
+            connect=options["connect_timeout"],
+            read=options["read_timeout"],
+            total=options["timeout"],
+        ),
+        caps=Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+    )
+
+
+def run_job(
+    job: FetchJob,
+    *,
+    quiet: bool,
+    force_progress: bool,
+    stats_json: Path | None,
+    debug: bool,
+    console: Console | None = None,
+) -> int:
+    """Run a fetch job with its progress bar and summary; return the exit status."""
+    console = console or Console(stderr=True)
+    job.check_inputs()
+    show_bar = not quiet and (force_progress or console.is_terminal)
+    total = count_inputs(job) if show_bar else None
+    stats = RunStats()
+    live = LiveProgress(stats, console, total) if show_bar else None
+    outcome: JobOutcome | None = None
+    interrupted = False
+
+    async def main() -> JobOutcome:
+        return await run_fetch_job(
+            job,
+            stats=stats,
+            on_fetcher=live.attach if live else None,
+            on_record=live.refresh if live else None,
+        )
+
+    try:
+        if live is not None:
+            with live.running():
+                outcome = run(main(), debug=debug)
+        else:
+            outcome = run(main(), debug=debug)
+    except KeyboardInterrupt:
+        interrupted = True
+    summary = outcome.summary if outcome is not None else stats.summary()
+    if not quiet:
+        console.print(format_summary(summary), highlight=False, markup=False, soft_wrap=True)
+        if outcome is not None and outcome.stopped_early:
+            console.print("stopped at the first failure (--fail-fast)", highlight=False)
+        if interrupted:
+            console.print("interrupted: every result fetched so far was written", highlight=False)
+    if stats_json is not None:
+        try:
+            stats_json.write_bytes(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            raise SinkError(f"cannot write stats file '{stats_json}': {exc.strerror}") from exc
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
+
+
+def run_serve(
+    *, host: str, port: int, latency: float, jitter: float, error_rate: float, debug: bool
+) -> int:
+    """Serve the demo app until Ctrl-C; print its base URLs once listening."""
+    from fanout.demo import serve_forever
+
+    def ready(urls: list[str]) -> None:
+        for url in urls:
+            click.echo(f"fanout demo server listening on {url}  (Ctrl-C to stop)")
+
+    try:
+        run(
+            serve_forever(
+                host,
+                port,
+                latency=latency,
+                jitter=jitter,
+                error_rate=error_rate,
+                on_ready=ready,
+            ),
+            debug=debug,
+        )
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    return EXIT_OK
+
+
+def demo_urls(base: str, count: int) -> list[str]:
+    """The demo's mix: mostly pages and items, a few misbehaving endpoints, one repeat."""
+    urls: list[str] = []
+    for i in range(count):
+        if i % 100 == 99:
+            urls.append(f"{base}/status/404?n={i}")
+        elif i % 250 == 17:
+            urls.append(f"{base}/flaky/1?key=demo{i}")
+        elif i % 2:
+            urls.append(f"{base}/items/{i % 10000 + 1}")
+        else:
+            urls.append(f"{base}/pages/{i}")
+    return urls
+
+
+def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> int:
+    """The whole job offline: start the demo server, fetch ``count`` URLs, summarise."""
+    from fanout.demo import DemoServer
+
+    console = Console(stderr=True)
+    target = out_dir or Path(tempfile.mkdtemp(prefix="fanout-demo-"))
+    target.mkdir(parents=True, exist_ok=True)
+    urls_file = target / "urls.txt"
+    output = target / "results.jsonl"
+    stats = RunStats()
+    show_bar = not quiet
+
+    async def main() -> tuple[str, JobOutcome]:
+        async with DemoServer(latency=0.02, jitter=0.01, error_rate=0.01) as server:
+            urls_file.write_text("\n".join(demo_urls(server.url, count)) + "\n")
+            job = FetchJob(
+                input_path=str(urls_file),
+                output=str(output),
+                out_dir=target / "pages",
+                limits=Limits(concurrency=64, per_host=64),
+                retry=RetryPolicy(attempts=3, backoff=0.05),
+            )
+            live = LiveProgress(stats, console, count) if show_bar else None
+            if live is None:
+                return server.url, await run_fetch_job(job, stats=stats)
+            with live.running():
+                outcome = await run_fetch_job(
+                    job, stats=stats, on_fetcher=live.attach, on_record=live.refresh
+                )
+            return server.url, outcome
+
+    try:
+        base, outcome = run(main(), debug=debug)
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        return EXIT_INTERRUPTED
+    console.print(f"demo server was {base}", highlight=False)
+    console.print(format_summary(outcome.summary), highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"records: {output}\npages:   {target / 'pages'}\n"
+        "(the 404s are on purpose: the demo shows failures as records, not crashes)",
+        highlight=False,
+        markup=False,
+    )
+    return EXIT_OK
+
+
+def run_bench_command(
+    *,
+    count: int,
+    latency: float,
+    concurrency: int,
+    sequential_cap: float,
+    plot_path: str | None,
+    as_json: bool,
+) -> None:
+    """``fanout bench``: run the four modes and print a table (or JSON)."""
+    from rich.table import Table
+
+    from fanout.bench import cpu_note, demo_server_process, plot, run_bench
+
+    with demo_server_process(latency) as base:
+        results = run_bench(
+            base, n=count, latency=latency, concurrency=concurrency, sequential_cap=sequential_cap
+        )
+    sequential = results[0].wall
+    if as_json:
+        data = {
+            "n": count,
+            "latency_s": latency,
+            "concurrency": concurrency,
+            "machine": cpu_note(),
+            "results": [r.as_dict(sequential) for r in results],
+        }
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        table = Table(
+            title=f"{count} URLs, {latency * 1000:g} ms latency, concurrency {concurrency}"
+            f" (lower bound {results[0].lower_bound:.2f} s)",
+            caption=f"{cpu_note()}; * extrapolated from a capped run",
+        )
+        for column in ("mode", "wall (s)", "req/s", "speed-up", "x lower bound"):
+            table.add_column(column, justify="left" if column == "mode" else "right")
+        for r in results:
+            table.add_row(
+                r.mode + (" *" if r.extrapolated else ""),
+                f"{r.wall:.2f}",
+                f"{r.rate:,.0f}",
+                f"{sequential / r.wall:.1f}x",
+                f"{r.wall / r.lower_bound:.2f}",
+            )
+        Console().print(table)
+    if plot_path is not None:
+        plot(results, plot_path)

@@ -1,0 +1,264 @@
+"""Saving response bodies under ``--out-dir``: safe names and atomic writes.
+
+A URL maps to a relative path that mirrors the site, with a hash of the full
+URL in the file name::
+
+    https://Example.com:8443/docs/API%20guide/v2.json?page=2#top
+    → example.com_8443/docs/API_guide/v2__page=2-43b79ba681dda6b2.json
+
+    <host>[_<port>]/<dir>/.../<name>[__<query>]-<hash16>.<ext>
+
+- ``hash16`` is 16 hex digits of SHA-256 over the URL exactly as given, so
+  URLs that differ only in case, query, fragment or characters that sanitise
+  alike still get different files, and a URL gets the same file in every run.
+- Only letters, digits, marks and ``-_.=+,~@`` are kept; anything else
+  (separators, ``%2f`` once decoded, control characters, ``:``, ``*``,
+  spaces...) becomes ``_``. Segments ``.``, ``..`` and empty ones (also when
+  percent-encoded) are dropped, so a URL can never climb out of its host.
+- A component never starts with ``.`` (no hidden files, nothing for ``.tmp``
+  files to collide with); Windows device names (``CON``, ``NUL``...) get a
+  ``_``; a directory never looks like a file name, so a file and a directory
+  can never want the same name.
+- Each component is at most ``max_component`` UTF-8 bytes and the path at most
+  ``max_path``: directory segments beyond that are dropped (the hash still
+  tells the files apart).
+- A path ending in ``/`` (or empty) is named ``index``; the extension comes
+  from the URL's last segment, else from the Content-Type when given, else
+  ``html`` for an index and ``bin`` otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import unicodedata
+from pathlib import Path
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+from fanout.errors import ConfigError, SinkError
+
+__all__ = ["safe_relpath", "write_atomic"]
+
+_HASH_HEX: Final = 16
+_O_BINARY: Final[int] = getattr(os, "O_BINARY", 0)
+_EXT_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}")
+_SAFE_PUNCTUATION: Final = frozenset("-_.=+,~@")
+# A directory component that ends like a file name would ("-<hash16>.<ext>")
+# gets a "_", so no URL's directory can take the name of another URL's file.
+_FILE_LIKE_RE: Final = re.compile(r"-[0-9a-f]{16}\.[a-z0-9]{1,8}$", re.IGNORECASE)
+_WINDOWS_DEVICES: Final = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"com{i}" for i in range(1, 10)}
+    | {f"lpt{i}" for i in range(1, 10)}
+)
+# Fixed here rather than from `mimetypes`, whose answers depend on the machine.
+_CONTENT_TYPE_EXT: Final = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/json": "json",
+    "text/plain": "txt",
+    "text/css": "css",
+    "text/csv": "csv",
+    "text/javascript": "js",
+    "application/javascript": "js",
+    "text/xml": "xml",
+    "application/xml": "xml",
+    "application/pdf": "pdf",
+    "application/zip": "zip",
+    "application/gzip": "gz",
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/svg+xml": "svg",
+}
+
+
+def _truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore")
+
+
+def _clean(text: str) -> str:
+    """Keep letters, digits, marks and a little punctuation; everything else is ``_``."""
+    text = unicodedata.normalize("NFC", text)
+    chars = [
+        c if c in _SAFE_PUNCTUATION or unicodedata.category(c)[0] in "LNM" else "_" for c in text
+    ]
+    if chars and chars[0] == ".":
+        chars[0] = "_"
+    return "".join(chars)
+
+
+def _component(text: str, limit: int) -> str:
+    """A safe, non-empty name of at most ``limit`` bytes, usable as a directory."""
+    # Two bytes spare: at most two of the fixes below ("_" before, "_" after) apply.
+    name = _truncate(_clean(text), limit - 2) or "_"
+    if name.rstrip(". ") != name:  # Windows drops trailing dots and spaces
+        name += "_"
+    if name.split(".", 1)[0].lower() in _WINDOWS_DEVICES:
+        name = "_" + name
+    if _FILE_LIKE_RE.search(name):
+        name += "_"
+    return name
+
+
+def _split_ext(segment: str) -> tuple[str, str | None]:
+    stem, dot, ext = segment.rpartition(".")
+    if dot and stem and _EXT_RE.fullmatch(ext):
+        return stem, ext.lower()
+    return segment, None
+
+
+def _ext_for(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    found = _CONTENT_TYPE_EXT.get(media)
+    if found is None and media.endswith("+json"):
+        return "json"
+    if found is None and media.endswith("+xml"):
+        return "xml"
+    return found
+
+
+def _host_label(host: str | None, port: int | None, scheme: str) -> str:
+    if not host:
+        return "_"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return host if port is None or port == default else f"{host}_{port}"
+
+
+def safe_relpath(
+    url: str,
+    *,
+    content_type: str | None = None,
+    max_component: int = 100,
+    max_path: int = 240,
+) -> str:
+    """Map a URL to a safe, deterministic relative path (POSIX separators).
+
+    The path never holds ``.``/``..``/empty components, NUL or control
+    characters, credentials or absolute parts, and stays within the byte
+    limits; see the module docstring for the scheme. Never raises for any
+    ``url`` string; a bad limit raises :class:`~fanout.errors.ConfigError`.
+
+    >>> safe_relpath("https://example.com/a/../../etc/passwd")
+    'example.com/a/etc/passwd-6045b335c3ce241e.bin'
+    >>> safe_relpath("http://example.com:8080/")
+    'example.com_8080/index-4cc86262d3ada872.html'
+    """
+    if max_component < 40:
+        raise ConfigError(f"max_component must be >= 40, got {max_component!r}")
+    if max_path < 2 * max_component + 1:
+        raise ConfigError(f"max_path must be >= 2 * max_component + 1, got {max_path!r}")
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
+    # The hash covers the URL exactly; the parsed parts below only make the name readable.
+    safe_url = url.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    try:
+        parts = urlsplit(safe_url)
+        host, port, scheme = parts.hostname, parts.port, parts.scheme.lower()
+        raw_path, query = parts.path, parts.query
+    except ValueError:
+        host, port, scheme, raw_path, query = None, None, "", safe_url, ""
+    host_part = _component(_host_label(host, port, scheme), max_component)
+
+    segments = [unquote(s, errors="replace") for s in raw_path.split("/")]
+    is_index = not segments or segments[-1] in ("", ".", "..")
+    kept = [s for s in segments if s not in ("", ".", "..")]
+    last = "" if is_index or not kept else kept.pop()
+
+    if is_index:
+        stem, ext = "index", None
+    else:
+        stem, ext = _split_ext(last)
+    if ext is None:
+        ext = _ext_for(content_type) or ("html" if is_index else "bin")
+    name = _clean(stem)
+    if query:
+        name += "__" + _clean(unquote(query, errors="replace"))
+    suffix = f"-{digest}.{ext}"
+    name = _truncate(name, max_component - len(suffix)) or "_"
+    file_part = name + suffix
+
+    dirs: list[str] = []
+    used = len(host_part.encode()) + 1 + len(file_part.encode())
+    for segment in kept:
+        component = _component(segment, max_component)
+        size = len(component.encode()) + 1
+        if used + size > max_path:
+            break
+        dirs.append(component)
+        used += size
+    return "/".join([host_part, *dirs, file_part])
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform or file system allows it
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(root: Path, relpath: str, data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``root / relpath`` so the final name never holds a partial file.
+
+    Parent directories are created; the data goes to a hidden temporary file
+    in the same directory, then ``os.replace`` gives it its name. With
+    ``fsync=True`` the file and its directory are synced first (durable
+    across power loss, but slower). The target must resolve inside ``root``.
+    On any error the temporary file is removed and
+    :class:`~fanout.errors.SinkError` names the path. Blocking: from async
+    code, run it via ``asyncio.to_thread``.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> write_atomic(root, "h.example/a-0123.bin", b"hi").read_bytes()
+    b'hi'
+    """
+    base = root.resolve()
+    target = base / relpath
+    if not relpath or "\x00" in relpath or Path(relpath).is_absolute():
+        raise SinkError(f"refusing to write {relpath!r}: not a relative path")
+    resolved = target.resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise SinkError(f"refusing to write {str(target)!r}: outside {str(base)!r}")
+    directory = resolved.parent
+    temp: Path | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        # Created with O_EXCL and the umask's mode, unlike mkstemp's 0600.
+        for _ in range(16):
+            temp = directory / f".{_truncate(resolved.name, 64)}.{secrets.token_hex(6)}.tmp"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+                break
+            except FileExistsError:
+                temp = None
+        else:
+            raise FileExistsError(f"no free temporary name in {str(directory)!r}")
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            if fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(temp, resolved)
+        temp = None
+        if fsync:
+            _fsync_dir(directory)
+    except OSError as exc:
+        raise SinkError(f"cannot write {str(resolved)!r}: {exc.strerror or exc}") from exc
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+    return resolved

@@ -1,0 +1,116 @@
+"""The live progress bar on stderr (rich), and the plain-text summary."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from fanout.engine import Fetcher
+from fanout.stats import RunStats, Summary
+
+__all__ = ["LiveProgress", "format_summary"]
+
+
+class _CountersColumn(ProgressColumn):
+    """req/s, failures, retries and requests in flight."""
+
+    def __init__(self, live: LiveProgress) -> None:
+        super().__init__()
+        self._live = live
+
+    def render(self, task: Task) -> Text:
+        stats = self._live.stats
+        elapsed = task.elapsed or 0.0
+        rate = stats.done / elapsed if elapsed > 0 else 0.0
+        fetcher = self._live.fetcher
+        in_flight = fetcher.in_flight if fetcher is not None else 0
+        return Text(
+            f"{rate:,.0f} req/s  failed {stats.failed:,}  retries {stats.retries:,}"
+            f"  in flight {in_flight}",
+            style="progress.data.speed",
+        )
+
+
+class LiveProgress:
+    """A rich progress bar that follows a :class:`RunStats` (and its Fetcher)."""
+
+    def __init__(self, stats: RunStats, console: Console, total: int | None) -> None:
+        self.stats = stats
+        self.fetcher: Fetcher | None = None
+        self._progress = Progress(
+            TextColumn("[bold]fetch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _CountersColumn(self),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            refresh_per_second=8,
+            transient=False,
+        )
+        self._task = self._progress.add_task("fetch", total=total)
+
+    def attach(self, fetcher: Fetcher) -> None:
+        """Show the in-flight count of ``fetcher``."""
+        self.fetcher = fetcher
+
+    def refresh(self) -> None:
+        """Move the bar to the current count (cheap; rich redraws on its own clock)."""
+        self._progress.update(self._task, completed=self.stats.done)
+
+    def set_total(self, total: int) -> None:
+        """Set the total once it is known."""
+        self._progress.update(self._task, total=total)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LiveProgress]:
+        """Show the bar for the duration of the block."""
+        with self._progress:
+            try:
+                yield self
+            finally:
+                self.refresh()
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_summary(summary: Summary) -> str:
+    """The end-of-run summary, a few plain lines."""
+    lines = [
+        f"{summary.total:,} inputs in {summary.elapsed:.2f} s ({summary.rate:,.0f}/s): "
+        f"{summary.ok:,} ok, {summary.failed:,} failed, "
+        f"{summary.duplicates:,} duplicates skipped, {summary.retries:,} retries, "
+        f"{_size(summary.bytes)}"
+    ]
+    if summary.by_status:
+        lines.append("  status:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_status.items()))
+    if summary.by_error:
+        lines.append("  errors:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_error.items()))
+    latency = summary.latency_ms
+    if latency.get("p50") is not None:
+        lines.append(
+            "  latency: "
+            + ", ".join(f"{k} {v:,.1f} ms" for k, v in latency.items() if v is not None)
+        )
+    return "\n".join(lines)

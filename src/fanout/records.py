@@ -1,0 +1,412 @@
+"""The JSONL output: one record per input line, and the writer that writes them.
+
+Schema (stable; new fields may be added, none are renamed or removed). Every
+record has every field, in this order::
+
+    url           str    the requested URL, credentials replaced by "***@"
+    key           str    the request's key (its URL unless one was given);
+                         null for a rejected input line
+    line          int    1-based input line number, or null (library use)
+    ok            bool   true when a response below 400 arrived; false on any
+                         failure; null for a duplicate (nothing was fetched)
+    status        int    the final HTTP status, or null when none arrived
+    final_url     str    the URL after redirects (credentials redacted), or null
+    attempts      int    HTTP exchanges started (0 when nothing was sent)
+    elapsed_ms    float  milliseconds from first attempt to end, to 0.1 ms
+    bytes         int    body size in bytes (decoded)
+    content_type  str    the Content-Type header as received, or null
+    sha256        str    hex SHA-256 of the body, or null
+    path          str    where the body was saved (under --out-dir), or null
+    error         obj    null, or {"kind": <ErrorKind value>, "message": str}
+    duplicate_of  int    for a duplicate input line, the line of its first
+                         occurrence (then ok is null); else null
+    body          any    only when a body mode is chosen: the body as text
+                         ("text"), as a parsed JSON value or null when it is
+                         not JSON ("json"), or as base64 ("base64")
+
+For example::
+
+    {"url":"https://a.example/x","key":"https://a.example/x","line":1,"ok":true,
+     "status":200,"final_url":"https://a.example/x","attempts":1,"elapsed_ms":12.3,
+     "bytes":1234,"content_type":"text/html; charset=utf-8","sha256":"9f86…",
+     "path":"a.example/x-3fa9c2e1b04d5a67.html","error":null,"duplicate_of":null}
+
+Credentials in URLs never reach a record: ``user:password@`` in ``url``,
+``key`` (when it is the URL), ``final_url`` and any URL inside an error
+message is replaced by ``***@``. Query strings are written as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Final, Literal, Self
+
+import orjson
+
+from fanout.errors import SinkError
+from fanout.models import Request, Result
+from fanout.sources import Rejected
+
+__all__ = [
+    "BodyMode",
+    "JsonlWriter",
+    "duplicate_record",
+    "redact_text",
+    "redact_url",
+    "rejected_record",
+    "result_record",
+]
+
+BodyMode = Literal["none", "text", "json", "base64"]
+"""How a response body goes into a record: not at all, as text, as JSON or as base64."""
+
+REDACTED: Final = "***@"
+
+# Userinfo is everything up to the *last* "@" of the authority (WHATWG URL
+# §4.4 authority state), so "u:p@ss@host" hides "p@ss" too. The authority is
+# taken to end only at "/" (not at "?" or "#"): a sloppy password holding "?"
+# or "#" is still hidden, at the price of over-redacting "http://h?a@b".
+_URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?//)?")
+_SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
+_AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+_CHARSET_RE: Final = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """Replace the credentials of a URL (``user:password@``) with ``***@``.
+
+    Works on any string, valid URL or not: whatever stands before the last
+    ``@`` of the authority-like start of the string is hidden.
+
+    >>> redact_url("https://bob:s3cret@api.example/v1?x=1")
+    'https://***@api.example/v1?x=1'
+    >>> redact_url("https://api.example/@bob")
+    'https://api.example/@bob'
+    """
+    start = _URL_START_RE.match(url)
+    begin = 0 if start is None else start.end()
+    end = url.find("/", begin)
+    at = url.rfind("@", begin, len(url) if end < 0 else end)
+    return url if at < 0 else url[:begin] + REDACTED + url[at + 1 :]
+
+
+def redact_text(text: str) -> str:
+    """Replace the credentials of every URL found in a free text with ``***@``.
+
+    >>> redact_text("Cannot connect to 'http://bob:pw@host:81/x' (refused)")
+    "Cannot connect to 'http://***@host:81/x' (refused)"
+    """
+    if "@" not in text:
+        return text
+    parts: list[str] = []
+    copied = 0
+    pos = 0
+    while (match := _SCHEME_SEP_RE.search(text, pos)) is not None:
+        begin = match.end()
+        stop = _AUTHORITY_END_RE.search(text, begin)
+        end = len(text) if stop is None else stop.start()
+        at = text.rfind("@", begin, end)
+        if at >= 0:
+            parts += (text[copied:begin], REDACTED)
+            copied = pos = at + 1
+        else:
+            # No "@" up to `end`; a URL starting inside this one can only have its
+            # "://" at `end`, so its scheme starts at most 32 characters before.
+            pos = max(begin, end - 32)
+    parts.append(text[copied:])
+    return "".join(parts)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, item in headers.items():
+        if key.lower() == lowered:
+            return item
+    return None
+
+
+def _charset(content_type: str | None) -> str:
+    if content_type:
+        match = _CHARSET_RE.search(content_type)
+        if match is not None:
+            try:
+                return codecs.lookup(match.group(1)).name
+            except LookupError:
+                pass
+    return "utf-8"
+
+
+def _body_value(body: bytes | None, content_type: str | None, mode: BodyMode) -> object:
+    if body is None:
+        return None
+    if mode == "text":
+        return body.decode(_charset(content_type), "replace")
+    if mode == "json":
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+    return base64.b64encode(body).decode("ascii")
+
+
+def _line_of(request: Request) -> int | None:
+    meta = request.meta
+    if isinstance(meta, dict):
+        line = meta.get("line")
+        if isinstance(line, int) and not isinstance(line, bool):
+            return line
+    return None
+
+
+def _key_of(request: Request) -> str:
+    return redact_url(request.url) if request.key is None else request.key
+
+
+def result_record(
+    result: Result, *, path: str | None = None, body_mode: BodyMode = "none"
+) -> dict[str, object]:
+    """Build the JSONL record of one Result (see the module docstring for the schema).
+
+    ``path`` is where the body was saved, if it was. ``body_mode`` adds a
+    ``body`` field: ``"text"`` decodes with the Content-Type charset (UTF-8
+    when none or unknown, undecodable bytes replaced), ``"json"`` parses the
+    body (null when it is not JSON), ``"base64"`` encodes it.
+
+    >>> from fanout.models import Request, Result
+    >>> r = result_record(Result(request=Request("http://a:b@h.example/", meta={"line": 4}),
+    ...                          status=204, final_url="http://a:b@h.example/", attempts=1))
+    >>> (r["url"], r["line"], r["ok"], r["status"])
+    ('http://***@h.example/', 4, True, 204)
+    """
+    content_type = _header(result.headers, "Content-Type")
+    error = result.error
+    record: dict[str, object] = {
+        "url": redact_url(result.request.url),
+        "key": _key_of(result.request),
+        "line": _line_of(result.request),
+        "ok": result.ok,
+        "status": result.status,
+        "final_url": None if result.final_url is None else redact_url(result.final_url),
+        "attempts": result.attempts,
+        "elapsed_ms": round(result.elapsed * 1000.0, 1),
+        "bytes": result.size,
+        "content_type": content_type,
+        "sha256": result.sha256,
+        "path": path,
+        "error": None
+        if error is None
+        else {"kind": error.kind.value, "message": redact_text(error.message)},
+        "duplicate_of": None,
+    }
+    if body_mode != "none":
+        record["body"] = _body_value(result.body, content_type, body_mode)
+    return record
+
+
+def rejected_record(rejected: Rejected) -> dict[str, object]:
+    """Build the record of an input line that could not become a request.
+
+    ``url`` holds the line as shown safely, ``key`` is null, ``ok`` false and
+    ``error`` says why.
+
+    >>> from fanout.models import ErrorKind
+    >>> rejected_record(Rejected(2, "ftp://x", ErrorKind.UNSUPPORTED_SCHEME, "no"))["error"]
+    {'kind': 'unsupported_scheme', 'message': 'no'}
+    """
+    return {
+        "url": redact_text(redact_url(rejected.text)),
+        "key": None,
+        "line": rejected.line,
+        "ok": False,
+        "status": None,
+        "final_url": None,
+        "attempts": 0,
+        "elapsed_ms": 0.0,
+        "bytes": 0,
+        "content_type": None,
+        "sha256": None,
+        "path": None,
+        "error": {"kind": rejected.kind.value, "message": redact_text(rejected.reason)},
+        "duplicate_of": None,
+    }
+
+
+def duplicate_record(request: Request, first_line: int) -> dict[str, object]:
+    """Build the record of a request whose key already appeared on ``first_line``.
+
+    Nothing was fetched: ``ok`` is null, ``attempts`` 0 and ``duplicate_of``
+    names the first line.
+
+    >>> duplicate_record(Request("http://h.example/", meta={"line": 9}), 3)["duplicate_of"]
+    3
+    """
+    return {
+        "url": redact_url(request.url),
+        "key": _key_of(request),
+        "line": _line_of(request),
+        "ok": None,
+        "status": None,
+        "final_url": None,
+        "attempts": 0,
+        "elapsed_ms": 0.0,
+        "bytes": 0,
+        "content_type": None,
+        "sha256": None,
+        "path": None,
+        "error": None,
+        "duplicate_of": first_line,
+    }
+
+
+def _scrub(value: object) -> object:
+    """Replace lone surrogates (which orjson refuses) in every string of a value."""
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+class JsonlWriter:
+    """Writes records as JSON lines to a file, standard output (``"-"``) or a binary stream.
+
+    Lines are buffered and written whole, at most every ``flush_every``
+    records, on :meth:`flush` and on close, so a reader of the file only ever
+    sees complete lines at those points. With ``append=True`` an existing file
+    is extended (for resumed runs). Standard output and a given stream are
+    flushed but not closed at exit. Any failure to open or write raises
+    :class:`~fanout.errors.SinkError` naming the file. Writes block; from
+    async code call them from one writer task or via ``asyncio.to_thread``.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.jsonl")
+    >>> with JsonlWriter(path) as out:
+    ...     out.write({"url": "http://h.example/", "ok": True})
+    >>> open(path, "rb").read()
+    b'{"url":"http://h.example/","ok":true}\\n'
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | BinaryIO,
+        *,
+        flush_every: int = 100,
+        append: bool = False,
+    ) -> None:
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every!r}")
+        self._given: BinaryIO | None = None
+        if isinstance(target, str | os.PathLike):
+            self._target = os.fspath(target)
+            self._name = "standard output" if self._target == "-" else repr(self._target)
+        else:
+            self._given = target
+            self._target = str(getattr(target, "name", "<stream>"))
+            self._name = repr(self._target)
+        self._flush_every = flush_every
+        self._append = append
+        self._stream: BinaryIO | None = None
+        self._owned = False
+        self._pending: list[bytes] = []
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The path written to, ``"-"`` for standard output, or a given stream's name."""
+        return self._target
+
+    def __enter__(self) -> Self:
+        """Open the output; an error raises SinkError naming it."""
+        if self._stream is not None or self._closed:
+            raise SinkError(f"{self._name} is already open or closed")
+        if self._given is not None:
+            self._stream = self._given
+        elif self._target == "-":
+            self._stream = sys.stdout.buffer
+        else:
+            try:
+                self._stream = Path(self._target).open("ab" if self._append else "wb")
+            except OSError as exc:
+                msg = f"cannot open {self._name} for writing: {exc.strerror or exc}"
+                raise SinkError(msg) from exc
+            self._owned = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Write what is pending and close the file (standard output is left open).
+
+        When the block raised, a failure to write the rest is not raised over it.
+        """
+        if exc is None:
+            self.close()
+        else:
+            with contextlib.suppress(SinkError):
+                self.close()
+
+    def write(self, record: Mapping[str, object]) -> None:
+        """Queue one record as one JSON line; write the queue every ``flush_every`` records."""
+        if self._stream is None:
+            raise SinkError(f"{self._name} is not open")
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            # Lone surrogates can come from user input; write U+FFFD rather than fail the run.
+            line = orjson.dumps(_scrub(record), option=orjson.OPT_APPEND_NEWLINE)
+        self._pending.append(line)
+        if len(self._pending) >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued line and flush the stream."""
+        if self._stream is None:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            if data:
+                self._stream.write(data)
+            self._stream.flush()
+        except OSError as exc:
+            raise SinkError(f"cannot write {self._name}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        """Flush, then close the file; safe to call twice."""
+        stream = self._stream
+        if stream is None:
+            return
+        try:
+            self.flush()
+        except BaseException:
+            self._release(stream, quietly=True)
+            raise
+        self._release(stream, quietly=False)
+
+    def _release(self, stream: BinaryIO, *, quietly: bool) -> None:
+        self._stream = None
+        self._closed = True
+        if not self._owned:
+            return
+        try:
+            stream.close()
+        except OSError as exc:
+            if not quietly:
+                raise SinkError(f"cannot close {self._name}: {exc.strerror or exc}") from exc

@@ -1,0 +1,358 @@
+"""Readers that turn inputs (URL lists, JSONL request files, stdin) into Requests.
+
+Every reader is lazy: it reads one line at a time with a bounded
+``readline`` and yields as it goes, so memory stays flat however many lines
+an input has, and an over-long line costs at most ``max_line`` bytes.
+
+A line that cannot become a request is not an exception: it comes out as a
+:class:`Rejected` value carrying its 1-based line number, a safe rendering of
+the text and the reason, so a run reports it and goes on.
+
+>>> import io
+>>> [type(x).__name__ for x in read_url_lines(io.BytesIO(b"http://a.example/\\nftp://b\\n"))]
+['Request', 'Rejected']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Final
+
+import orjson
+
+from fanout.errors import ConfigError, SourceError
+from fanout.models import ErrorKind, Failure, Request
+from fanout.urls import parse_url
+
+__all__ = [
+    "Deduper",
+    "Rejected",
+    "check_url",
+    "open_input",
+    "read_jsonl_requests",
+    "read_url_lines",
+]
+
+_BOM: Final = b"\xef\xbb\xbf"
+_DISCARD_CHUNK: Final = 64 * 1024
+_SHOWN_CHARS: Final = 200
+_INPUT_BUFFER: Final = 256 * 1024
+
+_SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# RFC 9110 §5.6.2: token = 1*tchar, used for methods and field names.
+_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
+_BAD_URL_CHAR_RE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+
+_JSONL_FIELDS: Final = frozenset({"url", "method", "headers", "body", "key", "meta"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input line that cannot become a request.
+
+    ``line`` is 1-based; ``text`` is the line as it may be shown safely (bytes
+    that are not UTF-8 and control characters escaped, cut to about 200
+    characters); ``kind`` and ``reason`` say why it was refused.
+
+    >>> Rejected(3, "ftp://x", ErrorKind.UNSUPPORTED_SCHEME, "unsupported scheme 'ftp'").line
+    3
+    """
+
+    line: int
+    text: str
+    kind: ErrorKind
+    reason: str
+
+
+def _shown(raw: bytes | str) -> str:
+    """Render input text so it is safe to print: escaped and bounded."""
+    if isinstance(raw, bytes):
+        # 4 bytes per character at most: enough to fill the shown length.
+        text = raw[: _SHOWN_CHARS * 4].decode("utf-8", "backslashreplace")
+    else:
+        text = raw[: _SHOWN_CHARS * 4]
+    if not text.isprintable():
+        # Terminal escapes, bidi overrides and line breaks must not reach a screen raw.
+        text = "".join(
+            c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+            for c in text
+        )
+    if len(text) > _SHOWN_CHARS or len(raw) > _SHOWN_CHARS * 4:
+        return text[:_SHOWN_CHARS] + "…"
+    return text
+
+
+def check_url(text: str) -> Failure | None:
+    """Say why ``text`` is not a fetchable URL (see :func:`fanout.urls.parse_url`),
+    or return None when it is.
+
+    >>> check_url("https://example.com/a?b=1") is None
+    True
+    """
+    parsed = parse_url(text)
+    return parsed if isinstance(parsed, Failure) else None
+
+
+def _lines(stream: BinaryIO, max_line: int) -> Iterator[tuple[int, bytes | None, bytes]]:
+    """Yield ``(number, content, head)`` for each line, without its line ending.
+
+    ``content`` is None when the line is longer than ``max_line`` bytes; then
+    ``head`` is its first bytes (for display) and the rest was read and thrown
+    away in bounded chunks.
+    """
+    if max_line < 1:
+        raise ConfigError(f"max_line must be >= 1, got {max_line!r}")
+    number = 0
+    while True:
+        # Two bytes over the limit leave room for CRLF after a line of exactly max_line.
+        raw = stream.readline(max_line + 2)
+        if not raw:
+            return
+        number += 1
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        ended = raw.endswith(b"\n")
+        if not ended and len(raw) >= max_line + 2:
+            while True:
+                rest = stream.readline(_DISCARD_CHUNK)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield number, None, raw[: _SHOWN_CHARS * 4].rstrip(b"\r")
+            continue
+        content = raw[:-1] if ended else raw
+        if content.endswith(b"\r"):
+            content = content[:-1]
+        if len(content) > max_line:
+            yield number, None, content[: _SHOWN_CHARS * 4]
+        else:
+            yield number, content, content
+
+
+def _decode(number: int, content: bytes) -> str | Rejected:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(
+            number,
+            _shown(content),
+            ErrorKind.INVALID_URL,
+            f"not valid UTF-8 (byte 0x{content[exc.start]:02x} at offset {exc.start})",
+        )
+
+
+def _too_long(number: int, head: bytes, max_line: int) -> Rejected:
+    reason = f"line longer than {max_line} bytes"
+    return Rejected(number, _shown(head), ErrorKind.INVALID_URL, reason)
+
+
+def read_url_lines(stream: BinaryIO, *, max_line: int = 64 * 1024) -> Iterator[Request | Rejected]:
+    """Read one URL per line and yield a Request or a Rejected for each.
+
+    Surrounding whitespace is stripped; blank lines and lines starting with
+    ``#`` are skipped; a UTF-8 BOM at the start and CRLF line endings are
+    accepted. A good line becomes ``Request(url=text, meta={"line": n})``
+    (``n`` 1-based); a line that is not UTF-8, is longer than ``max_line``
+    bytes or fails :func:`check_url` becomes a :class:`Rejected`. At most
+    ``max_line`` + 2 bytes of a line are held in memory.
+
+    >>> import io
+    >>> next(read_url_lines(io.BytesIO(b"# list\\n  https://a.example/x \\r\\n")))
+    Request(url='https://a.example/x', method='GET', headers=mappingproxy({}), body=None, \
+key=None, meta={'line': 2}, idempotent=None)
+    """
+    for number, content, head in _lines(stream, max_line):
+        if content is None:
+            yield _too_long(number, head, max_line)
+            continue
+        decoded = _decode(number, content)
+        if isinstance(decoded, Rejected):
+            yield decoded
+            continue
+        text = decoded.strip()
+        if not text or text.startswith("#"):
+            continue
+        failure = check_url(text)
+        if failure is None:
+            yield Request(url=text, meta={"line": number})
+        else:
+            yield Rejected(number, _shown(text), failure.kind, failure.message)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _parse_headers(value: object) -> Mapping[str, str] | str:
+    """Return the headers, or a reason they are refused."""
+    if not isinstance(value, dict):
+        return f"'headers' must be an object, got {_json_type(value)}"
+    headers: dict[str, str] = {}
+    for name, field_value in value.items():
+        if not _TOKEN_RE.fullmatch(name):
+            return f"invalid header name {name[:80]!r}"
+        if not isinstance(field_value, str):
+            return f"header {name!r} must be a string, got {_json_type(field_value)}"
+        # RFC 9110 §5.5: CR, LF and NUL in a field value would split or corrupt the message.
+        if any(c in field_value for c in "\r\n\x00"):
+            return f"header {name!r} contains CR, LF or NUL"
+        headers[name] = field_value
+    return headers
+
+
+def _parse_request(number: int, obj: object) -> Request | str:
+    """Build a Request from one decoded JSON value, or return why not."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {_json_type(obj)}"
+    unknown = sorted(set(obj) - _JSONL_FIELDS)
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        return f"unknown field(s) {names} (allowed: {', '.join(sorted(_JSONL_FIELDS))})"
+    if "url" not in obj:
+        return "missing required field 'url'"
+    url = obj["url"]
+    if not isinstance(url, str):
+        return f"'url' must be a string, got {_json_type(url)}"
+    method = obj.get("method")
+    if method is None:
+        method = "GET"
+    elif not isinstance(method, str) or not _TOKEN_RE.fullmatch(method):
+        return f"'method' must be an HTTP method token, got {_shown(repr(method))}"
+    headers: Mapping[str, str] = {}
+    if obj.get("headers") is not None:
+        parsed = _parse_headers(obj["headers"])
+        if isinstance(parsed, str):
+            return parsed
+        headers = parsed
+    body: bytes | None = None
+    if obj.get("body") is not None:
+        text = obj["body"]
+        if not isinstance(text, str):
+            return f"'body' must be a string, got {_json_type(text)}"
+        body = text.encode("utf-8")
+    key = obj.get("key")
+    if key is not None and (not isinstance(key, str) or not key):
+        return "'key' must be a non-empty string"
+    meta: dict[str, Any] = {"line": number}
+    if "meta" in obj:
+        meta["meta"] = obj["meta"]
+    return Request(url=url, method=method, headers=headers, body=body, key=key, meta=meta)
+
+
+def read_jsonl_requests(
+    stream: BinaryIO, *, max_line: int = 1024 * 1024
+) -> Iterator[Request | Rejected]:
+    """Read one JSON request object per line and yield a Request or a Rejected for each.
+
+    Each line is an object with the fields ``url`` (required), ``method``
+    (default GET), ``headers`` (an object of strings), ``body`` (a string,
+    sent UTF-8 encoded), ``key`` (a string) and ``meta`` (any JSON value);
+    ``null`` for an optional field means it is not given. The Request's meta
+    is ``{"line": n}`` plus ``"meta"`` when the line had one. Blank lines are
+    skipped. A line that is malformed JSON, has a field of the wrong type or
+    an unknown field, or is not UTF-8 is rejected with kind ``INVALID_URL``
+    (input problems share the kind of a bad URL) and a specific reason; a bad
+    URL is rejected with the kind :func:`check_url` gives. The run goes on.
+
+    >>> import io
+    >>> r = next(read_jsonl_requests(io.BytesIO(b'{"url": "http://a.example/", "key": "a"}')))
+    >>> (r.url, r.key, r.meta)
+    ('http://a.example/', 'a', {'line': 1})
+    """
+    for number, content, head in _lines(stream, max_line):
+        if content is None:
+            yield _too_long(number, head, max_line)
+            continue
+        decoded = _decode(number, content)
+        if isinstance(decoded, Rejected):
+            yield decoded
+            continue
+        if not decoded.strip():
+            continue
+        try:
+            obj = orjson.loads(decoded)
+        except orjson.JSONDecodeError as exc:
+            yield Rejected(number, _shown(decoded), ErrorKind.INVALID_URL, f"invalid JSON: {exc}")
+            continue
+        parsed = _parse_request(number, obj)
+        if isinstance(parsed, str):
+            yield Rejected(number, _shown(decoded), ErrorKind.INVALID_URL, parsed)
+            continue
+        failure = check_url(parsed.url)
+        if failure is None:
+            yield parsed
+        else:
+            yield Rejected(number, _shown(parsed.url), failure.kind, failure.message)
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """Open an input for reading in binary mode; ``"-"`` means standard input.
+
+    Standard input is not closed at exit. A file that is missing, unreadable
+    or a directory raises :class:`~fanout.errors.SourceError` with a one-line
+    message naming it.
+
+    >>> with open_input("/nonexistent/urls.txt") as f:  # doctest: +ELLIPSIS
+    ...     pass
+    Traceback (most recent call last):
+    fanout.errors.SourceError: cannot read input file '/nonexistent/urls.txt': No such file...
+    """
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        stream = open(path, "rb", buffering=_INPUT_BUFFER)  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise SourceError(f"cannot read input file {path!r}: {exc.strerror or exc}") from exc
+    with stream:
+        yield stream
+
+
+class Deduper:
+    """Remembers which request ids were seen in this run, and on which line.
+
+    Keys are compared exactly as written (after the readers strip surrounding
+    whitespace): ``http://a.example/x#top`` and ``http://a.example/x``, or
+    ``HTTP://A.example/x`` and ``http://a.example/x``, are different keys and
+    are both fetched. Each key costs a 16-byte BLAKE2b digest and an int, not
+    the string itself: about 120 bytes per distinct key in CPython.
+
+    >>> d = Deduper()
+    >>> d.first_line_of("http://a.example/", 1) is None
+    True
+    >>> d.first_line_of("http://a.example/", 7)
+    1
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        """The number of distinct keys seen."""
+        return len(self._seen)
+
+    def first_line_of(self, key: str, line: int) -> int | None:
+        """Return the line where ``key`` was first seen, or record it and return None."""
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        first = self._seen.get(digest)
+        if first is None:
+            self._seen[digest] = line
+        return first

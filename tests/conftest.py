@@ -1,0 +1,43 @@
+"""Real servers on loopback for every behaviour test: fanout's own demo server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from fanout.demo import DemoServer, ServerThread
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DemoServer]:
+    """The demo server on 127.0.0.1, in the test's event loop."""
+    async with DemoServer() as running:
+        yield running
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[DemoServer]:
+    """The demo server on three distinct hosts: 127.0.0.1, 127.0.0.2 and ::1."""
+    async with DemoServer(hosts=["127.0.0.1", "127.0.0.2", "::1"]) as running:
+        yield running
+
+
+@pytest.fixture
+def server_thread() -> Iterator[str]:
+    """The demo server in a thread of its own, for sync code and subprocesses."""
+    with ServerThread() as running:
+        yield running.url
+
+
+def _host_of(base: str) -> str:
+    return base.split("://", 1)[1]
+
+
+def peak_in_flight(server: DemoServer, base: str) -> int:
+    """The most requests the server had in flight at once from ``base``'s host."""
+    return server.stats.peak_in_flight(_host_of(base))
+
+
+def arrivals(server: DemoServer, base: str, prefix: str) -> list[float]:
+    """Monotonic arrival times of requests to ``base`` whose path starts with ``prefix``."""
+    return server.stats.arrivals(_host_of(base), prefix)
