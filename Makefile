@@ -23,7 +23,11 @@ demo: $(STAMP)
 	$(BIN)/fanout demo
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/throughput.py
+	cd benchmarks && ../$(BIN)/python throughput.py
+	cd benchmarks && ../$(BIN)/python latency.py
+	cd benchmarks && ../$(BIN)/python memory.py
+	cd benchmarks && ../$(BIN)/python fairness.py
+	cd benchmarks && ../$(BIN)/python startup.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

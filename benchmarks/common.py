@@ -21,17 +21,17 @@ def pin_to(cpu: int) -> str:
 
 
 @contextlib.contextmanager
-def fast_server(cpu: int = 1) -> Iterator[str]:
+def fast_server(cpu: int = 1, *options: str, host: str = "127.0.0.1") -> Iterator[str]:
     """Run benchmarks/fastserver.py in a subprocess on ``cpu``; yield its base URL."""
     multi = (os.cpu_count() or 1) > 1
-    cmd = [sys.executable, str(HERE / "fastserver.py"), "--port", "0"]
+    cmd = [sys.executable, str(HERE / "fastserver.py"), "--port", "0", "--host", host, *options]
     if multi:
         cmd += ["--cpu", str(cpu)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)

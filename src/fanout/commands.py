@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.console import Console
 
 from fanout.errors import SinkError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-from fanout.progress import LiveProgress, format_summary
 from fanout.runtime import run
-from fanout.stats import RunStats
+from fanout.stats import RunStats, format_summary
+
+if TYPE_CHECKING:
+    from fanout.progress import LiveProgress
 
 __all__ = ["build_job", "run_bench_command", "run_demo", "run_job", "run_serve"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _live(stats: RunStats, total: int | None) -> LiveProgress:
+    from fanout.progress import LiveProgress
+
+    return LiveProgress(stats, total)
 
 
 def build_job(options: dict[str, Any]) -> FetchJob:
@@ -63,15 +82,13 @@ def run_job(
     force_progress: bool,
     stats_json: Path | None,
     debug: bool,
-    console: Console | None = None,
 ) -> int:
     """Run a fetch job with its progress bar and summary; return the exit status."""
-    console = console or Console(stderr=True)
     job.check_inputs()
-    show_bar = not quiet and (force_progress or console.is_terminal)
+    show_bar = not quiet and (force_progress or _stderr_is_terminal())
     total = count_inputs(job) if show_bar else None
     stats = RunStats()
-    live = LiveProgress(stats, console, total) if show_bar else None
+    live = _live(stats, total) if show_bar else None
     outcome: JobOutcome | None = None
     interrupted = False
 
@@ -93,11 +110,11 @@ def run_job(
         interrupted = True
     summary = outcome.summary if outcome is not None else stats.summary()
     if not quiet:
-        console.print(format_summary(summary), highlight=False, markup=False, soft_wrap=True)
+        _say(format_summary(summary))
         if outcome is not None and outcome.stopped_early:
-            console.print("stopped at the first failure (--fail-fast)", highlight=False)
+            _say("stopped at the first failure (--fail-fast)")
         if interrupted:
-            console.print("interrupted: every result fetched so far was written", highlight=False)
+            _say("interrupted: every result fetched so far was written")
     if stats_json is not None:
         try:
             stats_json.write_bytes(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
@@ -154,7 +171,6 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
     """The whole job offline: start the demo server, fetch ``count`` URLs, summarise."""
     from fanout.demo import DemoServer
 
-    console = Console(stderr=True)
     target = out_dir or Path(tempfile.mkdtemp(prefix="fanout-demo-"))
     target.mkdir(parents=True, exist_ok=True)
     urls_file = target / "urls.txt"
@@ -172,7 +188,7 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
                 limits=Limits(concurrency=64, per_host=64),
                 retry=RetryPolicy(attempts=3, backoff=0.05),
             )
-            live = LiveProgress(stats, console, count) if show_bar else None
+            live = _live(stats, count) if show_bar else None
             if live is None:
                 return server.url, await run_fetch_job(job, stats=stats)
             with live.running():
@@ -184,15 +200,13 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
     try:
         base, outcome = run(main(), debug=debug)
     except KeyboardInterrupt:
-        console.print("interrupted", highlight=False)
+        _say("interrupted")
         return EXIT_INTERRUPTED
-    console.print(f"demo server was {base}", highlight=False)
-    console.print(format_summary(outcome.summary), highlight=False, markup=False, soft_wrap=True)
-    console.print(
+    _say(f"demo server was {base}")
+    _say(format_summary(outcome.summary))
+    _say(
         f"records: {output}\npages:   {target / 'pages'}\n"
-        "(the 404s are on purpose: the demo shows failures as records, not crashes)",
-        highlight=False,
-        markup=False,
+        "(the 404s are on purpose: the demo shows failures as records, not crashes)"
     )
     return EXIT_OK
 
@@ -207,6 +221,7 @@ def run_bench_command(
     as_json: bool,
 ) -> None:
     """``fanout bench``: run the four modes and print a table (or JSON)."""
+    from rich.console import Console
     from rich.table import Table
 
     from fanout.bench import cpu_note, demo_server_process, plot, run_bench

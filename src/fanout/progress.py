@@ -1,4 +1,4 @@
-"""The live progress bar on stderr (rich), and the plain-text summary."""
+"""The live progress bar on stderr (rich; imported only when a bar is shown)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from rich.progress import (
 from rich.text import Text
 
 from fanout.engine import Fetcher
-from fanout.stats import RunStats, Summary
+from fanout.stats import RunStats
 
-__all__ = ["LiveProgress", "format_summary"]
+__all__ = ["LiveProgress"]
 
 
 class _CountersColumn(ProgressColumn):
@@ -47,7 +47,8 @@ class _CountersColumn(ProgressColumn):
 class LiveProgress:
     """A rich progress bar that follows a :class:`RunStats` (and its Fetcher)."""
 
-    def __init__(self, stats: RunStats, console: Console, total: int | None) -> None:
+    def __init__(self, stats: RunStats, total: int | None, console: Console | None = None) -> None:
+        console = console or Console(stderr=True)
         self.stats = stats
         self.fetcher: Fetcher | None = None
         self._progress = Progress(
@@ -84,33 +85,3 @@ class LiveProgress:
                 yield self
             finally:
                 self.refresh()
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def format_summary(summary: Summary) -> str:
-    """The end-of-run summary, a few plain lines."""
-    lines = [
-        f"{summary.total:,} inputs in {summary.elapsed:.2f} s ({summary.rate:,.0f}/s): "
-        f"{summary.ok:,} ok, {summary.failed:,} failed, "
-        f"{summary.duplicates:,} duplicates skipped, {summary.retries:,} retries, "
-        f"{_size(summary.bytes)}"
-    ]
-    if summary.by_status:
-        lines.append("  status:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_status.items()))
-    if summary.by_error:
-        lines.append("  errors:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_error.items()))
-    latency = summary.latency_ms
-    if latency.get("p50") is not None:
-        lines.append(
-            "  latency: "
-            + ", ".join(f"{k} {v:,.1f} ms" for k, v in latency.items() if v is not None)
-        )
-    return "\n".join(lines)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from fanout.models import Result
 
-__all__ = ["LatencyHistogram", "RunStats", "Summary"]
+__all__ = ["LatencyHistogram", "RunStats", "Summary", "format_summary"]
 
 _GROWTH = 1.02
 _LOG_GROWTH = math.log(_GROWTH)
@@ -154,3 +154,33 @@ class RunStats:
             by_error=dict(sorted(self.by_error.items())),
             latency_ms=latency,
         )
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_summary(summary: Summary) -> str:
+    """The end-of-run summary, a few plain lines."""
+    lines = [
+        f"{summary.total:,} inputs in {summary.elapsed:.2f} s ({summary.rate:,.0f}/s): "
+        f"{summary.ok:,} ok, {summary.failed:,} failed, "
+        f"{summary.duplicates:,} duplicates skipped, {summary.retries:,} retries, "
+        f"{_size(summary.bytes)}"
+    ]
+    if summary.by_status:
+        lines.append("  status:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_status.items()))
+    if summary.by_error:
+        lines.append("  errors:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_error.items()))
+    latency = summary.latency_ms
+    if latency.get("p50") is not None:
+        lines.append(
+            "  latency: "
+            + ", ".join(f"{k} {v:,.1f} ms" for k, v in latency.items() if v is not None)
+        )
+    return "\n".join(lines)
