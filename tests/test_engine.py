@@ -7,10 +7,10 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from fanout.demo import DemoServer
 
 import fanout
 from fanout import Caps, ErrorKind, Fetcher, Limits, Request, RetryPolicy, Timeouts
+from fanout.demo import DemoServer
 
 from .conftest import arrivals, peak_in_flight
 
@@ -236,7 +236,7 @@ async def test_a_throttled_host_cools_down_and_others_keep_flowing(
     """Host A answers 429 Retry-After: 2; every healthy request to host B completes
     before A's retry is sent, and A's other queued requests wait out the cool-down."""
     a, b = servers.urls[:2]
-    throttled = [f"{a}/retry-after/2?n={i}" for i in range(3)]
+    throttled = [f"{a}/retry-after/2?n={i}" for i in range(2)]
     healthy = [f"{b}/slow?delay=0.01&n={i}" for i in range(40)]
     urls = throttled[:1] + healthy[:20] + throttled[1:] + healthy[20:]
     limits = Limits(concurrency=4, per_host=2)
@@ -246,10 +246,10 @@ async def test_a_throttled_host_cools_down_and_others_keep_flowing(
             order.append(result.url)
     a_times = sorted(arrivals(servers, a, "/retry-after/"))
     b_times = arrivals(servers, b, "/slow")
-    assert len(a_times) == 6
+    assert len(a_times) == 4  # two requests, two attempts each
     assert len(b_times) == 40
-    assert max(b_times) < a_times[-3]  # all of B before A's first retry
-    assert a_times[-3] - a_times[0] >= 1.9  # the whole host cooled down
+    assert max(b_times) < a_times[1]  # every healthy request before the throttled host's retry
+    assert a_times[1] - a_times[0] >= 1.9  # the queued request waited out the cool-down too
     assert set(order[:40]) == set(healthy)
 
 

@@ -4,7 +4,8 @@ Everything is deterministic and offline, and it binds loopback only.
 
 Normal endpoints (shaped by ``latency``, ``jitter`` and ``error_rate``):
 
-- ``/`` this list; ``/pages/{n}`` an HTML page with links;
+- ``/`` this list; ``/pages/{n}`` an HTML page with links (any path below
+  ``/pages/`` answers a page, so hostile paths can be tried);
 - ``/items/{id}`` (1..10000) and ``/items?page=N&per_page=M`` (a paginated
   list of items 1..1000, with ``next`` in the body and a ``Link: rel="next"``
   header);
@@ -255,7 +256,8 @@ async def _index(request: web.Request) -> web.Response:
 
 
 async def _page(request: web.Request) -> web.Response:
-    n = _int(request, "n", 0, 0, 10**9)
+    path = request.match_info["path"]
+    n = int(path) if path.isdigit() else int(hashlib.sha256(path.encode()).hexdigest()[:6], 16)
     return web.Response(body=page_html(n), content_type="text/html", charset="utf-8")
 
 
@@ -420,7 +422,7 @@ async def _echo(request: web.Request) -> web.Response:
         {
             "method": request.method,
             "path": request.path_qs,
-            "headers": dict(request.headers),
+            "headers": {str(k): v for k, v in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
         }
     )
@@ -457,7 +459,7 @@ def make_app(
     app.on_shutdown.append(stop)
     normal: list[tuple[str, Handler]] = [
         ("/", _index),
-        ("/pages/{n}", _page),
+        ("/pages/{path:.*}", _page),
         ("/items/{id}", _item),
         ("/items", _items),
         ("/v0/topstories.json", _topstories),
