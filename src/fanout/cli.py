@@ -122,27 +122,61 @@ def cli(ctx: click.Context, debug: bool) -> None:
     "--per-host", type=click.IntRange(min=1), default=8, help="Requests in flight per host."
 )
 @click.option(
-    "--rate", callback=RATE, help="Requests started per second, all hosts.  [default: none]"
+    "--rate",
+    callback=RATE,
+    metavar="R",
+    help="Requests started per second, all hosts.  [default: none]",
 )
 @click.option(
-    "--per-host-rate", callback=RATE, help="Requests per second per host.  [default: none]"
+    "--per-host-rate",
+    callback=RATE,
+    metavar="R",
+    help="Requests per second per host.  [default: none]",
 )
 @click.option(
     "--retries", type=click.IntRange(min=0), default=2, help="Retries after the first try."
 )
-@click.option("--timeout", callback=DURATION, default="120s", help="Total deadline of one attempt.")
-@click.option("--connect-timeout", callback=DURATION, default="10s", help="Deadline to connect.")
-@click.option("--read-timeout", callback=DURATION, default="30s", help="Longest gap between reads.")
 @click.option(
-    "--max-bytes", callback=SIZE, default="64MiB", help="Largest body (decoded), e.g. 10MB."
+    "--timeout",
+    callback=DURATION,
+    metavar="DURATION",
+    default="120s",
+    help="Total deadline of one attempt.",
+)
+@click.option(
+    "--connect-timeout",
+    callback=DURATION,
+    metavar="DURATION",
+    default="10s",
+    help="Deadline to connect.",
+)
+@click.option(
+    "--read-timeout",
+    callback=DURATION,
+    metavar="DURATION",
+    default="30s",
+    help="Longest gap between reads.",
+)
+@click.option(
+    "--max-bytes",
+    callback=SIZE,
+    metavar="SIZE",
+    default="64MiB",
+    help="Largest body (decoded), e.g. 10MB.",
 )
 @click.option(
     "--max-redirects", type=click.IntRange(min=0), default=10, help="Redirects to follow."
 )
 @click.option(
-    "-H", "--header", "headers", callback=HEADER, multiple=True, help="'Name: value', repeatable."
+    "-H",
+    "--header",
+    "headers",
+    callback=HEADER,
+    metavar="'NAME: VALUE'",
+    multiple=True,
+    help="'Name: value', repeatable.",
 )
-@click.option("-X", "--method", default="GET", help="HTTP method for URL inputs.")
+@click.option("-X", "--method", default="GET", metavar="METHOD", help="HTTP method for URL inputs.")
 @click.option("--data", help="Request body (UTF-8) for URL inputs.")
 @click.option("--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]")
 @click.option("--ordered", is_flag=True, help="Write records in input order, not as they complete.")
@@ -197,8 +231,16 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
 @click.option(
     "--port", type=click.IntRange(min=0, max=65535), default=0, help="Port (0: any free one)."
 )
-@click.option("--latency", callback=DELAY, default="0ms", help="Delay of every normal answer.")
-@click.option("--jitter", callback=DELAY, default="0ms", help="Random extra delay, +/-.")
+@click.option(
+    "--latency",
+    callback=DELAY,
+    metavar="DURATION",
+    default="0ms",
+    help="Delay of every normal answer.",
+)
+@click.option(
+    "--jitter", callback=DELAY, metavar="DURATION", default="0ms", help="Random extra delay, +/-."
+)
 @click.option(
     "--error-rate",
     type=click.FloatRange(0.0, 1.0),
@@ -251,13 +293,20 @@ def demo(ctx: click.Context, count: int, out_dir: Path | None, quiet: bool) -> N
 
 @cli.command()
 @click.option("-n", "count", type=click.IntRange(min=1, max=100_000), default=500, help="URLs.")
-@click.option("--latency", callback=DELAY, default="100ms", help="Server latency per request.")
+@click.option(
+    "--latency",
+    callback=DELAY,
+    metavar="DURATION",
+    default="100ms",
+    help="Server latency per request.",
+)
 @click.option(
     "-c", "--concurrency", type=click.IntRange(min=1, max=1000), default=100, help="Width."
 )
 @click.option(
     "--sequential-cap",
     callback=DURATION,
+    metavar="DURATION",
     default="20s",
     help="Stop the sequential mode after this long and extrapolate.",
 )

@@ -38,8 +38,8 @@ class _CountersColumn(ProgressColumn):
         fetcher = self._live.fetcher
         in_flight = fetcher.in_flight if fetcher is not None else 0
         return Text(
-            f"{rate:,.0f} req/s  failed {stats.failed:,}  retries {stats.retries:,}"
-            f"  in flight {in_flight}",
+            f"{rate:,.0f}/s failed {stats.failed:,} retries {stats.retries:,}"
+            f" in flight {in_flight}",
             style="progress.data.speed",
         )
 
@@ -53,7 +53,7 @@ class LiveProgress:
         self.fetcher: Fetcher | None = None
         self._progress = Progress(
             TextColumn("[bold]fetch"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             _CountersColumn(self),
             TimeElapsedColumn(),
