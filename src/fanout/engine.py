@@ -24,7 +24,14 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from types import TracebackType
 from typing import Final
 
@@ -129,6 +136,34 @@ class _Window:
             waiter.set_result(None)
 
 
+class _Channel:
+    """Results on their way to the consumer: a deque and one waiter (cheaper than
+    asyncio.Queue, and a run has exactly one consumer). None marks the end."""
+
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[int, Result] | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def put_nowait(self, entry: tuple[int, Result] | None) -> None:
+        self._items.append(entry)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> tuple[int, Result] | None:
+        items = self._items
+        while not items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+
 class _Run:
     """The state of one ``stream`` call: its read-ahead window and its results."""
 
@@ -146,7 +181,7 @@ class _Run:
 
     def __init__(self, window: int) -> None:
         self.window = _Window(window)
-        self.results: asyncio.Queue[tuple[int, Result] | None] = asyncio.Queue()  # None ends
+        self.results = _Channel()
         self.outstanding: dict[int, _Item] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.feeder: asyncio.Task[None] | None = None
@@ -315,13 +350,14 @@ class Fetcher:
 
     async def _feed(self, run: _Run, requests: Source) -> None:
         acquire = run.window.acquire
+        iterator: Iterator[RequestLike] | AsyncIterator[RequestLike]
         try:
             if isinstance(requests, AsyncIterable):
-                async_iterator = aiter(requests)
+                iterator = aiter(requests)
                 while True:
                     await acquire()
                     try:
-                        raw = await anext(async_iterator)
+                        raw = await anext(iterator)
                     except StopAsyncIteration:
                         break
                     self._admit(run, raw)
@@ -334,6 +370,7 @@ class Fetcher:
                         break
                     self._admit(run, item)
         except asyncio.CancelledError:
+            await _close_source(iterator)  # a generator's finally (open files) runs now
             raise
         except Exception as exc:  # the caller's iterable broke: stop reading, report it
             run.error = exc
@@ -606,6 +643,15 @@ class Fetcher:
         if tasks:
             await asyncio.wait(tasks)
         self._pump()
+
+
+async def _close_source(iterator: Iterator[RequestLike] | AsyncIterator[RequestLike]) -> None:
+    close = getattr(iterator, "close", None)
+    if callable(close):
+        close()
+    aclose = getattr(iterator, "aclose", None)
+    if callable(aclose):
+        await aclose()
 
 
 def _not_a_request(raw: object) -> Failure:
