@@ -25,7 +25,9 @@ def urls(base: str, n: int) -> Iterator[str]:
     return (f"{base}/item/{i}" for i in range(n))
 
 
-async def raw_aiohttp(base: str, n: int, concurrency: int) -> int:
+async def raw_aiohttp(
+    base: str, n: int, concurrency: int, deadlines: aiohttp.ClientTimeout | None = None
+) -> int:
     """The baseline: one session, C coroutines pulling URLs from a queue."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for url in urls(base, n):
@@ -41,9 +43,20 @@ async def raw_aiohttp(base: str, n: int, concurrency: int) -> int:
             done += 1
 
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    options = {} if deadlines is None else {"timeout": deadlines}
+    async with aiohttp.ClientSession(connector=connector, **options) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return done
+
+
+async def raw_with_deadlines(base: str, n: int, concurrency: int) -> int:
+    """The baseline with fanout's default deadlines (connect, read, total), which
+    cost aiohttp a timer per read: what part of the gap is the deadlines."""
+    t = fanout.Timeouts()
+    timeout = aiohttp.ClientTimeout(
+        total=t.total, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+    )
+    return await raw_aiohttp(base, n, concurrency, timeout)
 
 
 async def fanout_stream(base: str, n: int, concurrency: int) -> int:
@@ -74,6 +87,28 @@ def timed(
     return n / elapsed
 
 
+def cli_jsonl(base: str, n: int, concurrency: int) -> float:
+    """``fanout fetch -i FILE -o FILE`` in a subprocess (start-up included): req/s."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "urls.txt"
+        inputs.write_text("".join(f"{url}\n" for url in urls(base, n)))
+        output = Path(tmp) / "out.jsonl"
+        command = [sys.executable, "-m", "fanout", "fetch", "-i", str(inputs), "-o", str(output)]
+        command += ["-c", str(concurrency), "--per-host", str(concurrency), "-q"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True)
+        elapsed = time.perf_counter() - start
+        lines = output.read_bytes().count(b"\n")
+    if lines != n:
+        raise SystemExit(f"cli: {lines} records for {n} URLs")
+    return n / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=20_000)
@@ -90,15 +125,22 @@ def main() -> None:
         best: dict[tuple[str, str], float] = {}
         for _ in range(args.repeat):
             for loop_name, factory in loops.items():
-                for job in (raw_aiohttp, fanout_stream):
+                for job in (raw_aiohttp, raw_with_deadlines, fanout_stream):
                     rate = timed(factory, job, base, args.n, args.concurrency)
                     key = (job.__name__, loop_name)
                     best[key] = max(best.get(key, 0.0), rate)
+        cli_rate = max(cli_jsonl(base, args.n, args.concurrency) for _ in range(args.repeat))
     for (name, loop_name), rate in sorted(best.items()):
-        print(f"{name:14} on {loop_name:8} {rate:9.0f} req/s")
+        print(f"{name:18} on {loop_name:8} {rate:9.0f} req/s")
     for loop_name in loops:
         ratio = best[("fanout_stream", loop_name)] / best[("raw_aiohttp", loop_name)]
         print(f"ratio fanout/raw on {loop_name}: {ratio:.3f} (goal >= 0.85)")
+        ratio = best[("fanout_stream", loop_name)] / best[("raw_with_deadlines", loop_name)]
+        print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio:.3f}")
+    print(f"fanout fetch CLI (JSONL to a file, start-up included): {cli_rate:9.0f} req/s")
+    default_loop = "uvloop" if "uvloop" in loops else "asyncio"
+    ratio = cli_rate / best[("raw_aiohttp", default_loop)]
+    print(f"ratio CLI/raw on {default_loop}: {ratio:.3f} (goal >= 0.8)")
     if "uvloop" in loops:
         ratio = best[("fanout_stream", "uvloop")] / best[("raw_aiohttp", "asyncio")]
         print(f"ratio fanout(uvloop)/raw(asyncio): {ratio:.3f}")

@@ -81,7 +81,21 @@ def _delay(text: str) -> float:
     return parse_duration(text)
 
 
+def _retry_kinds(text: str) -> frozenset[str]:
+    from fanout.models import ErrorKind
+
+    if text == "all":
+        return frozenset()
+    kinds = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(kinds - {str(kind) for kind in ErrorKind})
+    if unknown or not kinds:
+        valid = ", ".join(str(kind) for kind in ErrorKind)
+        raise ValueError(f"unknown error kind {', '.join(unknown) or text!r} (kinds: {valid})")
+    return kinds
+
+
 DURATION = _parsed(_duration)
+RETRY_KINDS = _parsed(_retry_kinds)
 DELAY = _parsed(_delay)
 SIZE = _parsed(_size)
 RATE = _parsed(_rate)
@@ -199,6 +213,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the summary as JSON here.",
 )
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite journal: rerun the same command to resume, skipping what is recorded.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[KINDS]",
+    callback=RETRY_KINDS,
+    help="With --journal: fetch again the keys that failed before (all, or kinds: timeout,dns).",
+)
 @click.pass_context
 def fetch(ctx: click.Context, /, **options: Any) -> None:
     """Fetch URLs concurrently; write one JSONL record per input line.
@@ -211,6 +239,8 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
     """
     from fanout.commands import build_job, run_job
 
+    if options["retry_failed"] is not None and options["journal"] is None:
+        raise click.UsageError("--retry-failed needs --journal")
     if not (options["urls"] or options["input_path"] or options["jsonl_input"]):
         raise click.UsageError(
             "no input: give URLs, -i FILE (or -i - for stdin) or --jsonl-input FILE"
@@ -224,6 +254,43 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
         debug=ctx.obj["debug"],
     )
     ctx.exit(code)
+
+
+@cli.command()
+@click.option(
+    "--journal",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The journal of a fetch run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def status(journal: Path, as_json: bool) -> None:
+    """Show what a journal holds: pending, done, and failed by kind."""
+    from fanout.commands import run_status
+
+    run_status(journal, as_json=as_json)
+
+
+@cli.command()
+@click.option(
+    "--journal",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The journal of a fetch run.",
+)
+@click.option("-o", "--output", default="-", metavar="FILE", help="Write here ('-' for stdout).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    help="Output format.",
+)
+def export(journal: Path, output: str, fmt: str) -> None:
+    """Write the results recorded in a journal, one per key, in first-seen order."""
+    from fanout.commands import run_export
+
+    run_export(journal, output, fmt)
 
 
 @cli.command()

@@ -19,7 +19,15 @@ from fanout.stats import RunStats, format_summary
 if TYPE_CHECKING:
     from fanout.progress import LiveProgress
 
-__all__ = ["build_job", "run_bench_command", "run_demo", "run_job", "run_serve"]
+__all__ = [
+    "build_job",
+    "run_bench_command",
+    "run_demo",
+    "run_export",
+    "run_job",
+    "run_serve",
+    "run_status",
+]
 
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -72,6 +80,8 @@ def build_job(options: dict[str, Any]) -> FetchJob:
             total=options["timeout"],
         ),
         caps=Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+        journal=options["journal"],
+        retry_failed=options["retry_failed"],
     )
 
 
@@ -259,3 +269,37 @@ def run_bench_command(
         Console().print(table)
     if plot_path is not None:
         plot(results, plot_path)
+
+
+def run_status(path: Path, *, as_json: bool) -> None:
+    """``fanout status``: the counts of a journal."""
+    from fanout.journal import Journal
+
+    with Journal.open(path, key_scheme="", create=False) as journal:
+        counts = journal.counts()
+    if as_json:
+        click.echo(orjson.dumps(counts.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    failed = sum(counts.failed.values())
+    click.echo(f"journal {path}: {counts.runs} run(s), keys by {counts.key_scheme}")
+    click.echo(f"  done     {counts.done:,}")
+    click.echo(f"  failed   {failed:,}")
+    for kind, count in counts.failed.items():
+        click.echo(f"    {kind:<20} {count:,}")
+    click.echo(f"  pending  {counts.pending:,}  (in flight when a run stopped; fetched on resume)")
+
+
+def run_export(path: Path, output: str, fmt: str) -> None:
+    """``fanout export``: the recorded results as JSONL or CSV."""
+    from fanout.journal import Journal, export
+
+    with Journal.open(path, key_scheme="", create=False) as journal:
+        if output == "-":
+            export(journal, sys.stdout.buffer, fmt)
+            sys.stdout.flush()
+            return
+        try:
+            with open(output, "wb") as stream:
+                export(journal, stream, fmt)
+        except OSError as exc:
+            raise SinkError(f"cannot write '{output}': {exc.strerror or exc}") from exc

@@ -2,7 +2,10 @@
 
 A thin layer over :class:`fanout.Fetcher` that the CLI (and the demo) drive:
 exactly one JSONL record per input line, whether it was fetched, rejected
-before fetching (a bad line) or skipped as a duplicate.
+before fetching (a bad line) or skipped as a duplicate. With a journal
+(``--journal``), one record per input *key* over all runs: keys recorded by an
+earlier run are skipped, duplicates are skipped silently, and the output is
+kept exact across crashes (see :mod:`fanout.journal`).
 """
 
 from __future__ import annotations
@@ -10,14 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, Protocol
+
+import orjson
 
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
+from fanout.errors import SinkError
 from fanout.files import safe_relpath, write_atomic
+from fanout.journal import Journal, JournaledOutput, State, Verdict, repair_output
 from fanout.models import Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.records import JsonlWriter, duplicate_record, rejected_record, result_record
@@ -57,6 +65,8 @@ class FetchJob:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     caps: Caps = field(default_factory=Caps)
+    journal: Path | None = None
+    retry_failed: frozenset[str] | None = None
 
     def check_inputs(self) -> None:
         """Raise SourceError now, naming the file, if an input file cannot be opened."""
@@ -121,42 +131,115 @@ def count_inputs(job: FetchJob) -> int | None:
     return total
 
 
+class _Output(Protocol):
+    """Where records go: plain JSONL, or JSONL kept exact by a journal."""
+
+    def emit(self, record: Record, key: str | None, failed: str | None) -> None: ...
+    async def flush(self, *, if_full: bool = False) -> None: ...
+
+
+class _PlainOutput:
+    def __init__(self, writer: JsonlWriter) -> None:
+        self.writer = writer
+
+    def emit(self, record: Record, key: str | None, failed: str | None) -> None:
+        self.writer.write(record)
+
+    async def flush(self, *, if_full: bool = False) -> None:
+        if not if_full:  # the writer flushes itself every 100 records
+            self.writer.flush()
+
+
+class _JournalOutput:
+    def __init__(self, out: JournaledOutput) -> None:
+        self.out = out
+
+    def emit(self, record: Record, key: str | None, failed: str | None) -> None:
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # lone surrogates from user input
+            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        state = State.DONE if failed is None else State.FAILED
+        self.out.add(line, key, state, failed)
+
+    async def flush(self, *, if_full: bool = False) -> None:
+        if not if_full or self.out.full:
+            await self.out.flush()
+
+
 class _Job:
     """The state of one running job."""
 
-    def __init__(self, job: FetchJob, writer: JsonlWriter, stats: RunStats) -> None:
+    def __init__(
+        self, job: FetchJob, output: _Output, stats: RunStats, journal: _Journaling | None
+    ) -> None:
         self.job = job
-        self.writer = writer
+        self.output = output
         self.stats = stats
-        self.deduper = Deduper() if job.dedupe else None
+        self.journal = journal
+        self.deduper = Deduper() if job.dedupe and journal is None else None
         # --ordered: records of lines that sent no request wait for the results before them
-        self.held: deque[tuple[int, Record]] = deque()
+        self.held: deque[tuple[int, Record, str | None, str | None]] = deque()
 
     def requests(self) -> Iterator[Request]:
+        """Requests to fetch, writing records for the lines that need no request."""
         for item in _inputs(self.job):
             if isinstance(item, Rejected):
-                self.stats.add_rejected(str(item.kind))
-                self._skip(item.line, rejected_record(item))
+                self._reject(item)
                 continue
             if self.deduper is not None:
                 first = self.deduper.first_line_of(item.id, _line(item))
                 if first is not None:
                     self.stats.duplicates += 1
-                    self._skip(_line(item), duplicate_record(item, first))
+                    self._hold_or_emit(_line(item), duplicate_record(item, first), None, None)
                     continue
             yield item
 
-    def _skip(self, line: int, record: Record) -> None:
+    async def journaled_requests(self) -> AsyncIterator[Request]:
+        """Like :meth:`requests`, with keys classified by the journal in batches."""
+        journaling = self.journal
+        assert journaling is not None
+        batch: list[Request | Rejected] = []
+        inputs = _inputs(self.job)
+        while True:
+            item = next(inputs, None)
+            if item is not None:
+                batch.append(item)
+            if batch and (item is None or len(batch) >= _CLASSIFY_BATCH):
+                keys = [(_key(entry), _entry_line(entry)) for entry in batch]
+                verdicts = await journaling.classify(keys)
+                for entry, verdict in zip(batch, verdicts, strict=True):
+                    if verdict.action == "skip":
+                        self.stats.already_done += 1
+                    elif verdict.action == "duplicate" and self.job.dedupe:
+                        self.stats.duplicates += 1
+                    elif isinstance(entry, Rejected):
+                        self._reject(entry)
+                    else:
+                        yield entry
+                batch = []
+                await self.output.flush(if_full=True)
+            if item is None:
+                return
+
+    def _reject(self, item: Rejected) -> None:
+        kind = str(item.kind)
+        self.stats.add_rejected(kind)
+        key = item.text if self.journal is not None else None
+        self._hold_or_emit(item.line, rejected_record(item), key, kind)
+
+    def _hold_or_emit(self, line: int, record: Record, key: str | None, failed: str | None) -> None:
         if self.job.ordered:
-            self.held.append((line, record))
+            self.held.append((line, record, key, failed))
         else:
-            self.writer.write(record)
+            self.output.emit(record, key, failed)
 
     def release_held(self, before: int | None) -> None:
         """Write held records of lines before ``before`` (all when None)."""
         held = self.held
         while held and (before is None or held[0][0] < before):
-            self.writer.write(held.popleft()[1])
+            _, record, key, failed = held.popleft()
+            self.output.emit(record, key, failed)
 
     async def record(self, result: Result) -> None:
         job = self.job
@@ -169,17 +252,35 @@ class _Job:
         if job.ordered:
             self.release_held(_line(result.request))
         self.stats.add(result)
-        self.writer.write(result_record(result, path=path, body_mode=job.body))
+        record = result_record(result, path=path, body_mode=job.body)
+        failed = None if result.error is None or result.ok else str(result.error.kind)
+        key = result.request.id if self.journal is not None else None
+        self.output.emit(record, key, failed)
+        await self.output.flush(if_full=True)
 
 
+_CLASSIFY_BATCH = 256
 FLUSH_INTERVAL = 0.5
 
 
-async def _flush_periodically(writer: JsonlWriter) -> None:
+class _Journaling:
+    """A journaled run: the journal, its writer thread and this run's id."""
+
+    def __init__(self, journal: Journal, out: JournaledOutput, run: int, job: FetchJob) -> None:
+        self.journal = journal
+        self.out = out
+        self.run = run
+        self.retry_failed = job.retry_failed
+
+    async def classify(self, keys: list[tuple[str, int]]) -> list[Verdict]:
+        return await self.out.call(self.journal.classify, keys, self.run, self.retry_failed)
+
+
+async def _flush_periodically(output: _Output) -> None:
     """Records reach the file within FLUSH_INTERVAL even when results are slow to come."""
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
-        writer.flush()
+        await output.flush()
 
 
 def _line(request: Request) -> int:
@@ -189,6 +290,14 @@ def _line(request: Request) -> int:
         if isinstance(line, int):
             return line
     return 0
+
+
+def _key(entry: Request | Rejected) -> str:
+    return entry.text if isinstance(entry, Rejected) else entry.id
+
+
+def _entry_line(entry: Request | Rejected) -> int:
+    return entry.line if isinstance(entry, Rejected) else _line(entry)
 
 
 async def run_fetch_job(
@@ -206,38 +315,110 @@ async def run_fetch_job(
     each record (the progress display uses both).
     """
     stats = stats or RunStats()
+    if job.journal is None:
+        with JsonlWriter(job.output) as writer:
+            output = _PlainOutput(writer)
+            state = _Job(job, output, stats, None)
+            stopped = await _fetch(job, state, state.requests(), on_fetcher, on_record)
+        return JobOutcome(stats.summary(), stopped_early=stopped)
+    journal = Journal.open(job.journal, key_scheme="jsonl" if job.jsonl_path else "url")
+    try:
+        return await _run_journaled(job, journal, stats, on_fetcher, on_record)
+    finally:
+        journal.close()
+
+
+async def _run_journaled(
+    job: FetchJob,
+    journal: Journal,
+    stats: RunStats,
+    on_fetcher: Callable[[Fetcher], None] | None,
+    on_record: Callable[[], None] | None,
+) -> JobOutcome:
+    to_file = job.output != "-"
+    if to_file:
+        stats.repaired_bytes = repair_output(Path(job.output), journal.output_offset())
+    run = journal.begin_run()
+    if job.retry_failed is not None:
+        journal.set_output_dirty(True)  # retried keys get a second line until the rewrite
+    with _open_append(job.output) as stream:
+        out = JournaledOutput(journal, stream, track_offset=to_file)
+        journaling = _Journaling(journal, out, run, job)
+        state = _Job(job, _JournalOutput(out), stats, journaling)
+        try:
+            stopped = await _fetch(job, state, state.journaled_requests(), on_fetcher, on_record)
+        finally:
+            await out.close()
+    if to_file and journal.output_dirty and not stopped:
+        await asyncio.to_thread(_rewrite_output, journal, Path(job.output))
+    return JobOutcome(stats.summary(), stopped_early=stopped)
+
+
+@contextlib.contextmanager
+def _open_append(output: str) -> Iterator[BinaryIO]:
+    if output == "-":
+        yield sys.stdout.buffer
+        return
+    try:
+        stream = Path(output).open("ab")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise SinkError(f"cannot open '{output}' for writing: {exc.strerror or exc}") from exc
+    with stream:
+        yield stream
+
+
+def _rewrite_output(journal: Journal, path: Path) -> None:
+    """Replace the output with one line per key from the journal (atomically)."""
+    from fanout.journal import export
+
+    temporary = path.with_name(f".{path.name}.rewrite")
+    with temporary.open("wb") as stream:
+        export(journal, stream)
+        stream.flush()
+        size = stream.tell()
+    temporary.replace(path)
+    journal.record([], size)
+    journal.set_output_dirty(False)
+
+
+async def _fetch(
+    job: FetchJob,
+    state: _Job,
+    requests: Iterator[Request] | AsyncIterator[Request],
+    on_fetcher: Callable[[Fetcher], None] | None,
+    on_record: Callable[[], None] | None,
+) -> bool:
+    """Stream the requests through a Fetcher into the job's output; True if stopped early."""
     keep_body = job.out_dir is not None or job.body != "none"
     stopped = False
-    with JsonlWriter(job.output) as writer:
-        state = _Job(job, writer, stats)
-        try:
-            async with Fetcher(
-                limits=job.limits,
-                retry=job.retry,
-                timeouts=job.timeouts,
-                caps=job.caps,
-                headers=job.headers,
-                user_agent=job.user_agent,
-                keep_body=keep_body,
-            ) as fetcher:
-                if on_fetcher is not None:
-                    on_fetcher(fetcher)
-                stream = fetcher.stream(state.requests(), ordered=job.ordered)
-                flusher = asyncio.create_task(_flush_periodically(writer))
-                try:
-                    async with contextlib.aclosing(stream):
-                        async for result in stream:
-                            await state.record(result)
-                            if on_record is not None:
-                                on_record()
-                            if job.fail_fast and not result.ok:
-                                stopped = True
-                                break
-                finally:
-                    flusher.cancel()
-                    await asyncio.wait([flusher])
-        finally:
-            if not stopped:
-                state.release_held(None)
-            writer.flush()
-    return JobOutcome(stats.summary(), stopped_early=stopped)
+    try:
+        async with Fetcher(
+            limits=job.limits,
+            retry=job.retry,
+            timeouts=job.timeouts,
+            caps=job.caps,
+            headers=job.headers,
+            user_agent=job.user_agent,
+            keep_body=keep_body,
+        ) as fetcher:
+            if on_fetcher is not None:
+                on_fetcher(fetcher)
+            stream = fetcher.stream(requests, ordered=job.ordered)
+            flusher = asyncio.create_task(_flush_periodically(state.output))
+            try:
+                async with contextlib.aclosing(stream):
+                    async for result in stream:
+                        await state.record(result)
+                        if on_record is not None:
+                            on_record()
+                        if job.fail_fast and not result.ok:
+                            stopped = True
+                            break
+            finally:
+                flusher.cancel()
+                await asyncio.wait([flusher])
+    finally:
+        if not stopped:
+            state.release_held(None)
+        await state.output.flush()
+    return stopped

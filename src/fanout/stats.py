@@ -71,6 +71,7 @@ class Summary:
     by_status: dict[str, int]
     by_error: dict[str, int]
     latency_ms: dict[str, float | None]
+    already_done: int = 0
 
     @property
     def rate(self) -> float:
@@ -84,6 +85,7 @@ class Summary:
             "ok": self.ok,
             "failed": self.failed,
             "duplicates": self.duplicates,
+            "already_done": self.already_done,
             "retries": self.retries,
             "bytes": self.bytes,
             "elapsed_s": round(self.elapsed, 3),
@@ -102,6 +104,8 @@ class RunStats:
     ok: int = 0
     failed: int = 0
     duplicates: int = 0
+    already_done: int = 0
+    repaired_bytes: int = 0
     retries: int = 0
     bytes: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
@@ -131,8 +135,8 @@ class RunStats:
 
     @property
     def done(self) -> int:
-        """Inputs accounted for so far, duplicates included."""
-        return self.ok + self.failed + self.duplicates
+        """Inputs accounted for so far, duplicates and already recorded ones included."""
+        return self.ok + self.failed + self.duplicates + self.already_done
 
     def summary(self) -> Summary:
         """A frozen snapshot of the counters now."""
@@ -153,6 +157,7 @@ class RunStats:
             by_status={str(k): v for k, v in sorted(self.by_status.items())},
             by_error=dict(sorted(self.by_error.items())),
             latency_ms=latency,
+            already_done=self.already_done,
         )
 
 
@@ -173,6 +178,8 @@ def format_summary(summary: Summary) -> str:
         f"{summary.duplicates:,} duplicates skipped, {summary.retries:,} retries, "
         f"{_size(summary.bytes)}"
     ]
+    if summary.already_done:
+        lines.append(f"  journal: {summary.already_done:,} already recorded by earlier runs")
     if summary.by_status:
         lines.append("  status:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_status.items()))
     if summary.by_error:

@@ -1,0 +1,491 @@
+"""The journal: durable state that lets a run survive Ctrl-C, kill -9 and reboots.
+
+A SQLite database in WAL mode (https://sqlite.org/wal.html) holds one row per
+input key::
+
+    entries(id, key UNIQUE, state, run, line, kind, record)
+        state: 0 pending (sent, or about to be, in run `run`)
+               1 done    (record = its JSONL record)
+               2 failed  (kind = its error kind, record = its JSONL record)
+    meta(name, value): schema_version, key_scheme, output_offset, output_dirty
+
+How a run stays exact (one output line per key, nothing fetched twice):
+
+1. Input keys are classified in batches (:meth:`Journal.classify`): new keys
+   and keys left pending by an interrupted run are fetched; keys done or failed
+   in an earlier run are skipped (their line is already in the output); a key
+   seen earlier in this run is a duplicate. Fetched keys are marked pending
+   with this run's id, so duplicates are found in SQLite, not in memory.
+2. Results go out in batches from one writer thread (:class:`JournaledOutput`):
+   the batch's JSONL lines are appended to the output file and flushed, and
+   only then one transaction marks the batch done or failed and records the
+   output file's new length. A crash between the two leaves lines past the
+   recorded length whose keys are still pending.
+3. On resume, the output file is cut back to the recorded length
+   (:func:`repair_output`), dropping those lines and any torn last line; their
+   keys are fetched again and written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import csv
+import io
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Final, TypeVar
+
+import orjson
+
+from fanout.errors import JournalError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalCounts",
+    "JournaledOutput",
+    "State",
+    "Verdict",
+    "export",
+    "repair_output",
+]
+
+SCHEMA_VERSION: Final = 1
+_CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
+T = TypeVar("T")
+
+
+class State(IntEnum):
+    """The state of a key in the journal."""
+
+    PENDING = 0
+    DONE = 1
+    FAILED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with one input key: ``fetch`` it, ``skip`` it (recorded by an
+    earlier run), or it is a ``duplicate`` of ``first_line`` in this run."""
+
+    action: str  # "fetch" | "skip" | "duplicate"
+    first_line: int | None = None
+
+
+FETCH: Final = Verdict("fetch")
+SKIP: Final = Verdict("skip")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalCounts:
+    """What a journal holds: for ``fanout status``."""
+
+    pending: int
+    done: int
+    failed: dict[str, int]
+    runs: int
+    key_scheme: str
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data."""
+        return {
+            "pending": self.pending,
+            "done": self.done,
+            "failed": sum(self.failed.values()),
+            "failed_by_kind": self.failed,
+            "runs": self.runs,
+            "key_scheme": self.key_scheme,
+        }
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    state INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    line INTEGER,
+    kind TEXT,
+    record BLOB
+);
+"""
+
+
+class Journal:
+    """A run's journal in SQLite. Not thread-safe: use it from one thread
+    (:class:`JournaledOutput` gives it one). Open with :meth:`open`.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.db")
+    >>> with Journal.open(path, key_scheme="url") as journal:
+    ...     run = journal.begin_run()
+    ...     [v.action for v in journal.classify([("http://a/", 1), ("http://a/", 2)], run)]
+    ['fetch', 'duplicate']
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, key_scheme: str) -> None:
+        self.path = path
+        self._db = connection
+        self.key_scheme = key_scheme
+        self.commits = 0
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, key_scheme: str, create: bool = True) -> Journal:
+        """Open (or create) the journal at ``path``; a bad one raises JournalError
+        naming the file. ``key_scheme`` says how input keys are made ("url",
+        "jsonl"); a journal made with another scheme is refused."""
+        where = Path(path)
+        name = f"journal '{where}'"
+        if not create and not where.exists():
+            raise JournalError(f"{name} does not exist")
+        if where.is_dir():
+            raise JournalError(f"{name} is a directory")
+        try:
+            connection = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open {name}: {exc}") from None
+        try:
+            scheme = _prepare(connection, key_scheme, create=create)
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            text = str(exc)
+            if "not a database" in text or "malformed" in text:
+                raise JournalError(
+                    f"{name} is not a fanout journal (not a SQLite database)"
+                ) from None
+            if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+                raise JournalError(f"cannot write {name}: {text}") from None
+            raise JournalError(f"cannot use {name}: {text}") from None
+        except JournalError as exc:
+            connection.close()
+            raise JournalError(f"{name} {exc}") from None
+        return cls(where, connection, scheme)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # ------------------------------------------------------------- writing
+
+    def begin_run(self) -> int:
+        """Record the start of a run; return its id (1, 2, ...)."""
+        with self._transaction():
+            value = self._meta("runs")
+            run = int(value or 0) + 1
+            self._set_meta("runs", str(run))
+        return run
+
+    def classify(
+        self,
+        items: Sequence[tuple[str, int]],
+        run: int,
+        retry_failed: frozenset[str] | None = None,
+    ) -> list[Verdict]:
+        """Decide for each ``(key, line)`` whether to fetch, skip or call it a
+        duplicate, and mark the fetched ones pending for ``run``. Failed keys of
+        earlier runs are fetched again when their kind is in ``retry_failed``
+        (an empty set means every kind)."""
+        known: dict[str, tuple[int, int, int | None, str | None]] = {}
+        keys = list(dict.fromkeys(key for key, _ in items))
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, state, run, line, kind FROM entries WHERE key IN ({marks})", chunk
+            )
+            for key, state, row_run, line, kind in rows:
+                known[key] = (state, row_run, line, kind)
+        verdicts: list[Verdict] = []
+        pending: list[tuple[str, int, int]] = []
+        for key, line in items:
+            row = known.get(key)
+            if row is None:
+                verdict = FETCH
+            else:
+                state, row_run, first_line, kind = row
+                if row_run == run:
+                    verdict = Verdict("duplicate", first_line)
+                elif state == State.PENDING:
+                    verdict = FETCH  # in flight when an earlier run stopped
+                elif (
+                    state == State.FAILED
+                    and retry_failed is not None
+                    and (not retry_failed or kind in retry_failed)
+                ):
+                    verdict = FETCH
+                else:
+                    verdict = SKIP
+            if verdict is FETCH:
+                known[key] = (State.PENDING, run, line, None)
+                pending.append((key, run, line))
+            verdicts.append(verdict)
+        if pending:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO entries (key, state, run, line) VALUES (?, 0, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET state = 0, run = excluded.run, "
+                    "line = excluded.line",
+                    pending,
+                )
+        return verdicts
+
+    def record(
+        self,
+        entries: Sequence[tuple[str, State, str | None, bytes]],
+        output_offset: int | None,
+    ) -> None:
+        """Mark ``(key, state, kind, record)`` entries done or failed, and store the
+        output file's length after their lines, in one transaction."""
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE entries SET state = ?, kind = ?, record = ? WHERE key = ?",
+                [(int(state), kind, record, key) for key, state, kind, record in entries],
+            )
+            if output_offset is not None:
+                self._set_meta("output_offset", str(output_offset))
+        self.commits += 1
+
+    def output_offset(self) -> int:
+        """The output file's length at the last committed batch (0 if none)."""
+        return int(self._meta("output_offset") or 0)
+
+    def set_output_dirty(self, dirty: bool) -> None:
+        """Note that the output holds superseded lines (a --retry-failed run
+        appends new records for old keys) and must be rewritten."""
+        with self._transaction():
+            self._set_meta("output_dirty", "1" if dirty else "0")
+
+    @property
+    def output_dirty(self) -> bool:
+        """Whether the output must be rewritten from the journal."""
+        return self._meta("output_dirty") == "1"
+
+    # ------------------------------------------------------------- reading
+
+    def counts(self) -> JournalCounts:
+        """How many keys are pending, done, and failed by kind."""
+        pending = done = 0
+        failed: dict[str, int] = {}
+        for state, kind, count in self._db.execute(
+            "SELECT state, kind, COUNT(*) FROM entries GROUP BY state, kind ORDER BY kind"
+        ):
+            if state == State.PENDING:
+                pending += count
+            elif state == State.DONE:
+                done += count
+            else:
+                failed[kind or "unknown"] = count
+        runs = int(self._meta("runs") or 0)
+        return JournalCounts(pending, done, failed, runs, self.key_scheme)
+
+    def records(self) -> Iterator[bytes]:
+        """Every recorded JSONL record (done and failed), in first-seen order."""
+        cursor = self._db.execute(
+            "SELECT record FROM entries WHERE state != 0 AND record IS NOT NULL ORDER BY id"
+        )
+        for (record,) in cursor:
+            yield bytes(record)
+
+    # ------------------------------------------------------------- helpers
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, name: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+
+def _prepare(db: sqlite3.Connection, key_scheme: str, *, create: bool) -> str:
+    """Check or create the schema; return the journal's key scheme."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        if not create:
+            raise JournalError("is empty (not a fanout journal)")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        db.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?), "
+            "('key_scheme', ?)",
+            (str(SCHEMA_VERSION), key_scheme),
+        )
+    elif not {"meta", "entries"} <= tables:
+        raise JournalError("is a SQLite database but not a fanout journal")
+    else:
+        db.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode: a commit survives a process crash; a power cut may lose
+    # the last commits, which are then refetched (https://sqlite.org/pragma.html#pragma_synchronous)
+    db.execute("PRAGMA synchronous = NORMAL")
+    row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"was made by a newer fanout (schema {version}; this one reads {SCHEMA_VERSION})"
+        )
+    row = db.execute("SELECT value FROM meta WHERE name = 'key_scheme'").fetchone()
+    scheme = str(row[0]) if row else key_scheme
+    if create and scheme != key_scheme:
+        raise JournalError(
+            f"was made with input keys by {scheme}; this run keys by {key_scheme} "
+            "(use the same kind of input, or another journal)"
+        )
+    # A write probe: a read-only file or directory must fail now, not mid-run.
+    if create:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("COMMIT")
+    return scheme
+
+
+def repair_output(path: Path, offset: int) -> int:
+    """Cut ``path`` back to ``offset`` bytes (the length at the last committed
+    batch); return how many bytes were dropped. A missing file is fine when
+    nothing was committed; a file shorter than the journal says was changed
+    outside fanout."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        if offset:
+            raise JournalError(
+                f"output '{path}' is missing but the journal recorded {offset} bytes of it"
+            ) from None
+        return 0
+    if size < offset:
+        raise JournalError(
+            f"output '{path}' is shorter than the journal recorded "
+            f"({size} < {offset} bytes): it was changed outside fanout"
+        )
+    if size > offset:
+        with path.open("r+b") as stream:
+            stream.truncate(offset)
+    return size - offset
+
+
+class JournaledOutput:
+    """The one writer of a journaled run: JSONL lines and journal commits, in
+    batches, on one thread, in the order that keeps the output exact (lines
+    written and flushed, then the journal commit that covers them).
+
+    ``add`` is cheap and never blocks; a batch is written once it holds
+    ``batch`` entries, or on :meth:`flush`; :meth:`close` flushes the rest.
+    Without an output path (stdout), lines are written but no offset is kept.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        output: BinaryIO,
+        *,
+        track_offset: bool,
+        batch: int = 512,
+        fsync: bool = False,
+    ) -> None:
+        self.journal = journal
+        self._output = output
+        self._track = track_offset
+        self._fsync = fsync
+        self._batch = batch
+        self._lines: list[bytes] = []
+        self._entries: list[tuple[str, State, str | None, bytes]] = []
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="fanout-journal"
+        )
+        self._pending: asyncio.Future[None] | None = None
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on the journal's thread, after earlier work."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, function, *args)
+
+    def add(self, line: bytes, key: str | None, state: State, kind: str | None) -> None:
+        """Queue one output line; with a key, its journal entry too."""
+        self._lines.append(line)
+        if key is not None:
+            self._entries.append((key, state, kind, line))
+
+    @property
+    def full(self) -> bool:
+        """Whether a batch is ready to go."""
+        return len(self._lines) >= self._batch
+
+    async def flush(self) -> None:
+        """Write and commit what is queued (waits for the previous batch first)."""
+        lines, entries = self._lines, self._entries
+        self._lines, self._entries = [], []
+        if lines or entries:
+            await self.call(self._write_and_commit, lines, entries)
+
+    def _write_and_commit(
+        self, lines: list[bytes], entries: list[tuple[str, State, str | None, bytes]]
+    ) -> None:
+        output = self._output
+        try:
+            output.write(b"".join(lines))
+            output.flush()
+            if self._fsync:
+                os.fsync(output.fileno())
+        except OSError as exc:
+            from fanout.errors import SinkError
+
+            raise SinkError(f"cannot write the output: {exc.strerror or exc}") from exc
+        offset = output.tell() if self._track else None
+        self.journal.record(entries, offset)
+
+    async def close(self) -> None:
+        """Flush what is left, then stop the writer thread."""
+        try:
+            await self.flush()
+        finally:
+            self._executor.shutdown(wait=True)
+
+
+def export(journal: Journal, out: IO[bytes], fmt: str = "jsonl") -> int:
+    """Write every recorded result to ``out`` as JSONL or CSV; return the count."""
+    count = 0
+    if fmt == "jsonl":
+        for record in journal.records():
+            out.write(record if record.endswith(b"\n") else record + b"\n")
+            count += 1
+        return count
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    columns = [
+        "url", "key", "line", "ok", "status", "final_url", "attempts", "elapsed_ms",
+        "bytes", "content_type", "sha256", "path", "error_kind", "error_message",
+    ]  # fmt: skip
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for record in journal.records():
+        data = orjson.loads(record)
+        error = data.get("error") or {}
+        data["error_kind"] = error.get("kind")
+        data["error_message"] = error.get("message")
+        writer.writerow(data)
+        count += 1
+    text.detach()
+    return count
