@@ -113,7 +113,9 @@ def test_sigint_stops_cleanly_and_resume_completes(
     _check_exact(tmp_path, urls)
     stats = slow_server.server.stats
     refetched = sum(stats.count(u.split(slow_server.url, 1)[1]) - 1 for u in urls)
-    assert refetched <= 2 * 16  # a clean stop commits everything it received
+    # sent again: the requests in flight (16) and the results received but not yet
+    # taken by the writer when the signal landed (at most the window, 2 x 16)
+    assert refetched <= 3 * 16
     assert done_before >= 300
 
 

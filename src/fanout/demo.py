@@ -4,36 +4,46 @@ Everything is deterministic and offline, and it binds loopback only.
 
 Normal endpoints (shaped by ``latency``, ``jitter`` and ``error_rate``):
 
-- ``/`` this list; ``/pages/{n}`` an HTML page with links (any path below
-  ``/pages/`` answers a page, so hostile paths can be tried);
-- ``/items/{id}`` (1..10000) and ``/items?page=N&per_page=M`` (a paginated
-  list of items 1..1000, with ``next`` in the body and a ``Link: rel="next"``
-  header);
-- ``/v0/topstories.json`` (500 ids) and ``/v0/item/{id}.json``, like the
-  Hacker News API. On purpose, every 50th story (by rank: ids at positions
-  49, 99, ...) has no ``score``, every 70th has its score as a string, and
-  every 125th answers ``null``;
-- ``/users`` (10 users), ``/posts?userId=U`` and ``/posts/{id}`` (100 posts;
-  user ``u`` wrote ``u + 5`` of them, ids in order, so 10 users x 6..15 posts).
+- ``/`` this text; ``/pages/{n}`` an HTML page with links to three others
+  (any path below ``/pages/`` answers a page, so hostile paths can be tried);
+- ``/items/{id}`` (ids 1..10000, else a 404 JSON error) and
+  ``/items?page=N&per_page=M`` (items 1..1000, ``next`` in the body and a
+  ``Link: <...>; rel="next"`` header while there is a next page);
+- ``/v0/topstories.json`` and ``/v0/item/{id}.json``, like the Hacker News
+  API: 500 story ids, ``1000 + 7 * rank`` for rank 0..499. Broken on purpose,
+  by rank: 124, 249, 374 and 499 (``rank % 125 == 124``) answer ``null``;
+  the others with ``rank % 50 == 49`` (49, 99, 149, 199, 299, 349, 399, 449)
+  have no ``score``; the rest with ``rank % 70 == 69`` (69, 139, 209, 279,
+  419, 489) have their score as a string. Unknown ids answer ``null`` too;
+- ``/users`` (10 users), ``/posts``, ``/posts?userId=U`` and ``/posts/{id}``
+  (100 posts in id order: users 1..9 wrote ``u + 5`` each, user 10 wrote 10).
 
 Endpoints that misbehave on purpose (not shaped by the options):
-``/status/{code}``, ``/retry-after/{value}`` (429 with that Retry-After),
-``/flaky/{n}?key=K`` (503 the first n times for K, then 200),
-``/slow?delay=S``, ``/hang`` (never answers), ``/stall`` (headers and a few
-bytes, then nothing), ``/drip?interval=S&count=N`` (a byte every S seconds),
-``/short`` (Content-Length 1000, 10 bytes, then the connection closes),
-``/reset`` (closes the connection without answering), ``/redirect/{n}``,
-``/redirect-to?url=U``, ``/bytes/{n}``, ``/gzip-bomb?size=N``,
-``/json/bad`` and ``/echo``.
+``/status/{code}`` (200..599), ``/retry-after/{value}`` (429 with that
+Retry-After), ``/flaky/{n}?key=K`` (503 the first n times for K, then 200),
+``/slow?delay=S`` (at most 60 s), ``/hang`` (no answer until shutdown),
+``/stall`` (Content-Length 1000, 10 bytes, then nothing until shutdown),
+``/drip?interval=S&count=N`` (a byte every S seconds), ``/short``
+(Content-Length 1000, 10 bytes, then the connection closes), ``/reset`` (the
+connection is reset, no answer), ``/redirect/{n}`` (n relative redirects, or
+absolute with ``?absolute=1``), ``/redirect-to?url=U`` (302 to U, any
+scheme), ``/bytes/{n}`` (byte i is ``i % 256``; at most 100 MiB),
+``/gzip-bomb?size=N`` (gzip that inflates to N zero bytes, 1 GiB by default),
+``/json/bad`` (not JSON, labelled JSON) and ``/echo`` (method, path, headers
+and body as JSON).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import ipaddress
+import math
 import random
+import socket
+import struct
 import threading
 import time
 import zlib
@@ -48,51 +58,100 @@ from aiohttp import web
 
 from fanout.errors import ConfigError
 
-__all__ = ["DemoServer", "ServerStats", "ServerThread", "make_app", "serve_forever"]
+__all__ = ["STATS_KEY", "DemoServer", "ServerThread", "Stats", "make_app", "serve_forever"]
 
 CATEGORIES = ("books", "games", "garden", "kitchen", "music", "tools")
 N_ITEMS = 10_000
 N_LISTED = 1_000
 N_STORIES = 500
 N_USERS = 10
-MAX_SLOW = 60.0
+MAX_DELAY = 60.0
 MAX_BYTES = 100 * 1024 * 1024
+MAX_BOMB = 16 * 1024**3
+ZERO_BLOCK = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)
-class ServerStats:
-    """What the server saw, per host (the request's Host header)."""
+class Stats:
+    """What the server saw, per host (the request's Host header, "127.0.0.1:8080").
+
+    It lives on the server's event loop: read it there, or once requests are done.
+    """
 
     in_flight: Counter[str] = field(default_factory=Counter)
     peak: Counter[str] = field(default_factory=Counter)
     seen: list[tuple[str, str, float]] = field(default_factory=list)  # host, path, monotonic
     by_path: Counter[str] = field(default_factory=Counter)
+    _waiters: list[tuple[Callable[[Stats], bool], asyncio.Future[None]]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def peak_in_flight(self, host: str) -> int:
-        """The most requests in flight at once from ``host`` ("127.0.0.1:8080")."""
+        """The most requests in flight at once to ``host``."""
         return self.peak[host]
 
     def arrivals(self, host: str, prefix: str = "/") -> list[float]:
-        """Monotonic arrival times of the requests to ``host`` under ``prefix``."""
+        """``time.monotonic()`` arrival times of requests to ``host`` under ``prefix``."""
         return [t for h, path, t in self.seen if h == host and path.startswith(prefix)]
 
     def count(self, path_qs: str) -> int:
-        """How many requests asked for exactly ``path_qs`` (path and query)."""
+        """How many requests asked for exactly ``path_qs`` ("/items?page=2")."""
         return self.by_path[path_qs]
 
+    def enter(self, host: str, path: str, path_qs: str) -> None:
+        """Count a request that has just arrived."""
+        self.in_flight[host] += 1
+        self.peak[host] = max(self.peak[host], self.in_flight[host])
+        self.seen.append((host, path, time.monotonic()))
+        self.by_path[path_qs] += 1
+        self._wake()
 
-STATS_KEY = web.AppKey("stats", ServerStats)
-STOP_KEY = web.AppKey("stop", asyncio.Event)
-FLAKY_KEY = web.AppKey("flaky", Counter[str])
-OPTIONS_KEY = web.AppKey("options", dict[str, Any])
+    def leave(self, host: str) -> None:
+        """Count a request whose handler has returned."""
+        self.in_flight[host] -= 1
+        self._wake()
+
+    async def wait_until(self, predicate: Callable[[Stats], bool]) -> None:
+        """Wait, on the server's loop, until ``predicate(stats)`` holds.
+
+        It is checked after each arrival and departure, so a test can act once
+        requests are in flight instead of sleeping and hoping::
+
+            await server.stats.wait_until(lambda s: s.in_flight["127.0.0.1:8080"] == 3)
+        """
+        if predicate(self):
+            return
+        waiter = (predicate, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await waiter[1]
+        finally:
+            self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        for predicate, future in self._waiters:
+            if not future.done() and predicate(self):
+                future.set_result(None)
+
+
+@dataclass(slots=True)
+class _Shaping:
+    latency: float
+    jitter: float
+    error_rate: float
+    rng: random.Random
+
+
+STATS_KEY = web.AppKey("fanout.demo.stats", Stats)
+_STOP = web.AppKey("fanout.demo.stop", asyncio.Event)
+_FLAKY = web.AppKey("fanout.demo.flaky", Counter[str])
+_SHAPING = web.AppKey("fanout.demo.shaping", _Shaping)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", charset="utf-8"
-    )
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -102,20 +161,37 @@ def _int(request: web.Request, name: str, default: int, low: int, high: int) -> 
     try:
         value = int(raw)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+        raise web.HTTPBadRequest(text=f"{name} must be an integer\n") from None
     if not low <= value <= high:
-        raise web.HTTPBadRequest(text=f"{name} must be in {low}..{high}")
+        raise web.HTTPBadRequest(text=f"{name} must be in {low}..{high}\n")
     return value
 
 
-def _float(request: web.Request, name: str, default: float, high: float) -> float:
+def _seconds(request: web.Request, name: str, default: float) -> float:
     try:
         value = float(request.query.get(name, default))
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be a number") from None
-    if not 0.0 <= value <= high:
-        raise web.HTTPBadRequest(text=f"{name} must be in 0..{high}")
+        raise web.HTTPBadRequest(text=f"{name} must be a number of seconds\n") from None
+    if not value >= 0.0:  # also refuses NaN
+        raise web.HTTPBadRequest(text=f"{name} must be >= 0\n")
+    return min(value, MAX_DELAY)
+
+
+def _header_value(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise web.HTTPBadRequest(text="no line breaks in header values\n")
     return value
+
+
+async def _pause(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``, or less if the server shuts down; True if it did."""
+    stop = request.app[_STOP]
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass
+    return stop.is_set()
 
 
 # ----------------------------------------------------------------- the data
@@ -130,24 +206,19 @@ def item(item_id: int) -> dict[str, object]:
         "category": CATEGORIES[digest[0] % len(CATEGORIES)],
         "price": round(1 + int.from_bytes(digest[1:3], "big") / 100, 2),
         "stock": digest[3] % 50,
-        "tags": [t for t, bit in zip(("new", "sale", "eco"), digest[4:7], strict=True) if bit & 1],
+        "tags": [t for t, b in zip(("new", "sale", "eco"), digest[4:7], strict=True) if b & 1],
     }
 
 
-def story_ids() -> list[int]:
-    """The ids of the top stories, in rank order."""
-    return [1000 + 7 * rank for rank in range(N_STORIES)]
+STORY_IDS = tuple(1000 + 7 * rank for rank in range(N_STORIES))
 
 
 def story(story_id: int) -> dict[str, object] | None:
-    """A story; some are broken on purpose (see the module docstring)."""
-    ids = story_ids()
-    if story_id not in ids:
+    """A story, or None; some are broken on purpose (see the module docstring)."""
+    rank, offset = divmod(story_id - 1000, 7)
+    if offset or not 0 <= rank < N_STORIES or rank % 125 == 124:
         return None
-    rank = ids.index(story_id)
     digest = hashlib.sha256(f"story{story_id}".encode()).digest()
-    if rank % 125 == 124:
-        return None
     data: dict[str, object] = {
         "id": story_id,
         "by": f"user{digest[0] % 40}",
@@ -165,34 +236,31 @@ def story(story_id: int) -> dict[str, object] | None:
     return data
 
 
-def posts() -> list[dict[str, object]]:
-    """All 100 posts: user u wrote u + 5 of them, in id order."""
-    result: list[dict[str, object]] = []
-    for user in range(1, N_USERS + 1):
-        for _ in range(user + 5 if user < N_USERS else 100 - sum(u + 5 for u in range(1, 10))):
-            post_id = len(result) + 1
-            result.append(
-                {
-                    "userId": user,
-                    "id": post_id,
-                    "title": f"Post {post_id} by user {user}",
-                    "body": "lorem ipsum " * (1 + post_id % 5),
-                    "likes": (post_id * 37) % 101,
-                }
-            )
-    return result
+def _make_posts() -> tuple[dict[str, object], ...]:
+    counts = [u + 5 for u in range(1, N_USERS)]
+    counts.append(100 - sum(counts))
+    user_ids = [user for user, count in enumerate(counts, start=1) for _ in range(count)]
+    return tuple(
+        {
+            "userId": user,
+            "id": post_id,
+            "title": f"Post {post_id} by user {user}",
+            "body": "lorem ipsum " * (1 + post_id % 5),
+            "likes": (post_id * 37) % 101,
+        }
+        for post_id, user in enumerate(user_ids, start=1)
+    )
 
 
-def users() -> list[dict[str, object]]:
-    """The 10 users."""
-    return [
-        {"id": u, "name": f"User {u}", "username": f"user{u}", "email": f"user{u}@example.test"}
-        for u in range(1, N_USERS + 1)
-    ]
+POSTS = _make_posts()
+USERS = tuple(
+    {"id": u, "name": f"User {u}", "username": f"user{u}", "email": f"user{u}@example.test"}
+    for u in range(1, N_USERS + 1)
+)
 
 
 def page_html(n: int) -> bytes:
-    """A deterministic HTML page with links to a few others."""
+    """A deterministic HTML page with links to three others."""
     digest = hashlib.sha256(f"page{n}".encode()).hexdigest()
     links = "".join(f'<li><a href="/pages/{(n * 7 + k) % 10_000}">page</a></li>' for k in (1, 2, 3))
     return (
@@ -201,18 +269,28 @@ def page_html(n: int) -> bytes:
     ).encode()
 
 
-@lru_cache(maxsize=8)
-def gzip_zeros(size: int) -> bytes:
-    """``size`` zero bytes, gzip-compressed chunk by chunk (never all in memory)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    chunk = bytes(1024 * 1024)
-    parts = []
-    left = size
-    while left > 0:
-        parts.append(compressor.compress(chunk[: min(left, len(chunk))]))
-        left -= len(chunk)
-    parts.append(compressor.flush())
-    return b"".join(parts)
+# A gzip member by hand (RFC 1952): header, raw deflate, CRC-32 and size. A full
+# flush makes the deflate of each zero block byte-aligned and independent, so one
+# compressed block repeats for the whole body: no N bytes in memory, no N bytes
+# compressed, and the first bytes go out at once.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+
+
+@lru_cache(maxsize=16)
+def _deflated_zeros(n: int, *, final: bool) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(bytes(n)) + compressor.flush(
+        zlib.Z_FINISH if final else zlib.Z_FULL_FLUSH
+    )
+
+
+@lru_cache(maxsize=16)
+def _crc32_zeros(size: int) -> int:
+    whole, rest = divmod(size, ZERO_BLOCK)
+    block, crc = bytes(ZERO_BLOCK), 0
+    for _ in range(whole):
+        crc = zlib.crc32(block, crc)
+    return zlib.crc32(block[:rest], crc)
 
 
 # ------------------------------------------------------------- middleware
@@ -220,28 +298,23 @@ def gzip_zeros(size: int) -> bytes:
 
 @web.middleware
 async def _account(request: web.Request, handler: Handler) -> web.StreamResponse:
-    stats = request.app[STATS_KEY]
-    host = request.host
-    stats.in_flight[host] += 1
-    stats.peak[host] = max(stats.peak[host], stats.in_flight[host])
-    stats.seen.append((host, request.path, time.monotonic()))
-    stats.by_path[request.path_qs] += 1
+    stats, host = request.app[STATS_KEY], request.host
+    stats.enter(host, request.path, request.path_qs)
     try:
         return await handler(request)
     finally:
-        stats.in_flight[host] -= 1
+        stats.leave(host)
 
 
 def _shaped(handler: Handler) -> Handler:
     """Apply the app's latency, jitter and error rate to a normal endpoint."""
 
     async def shaped(request: web.Request) -> web.StreamResponse:
-        options = request.app[OPTIONS_KEY]
-        rng: random.Random = options["rng"]
-        delay = max(0.0, options["latency"] + rng.uniform(-options["jitter"], options["jitter"]))
-        if delay:
-            await asyncio.sleep(delay)
-        if options["error_rate"] and rng.random() < options["error_rate"]:
+        shaping = request.app[_SHAPING]
+        delay = shaping.latency + shaping.rng.uniform(-shaping.jitter, shaping.jitter)
+        if delay > 0 and await _pause(request, delay):
+            return _json({"error": "shutting down"}, status=503)
+        if shaping.error_rate and shaping.rng.random() < shaping.error_rate:
             return _json({"error": "injected failure"}, status=503)
         return await handler(request)
 
@@ -262,52 +335,52 @@ async def _page(request: web.Request) -> web.Response:
 
 
 async def _item(request: web.Request) -> web.Response:
-    item_id = _int(request, "id", 0, -(10**9), 10**9)
-    if not 1 <= item_id <= N_ITEMS:
-        return _json({"error": f"no item {item_id}"}, status=404)
-    return _json(item(item_id))
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= N_ITEMS:
+        return _json({"error": f"no item {raw}"}, status=404)
+    return _json(item(int(raw)))
 
 
 async def _items(request: web.Request) -> web.Response:
     page = _int(request, "page", 1, 1, 10**6)
-    per_page = _int(request, "per_page", 20, 1, 1000)
+    per_page = _int(request, "per_page", 20, 1, N_LISTED)
     start = (page - 1) * per_page
     ids = range(start + 1, min(start + per_page, N_LISTED) + 1)
-    has_next = start + per_page < N_LISTED
     next_url = str(request.url.update_query(page=page + 1, per_page=per_page))
-    body = {"items": [item(i) for i in ids], "page": page, "next": next_url if has_next else None}
-    response = _json(body)
+    has_next = start + per_page < N_LISTED
+    response = _json(
+        {"items": [item(i) for i in ids], "page": page, "next": next_url if has_next else None}
+    )
     if has_next:
         response.headers["Link"] = f'<{next_url}>; rel="next"'
     return response
 
 
 async def _topstories(request: web.Request) -> web.Response:
-    return _json(story_ids())
+    return _json(STORY_IDS)
 
 
 async def _story(request: web.Request) -> web.Response:
-    story_id = _int(request, "id", 0, 0, 10**9)
-    return _json(story(story_id))
+    raw = request.match_info["id"]
+    return _json(story(int(raw)) if raw.isdigit() else None)
 
 
 async def _users(request: web.Request) -> web.Response:
-    return _json(users())
+    return _json(USERS)
 
 
 async def _posts(request: web.Request) -> web.Response:
-    all_posts = posts()
-    if "userId" in request.query:
-        user = _int(request, "userId", 0, 0, 10**6)
-        return _json([p for p in all_posts if p["userId"] == user])
-    return _json(all_posts)
+    if "userId" not in request.query:
+        return _json(POSTS)
+    user = _int(request, "userId", 0, -(10**9), 10**9)
+    return _json([p for p in POSTS if p["userId"] == user])
 
 
 async def _post(request: web.Request) -> web.Response:
-    post_id = _int(request, "id", 0, -(10**9), 10**9)
-    if not 1 <= post_id <= len(posts()):
-        return _json({"error": f"no post {post_id}"}, status=404)
-    return _json(posts()[post_id - 1])
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= len(POSTS):
+        return _json({"error": f"no post {raw}"}, status=404)
+    return _json(POSTS[int(raw) - 1])
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -316,14 +389,14 @@ async def _status(request: web.Request) -> web.Response:
 
 
 async def _retry_after(request: web.Request) -> web.Response:
-    value = request.match_info["value"]
-    return web.Response(status=429, text="slow down", headers={"Retry-After": value})
+    value = _header_value(request.match_info["value"])
+    return web.Response(status=429, text="slow down\n", headers={"Retry-After": value})
 
 
 async def _flaky(request: web.Request) -> web.Response:
-    failures = _int(request, "n", 1, 0, 1000)
+    failures = _int(request, "n", 1, 0, 10**6)
     key = request.query.get("key", "")
-    counter = request.app[FLAKY_KEY]
+    counter = request.app[_FLAKY]
     counter[key] += 1
     if counter[key] <= failures:
         return _json({"error": "try again", "attempt": counter[key]}, status=503)
@@ -331,50 +404,61 @@ async def _flaky(request: web.Request) -> web.Response:
 
 
 async def _slow(request: web.Request) -> web.Response:
-    await asyncio.sleep(_float(request, "delay", 1.0, MAX_SLOW))
+    if await _pause(request, _seconds(request, "delay", 1.0)):
+        return _json({"error": "shutting down"}, status=503)
     return web.Response(text="slow\n")
 
 
 async def _hang(request: web.Request) -> web.Response:
-    await request.app[STOP_KEY].wait()
-    return web.Response(text="shutting down\n")
+    await request.app[_STOP].wait()
+    return _json({"error": "shutting down"}, status=503)
 
 
 async def _stall(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Length": "1000"})
+    response.force_close()
     await response.prepare(request)
     await response.write(b"0123456789")
-    await request.app[STOP_KEY].wait()
+    await request.app[_STOP].wait()
     return response
 
 
 async def _drip(request: web.Request) -> web.StreamResponse:
-    interval = _float(request, "interval", 1.0, MAX_SLOW)
+    interval = _seconds(request, "interval", 1.0)
     count = _int(request, "count", 10, 0, 100_000)
     response = web.StreamResponse(headers={"Content-Length": str(count)})
+    response.force_close()  # a drip cut short by shutdown must not be reused
     await response.prepare(request)
-    stop = request.app[STOP_KEY]
-    for _ in range(count):
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-        if stop.is_set():
-            break
-        await response.write(b".")
+    with contextlib.suppress(ConnectionError):  # the client hung up: its choice, no error
+        for _ in range(count):
+            if await _pause(request, interval):
+                break
+            await response.write(b".")
     return response
+
+
+def _transport(request: web.Request) -> asyncio.Transport:
+    transport = request.transport
+    if transport is None:
+        raise web.HTTPInternalServerError(text="the connection is already gone\n")
+    return transport
 
 
 async def _short(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Length": "1000"})
+    response.force_close()
     await response.prepare(request)
     await response.write(b"0123456789")
-    assert request.transport is not None
-    request.transport.close()
+    _transport(request).close()  # after the buffered bytes are flushed
     return response
 
 
 async def _reset(request: web.Request) -> web.StreamResponse:
-    assert request.transport is not None
-    request.transport.abort()
+    transport = _transport(request)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # linger 0: close() sends RST, not FIN
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
     return web.Response()
 
 
@@ -382,34 +466,47 @@ async def _redirect(request: web.Request) -> web.Response:
     n = _int(request, "n", 1, 0, 1000)
     if n == 0:
         return web.Response(text="arrived\n")
-    raise web.HTTPFound(f"/redirect/{n - 1}")
+    target = request.rel_url.with_path(f"/redirect/{n - 1}").with_query(request.query)
+    if request.query.get("absolute"):
+        target = request.url.join(target)
+    raise web.HTTPFound(target)
 
 
 async def _redirect_to(request: web.Request) -> web.Response:
-    raise web.HTTPFound(request.query.get("url", "/"))
+    raise web.HTTPFound(_header_value(request.query.get("url", "/")))
 
 
 async def _bytes(request: web.Request) -> web.StreamResponse:
-    n = _int(request, "n", 0, 0, MAX_BYTES)
+    n = min(_int(request, "n", 0, 0, 2**63), MAX_BYTES)
     response = web.StreamResponse(headers={"Content-Length": str(n)})
     response.content_type = "application/octet-stream"
     await response.prepare(request)
-    pattern = bytes(range(256)) * 256  # 64 KiB
-    sent = 0
-    while sent < n:
-        part = pattern[: min(len(pattern), n - sent)]
-        await response.write(part)
-        sent += len(part)
+    pattern = bytes(range(256)) * 256  # 64 KiB, so every chunk starts at byte 0
+    with contextlib.suppress(ConnectionError):
+        for start in range(0, n, len(pattern)):
+            await response.write(pattern[: n - start])
     return response
 
 
-async def _gzip_bomb(request: web.Request) -> web.Response:
-    size = _int(request, "size", 1024**3, 1, 16 * 1024**3)
-    body = await asyncio.to_thread(gzip_zeros, size)
-    return web.Response(
-        body=body,
-        headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"},
+async def _gzip_bomb(request: web.Request) -> web.StreamResponse:
+    size = _int(request, "size", 1024**3, 0, MAX_BOMB)
+    whole, rest = divmod(size, ZERO_BLOCK)
+    block = _deflated_zeros(ZERO_BLOCK, final=False)
+    tail = _deflated_zeros(rest, final=True)
+    length = len(_GZIP_HEADER) + whole * len(block) + len(tail) + 8
+    response = web.StreamResponse(
+        headers={"Content-Encoding": "gzip", "Content-Length": str(length)}
     )
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        await response.write(_GZIP_HEADER)
+        for _ in range(whole):
+            await response.write(block)
+        await response.write(tail)
+        crc = await asyncio.to_thread(_crc32_zeros, size)
+        await response.write(struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return response
 
 
 async def _json_bad(request: web.Request) -> web.Response:
@@ -422,7 +519,7 @@ async def _echo(request: web.Request) -> web.Response:
         {
             "method": request.method,
             "path": request.path_qs,
-            "headers": {str(k): v for k, v in request.headers.items()},
+            "headers": {str(name): value for name, value in request.headers.items()},
             "body": body.decode("utf-8", "replace"),
         }
     )
@@ -434,89 +531,93 @@ async def _echo(request: web.Request) -> web.Response:
 def make_app(
     *, latency: float = 0.0, jitter: float = 0.0, error_rate: float = 0.0, seed: int = 0
 ) -> web.Application:
-    """The demo application. ``latency`` and ``jitter`` (seconds) delay each
-    normal answer by ``latency +/- jitter``; a share ``error_rate`` of them
-    answer 503 instead (a seeded, deterministic sequence)."""
+    """The demo application, to serve with any aiohttp runner.
+
+    Each normal answer waits ``latency`` seconds, give or take up to ``jitter``
+    (never below 0), and a share ``error_rate`` of them answer 503 instead, in
+    a sequence fixed by ``seed``. ``app[STATS_KEY]`` holds the request counts.
+
+    >>> app = make_app(latency=0.05, jitter=0.01, error_rate=0.1)
+    """
     for name, value in (("latency", latency), ("jitter", jitter)):
-        if not 0.0 <= value <= MAX_SLOW:
-            raise ConfigError(f"{name} must be between 0 and {MAX_SLOW:g} seconds, got {value!r}")
+        if not (math.isfinite(value) and 0.0 <= value <= MAX_DELAY):
+            raise ConfigError(f"{name} must be between 0 and {MAX_DELAY:g} seconds, got {value!r}")
     if not 0.0 <= error_rate <= 1.0:
         raise ConfigError(f"error_rate must be between 0 and 1, got {error_rate!r}")
+    if not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
     app = web.Application(middlewares=[_account])
-    app[STATS_KEY] = ServerStats()
-    app[STOP_KEY] = asyncio.Event()
-    app[FLAKY_KEY] = Counter()
-    app[OPTIONS_KEY] = {
-        "latency": latency,
-        "jitter": jitter,
-        "error_rate": error_rate,
-        "rng": random.Random(seed),
+    app[STATS_KEY] = Stats()
+    app[_STOP] = asyncio.Event()
+    app[_FLAKY] = Counter()
+    app[_SHAPING] = _Shaping(latency, jitter, error_rate, random.Random(seed))
+
+    async def release_waiters(app: web.Application) -> None:
+        app[_STOP].set()
+
+    app.on_shutdown.append(release_waiters)
+    normal: dict[str, Handler] = {
+        "/": _index,
+        "/pages/{path:.*}": _page,
+        "/items/{id}": _item,
+        "/items": _items,
+        "/v0/topstories.json": _topstories,
+        "/v0/item/{id}.json": _story,
+        "/users": _users,
+        "/posts": _posts,
+        "/posts/{id}": _post,
     }
-
-    async def stop(app: web.Application) -> None:
-        app[STOP_KEY].set()
-
-    app.on_shutdown.append(stop)
-    normal: list[tuple[str, Handler]] = [
-        ("/", _index),
-        ("/pages/{path:.*}", _page),
-        ("/items/{id}", _item),
-        ("/items", _items),
-        ("/v0/topstories.json", _topstories),
-        ("/v0/item/{id}.json", _story),
-        ("/users", _users),
-        ("/posts", _posts),
-        ("/posts/{id}", _post),
-    ]
-    faults: list[tuple[str, Handler]] = [
-        ("/status/{code}", _status),
-        ("/retry-after/{value}", _retry_after),
-        ("/flaky/{n}", _flaky),
-        ("/slow", _slow),
-        ("/hang", _hang),
-        ("/stall", _stall),
-        ("/drip", _drip),
-        ("/short", _short),
-        ("/reset", _reset),
-        ("/redirect/{n}", _redirect),
-        ("/redirect-to", _redirect_to),
-        ("/bytes/{n}", _bytes),
-        ("/gzip-bomb", _gzip_bomb),
-        ("/json/bad", _json_bad),
-    ]
-    for path, handler in normal:
+    faults: dict[str, Handler] = {
+        "/status/{code}": _status,
+        "/retry-after/{value}": _retry_after,
+        "/flaky/{n}": _flaky,
+        "/slow": _slow,
+        "/hang": _hang,
+        "/stall": _stall,
+        "/drip": _drip,
+        "/short": _short,
+        "/reset": _reset,
+        "/redirect/{n}": _redirect,
+        "/redirect-to": _redirect_to,
+        "/bytes/{n}": _bytes,
+        "/gzip-bomb": _gzip_bomb,
+        "/json/bad": _json_bad,
+        "/echo": _echo,
+    }
+    for path, handler in normal.items():
         app.router.add_get(path, _shaped(handler))
-    for path, handler in faults:  # any method, so POSTs can be tested too
+    for path, handler in faults.items():  # any method, so POSTs can be tested too
         app.router.add_route("*", path, handler)
-    app.router.add_route("*", "/echo", _echo)
     return app
 
 
-def _check_loopback(host: str) -> None:
+# ------------------------------------------------------------- the servers
+
+
+def _bind_address(host: str) -> str:
+    """The loopback address to bind for ``host``; ConfigError for anything else."""
     if host == "localhost":
-        return
+        return "127.0.0.1"  # one socket, so one port, whatever localhost resolves to
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError(f"the demo server binds loopback only, not {host!r}") from None
-    if not address.is_loopback:
-        raise ConfigError(f"the demo server binds loopback only (127.0.0.0/8, ::1), not {host!r}")
-
-
-def _base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        address = None
+    if address is None or not address.is_loopback:
+        raise ConfigError(f"host must be a loopback address (127.0.0.0/8, ::1), not {host!r}")
+    return str(address)
 
 
 class DemoServer:
-    """The demo app listening on loopback; an async context manager.
+    """The demo app listening on loopback, as an async context manager.
 
-    ``url`` is ready once ``async with`` has entered: the sockets are bound and
-    listening. With ``hosts``, it listens on each (its own port each), and
-    ``urls`` lists them in order.
+    Once ``async with`` has entered, every socket is listening. With ``hosts``
+    it listens on each (each on its own port, or all on ``port`` if given),
+    and ``urls`` lists their base URLs in order; ``url`` is the first.
 
     >>> async def main() -> None:  # doctest: +SKIP
-    ...     async with DemoServer(latency=0.05) as server:
-    ...         print(server.url)   # http://127.0.0.1:PORT
+    ...     async with DemoServer(hosts=["127.0.0.1", "127.0.0.2"]) as server:
+    ...         print(server.urls)  # ['http://127.0.0.1:41235', 'http://127.0.0.2:39071']
+    ...         print(server.stats.peak_in_flight("127.0.0.1:41235"))
     """
 
     def __init__(
@@ -530,12 +631,16 @@ class DemoServer:
         error_rate: float = 0.0,
         seed: int = 0,
     ) -> None:
-        self._hosts = list(hosts) if hosts else [host]
-        for name in self._hosts:
-            _check_loopback(name)
+        self._hosts = [host] if hosts is None else list(hosts)
+        if not self._hosts:
+            raise ConfigError("hosts must name at least one loopback address")
+        self._binds = [_bind_address(h) for h in self._hosts]
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {port!r}")
         self._port = port
         self._app = make_app(latency=latency, jitter=jitter, error_rate=error_rate, seed=seed)
         self._runner: web.AppRunner | None = None
+        self._started = False
         self.urls: list[str] = []
 
     @property
@@ -546,98 +651,126 @@ class DemoServer:
         return self.urls[0]
 
     @property
-    def stats(self) -> ServerStats:
-        """What the server has seen so far."""
+    def stats(self) -> Stats:
+        """What the server has seen so far (live, not a copy)."""
         return self._app[STATS_KEY]
 
     async def __aenter__(self) -> DemoServer:
-        runner = web.AppRunner(self._app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        self._runner = runner
+        if self._started:
+            raise RuntimeError("a DemoServer runs once; make a new one")
+        self._started = True
+        self._runner = web.AppRunner(
+            self._app, handle_signals=False, access_log=None, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
         try:
-            for host in self._hosts:
-                site = web.TCPSite(runner, host, self._port if len(self._hosts) == 1 else 0)
-                await site.start()
-                port = runner.addresses[-1][1]  # the site just started; port 0 picks one
-                self.urls.append(_base_url(host, port))
+            for host, bind in zip(self._hosts, self._binds, strict=True):
+                family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+                sock = socket.create_server((bind, self._port), family=family)
+                port = sock.getsockname()[1]
+                await web.SockSite(self._runner, sock).start()
+                self.urls.append(
+                    f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+                )
         except BaseException:
-            await self.__aexit__(None, None, None)
+            await self.__aexit__()
             raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            self._app[STOP_KEY].set()
-            await self._runner.cleanup()
-            self._runner = None
+    async def __aexit__(self, *exc_info: object) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            self._app[_STOP].set()  # before cleanup, so hanging handlers end at once
+            await runner.cleanup()
+        self.urls = []
 
 
 class ServerThread:
-    """The demo server in a thread with its own event loop, for synchronous code.
+    """A DemoServer on its own event loop in a background thread, for sync code.
 
-    >>> with ServerThread() as server:  # doctest: +SKIP
-    ...     print(server.url)
+    Takes the same arguments as :class:`DemoServer`, checked at once.
+
+    >>> with ServerThread(latency=0.01) as server:  # doctest: +SKIP
+    ...     urllib.request.urlopen(f"{server.url}/items/1").read()
     """
 
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="fanout-demo", daemon=True)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        self.server = DemoServer(host, port, **options)
+        self._thread: threading.Thread | None = None
+        self._stop: Callable[[], object] | None = None
         self._error: BaseException | None = None
-        self._server: DemoServer | None = None
 
     @property
     def url(self) -> str:
         """The base URL of the first host."""
-        assert self._server is not None
-        return self._server.url
+        return self.server.url
 
     @property
-    def server(self) -> DemoServer:
-        """The running DemoServer (read its ``stats`` only once requests are done)."""
-        assert self._server is not None
-        return self._server
+    def urls(self) -> list[str]:
+        """The base URLs of every host."""
+        return self.server.urls
 
-    def _main(self) -> None:
-        async def run() -> None:
-            self._stop = asyncio.Event()
-            self._loop = asyncio.get_running_loop()
-            try:
-                async with DemoServer(**self._options) as server:
-                    self._server = server
-                    self._ready.set()
-                    await self._stop.wait()
-            except BaseException as exc:
+    @property
+    def stats(self) -> Stats:
+        """What the server has seen (read it once the requests are done)."""
+        return self.server.stats
+
+    def _main(self, ready: concurrent.futures.Future[Callable[[], object]]) -> None:
+        async def serve() -> None:
+            stop, loop = asyncio.Event(), asyncio.get_running_loop()
+            async with self.server:
+                ready.set_result(lambda: loop.call_soon_threadsafe(stop.set))
+                await stop.wait()
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # raised again in the caller's thread, not lost here
+            if ready.done():
                 self._error = exc
-                self._ready.set()
-
-        asyncio.run(run())
+            else:
+                ready.set_exception(exc)
 
     def __enter__(self) -> ServerThread:
+        if self._thread is not None:
+            raise RuntimeError("the server thread is already running")
+        ready: concurrent.futures.Future[Callable[[], object]] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._main, args=(ready,), name="fanout-demo", daemon=True
+        )
         self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
+        try:
+            self._stop = ready.result()
+        except BaseException:
             self._thread.join()
-            raise self._error
+            self._thread = None
+            raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
+    def __exit__(self, *exc_info: object) -> None:
+        thread, stop = self._thread, self._stop
+        self._thread = self._stop = None
+        if thread is None or stop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop already ended on its own
+            stop()
+        thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 async def serve_forever(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    on_ready: Callable[[list[str]], None] | None = None,
+    on_ready: Callable[[list[str]], object] | None = None,
     **options: Any,
 ) -> None:
-    """Serve until cancelled (Ctrl-C); ``on_ready`` gets the URLs once listening."""
+    """Serve the demo app until cancelled; ``on_ready(urls)`` runs once listening.
+
+    >>> asyncio.run(serve_forever(port=8080, on_ready=print))  # doctest: +SKIP
+    """
     async with DemoServer(host, port, **options) as server:
         if on_ready is not None:
-            on_ready(server.urls)
+            on_ready(list(server.urls))
         await asyncio.Event().wait()
