@@ -346,16 +346,14 @@ async def test_breaking_out_of_stream_closes_everything(server: DemoServer) -> N
 
 
 async def test_cancelling_the_consumer_closes_everything(server: DemoServer) -> None:
-    started = asyncio.Event()
+    host = server.url.split("://", 1)[1]
 
     async def consume() -> None:
         async with Fetcher() as fetcher:
-            started.set()
             await fetcher.gather([f"{server.url}/hang?i={i}" for i in range(5)])
 
     task = asyncio.create_task(consume())
-    await started.wait()
-    await asyncio.sleep(0)  # let the requests get under way
+    await server.stats.wait_until(lambda stats: stats.in_flight[host] == 5)  # all under way
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
