@@ -184,17 +184,23 @@ def run_bench(
     return results
 
 
-def plot(results: list[BenchResult], path: str) -> None:
-    """Draw the wall times as a bar chart (needs the ``fanout[plot]`` extra)."""
+def require_plotting() -> None:
+    """Raise ConfigError now, before any timing, when matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError as exc:
         from fanout.errors import ConfigError
 
         raise ConfigError("--plot needs matplotlib: pip install 'fanout[plot]'") from exc
+
+
+def plot(results: list[BenchResult], path: str) -> None:
+    """Draw the wall times as a bar chart (needs the ``fanout[plot]`` extra)."""
+    require_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     figure, axes = plt.subplots(figsize=(7, 3.5))
     names = [r.mode + (" *" if r.extrapolated else "") for r in results]
     axes.barh(names, [r.wall for r in results], color="#4477aa")

@@ -234,8 +234,10 @@ def run_bench_command(
     from rich.console import Console
     from rich.table import Table
 
-    from fanout.bench import cpu_note, demo_server_process, plot, run_bench
+    from fanout.bench import cpu_note, demo_server_process, plot, require_plotting, run_bench
 
+    if plot_path is not None:
+        require_plotting()
     with demo_server_process(latency) as base:
         results = run_bench(
             base, n=count, latency=latency, concurrency=concurrency, sequential_cap=sequential_cap
