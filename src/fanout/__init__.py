@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from fanout._version import __version__
+from fanout.aggregate import AggregateReport, FieldStats, aggregate, aggregate_async
 from fanout.api import fetch
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError, FanoutError, JournalError, SinkError, SourceError
@@ -14,12 +15,14 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
 __all__ = [
+    "AggregateReport",
     "Caps",
     "ConfigError",
     "ErrorKind",
     "Failure",
     "FanoutError",
     "Fetcher",
+    "FieldStats",
     "JournalError",
     "Limits",
     "Request",
@@ -29,5 +32,7 @@ __all__ = [
     "SourceError",
     "Timeouts",
     "__version__",
+    "aggregate",
+    "aggregate_async",
     "fetch",
 ]

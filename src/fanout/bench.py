@@ -201,6 +201,7 @@ def plot(results: list[BenchResult], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(7, 3.5))
     names = [r.mode + (" *" if r.extrapolated else "") for r in results]
     axes.barh(names, [r.wall for r in results], color="#4477aa")

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from fanout._version import __version__
+from fanout.aggregate_cli import aggregate
 from fanout.errors import FanoutError
 
 __all__ = ["main"]
@@ -403,6 +404,9 @@ def bench(
         plot_path=plot,
         as_json=as_json,
     )
+
+
+cli.add_command(aggregate)
 
 
 def _usage_error(message: str) -> NoReturn:

@@ -37,6 +37,9 @@ def _check_host(host: str) -> str | None:
     return None
 
 
+# Memoized: an input reader checks a line and the engine parses the same string a
+# moment later (within the read-ahead window), so the second parse is a cache hit.
+@functools.lru_cache(maxsize=8192)
 def parse_url(text: str) -> URL | Failure:
     """Parse ``text`` as a fetchable URL, or say why it is not one.
 

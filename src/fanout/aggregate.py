@@ -1,0 +1,1338 @@
+"""JSON extraction and statistics over results: ``fanout aggregate`` as a library.
+
+Fetch JSON APIs concurrently, pull values out of every record with JMESPath,
+group them, and compute statistics, in one call::
+
+    report = fanout.aggregate(
+        expand("http://127.0.0.1:8000/items/{1..500}"),
+        fields={"price": "price", "stock": "stock"},
+        group_by="category",
+    )
+    report.fields["price"].median
+
+The rules, which ``docs/aggregate.md`` states for users too:
+
+- **Records.** Each JSON response body is one record; a body that is a JSON
+  list gives one record per element. ``each`` (a JMESPath) picks the list of
+  records inside a body instead (``items`` for ``{"items": [...]}``); when it
+  gives an object that object is the one record. A body of ``null``, an empty
+  list, or an ``each`` that gives null holds no record and is counted as
+  ``empty``. Bodies are parsed as JSON whatever their Content-Type; those
+  that do not parse count as ``not_json``. Bodies of failed requests (status
+  400 or more, after retries) are not read; the request counts as failed.
+- **Values.** A field's value counts when it is a JSON number. ``null`` or an
+  absent key counts as ``missing``; anything else (a string, a boolean, an
+  object, a JMESPath type error) counts as ``wrong_type``. A field whose value
+  is a list contributes each element (one level; an empty list is
+  ``missing``), so ``items[].price`` works without ``each``.
+- **Numbers in strings** are not numbers by default (``"12"`` is
+  ``wrong_type``, so a schema drift shows up). With ``coerce_numbers=True`` a
+  string that is a whole JSON-style decimal number (``"12"``, ``" -3.5e2 "``)
+  counts as that number; ``"0x10"``, ``"1_000"``, ``"nan"`` and ``"inf"`` never do.
+- **Statistics** (:class:`FieldStats`): ``sum`` (an exact ``int`` when every
+  value is an integer), ``mean`` (:func:`statistics.fmean`), ``median``
+  (:func:`statistics.median`: the middle value, or the mean of the two
+  middle ones), ``min``, ``max``, ``stdev`` (the *sample* standard deviation,
+  :func:`statistics.stdev`; None for fewer than 2 values), ``p90`` and
+  ``p99``: linear interpolation between the closest ranks, exactly
+  ``statistics.quantiles(values, n=100, method="inclusive")`` (numpy's
+  default, Excel's PERCENTILE.INC); with one value they are that value.
+  With no value at all, ``sum`` is 0 and the others are None.
+- **Groups.** ``group_by`` is evaluated on each record: strings, numbers and
+  booleans are the group key as they are (``1`` and ``1.0`` are one group),
+  a list or object becomes its compact JSON text (a string, keys sorted), and
+  null or absent is the group ``None`` (shown as ``(missing)``). Groups are
+  sorted: numbers, then strings, then booleans, and ``(missing)`` last.
+- **Top.** ``top`` records with the highest (``ascending``: lowest) numeric
+  ``sort_by`` field, ties broken by input order. Records whose sort field is
+  not a single number are left out.
+- **Pagination.** ``next_page`` (a JMESPath on each page's body) gives the
+  next page: a URL, absolute or relative to the page's URL; or, with
+  ``cursor_param``, a cursor (string or integer) set as that query parameter
+  of the page's URL. ``next_link=True`` follows the ``Link: <...>;
+  rel="next"`` header (RFC 8288) instead. A chain stops when there is no next
+  page (null, absent, ``""``), after ``max_pages`` pages (counted as
+  ``truncated``), or at a value that is not usable or a page seen before in
+  the chain (counted as ``bad_next``).
+- **Two steps.** ``ids_from`` + ``select`` + ``template``: fetch one JSON
+  document, take the list ``select`` gives (``@`` for a plain list), and
+  fetch ``template`` with ``{}`` replaced by each id (integers, and strings
+  percent-encoded; other values are counted as ``skipped``), the first
+  ``limit`` of them. That first request is reported in ``source``, not in the
+  request counts. If it fails, the report says so and has no records.
+
+Memory: per field and group, the numbers (medians and percentiles need them)
+and counters; bodies are dropped as soon as their values are taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import re
+import statistics
+import time
+from collections import Counter
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
+from urllib.parse import quote
+
+import jmespath
+import jmespath.exceptions
+import jmespath.functions
+import jmespath.parser
+import orjson
+from yarl import URL
+
+from fanout.engine import DEFAULT_USER_AGENT, Fetcher
+from fanout.errors import ConfigError
+from fanout.models import Request, Result
+from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.runtime import run_sync
+from fanout.sources import Rejected
+
+__all__ = [
+    "MAX_EXPANSION",
+    "AggregateReport",
+    "AggregateSpec",
+    "Aggregator",
+    "FieldStats",
+    "GroupKey",
+    "GroupStats",
+    "Problem",
+    "SourceInfo",
+    "TopRecord",
+    "aggregate",
+    "aggregate_async",
+    "check_expression",
+    "check_id_template",
+    "expand",
+    "fill",
+    "parse_named",
+]
+
+MAX_EXPANSION: Final = 1_000_000
+"""The most URLs one template may expand to."""
+
+MAX_PROBLEMS: Final = 10
+"""How many problems (failed requests, bad bodies) a report lists by URL."""
+
+GroupKey: TypeAlias = str | int | float | bool | None
+"""A group's key: the group-by value, compact JSON text for a list or object, None if missing."""
+
+Number: TypeAlias = int | float
+Input: TypeAlias = str | Request | Rejected
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_RANGE_RE: Final = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
+_NAME_RE: Final = re.compile(r"[A-Za-z_][\w.\-]*")
+# A decimal number as JSON writes it, with an optional + and surrounding blanks.
+_NUMBER_RE: Final = re.compile(r"\s*[-+]?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*")
+_LINK_RE: Final = re.compile(r"<([^>]*)>([^<]*)")
+_REL_RE: Final = re.compile(r"""(?:^|;)\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
+_FOR_EXPRESSION_RE: Final = re.compile(r",? for expression:\s*$")
+_FUNCTIONS: Final[Mapping[str, Any]] = jmespath.functions.Functions.FUNCTION_TABLE
+
+
+# ------------------------------------------------------------------ templates
+
+
+def expand(template: str, *, max_urls: int = MAX_EXPANSION) -> Iterator[str]:
+    """The URLs a template stands for, in order, produced lazily.
+
+    ``{a..b}`` is an inclusive integer range (descending when ``a > b``;
+    ``{01..10}`` pads with zeros like a shell); several ranges give every
+    combination, the leftmost changing slowest. A template with no range is
+    one URL. Any other ``{`` or ``}`` is an error: percent-encode literal braces
+    (``%7B``, ``%7D``). More than ``max_urls`` URLs is an error too, raised
+    here and not half-way through.
+
+    >>> list(expand("http://127.0.0.1:8000/items/{1..3}"))
+    ['http://127.0.0.1:8000/items/1', 'http://127.0.0.1:8000/items/2', \
+'http://127.0.0.1:8000/items/3']
+    >>> list(expand("http://h.test/{a,b}"))
+    Traceback (most recent call last):
+    fanout.errors.ConfigError: bad URL template 'http://h.test/{a,b}': '{' is not a range \
+like {1..10} (write a literal brace as %7B)
+    """
+    parts = _RANGE_RE.split(template)
+    literals = parts[0::3]
+    for literal in literals:
+        if "{}" in literal:
+            raise ConfigError(
+                f"bad URL template {template!r}: '{{}}' stands for an id only in a --from template"
+            )
+        for brace, code in (("{", "%7B"), ("}", "%7D")):
+            if brace in literal:
+                raise ConfigError(
+                    f"bad URL template {template!r}: {brace!r} is not a range like {{1..10}}"
+                    f" (write a literal brace as {code})"
+                )
+    ranges = [_range(a, b) for a, b in zip(parts[1::3], parts[2::3], strict=True)]
+    count = math.prod(len(r) for r, _ in ranges)
+    if count > max_urls:
+        raise ConfigError(
+            f"URL template {template!r} stands for {count:,} URLs, more than {max_urls:,}"
+        )
+    return _expanded(literals, ranges)
+
+
+def _range(first: str, last: str) -> tuple[range, int]:
+    a, b = int(first), int(last)
+    padded = any(t.lstrip("-").startswith("0") and len(t.lstrip("-")) > 1 for t in (first, last))
+    width = max(len(first), len(last)) if padded else 0
+    return (range(a, b + 1) if a <= b else range(a, b - 1, -1)), width
+
+
+def _expanded(literals: list[str], ranges: list[tuple[range, int]]) -> Iterator[str]:
+    if not ranges:
+        yield literals[0]
+        return
+    widths = [w for _, w in ranges]
+    for combination in itertools.product(*(r for r, _ in ranges)):
+        out = [literals[0]]
+        for number, width, literal in zip(combination, widths, literals[1:], strict=True):
+            out.append(f"{number:0{width}d}" if width else str(number))
+            out.append(literal)
+        yield "".join(out)
+
+
+def fill(template: str, value: object) -> str | None:
+    """``template`` with every ``{}`` replaced by the id ``value``, or None when the
+    id cannot be one: integers (and whole floats) as they are, non-empty strings
+    percent-encoded; booleans, other numbers, null, lists and objects are refused.
+
+    >>> fill("http://127.0.0.1:8000/v0/item/{}.json", 8863)
+    'http://127.0.0.1:8000/v0/item/8863.json'
+    >>> fill("http://h.test/users/{}", "a b/c"), fill("http://h.test/{}", None)
+    ('http://h.test/users/a%20b%2Fc', None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, str) and value:
+        text = quote(value, safe="")
+    else:
+        return None
+    return template.replace("{}", text)
+
+
+def check_id_template(template: str) -> None:
+    """Raise :class:`ConfigError` unless ``template`` has ``{}`` and no other brace.
+
+    >>> check_id_template("http://h.test/item/{}.json")
+    >>> check_id_template("http://h.test/item/{id}")
+    Traceback (most recent call last):
+    fanout.errors.ConfigError: bad id template 'http://h.test/item/{id}': it needs '{}' \
+where each id goes
+    """
+    if "{}" not in template:
+        raise ConfigError(f"bad id template {template!r}: it needs '{{}}' where each id goes")
+    rest = template.replace("{}", "")
+    if "{" in rest or "}" in rest:
+        raise ConfigError(
+            f"bad id template {template!r}: only '{{}}' may be in braces"
+            " (write a literal brace as %7B or %7D)"
+        )
+
+
+# ---------------------------------------------------------------- expressions
+
+
+def check_expression(text: str, *, what: str = "expression") -> jmespath.parser.ParsedResult:
+    """Compile a JMESPath expression, or raise :class:`ConfigError` naming ``what``
+    (the message starts with ``what:`` unless ``what`` is empty).
+
+    Unknown functions and wrong argument counts are found here, not at the
+    first record.
+
+    >>> check_expression("items[].price").search({"items": [{"price": 2}]})
+    [2]
+    >>> check_expression("sum(a, b)", what="--field total")
+    Traceback (most recent call last):
+    fanout.errors.ConfigError: --field total: invalid JMESPath expression 'sum(a, b)': \
+sum() takes 1 argument, got 2
+    """
+    prefix = f"{what}: " if what else ""
+    if not isinstance(text, str):
+        raise ConfigError(f"{prefix}a JMESPath expression must be a string, got {text!r}")
+    if not text.strip():
+        raise ConfigError(f"{prefix}empty JMESPath expression")
+    try:
+        compiled = jmespath.compile(text)
+    except jmespath.exceptions.JMESPathError as exc:
+        reason = _first_line(str(exc))
+        raise ConfigError(f"{prefix}invalid JMESPath expression {text!r}: {reason}") from None
+    problem = _check_functions(compiled.parsed)
+    if problem is not None:
+        raise ConfigError(f"{prefix}invalid JMESPath expression {text!r}: {problem}")
+    return compiled
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "syntax error"
+    line = line.removeprefix("Invalid jmespath expression: ")
+    return _FOR_EXPRESSION_RE.sub("", line)
+
+
+def _check_functions(node: Mapping[str, Any]) -> str | None:
+    """Why a parsed expression would fail on every input: unknown function, bad arity."""
+    children = node.get("children", [])
+    if node.get("type") == "function_expression":
+        name = node.get("value")
+        spec = _FUNCTIONS.get(str(name))
+        if spec is None:
+            return f"unknown function {name}()"
+        signature = spec["signature"]
+        given = len(children)
+        if signature and signature[-1].get("variadic"):
+            if given < len(signature):
+                return f"{name}() takes at least {len(signature)} arguments, got {given}"
+        elif given != len(signature):
+            plural = "" if len(signature) == 1 else "s"
+            return f"{name}() takes {len(signature)} argument{plural}, got {given}"
+    for child in children:
+        if isinstance(child, Mapping):
+            problem = _check_functions(child)
+            if problem is not None:
+                return problem
+    return None
+
+
+def parse_named(text: str, *, what: str = "--field") -> tuple[str, str]:
+    """Split ``NAME=EXPR`` into its name and JMESPath expression.
+
+    Without a leading ``name=``, the expression is its own name. The name is
+    letters, digits, ``_``, ``.`` and ``-``, starting with a letter or ``_``;
+    ``a==b`` is an expression, not a name.
+
+    >>> parse_named("score=score"), parse_named("descendants"), parse_named("x=='y'")
+    (('score', 'score'), ('descendants', 'descendants'), ("x=='y'", "x=='y'"))
+    """
+    name, sep, expression = text.partition("=")
+    name = name.strip()
+    if sep and _NAME_RE.fullmatch(name) and not expression.startswith("="):
+        if not expression.strip():
+            raise ConfigError(f"{what} {text!r}: no expression after '='")
+        return name, expression.strip()
+    return text.strip(), text.strip()
+
+
+# ------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregateSpec:
+    """What to take from each response and how to summarise it; checked on creation.
+
+    See the module documentation for the rules. Expressions are JMESPath;
+    a bad one raises :class:`ConfigError` naming the parameter.
+
+    >>> spec = AggregateSpec(fields={"likes": "likes"}, group_by="userId")
+    >>> AggregateSpec(top=5)
+    Traceback (most recent call last):
+    fanout.errors.ConfigError: top needs sort_by (the field to rank records by)
+    """
+
+    fields: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    group_by: str | None = None
+    each: str | None = None
+    show: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    top: int | None = None
+    sort_by: str | None = None
+    ascending: bool = False
+    coerce_numbers: bool = False
+    next_page: str | None = None
+    next_link: bool = False
+    cursor_param: str | None = None
+    max_pages: int = 100
+    _compiled: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        compiled = self._compiled
+        object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+        object.__setattr__(self, "show", MappingProxyType(dict(self.show)))
+        for kind, named in (("fields", self.fields), ("show", self.show)):
+            for name, expression in named.items():
+                if not isinstance(name, str) or not name:
+                    raise ConfigError(f"{kind}: a name must be a non-empty string, got {name!r}")
+                compiled[f"{kind}:{name}"] = check_expression(expression, what=f"{kind}[{name!r}]")
+        clash = sorted(set(self.fields) & set(self.show))
+        if clash:
+            raise ConfigError(f"show uses names that are already fields: {', '.join(clash)}")
+        for name in ("group_by", "each", "next_page"):
+            expression = getattr(self, name)
+            if expression is not None:
+                compiled[name] = check_expression(expression, what=name)
+        if self.top is not None and (
+            isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1
+        ):
+            raise ConfigError(f"top must be a positive integer, got {self.top!r}")
+        if self.sort_by is not None:
+            if self.sort_by not in self.fields:
+                raise ConfigError(f"sort_by {self.sort_by!r} is not one of the fields")
+            if self.top is None:
+                object.__setattr__(self, "top", 10)
+        elif self.top is not None:
+            raise ConfigError("top needs sort_by (the field to rank records by)")
+        if self.show and self.sort_by is None:
+            raise ConfigError("show needs sort_by: shown values appear only in the top list")
+        if self.next_page is not None and self.next_link:
+            raise ConfigError("give next_page or next_link, not both")
+        if self.cursor_param is not None and (self.next_page is None or not self.cursor_param):
+            raise ConfigError("cursor_param needs next_page (the expression giving the cursor)")
+        if isinstance(self.max_pages, bool) or not isinstance(self.max_pages, int):
+            raise ConfigError(f"max_pages must be an integer, got {self.max_pages!r}")
+        if self.max_pages < 1:
+            raise ConfigError(f"max_pages must be >= 1, got {self.max_pages!r}")
+
+    @property
+    def paginates(self) -> bool:
+        """Whether pages are followed (``next_page`` or ``next_link``)."""
+        return self.next_page is not None or self.next_link
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True, slots=True)
+class FieldStats:
+    """Statistics of one field (in one group, or over all records).
+
+    ``count`` numbers were found; ``missing`` values were null or absent;
+    ``wrong_type`` were present but not numbers. See the module docs for the
+    exact definition of each statistic.
+
+    >>> s = FieldStats.of([3, 1, 2], missing=1)
+    >>> s.count, s.sum, s.median, s.p90, s.missing
+    (3, 6, 2, 2.8, 1)
+    """
+
+    count: int
+    missing: int
+    wrong_type: int
+    sum: Number
+    mean: float | None
+    median: Number | None
+    min: Number | None
+    max: Number | None
+    stdev: float | None
+    p90: Number | None
+    p99: Number | None
+
+    @classmethod
+    def of(cls, values: Iterable[Number], *, missing: int = 0, wrong_type: int = 0) -> FieldStats:
+        """The statistics of ``values`` (finite numbers)."""
+        data = sorted(values)
+        n = len(data)
+        if n == 0:
+            return cls(0, missing, wrong_type, 0, None, None, None, None, None, None, None)
+        total: Number = sum(data) if all(isinstance(v, int) for v in data) else math.fsum(data)
+        middle = n // 2
+        median: Number = data[middle] if n % 2 else (data[middle - 1] + data[middle]) / 2
+        return cls(
+            count=n,
+            missing=missing,
+            wrong_type=wrong_type,
+            sum=total,
+            mean=statistics.fmean(data),
+            median=median,
+            min=data[0],
+            max=data[-1],
+            stdev=statistics.stdev(data) if n > 1 else None,
+            p90=_percentile(data, 90),
+            p99=_percentile(data, 99),
+        )
+
+    def as_dict(self) -> dict[str, Number | None]:
+        """The statistics as plain JSON-able data."""
+        return {
+            "count": self.count,
+            "missing": self.missing,
+            "wrong_type": self.wrong_type,
+            "sum": self.sum,
+            "mean": self.mean,
+            "median": self.median,
+            "min": self.min,
+            "max": self.max,
+            "stdev": self.stdev,
+            "p90": self.p90,
+            "p99": self.p99,
+        }
+
+
+def _percentile(data: list[Number], p: int) -> Number:
+    """``statistics.quantiles(data, n=100, method="inclusive")[p - 1]`` on sorted data,
+    and the one value itself when there is only one."""
+    if len(data) == 1:
+        return data[0]
+    j, delta = divmod(p * (len(data) - 1), 100)
+    return (data[j] * (100 - delta) + data[j + 1] * delta) / 100
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """One group: its key, how many records fell in it, and each field's statistics.
+
+    >>> GroupStats(key="books", records=0, fields={}).key
+    'books'
+    """
+
+    key: GroupKey
+    records: int
+    fields: Mapping[str, FieldStats]
+
+    def as_dict(self) -> dict[str, object]:
+        """The group as plain JSON-able data."""
+        return {
+            "key": self.key,
+            "records": self.records,
+            "fields": {name: s.as_dict() for name, s in self.fields.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TopRecord:
+    """One record of the top list: where it came from and its chosen values
+    (each field and shown value as extracted, before any coercion).
+
+    >>> TopRecord(rank=1, url="http://h.test/1", group=None, values={"score": 3}).values["score"]
+    3
+    """
+
+    rank: int
+    url: str
+    group: GroupKey
+    values: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A request or body that gave no data, and why: an error kind
+    (``timeout``, ``http_status``...), or ``not_json``, ``each`` or ``bad_next``.
+
+    >>> Problem("http://h.test/json/bad", "not_json", "unexpected character").kind
+    'not_json'
+    """
+
+    url: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """The two-step source: the id list's URL, what it gave, and why not if it failed.
+
+    ``ids`` were used (at most ``limit``), ``skipped`` were not usable as ids.
+
+    >>> SourceInfo(url="http://h.test/ids", status=200, ids=3, skipped=0, error=None).ok
+    True
+    """
+
+    url: str
+    status: int | None
+    ids: int
+    skipped: int
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the id list was read."""
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateReport:
+    """Everything ``fanout aggregate`` prints: request counts, body counts,
+    per-field statistics overall and per group, the top list and problems.
+
+    ``requests`` counts results (the first pages, the pages followed, and
+    inputs refused before sending); ``failed`` counts them by error kind and
+    ``statuses`` every response by status. ``fields`` is over all records;
+    ``groups`` is empty without ``group_by``.
+
+    >>> report = aggregate(["http://127.0.0.1:8000/posts"], group_by="userId")  # doctest: +SKIP
+    >>> [(g.key, g.records) for g in report.groups][:2]  # doctest: +SKIP
+    [(1, 6), (2, 7)]
+    """
+
+    requests: int
+    ok: int
+    failed: Mapping[str, int]
+    statuses: Mapping[int, int]
+    json_bodies: int
+    not_json: int
+    empty: int
+    records: int
+    pages: int
+    truncated: int
+    bad_next: int
+    group_by: str | None
+    fields: Mapping[str, FieldStats]
+    groups: tuple[GroupStats, ...]
+    sort_by: str | None
+    ascending: bool
+    top: tuple[TopRecord, ...]
+    problems: tuple[Problem, ...]
+    source: SourceInfo | None
+    elapsed: float
+
+    @property
+    def failures(self) -> int:
+        """Requests that failed, all kinds together."""
+        return sum(self.failed.values())
+
+    def group(self, key: GroupKey) -> GroupStats:
+        """The group with this key (KeyError when there is none)."""
+        for group in self.groups:
+            if _group_tag(group.key) == _group_tag(key):
+                return group
+        raise KeyError(key)
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as plain JSON-able data (``fanout aggregate --format json``)."""
+        top: list[dict[str, object]] = []
+        for record in self.top:
+            entry: dict[str, object] = {"rank": record.rank, "url": record.url}
+            if self.group_by is not None:
+                entry["group"] = record.group
+            entry["values"] = dict(record.values)
+            top.append(entry)
+        source = self.source
+        return {
+            "requests": {
+                "total": self.requests,
+                "ok": self.ok,
+                "failed": dict(self.failed),
+                "statuses": {str(k): v for k, v in self.statuses.items()},
+            },
+            "bodies": {"json": self.json_bodies, "not_json": self.not_json, "empty": self.empty},
+            "records": self.records,
+            "pagination": {
+                "pages": self.pages,
+                "truncated": self.truncated,
+                "bad_next": self.bad_next,
+            },
+            "source": None
+            if source is None
+            else {
+                "url": source.url,
+                "status": source.status,
+                "ids": source.ids,
+                "skipped": source.skipped,
+                "error": source.error,
+            },
+            "group_by": self.group_by,
+            "fields": {name: s.as_dict() for name, s in self.fields.items()},
+            "groups": [g.as_dict() for g in self.groups],
+            "sort_by": self.sort_by,
+            "ascending": self.ascending,
+            "top": top,
+            "problems": [
+                {"url": p.url, "kind": p.kind, "message": p.message} for p in self.problems
+            ],
+            "elapsed_s": round(self.elapsed, 3),
+        }
+
+
+# ------------------------------------------------------------------ the core
+
+
+class _Origin:
+    """Where a request sits in the input: its index, its page, the chain's URLs."""
+
+    __slots__ = ("index", "page", "seen")
+
+    def __init__(self, index: int, page: int, seen: set[str] | None) -> None:
+        self.index = index
+        self.page = page
+        self.seen = seen
+
+
+class _FieldAcc:
+    __slots__ = ("missing", "values", "wrong_type")
+
+    def __init__(self) -> None:
+        self.values: list[Number] = []
+        self.missing = 0
+        self.wrong_type = 0
+
+
+class _GroupAcc:
+    __slots__ = ("fields", "key", "records")
+
+    def __init__(self, key: GroupKey, names: Iterable[str]) -> None:
+        self.key = key
+        self.records = 0
+        self.fields = {name: _FieldAcc() for name in names}
+
+
+_MISSING_TAG: Final = 3
+
+
+def _group_tag(key: GroupKey) -> tuple[int, Any]:
+    """A sortable, hashable identity of a group key: numbers first, then strings,
+    booleans, and missing last (``True`` and ``1`` are different groups)."""
+    if key is None:
+        return (_MISSING_TAG, 0)
+    if isinstance(key, bool):
+        return (2, key)
+    if isinstance(key, int | float):
+        return (0, key)
+    return (1, key)
+
+
+def _number(value: object, coerce: bool) -> Number | None:
+    """``value`` as a finite number, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if coerce and isinstance(value, str):
+        match = _NUMBER_RE.fullmatch(value)
+        if match is None:
+            return None
+        if match.group(1) is None and match.group(2) is None:
+            return int(value)
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _search(expression: jmespath.parser.ParsedResult, data: object) -> object:
+    """Evaluate ``expression``; a type error on this data raises :data:`_EVAL_ERRORS`."""
+    return expression.search(data)
+
+
+# JMESPathError is a ValueError; a few functions let a plain TypeError out.
+_EVAL_ERRORS: Final = (ValueError, TypeError)
+
+
+class Aggregator:
+    """The pure core of :func:`aggregate_async`: feed it results, read a report.
+
+    It does no I/O. :meth:`feed` takes one :class:`Result` and returns the
+    next page's :class:`Request` when pagination asks for one; a driver loop
+    (like :func:`aggregate_async`) fetches it and feeds the result back.
+
+    >>> agg = Aggregator(AggregateSpec(fields={"n": "n"}))
+    >>> body = b'[{"n": 1}, {"n": 2}, {"n": "3"}]'
+    >>> agg.feed(Result(request=Request("http://h.test/a"), status=200, body=body))
+    >>> stats = agg.report().fields["n"]
+    >>> stats.count, stats.sum, stats.wrong_type
+    (2, 3, 1)
+    """
+
+    def __init__(self, spec: AggregateSpec) -> None:
+        self.spec = spec
+        compiled = spec._compiled
+        self._fields = [(name, compiled[f"fields:{name}"]) for name in spec.fields]
+        self._show = [(name, compiled[f"show:{name}"]) for name in spec.show]
+        self._group_by = compiled.get("group_by")
+        self._each = compiled.get("each")
+        self._next = compiled.get("next_page")
+        self._coerce = spec.coerce_numbers
+        self._groups: dict[tuple[int, Any], _GroupAcc] = {}
+        self._top: list[tuple[tuple[Any, ...], int, TopRecord]] = []
+        self._problems: list[tuple[tuple[int, int, int], int, Problem]] = []
+        self._ties = itertools.count(0, -1)  # on equal keys, the one fed first wins
+        self._serial = itertools.count(1_000_000_000_000)  # after any real input index
+        self.requests = 0
+        self.ok = 0
+        self.failed: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.json_bodies = 0
+        self.not_json = 0
+        self.empty = 0
+        self.records = 0
+        self.pages = 0
+        self.truncated = 0
+        self.bad_next = 0
+
+    # ------------------------------------------------------------- feeding
+
+    def origin(self, index: int) -> Any:
+        """The ``meta`` to give the request of input number ``index``, so the
+        top list breaks ties and the problem list orders by input order."""
+        return _Origin(index, 0, set() if self.spec.paginates else None)
+
+    def reject(self, rejected: Rejected, index: int | None = None) -> None:
+        """Count an input that was refused before any request (bad line, bad URL)."""
+        self.requests += 1
+        self.failed[str(rejected.kind)] += 1
+        order = (next(self._serial) if index is None else index, 0, 0)
+        self._problem(order, Problem(rejected.text, str(rejected.kind), rejected.reason))
+
+    def feed(self, result: Result) -> Request | None:
+        """Take one result's records and values; return the next page to fetch, if any."""
+        meta = result.request.meta
+        origin = meta if isinstance(meta, _Origin) else _Origin(next(self._serial), 0, None)
+        order = (origin.index, origin.page, 0)
+        self.requests += 1
+        if origin.page:
+            self.pages += 1
+        if result.status is not None:
+            self.statuses[result.status] += 1
+        if result.error is not None:
+            kind = str(result.error.kind)
+            self.failed[kind] += 1
+            self._problem(order, Problem(result.url, kind, result.error.message))
+            return None
+        self.ok += 1
+        try:
+            if result.body is None:
+                raise orjson.JSONDecodeError("no body was kept", "", 0)
+            data = orjson.loads(result.body)
+        except orjson.JSONDecodeError as exc:
+            self.not_json += 1
+            self._problem(order, Problem(result.url, "not_json", _first_line(str(exc))[:200]))
+            return None
+        self.json_bodies += 1
+        following = self._next_request(result, origin, data)
+        records = self._records(result, order, data)
+        if not records:
+            self.empty += 1
+        for position, record in enumerate(records):
+            self._add(record, result.url, (origin.index, origin.page, position))
+        return following
+
+    def _records(self, result: Result, order: tuple[int, int, int], data: object) -> list[Any]:
+        if self._each is not None:
+            try:
+                data = _search(self._each, data)
+            except _EVAL_ERRORS as exc:
+                self._problem(order, Problem(result.url, "each", _first_line(str(exc))))
+                return []
+            if data is None:
+                return []
+            return data if isinstance(data, list) else [data]
+        if data is None:
+            return []
+        return data if isinstance(data, list) else [data]
+
+    def _add(self, record: object, url: str, order: tuple[int, int, int]) -> None:
+        self.records += 1
+        key: GroupKey = None
+        if self._group_by is not None:
+            try:
+                key = _group_key(_search(self._group_by, record))
+            except _EVAL_ERRORS:
+                key = None
+        tag = _group_tag(key)
+        group = self._groups.get(tag)
+        if group is None:
+            group = self._groups[tag] = _GroupAcc(key, self.spec.fields)
+        group.records += 1
+        extracted: dict[str, object] = {}
+        coerce = self._coerce
+        for name, expression in self._fields:
+            acc = group.fields[name]
+            try:
+                value = _search(expression, record)
+            except _EVAL_ERRORS:
+                acc.wrong_type += 1
+                extracted[name] = None
+                continue
+            extracted[name] = value
+            for item in value if isinstance(value, list) else (value,):
+                if item is None:
+                    acc.missing += 1
+                    continue
+                number = _number(item, coerce)
+                if number is None:
+                    acc.wrong_type += 1
+                else:
+                    acc.values.append(number)
+            if isinstance(value, list) and not value:
+                acc.missing += 1
+        if self.spec.sort_by is not None:
+            self._offer(record, url, order, key, extracted)
+
+    def _offer(
+        self,
+        record: object,
+        url: str,
+        order: tuple[int, int, int],
+        group: GroupKey,
+        extracted: dict[str, object],
+    ) -> None:
+        """Keep the record if it is among the top N so far (a min-heap of the best)."""
+        assert self.spec.sort_by is not None
+        assert self.spec.top is not None
+        raw = extracted[self.spec.sort_by]
+        value = None if isinstance(raw, list) else _number(raw, self._coerce)
+        if value is None:
+            return
+        # Bigger is better in the heap; on ties an earlier input is better.
+        rank_key = (-value if self.spec.ascending else value, -order[0], -order[1], -order[2])
+        heap = self._top
+        if len(heap) >= self.spec.top and rank_key <= heap[0][0]:
+            return  # not better than the worst kept (an equal one came earlier)
+        values = dict(extracted)
+        for name, expression in self._show:
+            try:
+                values[name] = _search(expression, record)
+            except _EVAL_ERRORS:
+                values[name] = None
+        entry = (rank_key, next(self._ties), TopRecord(rank=0, url=url, group=group, values=values))
+        if len(heap) >= self.spec.top:
+            heapq.heapreplace(heap, entry)
+        else:
+            heapq.heappush(heap, entry)
+
+    def _problem(self, order: tuple[int, int, int], problem: Problem) -> None:
+        """Keep the first MAX_PROBLEMS problems in input order (a max-heap by order)."""
+        key = (-order[0], -order[1], -order[2])
+        heap = self._problems
+        entry = (key, next(self._ties), problem)
+        if len(heap) < MAX_PROBLEMS:
+            heapq.heappush(heap, entry)
+        elif entry[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, entry)
+
+    # ---------------------------------------------------------- pagination
+
+    def _next_request(self, result: Result, origin: _Origin, data: object) -> Request | None:
+        if not self.spec.paginates:
+            return None
+        base = result.final_url or result.url
+        target: str | None
+        if self._next is not None:
+            try:
+                value = _search(self._next, data)
+            except _EVAL_ERRORS as exc:
+                self._bad_next(result, origin, _first_line(str(exc)))
+                return None
+            if value is None or value == "":
+                return None
+            target = self._next_target(base, value)
+            if target is None:
+                self._bad_next(result, origin, f"next page value {value!r} is not usable")
+                return None
+        else:
+            target = _link_next(result.headers, base)
+            if target is None:
+                return None
+        seen = origin.seen if origin.seen is not None else set()
+        seen.add(result.url)
+        if target in seen:
+            self._bad_next(result, origin, f"next page {target} was already fetched")
+            return None
+        if origin.page + 1 >= self.spec.max_pages:
+            self.truncated += 1
+            return None
+        request = result.request
+        return replace(
+            request, url=target, key=None, meta=_Origin(origin.index, origin.page + 1, seen)
+        )
+
+    def _next_target(self, base: str, value: object) -> str | None:
+        try:
+            if self.spec.cursor_param is not None:
+                if isinstance(value, bool) or not isinstance(value, str | int):
+                    return None
+                return str(URL(base).update_query({self.spec.cursor_param: str(value)}))
+            if not isinstance(value, str):
+                return None
+            return str(URL(base).join(URL(value)))
+        except ValueError:
+            return None
+
+    def _bad_next(self, result: Result, origin: _Origin, message: str) -> None:
+        self.bad_next += 1
+        self._problem((origin.index, origin.page, 0), Problem(result.url, "bad_next", message))
+
+    # -------------------------------------------------------------- report
+
+    def report(self, *, elapsed: float = 0.0, source: SourceInfo | None = None) -> AggregateReport:
+        """A frozen report of everything fed so far."""
+        names = list(self.spec.fields)
+        accs = [self._groups[tag] for tag in sorted(self._groups)]
+        overall: dict[str, FieldStats] = {}
+        for name in names:
+            parts = [g.fields[name] for g in accs]
+            overall[name] = FieldStats.of(
+                itertools.chain.from_iterable(p.values for p in parts),
+                missing=sum(p.missing for p in parts),
+                wrong_type=sum(p.wrong_type for p in parts),
+            )
+        groups: tuple[GroupStats, ...] = ()
+        if self.spec.group_by is not None:
+            groups = tuple(
+                GroupStats(
+                    key=g.key,
+                    records=g.records,
+                    fields=MappingProxyType(
+                        {
+                            name: FieldStats.of(
+                                acc.values, missing=acc.missing, wrong_type=acc.wrong_type
+                            )
+                            for name, acc in g.fields.items()
+                        }
+                    ),
+                )
+                for g in accs
+            )
+        ranked = sorted(self._top, key=lambda entry: entry[:2], reverse=True)
+        top = tuple(
+            replace(record, rank=rank) for rank, (_, _, record) in enumerate(ranked, start=1)
+        )
+        by_order = sorted(self._problems, key=lambda entry: entry[:2], reverse=True)
+        problems = tuple(problem for _, _, problem in by_order)
+        return AggregateReport(
+            requests=self.requests,
+            ok=self.ok,
+            failed=MappingProxyType(dict(sorted(self.failed.items()))),
+            statuses=MappingProxyType(dict(sorted(self.statuses.items()))),
+            json_bodies=self.json_bodies,
+            not_json=self.not_json,
+            empty=self.empty,
+            records=self.records,
+            pages=self.pages,
+            truncated=self.truncated,
+            bad_next=self.bad_next,
+            group_by=self.spec.group_by,
+            fields=MappingProxyType(overall),
+            groups=groups,
+            sort_by=self.spec.sort_by,
+            ascending=self.spec.ascending,
+            top=top,
+            problems=problems,
+            source=source,
+            elapsed=elapsed,
+        )
+
+
+def _group_key(value: object) -> GroupKey:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _link_next(headers: Mapping[str, str], base: str) -> str | None:
+    """The target of the first ``rel="next"`` link in the Link headers (RFC 8288 §3)."""
+    getall = getattr(headers, "getall", None)
+    values: list[str] = list(getall("Link", [])) if callable(getall) else []
+    if not values:
+        value = headers.get("Link") or headers.get("link")
+        values = [value] if value else []
+    for value in values:
+        for target, params in _LINK_RE.findall(value):
+            for quoted, bare in _REL_RE.findall(params):
+                if "next" in (quoted or bare).lower().split():
+                    try:
+                        return str(URL(base).join(URL(target.strip())))
+                    except ValueError:
+                        return None
+    return None
+
+
+# ---------------------------------------------------------------- the loops
+
+
+async def _inputs(urls: Iterable[Input] | AsyncIterable[Input]) -> AsyncIterator[Input]:
+    if isinstance(urls, AsyncIterable):
+        async for item in urls:
+            yield item
+    else:
+        for item in urls:
+            yield item
+
+
+async def _fetch_ids(
+    fetcher: Fetcher,
+    url: str,
+    select: jmespath.parser.ParsedResult,
+    template: str,
+    limit: int | None,
+) -> tuple[SourceInfo, list[str]]:
+    (result,) = await fetcher.gather([url])
+    if result.error is not None:
+        error = f"{result.error.kind}: {result.error.message}"
+        return SourceInfo(url, result.status, 0, 0, error), []
+    try:
+        data = orjson.loads(result.body or b"")
+    except orjson.JSONDecodeError as exc:
+        return SourceInfo(url, result.status, 0, 0, f"not JSON: {_first_line(str(exc))}"), []
+    try:
+        ids = _search(select, data)
+    except _EVAL_ERRORS as exc:
+        return SourceInfo(url, result.status, 0, 0, f"select: {_first_line(str(exc))}"), []
+    if not isinstance(ids, list):
+        kind = "null" if ids is None else type(ids).__name__
+        error = f"select gave {kind}, not a list of ids"
+        return SourceInfo(url, result.status, 0, 0, error), []
+    urls: list[str] = []
+    skipped = 0
+    for value in ids:
+        if limit is not None and len(urls) >= limit:
+            break
+        filled = fill(template, value)
+        if filled is None:
+            skipped += 1
+        else:
+            urls.append(filled)
+    return SourceInfo(url, result.status, len(urls), skipped, None), urls
+
+
+async def _drive(
+    fetcher: Fetcher,
+    aggregator: Aggregator,
+    inputs: AsyncIterator[Input],
+    on_result: Callable[[Result], None] | None,
+) -> None:
+    """Fetch every input and every page that follows, feeding results back.
+
+    The source is a generator the Fetcher reads lazily; it ends once the inputs
+    are exhausted and no result still out may lead to another page.
+    """
+    follow: list[Request] = []  # next pages go first: chains end, memory stays bounded
+    pending = 0  # requests handed to the fetcher whose result is not fed yet
+    waiter: asyncio.Future[None] | None = None
+    serial = itertools.count()
+
+    async def source() -> AsyncIterator[Request]:
+        nonlocal pending, waiter
+        inputs_done = False
+        while True:
+            if follow:
+                request = follow.pop()
+            elif not inputs_done:
+                try:
+                    item = await anext(inputs)
+                except StopAsyncIteration:
+                    inputs_done = True
+                    continue
+                index = next(serial)
+                if isinstance(item, Rejected):
+                    aggregator.reject(item, index)
+                    continue
+                base = item if isinstance(item, Request) else Request(item)
+                request = replace(base, meta=aggregator.origin(index))
+            elif pending:
+                waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await waiter
+                finally:
+                    waiter = None
+                continue
+            else:
+                return
+            pending += 1
+            yield request
+
+    async for result in fetcher.stream(source()):
+        following = aggregator.feed(result)
+        if on_result is not None:
+            on_result(result)
+        if following is not None:
+            follow.append(following)
+        pending -= 1
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def aggregate_async(
+    urls: Iterable[Input] | AsyncIterable[Input] = (),
+    *,
+    fields: Mapping[str, str] | None = None,
+    group_by: str | None = None,
+    each: str | None = None,
+    show: Mapping[str, str] | None = None,
+    top: int | None = None,
+    sort_by: str | None = None,
+    ascending: bool = False,
+    coerce_numbers: bool = False,
+    next_page: str | None = None,
+    next_link: bool = False,
+    cursor_param: str | None = None,
+    max_pages: int = 100,
+    ids_from: str | None = None,
+    select: str = "@",
+    template: str | None = None,
+    limit: int | None = None,
+    fetcher: Fetcher | None = None,
+    limits: Limits | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    caps: Caps | None = None,
+    headers: Mapping[str, str] | None = None,
+    user_agent: str = DEFAULT_USER_AGENT,
+    on_result: Callable[[Result], None] | None = None,
+) -> AggregateReport:
+    """Fetch ``urls`` (and the pages they lead to), extract, group, summarise.
+
+    ``urls`` are URL strings or :class:`Request` objects (a :class:`Rejected`
+    input line is counted as a failed request), read lazily. The extraction
+    options are those of :class:`AggregateSpec`; ``ids_from``, ``select``,
+    ``template`` and ``limit`` add the URLs of the two-step fan-out after
+    ``urls``. Requests go through ``fetcher`` when given (its limits and
+    retries apply; then ``limits`` and the other fetch options must not be
+    given, and it must keep bodies, as it does by default), else through a new
+    :class:`Fetcher` built from those options.
+    ``on_result`` sees every result, for a progress display. Failed requests
+    and bad bodies are counted in the report, never raised; a bad option
+    raises :class:`ConfigError`.
+
+    >>> async def main(base: str) -> None:  # doctest: +SKIP
+    ...     report = await aggregate_async(
+    ...         [f"{base}/posts"], group_by="userId", fields={"likes": "likes"}
+    ...     )
+    ...     print(report.group(1).records, report.fields["likes"].mean)
+    """
+    spec = AggregateSpec(
+        fields=fields or {},
+        group_by=group_by,
+        each=each,
+        show=show or {},
+        top=top,
+        sort_by=sort_by,
+        ascending=ascending,
+        coerce_numbers=coerce_numbers,
+        next_page=next_page,
+        next_link=next_link,
+        cursor_param=cursor_param,
+        max_pages=max_pages,
+    )
+    compiled_select = _check_source(ids_from, select, template, limit)
+    own_options = (limits, retry, timeouts, caps, headers)
+    if fetcher is not None and (
+        any(o is not None for o in own_options) or user_agent != DEFAULT_USER_AGENT
+    ):
+        raise ConfigError("give a fetcher or fetch options (limits, retry...), not both")
+    aggregator = Aggregator(spec)
+    started = time.perf_counter()
+
+    async def run(active: Fetcher) -> SourceInfo | None:
+        source_info: SourceInfo | None = None
+        id_urls: list[str] = []
+        if ids_from is not None:
+            assert template is not None
+            assert compiled_select is not None
+            source_info, id_urls = await _fetch_ids(
+                active, ids_from, compiled_select, template, limit
+            )
+
+        async def everything() -> AsyncIterator[Input]:
+            async for item in _inputs(urls):
+                yield item
+            for url in id_urls:
+                yield url
+
+        await _drive(active, aggregator, everything(), on_result)
+        return source_info
+
+    if fetcher is not None:
+        source_info = await run(fetcher)
+    else:
+        async with Fetcher(
+            limits=limits,
+            retry=retry,
+            timeouts=timeouts,
+            caps=caps,
+            headers=headers,
+            user_agent=user_agent,
+        ) as own:
+            source_info = await run(own)
+    return aggregator.report(elapsed=time.perf_counter() - started, source=source_info)
+
+
+def _check_source(
+    ids_from: str | None, select: str, template: str | None, limit: int | None
+) -> jmespath.parser.ParsedResult | None:
+    if ids_from is None:
+        if template is not None or limit is not None or select != "@":
+            raise ConfigError("template, select and limit need ids_from (the id list's URL)")
+        return None
+    if template is None:
+        raise ConfigError("ids_from needs template (a URL with '{}' for each id)")
+    check_id_template(template)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    return check_expression(select, what="select")
+
+
+def aggregate(
+    urls: Iterable[Input] = (),
+    *,
+    fields: Mapping[str, str] | None = None,
+    group_by: str | None = None,
+    each: str | None = None,
+    show: Mapping[str, str] | None = None,
+    top: int | None = None,
+    sort_by: str | None = None,
+    ascending: bool = False,
+    coerce_numbers: bool = False,
+    next_page: str | None = None,
+    next_link: bool = False,
+    cursor_param: str | None = None,
+    max_pages: int = 100,
+    ids_from: str | None = None,
+    select: str = "@",
+    template: str | None = None,
+    limit: int | None = None,
+    limits: Limits | None = None,
+    retry: RetryPolicy | None = None,
+    timeouts: Timeouts | None = None,
+    caps: Caps | None = None,
+    headers: Mapping[str, str] | None = None,
+    user_agent: str = DEFAULT_USER_AGENT,
+) -> AggregateReport:
+    """The synchronous twin of :func:`aggregate_async` (same options, same report).
+
+    Runs its own event loop, or a private one in a worker thread where a loop
+    is already running (a notebook), like :func:`fanout.fetch`.
+
+    >>> report = aggregate(  # doctest: +SKIP
+    ...     ids_from="http://127.0.0.1:8000/v0/topstories.json",
+    ...     template="http://127.0.0.1:8000/v0/item/{}.json",
+    ...     limit=100,
+    ...     fields={"score": "score"},
+    ...     top=5,
+    ...     sort_by="score",
+    ...     show={"title": "title"},
+    ... )
+    >>> report.fields["score"].median  # doctest: +SKIP
+    """
+    options: dict[str, Any] = {
+        "fields": fields,
+        "group_by": group_by,
+        "each": each,
+        "show": show,
+        "top": top,
+        "sort_by": sort_by,
+        "ascending": ascending,
+        "coerce_numbers": coerce_numbers,
+        "next_page": next_page,
+        "next_link": next_link,
+        "cursor_param": cursor_param,
+        "max_pages": max_pages,
+        "ids_from": ids_from,
+        "select": select,
+        "template": template,
+        "limit": limit,
+        "limits": limits,
+        "retry": retry,
+        "timeouts": timeouts,
+        "caps": caps,
+        "headers": headers,
+        "user_agent": user_agent,
+    }
+    return run_sync(lambda: aggregate_async(urls, **options))

@@ -1,0 +1,745 @@
+"""``fanout aggregate``: fetch JSON, extract fields, print statistics.
+
+A thin shell over :mod:`fanout.aggregate`: parse and check the options (a bad
+one is a one-line usage error, exit 2), run :func:`~fanout.aggregate.aggregate_async`,
+render the :class:`~fanout.aggregate.AggregateReport` as rich tables, JSON or CSV
+on stdout. Exit status 0 once a report is printed, even if some requests
+failed (the report shows them); 1 when the ``--from`` id list could not be
+read, so nothing was aggregated.
+
+Only click and light modules are imported here; the library, aiohttp and
+rich load when the command runs, so ``fanout --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fanout.aggregate import AggregateReport, FieldStats, GroupKey
+    from fanout.models import Request
+    from fanout.sources import Rejected
+
+__all__ = ["aggregate", "render_csv", "render_json", "render_table"]
+
+EXIT_OK, EXIT_NO_SOURCE = 0, 1
+
+STAT_COLUMNS = ("sum", "mean", "median", "min", "max", "stdev", "p90", "p99")
+CSV_COLUMNS = (
+    "scope",
+    "group",
+    "field",
+    "records",
+    "count",
+    "missing",
+    "wrong_type",
+    *STAT_COLUMNS,
+)
+
+
+# ------------------------------------------------------------ option parsing
+
+
+def _checked(
+    parse: Callable[[str, str], Any],
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback converting each value with ``parse(value, option_name)``;
+    a ValueError (ConfigError is one) becomes a usage error naming the option."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        longest = max(param.opts, key=len, default="")
+        name = longest if longest.startswith("--") else str(param.human_readable_name)
+        try:
+            if isinstance(value, tuple):
+                return tuple(parse(v, name) for v in value)
+            return parse(value, name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return convert
+
+
+def _expression(text: str, option: str) -> str:
+    from fanout.aggregate import check_expression
+
+    check_expression(text, what="")
+    return text
+
+
+def _named(text: str, option: str) -> tuple[str, str]:
+    from fanout.aggregate import check_expression, parse_named
+
+    name, expression = parse_named(text, what=option)
+    check_expression(expression, what="" if name == expression else f"name {name!r}")
+    return name, expression
+
+
+def _template(text: str, option: str) -> str:
+    from fanout.aggregate import expand
+
+    expand(text)  # checks the braces and the count now; expanded again lazily later
+    return text
+
+
+def _id_template(text: str, option: str) -> str:
+    from fanout.aggregate import check_id_template
+
+    check_id_template(text)
+    return text
+
+
+def _duration(text: str, option: str) -> float:
+    from fanout.units import parse_duration
+
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _size(text: str, option: str) -> int:
+    from fanout.units import parse_size
+
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _rate(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of requests per second, got {text!r}")
+    return value
+
+
+def _header(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
+        raise ValueError(f"expected 'Name: value', got {text!r}")
+    return name, value.strip()
+
+
+def _no_duplicates(pairs: tuple[tuple[str, str], ...], option: str) -> None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise click.UsageError(f"{option} name {name!r} is given twice")
+        seen.add(name)
+
+
+def _check_combination(o: dict[str, Any]) -> None:
+    """Options that make no sense together, or alone: one-line usage errors."""
+    if not (o["targets"] or o["input_path"] or o["ids_from"]):
+        raise click.UsageError(
+            "no input: give URLs or URL templates, -i FILE, or --from URL with --template"
+        )
+    if o["ids_from"] is None:
+        for name in ("template", "select", "limit"):
+            if o[name] is not None:
+                raise click.UsageError(f"--{name} needs --from (the URL of the id list)")
+    elif o["template"] is None:
+        raise click.UsageError("--from needs --template (a URL with '{}' for each id)")
+    if o["next_page"] is not None and o["next_link"]:
+        raise click.UsageError("give --next EXPR or --next-link, not both")
+    if o["cursor_param"] is not None and o["next_page"] is None:
+        raise click.UsageError("--cursor-param needs --next (the expression giving the cursor)")
+    if o["max_pages"] is not None and o["next_page"] is None and not o["next_link"]:
+        raise click.UsageError("--max-pages needs --next EXPR or --next-link")
+    _no_duplicates(o["fields"], "--field")
+    _no_duplicates(o["show"], "--show")
+    names = {name for name, _ in o["fields"]}
+    clash = sorted(names & {name for name, _ in o["show"]})
+    if clash:
+        raise click.UsageError(f"--show name {clash[0]!r} is already a --field")
+    if o["sort_by"] is None:
+        for name in ("top", "show"):
+            if o[name]:
+                raise click.UsageError(f"--{name} needs --sort-by FIELD")
+        if o["ascending"]:
+            raise click.UsageError("--ascending needs --sort-by FIELD")
+    elif o["sort_by"] not in names:
+        known = ", ".join(sorted(names)) or "none given"
+        raise click.UsageError(f"--sort-by {o['sort_by']!r} is not a --field name ({known})")
+    if o["output_format"] == "csv" and o["sort_by"] is not None:
+        raise click.UsageError("--format csv has no room for the top list: use --format json")
+
+
+# ------------------------------------------------------------------ command
+
+
+@click.command()
+@click.argument("targets", nargs=-1, metavar="[URL|TEMPLATE]...", callback=_checked(_template))
+@click.option(
+    "-i", "--input", "input_path", metavar="FILE", help="More URLs, one per line ('-' for stdin)."
+)
+@click.option(
+    "--from", "ids_from", metavar="URL", help="Read a list of ids from this JSON endpoint..."
+)
+@click.option(
+    "--select",
+    metavar="EXPR",
+    callback=_checked(_expression),
+    help="...the JMESPath giving the id list in it.  [default: @, the whole body]",
+)
+@click.option(
+    "--template",
+    metavar="URL",
+    callback=_checked(_id_template),
+    help="...and fetch this URL for each id, '{}' standing for the id.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N ids.")
+@click.option(
+    "-f",
+    "--field",
+    "fields",
+    metavar="NAME=EXPR",
+    multiple=True,
+    callback=_checked(_named),
+    help="A value to summarise: JMESPath on each record (repeatable).",
+)
+@click.option(
+    "--group-by", metavar="EXPR", callback=_checked(_expression), help="Statistics per group."
+)
+@click.option(
+    "--each",
+    metavar="EXPR",
+    callback=_checked(_expression),
+    help="The records inside each body, e.g. 'items'.  [default: the body, or its elements]",
+)
+@click.option("--top", type=click.IntRange(min=1), help="List N top records.  [default: 10]")
+@click.option("--sort-by", metavar="FIELD", help="The --field ranking the top list.")
+@click.option("--ascending", is_flag=True, help="Rank the lowest values first.")
+@click.option(
+    "--show",
+    metavar="NAME=EXPR",
+    multiple=True,
+    callback=_checked(_named),
+    help="A value shown in the top list only, e.g. title=title (repeatable).",
+)
+@click.option("--coerce-numbers", is_flag=True, help='Count numbers in strings ("12") as numbers.')
+@click.option(
+    "--next",
+    "next_page",
+    metavar="EXPR",
+    callback=_checked(_expression),
+    help="JMESPath giving the next page's URL (or cursor).",
+)
+@click.option("--next-link", is_flag=True, help='Follow Link: <...>; rel="next" headers.')
+@click.option(
+    "--cursor-param", metavar="NAME", help="--next gives a cursor: set it as this query parameter."
+)
+@click.option(
+    "--max-pages", type=click.IntRange(min=1), help="Pages per chain at most.  [default: 100]"
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    help="How to print the report.",
+)
+@click.option(
+    "-c", "--concurrency", type=click.IntRange(min=1), default=64, help="Requests in flight."
+)
+@click.option(
+    "--per-host", type=click.IntRange(min=1), default=8, help="Requests in flight per host."
+)
+@click.option(
+    "--rate",
+    callback=_checked(_rate),
+    metavar="R",
+    help="Requests started per second, all hosts.  [default: none]",
+)
+@click.option(
+    "--per-host-rate",
+    callback=_checked(_rate),
+    metavar="R",
+    help="Requests per second per host.  [default: none]",
+)
+@click.option(
+    "--retries", type=click.IntRange(min=0), default=2, help="Retries after the first try."
+)
+@click.option(
+    "--timeout",
+    callback=_checked(_duration),
+    metavar="DURATION",
+    default="120s",
+    help="Total deadline of one attempt.",
+)
+@click.option(
+    "--connect-timeout",
+    callback=_checked(_duration),
+    metavar="DURATION",
+    default="10s",
+    help="Deadline to connect.",
+)
+@click.option(
+    "--read-timeout",
+    callback=_checked(_duration),
+    metavar="DURATION",
+    default="30s",
+    help="Longest gap between reads.",
+)
+@click.option(
+    "--max-bytes",
+    callback=_checked(_size),
+    metavar="SIZE",
+    default="64MiB",
+    help="Largest body (decoded), e.g. 10MB.",
+)
+@click.option(
+    "--max-redirects", type=click.IntRange(min=0), default=10, help="Redirects to follow."
+)
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    callback=_checked(_header),
+    metavar="'NAME: VALUE'",
+    multiple=True,
+    help="'Name: value', repeatable.",
+)
+@click.option("--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def aggregate(ctx: click.Context, /, **options: Any) -> None:
+    """Fetch JSON APIs concurrently; extract fields; print statistics.
+
+    Each JSON body is a record (a JSON list: each element is one; --each
+    picks the list inside a body). Per --field: count, missing, wrong type,
+    sum, mean, median, min, max, stdev, p90, p99, overall and per --group-by
+    group. Failed requests and bodies that are not JSON are counted and
+    shown; they never stop the run.
+
+    \b
+    Examples:
+      fanout aggregate 'http://127.0.0.1:8000/items/{1..500}' -f price -f stock \\
+          --group-by category
+      fanout aggregate http://127.0.0.1:8000/posts --group-by userId -f likes
+      fanout aggregate --from http://127.0.0.1:8000/v0/topstories.json \\
+          --template 'http://127.0.0.1:8000/v0/item/{}.json' --limit 100 \\
+          -f score -f comments=descendants --top 5 --sort-by score --show title=title
+      fanout aggregate 'http://127.0.0.1:8000/items?per_page=50' --each items \\
+          --next next -f price --format json
+    """
+    _check_combination(options)
+    root = ctx.find_root().obj
+    debug = bool(root.get("debug")) if isinstance(root, dict) else False
+    report = _run(options, debug=debug)
+    fmt = options["output_format"]
+    if fmt == "json":
+        click.echo(render_json(report))
+    elif fmt == "csv":
+        click.echo(render_csv(report), nl=False)
+    else:
+        from rich.console import Console
+
+        render_table(report, _stdout_console(Console))
+    source = report.source
+    if source is not None and source.error is not None:
+        click.echo(f"fanout: error: --from {source.url}: {source.error}", err=True)
+        ctx.exit(EXIT_NO_SOURCE)
+    ctx.exit(EXIT_OK)
+
+
+def _stdout_console(console_type: type[Console]) -> Console:
+    """Rich on stdout; wide when not a terminal, so a file gets whole rows."""
+    console = console_type(highlight=False)
+    if not console.is_terminal:
+        console = console_type(highlight=False, width=max(console.width, 160))
+    return console
+
+
+def _inputs(options: dict[str, Any]) -> Iterator[str | Request | Rejected]:
+    """The URL arguments, each template expanded lazily, then the -i lines."""
+    from fanout.aggregate import expand
+    from fanout.sources import open_input, read_url_lines
+
+    for target in options["targets"]:
+        yield from expand(target)
+    if options["input_path"] is not None:
+        with open_input(options["input_path"]) as stream:
+            yield from read_url_lines(stream)
+
+
+def _total(options: dict[str, Any]) -> int | None:
+    """How many results to expect, when it is known before the run."""
+    from fanout.aggregate import expand
+
+    paginates = options["next_page"] is not None or options["next_link"]
+    if options["ids_from"] or options["input_path"] or paginates:
+        return None
+    return sum(sum(1 for _ in expand(target)) for target in options["targets"])
+
+
+def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
+    from fanout.aggregate import aggregate_async
+    from fanout.engine import Fetcher
+    from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+    from fanout.runtime import run
+
+    show_bar = not options["quiet"] and _stderr_is_terminal()
+    fetcher_options: dict[str, Any] = {
+        "limits": Limits(
+            concurrency=options["concurrency"],
+            per_host=options["per_host"],
+            rate=options["rate"],
+            per_host_rate=options["per_host_rate"],
+        ),
+        "retry": RetryPolicy(attempts=options["retries"] + 1),
+        "timeouts": Timeouts(
+            connect=options["connect_timeout"],
+            read=options["read_timeout"],
+            total=options["timeout"],
+        ),
+        "caps": Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+        "headers": dict(options["headers"]),
+    }
+    if options["user_agent"]:
+        fetcher_options["user_agent"] = options["user_agent"]
+
+    async def main() -> AggregateReport:
+        async with Fetcher(**fetcher_options) as fetcher:
+            if not show_bar:
+                return await _aggregate(fetcher, None)
+            from fanout.progress import LiveProgress
+            from fanout.stats import RunStats
+
+            stats = RunStats()
+            live = LiveProgress(stats, _total(options))
+            live.attach(fetcher)
+
+            def seen(result: Any) -> None:
+                stats.add(result)
+                live.refresh()
+
+            with live.running():
+                return await _aggregate(fetcher, seen)
+
+    async def _aggregate(fetcher: Fetcher, on_result: Any) -> AggregateReport:
+        return await aggregate_async(
+            _async(_inputs(options)),
+            fields=dict(options["fields"]),
+            group_by=options["group_by"],
+            each=options["each"],
+            show=dict(options["show"]),
+            top=options["top"],
+            sort_by=options["sort_by"],
+            ascending=options["ascending"],
+            coerce_numbers=options["coerce_numbers"],
+            next_page=options["next_page"],
+            next_link=options["next_link"],
+            cursor_param=options["cursor_param"],
+            max_pages=options["max_pages"] or 100,
+            ids_from=options["ids_from"],
+            select=options["select"] or "@",
+            template=options["template"],
+            limit=options["limit"],
+            fetcher=fetcher,
+            on_result=on_result,
+        )
+
+    return run(main(), debug=debug)
+
+
+async def _async(
+    items: Iterator[str | Request | Rejected],
+) -> AsyncIterator[str | Request | Rejected]:
+    """Hand a sync iterator over as an async one, so it is read lazily, inside the loop,
+    and an error reading -i (a SourceError) surfaces from the run."""
+    for item in items:
+        yield item
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_json(report: AggregateReport) -> str:
+    """The report as indented JSON (``--format json``): :meth:`AggregateReport.as_dict`.
+
+    >>> print(render_json(report))  # doctest: +SKIP
+    {
+      "requests": {
+    ...
+    """
+    import orjson
+
+    return orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode()
+
+
+def _csv_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_csv(report: AggregateReport) -> str:
+    """The statistics as CSV (``--format csv``), one row per field and scope.
+
+    Columns: ``scope`` (``all`` for every record, ``group`` for one group),
+    ``group`` (the key; empty for ``all`` and for the missing group),
+    ``field`` (empty on the record-count rows written when there is no
+    field), ``records``, then ``count``, ``missing``, ``wrong_type`` and the
+    statistics; an empty cell is "none".
+
+    >>> print(render_csv(report))  # doctest: +SKIP
+    scope,group,field,records,count,missing,wrong_type,sum,mean,median,min,max,stdev,p90,p99
+    all,,likes,100,100,0,0,5050,50.5,50.5,1,100,29.011491975882016,90.1,99.01
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    scopes: list[tuple[str, GroupKey, int, Any]] = [("all", None, report.records, report.fields)]
+    scopes.extend(("group", g.key, g.records, g.fields) for g in report.groups)
+    for scope, key, records, fields in scopes:
+        if not fields:
+            writer.writerow([scope, _csv_cell(key), "", records, *[""] * (3 + len(STAT_COLUMNS))])
+        for name, stats in fields.items():
+            row = stats.as_dict()
+            writer.writerow(
+                [scope, _csv_cell(key), name, records]
+                + [_csv_cell(row[column]) for column in CSV_COLUMNS[4:]]
+            )
+    return buffer.getvalue()
+
+
+def _number(value: int | float) -> str:
+    return _column([value])[0]
+
+
+def _value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _number(value)
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def _group_label(key: GroupKey) -> str:
+    if key is None:
+        return "(missing)"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return _value(key)
+
+
+def _counts(counts: Any) -> str:
+    return ", ".join(f"{k} x{v:,}" for k, v in counts.items())
+
+
+def render_table(report: AggregateReport, console: Console) -> None:
+    """Print the report as rich tables: the counts, the statistics, the top list,
+    and the first problems. Text from the responses is printed as it is, never
+    read as rich markup; a statistics table too wide for the terminal is split
+    in two, so numbers are never cut.
+
+    >>> from rich.console import Console  # doctest: +SKIP
+    >>> render_table(report, Console(width=100))  # doctest: +SKIP
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    summary = Table(show_header=False, box=None, title="aggregate", title_justify="left")
+    summary.add_column(style="bold", no_wrap=True)
+    summary.add_column(overflow="fold")
+    source = report.source
+    if source is not None:
+        if source.error is None:
+            skipped = f", {source.skipped:,} not usable as ids" if source.skipped else ""
+            summary.add_row("ids", Text(f"{source.ids:,} from {source.url}{skipped}"))
+        else:
+            summary.add_row("ids", Text(f"none: {source.url}: {source.error}", style="red"))
+    summary.add_row(
+        "requests",
+        Text.assemble(
+            f"{report.requests:,}: {report.ok:,} ok, ",
+            (f"{report.failures:,} failed", "red" if report.failures else ""),
+        ),
+    )
+    if report.failed:
+        summary.add_row("failures", _counts(report.failed))
+    if report.statuses:
+        summary.add_row("statuses", _counts(report.statuses))
+    summary.add_row(
+        "bodies",
+        f"{report.json_bodies:,} JSON, {report.not_json:,} not JSON, {report.empty:,} empty",
+    )
+    summary.add_row("records", f"{report.records:,}")
+    if report.pages or report.truncated or report.bad_next:
+        summary.add_row(
+            "pages",
+            f"{report.pages:,} followed, {report.truncated:,} chains cut at --max-pages,"
+            f" {report.bad_next:,} unusable next",
+        )
+    summary.add_row("elapsed", f"{report.elapsed:.2f} s")
+    console.print(summary)
+
+    if report.group_by is None:
+        if report.fields:
+            rows = [_StatsRow(name, None, stats) for name, stats in report.fields.items()]
+            _print_stats(console, "statistics", "field", rows)
+    elif not report.fields:
+        table = Table(title=Text(f"records by {report.group_by}"), title_justify="left")
+        table.add_column("group", overflow="fold")
+        table.add_column("records", justify="right", no_wrap=True)
+        for group in report.groups:
+            table.add_row(Text(_group_label(group.key)), f"{group.records:,}")
+        table.add_section()
+        table.add_row("all", f"{report.records:,}", style="bold")
+        console.print(table)
+    else:
+        for name, overall in report.fields.items():
+            rows = [
+                _StatsRow(_group_label(g.key), g.records, g.fields[name]) for g in report.groups
+            ]
+            rows.append(_StatsRow("all", report.records, overall, bold=True))
+            _print_stats(console, f"{name} by {report.group_by}", "group", rows)
+
+    if report.sort_by is not None:
+        order = "lowest" if report.ascending else "top"
+        title = Text(f"{order} {len(report.top)} by {report.sort_by}")
+        table = Table(title=title, title_justify="left")
+        table.add_column("#", justify="right", no_wrap=True)
+        if report.group_by is not None:
+            table.add_column("group", overflow="fold")
+        names = list(report.top[0].values) if report.top else [report.sort_by]
+        for name in names:
+            numeric = name in report.fields
+            table.add_column(
+                Text(name),
+                justify="right" if numeric else "left",
+                no_wrap=numeric,
+                overflow="fold",
+            )
+        table.add_column("url", overflow="fold")
+        for record in report.top:
+            row = [Text(str(record.rank))]
+            if report.group_by is not None:
+                row.append(Text(_group_label(record.group)))
+            row.extend(Text(_value(record.values.get(name))) for name in names)
+            row.append(Text(record.url))
+            table.add_row(*row)
+        console.print(table)
+
+    if report.problems:
+        from fanout.aggregate import MAX_PROBLEMS
+
+        shown = len(report.problems)
+        heading = f"problems (the first {shown})" if shown >= MAX_PROBLEMS else "problems"
+        table = Table(title=heading, title_justify="left")
+        table.add_column("kind", style="red", no_wrap=True)
+        table.add_column("url", overflow="fold")
+        table.add_column("message", overflow="fold")
+        for problem in report.problems:
+            table.add_row(problem.kind, Text(problem.url), Text(problem.message))
+        console.print(table)
+
+
+class _StatsRow:
+    """One line of a statistics table: its label, its record count, its statistics."""
+
+    __slots__ = ("bold", "label", "records", "stats")
+
+    def __init__(
+        self, label: str, records: int | None, stats: FieldStats, *, bold: bool = False
+    ) -> None:
+        self.label = label
+        self.records = records
+        self.stats = stats
+        self.bold = bold
+
+    def values(self) -> dict[str, int | float | None]:
+        stats = self.stats
+        values: dict[str, int | float | None] = {}
+        if self.records is not None:
+            values["records"] = self.records
+        values["count"] = stats.count
+        values["missing"] = stats.missing
+        values["wrong type"] = stats.wrong_type
+        for column in STAT_COLUMNS:
+            values[column] = getattr(stats, column)
+        return values
+
+
+def _column(values: list[int | float | None]) -> list[str]:
+    """A column of numbers written alike: integers when all are whole, else the
+    same number of decimals for all (2, or 4 below 1), so they line up."""
+    numbers = [v for v in values if v is not None]
+    biggest = max((abs(v) for v in numbers), default=0.0)
+    whole = all(isinstance(v, int) or v.is_integer() for v in numbers)
+    if whole and biggest < 1e15:
+        return ["-" if v is None else f"{int(v):,}" for v in values]
+    if biggest >= 1e15 or biggest < 1e-3:
+        return ["-" if v is None else f"{v:.4g}" for v in values]
+    decimals = 2 if biggest >= 1 else 4
+    return ["-" if v is None else f"{v:,.{decimals}f}" for v in values]
+
+
+_SPLIT = (("count", "missing", "wrong type", "sum", "mean"), STAT_COLUMNS[2:])
+
+
+def _print_stats(console: Console, title: str, first: str, rows: list[_StatsRow]) -> None:
+    """One table, or two side by side in meaning (counts and centre, then spread)
+    when one would not fit the console's width."""
+    columns = list(rows[0].values()) if rows else []
+    table = _stats_table(title, first, columns, rows)
+    natural = console.measure(table, options=console.options.update_width(1_000_000))
+    if natural.maximum <= console.width:
+        console.print(table)
+        return
+    lead = ["records"] if "records" in columns else []
+    for part, columns_part in enumerate(_SPLIT):
+        suffix = "" if part == 0 else " (continued)"
+        console.print(_stats_table(title + suffix, first, [*lead, *columns_part], rows))
+
+
+def _stats_table(title: str, first: str, columns: list[str], rows: list[_StatsRow]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column(first, overflow="fold", min_width=min(8, max(len(first), 3)))
+    raw = [row.values() for row in rows]
+    cells: list[dict[str, str]] = [{} for _ in rows]
+    for column in columns:
+        texts = _column([values[column] for values in raw])
+        for row_cells, text in zip(cells, texts, strict=True):
+            row_cells[column] = text
+        width = max([len(column), *(len(text) for text in texts)])
+        table.add_column(column, justify="right", no_wrap=True, min_width=width)
+    for row, row_cells in zip(rows, cells, strict=True):
+        if row.bold:
+            table.add_section()
+        table.add_row(
+            Text(row.label),
+            *(row_cells[column] for column in columns),
+            style="bold" if row.bold else None,
+        )
+    return table
