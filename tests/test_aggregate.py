@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout import ConfigError, ErrorKind, Fetcher, Limits, Request, Result, RetryPolicy
-from fanout.aggregate import (
+from fanout.aggregation import (
     AggregateReport,
     AggregateSpec,
     Aggregator,

@@ -2,17 +2,25 @@
 
 >>> import fanout
 >>> results = fanout.fetch(["http://127.0.0.1:8080/a"])  # doctest: +SKIP
+
+Names are imported on first use (PEP 562), so ``fanout --help`` and a
+``fanout fetch`` do not pay for the parts they do not use.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fanout._version import __version__
-from fanout.aggregate import AggregateReport, FieldStats, aggregate, aggregate_async
-from fanout.api import fetch
-from fanout.engine import Fetcher
-from fanout.errors import ConfigError, FanoutError, JournalError, SinkError, SourceError
-from fanout.models import ErrorKind, Failure, Request, Result
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+
+if TYPE_CHECKING:
+    from fanout.aggregation import AggregateReport, FieldStats, aggregate, aggregate_async
+    from fanout.api import fetch
+    from fanout.engine import Fetcher
+    from fanout.errors import ConfigError, FanoutError, JournalError, SinkError, SourceError
+    from fanout.models import ErrorKind, Failure, Request, Result
+    from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
 __all__ = [
     "AggregateReport",
@@ -36,3 +44,38 @@ __all__ = [
     "aggregate_async",
     "fetch",
 ]
+
+_HOMES = {
+    "AggregateReport": "fanout.aggregation",
+    "FieldStats": "fanout.aggregation",
+    "aggregate": "fanout.aggregation",
+    "aggregate_async": "fanout.aggregation",
+    "fetch": "fanout.api",
+    "Fetcher": "fanout.engine",
+    "ConfigError": "fanout.errors",
+    "FanoutError": "fanout.errors",
+    "JournalError": "fanout.errors",
+    "SinkError": "fanout.errors",
+    "SourceError": "fanout.errors",
+    "ErrorKind": "fanout.models",
+    "Failure": "fanout.models",
+    "Request": "fanout.models",
+    "Result": "fanout.models",
+    "Caps": "fanout.policy",
+    "Limits": "fanout.policy",
+    "RetryPolicy": "fanout.policy",
+    "Timeouts": "fanout.policy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'fanout' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

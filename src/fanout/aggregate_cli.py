@@ -1,8 +1,8 @@
 """``fanout aggregate``: fetch JSON, extract fields, print statistics.
 
-A thin shell over :mod:`fanout.aggregate`: parse and check the options (a bad
-one is a one-line usage error, exit 2), run :func:`~fanout.aggregate.aggregate_async`,
-render the :class:`~fanout.aggregate.AggregateReport` as rich tables, JSON or CSV
+A thin shell over :mod:`fanout.aggregation`: parse and check the options (a bad
+one is a one-line usage error, exit 2), run :func:`~fanout.aggregation.aggregate_async`,
+render the :class:`~fanout.aggregation.AggregateReport` as rich tables, JSON or CSV
 on stdout. Exit status 0 once a report is printed, even if some requests
 failed (the report shows them); 1 when the ``--from`` id list could not be
 read, so nothing was aggregated.
@@ -25,7 +25,7 @@ import click
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from fanout.aggregate import AggregateReport, FieldStats, GroupKey
+    from fanout.aggregation import AggregateReport, FieldStats, GroupKey
     from fanout.models import Request
     from fanout.sources import Rejected
 
@@ -71,14 +71,14 @@ def _checked(
 
 
 def _expression(text: str, option: str) -> str:
-    from fanout.aggregate import check_expression
+    from fanout.aggregation import check_expression
 
     check_expression(text, what="")
     return text
 
 
 def _named(text: str, option: str) -> tuple[str, str]:
-    from fanout.aggregate import check_expression, parse_named
+    from fanout.aggregation import check_expression, parse_named
 
     name, expression = parse_named(text, what=option)
     check_expression(expression, what="" if name == expression else f"name {name!r}")
@@ -86,14 +86,14 @@ def _named(text: str, option: str) -> tuple[str, str]:
 
 
 def _template(text: str, option: str) -> str:
-    from fanout.aggregate import expand
+    from fanout.aggregation import expand
 
     expand(text)  # checks the braces and the count now; expanded again lazily later
     return text
 
 
 def _id_template(text: str, option: str) -> str:
-    from fanout.aggregate import check_id_template
+    from fanout.aggregation import check_id_template
 
     check_id_template(text)
     return text
@@ -368,7 +368,7 @@ def _stdout_console(console_type: type[Console]) -> Console:
 
 def _inputs(options: dict[str, Any]) -> Iterator[str | Request | Rejected]:
     """The URL arguments, each template expanded lazily, then the -i lines."""
-    from fanout.aggregate import expand
+    from fanout.aggregation import expand
     from fanout.sources import open_input, read_url_lines
 
     for target in options["targets"]:
@@ -380,7 +380,7 @@ def _inputs(options: dict[str, Any]) -> Iterator[str | Request | Rejected]:
 
 def _total(options: dict[str, Any]) -> int | None:
     """How many results to expect, when it is known before the run."""
-    from fanout.aggregate import expand
+    from fanout.aggregation import expand
 
     paginates = options["next_page"] is not None or options["next_link"]
     if options["ids_from"] or options["input_path"] or paginates:
@@ -389,7 +389,7 @@ def _total(options: dict[str, Any]) -> int | None:
 
 
 def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
-    from fanout.aggregate import aggregate_async
+    from fanout.aggregation import aggregate_async
     from fanout.engine import Fetcher
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
     from fanout.runtime import run
@@ -649,7 +649,7 @@ def render_table(report: AggregateReport, console: Console) -> None:
         console.print(table)
 
     if report.problems:
-        from fanout.aggregate import MAX_PROBLEMS
+        from fanout.aggregation import MAX_PROBLEMS
 
         shown = len(report.problems)
         heading = f"problems (the first {shown})" if shown >= MAX_PROBLEMS else "problems"
