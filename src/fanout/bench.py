@@ -94,6 +94,8 @@ def demo_server_process(latency: float) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _get_blocking() -> Callable[[str], None]:
