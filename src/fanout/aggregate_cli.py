@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from fanout.cli_options import http_options, policies
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -97,42 +98,6 @@ def _id_template(text: str, option: str) -> str:
 
     check_id_template(text)
     return text
-
-
-def _duration(text: str, option: str) -> float:
-    from fanout.units import parse_duration
-
-    value = parse_duration(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, got {text!r}")
-    return value
-
-
-def _size(text: str, option: str) -> int:
-    from fanout.units import parse_size
-
-    value = parse_size(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, got {text!r}")
-    return value
-
-
-def _rate(text: str, option: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a positive number of requests per second, got {text!r}")
-    return value
-
-
-def _header(text: str, option: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
-        raise ValueError(f"expected 'Name: value', got {text!r}")
-    return name, value.strip()
 
 
 def _no_duplicates(pairs: tuple[tuple[str, str], ...], option: str) -> None:
@@ -254,68 +219,7 @@ def _check_combination(o: dict[str, Any]) -> None:
     default="table",
     help="How to print the report.",
 )
-@click.option(
-    "-c", "--concurrency", type=click.IntRange(min=1), default=64, help="Requests in flight."
-)
-@click.option(
-    "--per-host", type=click.IntRange(min=1), default=8, help="Requests in flight per host."
-)
-@click.option(
-    "--rate",
-    callback=_checked(_rate),
-    metavar="R",
-    help="Requests started per second, all hosts.  [default: none]",
-)
-@click.option(
-    "--per-host-rate",
-    callback=_checked(_rate),
-    metavar="R",
-    help="Requests per second per host.  [default: none]",
-)
-@click.option(
-    "--retries", type=click.IntRange(min=0), default=2, help="Retries after the first try."
-)
-@click.option(
-    "--timeout",
-    callback=_checked(_duration),
-    metavar="DURATION",
-    default="120s",
-    help="Total deadline of one attempt.",
-)
-@click.option(
-    "--connect-timeout",
-    callback=_checked(_duration),
-    metavar="DURATION",
-    default="10s",
-    help="Deadline to connect.",
-)
-@click.option(
-    "--read-timeout",
-    callback=_checked(_duration),
-    metavar="DURATION",
-    default="30s",
-    help="Longest gap between reads.",
-)
-@click.option(
-    "--max-bytes",
-    callback=_checked(_size),
-    metavar="SIZE",
-    default="64MiB",
-    help="Largest body (decoded), e.g. 10MB.",
-)
-@click.option(
-    "--max-redirects", type=click.IntRange(min=0), default=10, help="Redirects to follow."
-)
-@click.option(
-    "-H",
-    "--header",
-    "headers",
-    callback=_checked(_header),
-    metavar="'NAME: VALUE'",
-    multiple=True,
-    help="'Name: value', repeatable.",
-)
-@click.option("--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]")
+@http_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def aggregate(ctx: click.Context, /, **options: Any) -> None:
@@ -391,24 +295,15 @@ def _total(options: dict[str, Any]) -> int | None:
 def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     from fanout.aggregation import aggregate_async
     from fanout.engine import Fetcher
-    from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
     from fanout.runtime import run
 
     show_bar = not options["quiet"] and _stderr_is_terminal()
+    limits, retry, timeouts, caps = policies(options)
     fetcher_options: dict[str, Any] = {
-        "limits": Limits(
-            concurrency=options["concurrency"],
-            per_host=options["per_host"],
-            rate=options["rate"],
-            per_host_rate=options["per_host_rate"],
-        ),
-        "retry": RetryPolicy(attempts=options["retries"] + 1),
-        "timeouts": Timeouts(
-            connect=options["connect_timeout"],
-            read=options["read_timeout"],
-            total=options["timeout"],
-        ),
-        "caps": Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+        "limits": limits,
+        "retry": retry,
+        "timeouts": timeouts,
+        "caps": caps,
         "headers": dict(options["headers"]),
     }
     if options["user_agent"]:

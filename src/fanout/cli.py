@@ -8,78 +8,21 @@ stderr, no traceback), 130 on Ctrl-C after writing what was fetched.
 from __future__ import annotations
 
 import logging
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from fanout._version import __version__
 from fanout.aggregate_cli import aggregate
+from fanout.cli_options import DELAY, DURATION, http_options, parsed
 from fanout.errors import FanoutError
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-T = TypeVar("T")
-
-
-def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """A click callback that converts with ``parse``; its ValueError becomes a usage error."""
-
-    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            if isinstance(value, tuple):
-                return tuple(parse(v) for v in value)
-            return parse(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
-
-    return convert
-
-
-def _duration(text: str) -> float:
-    from fanout.units import parse_duration
-
-    value = parse_duration(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, got {text!r}")
-    return value
-
-
-def _size(text: str) -> int:
-    from fanout.units import parse_size
-
-    value = parse_size(text)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, got {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a positive number of requests per second, got {text!r}")
-    return value
-
-
-def _header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
-        raise ValueError(f"expected 'Name: value', got {text!r}")
-    return name, value.strip()
-
-
-def _delay(text: str) -> float:
-    from fanout.units import parse_duration
-
-    return parse_duration(text)
 
 
 def _retry_kinds(text: str) -> frozenset[str]:
@@ -95,12 +38,7 @@ def _retry_kinds(text: str) -> frozenset[str]:
     return kinds
 
 
-DURATION = _parsed(_duration)
-RETRY_KINDS = _parsed(_retry_kinds)
-DELAY = _parsed(_delay)
-SIZE = _parsed(_size)
-RATE = _parsed(_rate)
-HEADER = _parsed(_header)
+RETRY_KINDS = parsed(_retry_kinds)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -130,70 +68,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Save each body here."
 )
-@click.option(
-    "-c", "--concurrency", type=click.IntRange(min=1), default=64, help="Requests in flight."
-)
-@click.option(
-    "--per-host", type=click.IntRange(min=1), default=8, help="Requests in flight per host."
-)
-@click.option(
-    "--rate",
-    callback=RATE,
-    metavar="R",
-    help="Requests started per second, all hosts.  [default: none]",
-)
-@click.option(
-    "--per-host-rate",
-    callback=RATE,
-    metavar="R",
-    help="Requests per second per host.  [default: none]",
-)
-@click.option(
-    "--retries", type=click.IntRange(min=0), default=2, help="Retries after the first try."
-)
-@click.option(
-    "--timeout",
-    callback=DURATION,
-    metavar="DURATION",
-    default="120s",
-    help="Total deadline of one attempt.",
-)
-@click.option(
-    "--connect-timeout",
-    callback=DURATION,
-    metavar="DURATION",
-    default="10s",
-    help="Deadline to connect.",
-)
-@click.option(
-    "--read-timeout",
-    callback=DURATION,
-    metavar="DURATION",
-    default="30s",
-    help="Longest gap between reads.",
-)
-@click.option(
-    "--max-bytes",
-    callback=SIZE,
-    metavar="SIZE",
-    default="64MiB",
-    help="Largest body (decoded), e.g. 10MB.",
-)
-@click.option(
-    "--max-redirects", type=click.IntRange(min=0), default=10, help="Redirects to follow."
-)
-@click.option(
-    "-H",
-    "--header",
-    "headers",
-    callback=HEADER,
-    metavar="'NAME: VALUE'",
-    multiple=True,
-    help="'Name: value', repeatable.",
-)
+@http_options
 @click.option("-X", "--method", default="GET", metavar="METHOD", help="HTTP method for URL inputs.")
 @click.option("--data", help="Request body (UTF-8) for URL inputs.")
-@click.option("--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]")
 @click.option("--ordered", is_flag=True, help="Write records in input order, not as they complete.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option(

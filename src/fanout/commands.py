@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from fanout.cli_options import policies
 from fanout.errors import SinkError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import run
 from fanout.stats import RunStats, format_summary
 
@@ -53,6 +54,7 @@ def build_job(options: dict[str, Any]) -> FetchJob:
     """Turn ``fanout fetch`` options into a checked :class:`FetchJob`."""
     user_agent = options["user_agent"]
     data = options["data"]
+    limits, retry, timeouts, caps = policies(options)
     return FetchJob(
         urls=tuple(options["urls"]),
         input_path=options["input_path"],
@@ -67,19 +69,10 @@ def build_job(options: dict[str, Any]) -> FetchJob:
         data=None if data is None else data.encode("utf-8"),
         headers=dict(options["headers"]),
         **({"user_agent": user_agent} if user_agent else {}),
-        limits=Limits(
-            concurrency=options["concurrency"],
-            per_host=options["per_host"],
-            rate=options["rate"],
-            per_host_rate=options["per_host_rate"],
-        ),
-        retry=RetryPolicy(attempts=options["retries"] + 1),
-        timeouts=Timeouts(
-            connect=options["connect_timeout"],
-            read=options["read_timeout"],
-            total=options["timeout"],
-        ),
-        caps=Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+        limits=limits,
+        retry=retry,
+        timeouts=timeouts,
+        caps=caps,
         journal=options["journal"],
         retry_failed=options["retry_failed"],
     )
