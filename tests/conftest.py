@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
 from fanout.demo import DemoServer, ServerThread
+
+# No per-example deadline: on a loaded 2-core CI machine a slow example is not a bug.
+settings.register_profile("fanout", deadline=None)
+settings.load_profile("fanout")
 
 
 @pytest.fixture
