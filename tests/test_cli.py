@@ -247,3 +247,14 @@ def test_module_entry_point_and_version() -> None:
     done = run("--version")
     assert done.returncode == 0
     assert b"fanout" in done.stdout
+
+
+def test_debug_progress_and_no_dedupe(server_thread: str) -> None:
+    url = f"{server_thread}/items/9"
+    done = run("--debug", "fetch", url, url, "--no-dedupe", "--progress")
+    assert done.returncode == 0
+    assert [r["duplicate_of"] for r in records(done.stdout)] == [None, None]  # fetched twice
+    stderr = done.stderr.decode()
+    assert "DEBUG fanout:" in stderr
+    assert "attempt 1: 200" in stderr
+    assert "2/2" in stderr  # the progress bar, forced although stderr is a pipe

@@ -243,6 +243,7 @@ class Fetcher:
         self._timer_when = math.inf
         self._runs: set[_Run] = set()
         self._idle: list[asyncio.Future[_Item | None]] = []
+        self._debug = logger.isEnabledFor(logging.DEBUG)  # --debug: a line per retry and result
 
     async def __aenter__(self) -> Fetcher:
         if self._group is not None:
@@ -553,6 +554,8 @@ class Fetcher:
             self._finish(item, outcome, start, end)
         else:
             heapq.heappush(self._timers, (now + delay, next(self._seq), item))
+        if self._debug:
+            _log_attempt(item, outcome, end - start, delay)
         if host.ready:
             self._make_runnable(host)
 
@@ -571,6 +574,10 @@ class Fetcher:
                 # RFC 6585 §4): hold every request to it, not just this one.
                 cool = min(retry_after, policy.retry_after_max)
                 item.host.cool_until = max(item.host.cool_until, now + cool)
+                if self._debug:
+                    logger.debug(
+                        "host %s:%s cools down for %.2f s (%s)", *item.host.key[1:], cool, status
+                    )
         if item.attempts >= policy.attempts or item.run.closed:
             return None
         if error.kind is ErrorKind.HTTP_STATUS:
@@ -643,6 +650,16 @@ class Fetcher:
         if tasks:
             await asyncio.wait(tasks)
         self._pump()
+
+
+def _log_attempt(item: _Item, outcome: Outcome, seconds: float, delay: float | None) -> None:
+    from fanout.records import redact_url
+
+    error = outcome.error
+    what = str(outcome.status) if error is None else f"{error.kind}: {error.message}"
+    then = "final" if delay is None else f"retry in {delay:.2f} s"
+    url = redact_url(item.request.url)
+    logger.debug("%s attempt %d: %s in %.1f ms, %s", url, item.attempts, what, seconds * 1000, then)
 
 
 async def _close_source(iterator: Iterator[RequestLike] | AsyncIterator[RequestLike]) -> None:
