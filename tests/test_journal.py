@@ -109,7 +109,8 @@ def test_sigint_stops_cleanly_and_resume_completes(
     assert b"Traceback" not in stderr
     done_before = _lines(tmp_path / "out.jsonl")
     process = _fetch(tmp_path)
-    process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
     _check_exact(tmp_path, urls)
     stats = slow_server.server.stats
     refetched = sum(stats.count(u.split(slow_server.url, 1)[1]) - 1 for u in urls)
@@ -126,7 +127,8 @@ def test_sigkill_in_the_first_moment(tmp_path: Path, slow_server: ServerThread) 
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
     process = _fetch(tmp_path)
-    process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr  # the bad line is a failure
     _check_exact(tmp_path, urls)
 
 

@@ -520,6 +520,8 @@ class Fetcher:
                 await self._run_item(item)
             finally:
                 tasks.discard(me)
+            if self._closing:
+                return  # the fetcher has already released its idle workers
             idle: asyncio.Future[_Item | None] = self._loop.create_future()
             self._idle.append(idle)
             self._pump()
@@ -530,6 +532,11 @@ class Fetcher:
         assert loop is not None
         assert self._session is not None
         host = item.host
+        if item.run.closed:  # handed to this worker just before its run was closed
+            host.active -= 1
+            self._active -= 1
+            self._retire(item)
+            return
         start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
         if item.attempts == 0:
             item.first_start = start
