@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+_PIDS: dict[str, int] = {}  # base URL -> pid of the fast server behind it
 
 
 def pin_to(cpu: int) -> str:
@@ -28,10 +29,26 @@ def fast_server(cpu: int = 1, *options: str, host: str = "127.0.0.1") -> Iterato
     if multi:
         cmd += ["--cpu", str(cpu)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    base = ""
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
-        yield f"http://{host}:{port}"
+        base = f"http://{host}:{port}"
+        _PIDS[base] = process.pid
+        yield base
     finally:
+        _PIDS.pop(base, None)
         process.terminate()
         process.wait(timeout=10)
+
+
+def server_cpu_seconds(base: str) -> float:
+    """CPU seconds (user + system) the fast server at ``base`` has used so far,
+    from /proc; 0.0 where /proc is missing. Its share of a run's wall time
+    shows whether the server, not the client, was the bottleneck."""
+    try:
+        fields = Path(f"/proc/{_PIDS[base]}/stat").read_text().rsplit(")", 1)[1].split()
+    except (KeyError, OSError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")

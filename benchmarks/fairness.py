@@ -17,6 +17,7 @@ import time
 
 import fanout
 from common import fast_server, pin_to  # type: ignore[import-not-found]
+from fanout.runtime import loop_factory
 
 
 async def healthy_rate(healthy: list[str], throttled: str | None, n: int) -> float:
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=3000, help="URLs per healthy host")
     args = parser.parse_args()
     pinning = pin_to(0)
-    factory = fanout.runtime.loop_factory()
+    factory = loop_factory()
     with contextlib.ExitStack() as stack:
         healthy = [stack.enter_context(fast_server(1, host=f"127.0.0.{i}")) for i in (1, 2, 3)]
         throttled = stack.enter_context(

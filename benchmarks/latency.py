@@ -16,8 +16,8 @@ import asyncio
 import math
 import time
 
-import fanout
 from common import fast_server, pin_to  # type: ignore[import-not-found]
+from fanout.runtime import loop_factory
 from throughput import fanout_stream, raw_aiohttp  # type: ignore[import-not-found]
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     pinning = pin_to(0)
     bound = math.ceil(args.n / args.concurrency) * args.latency
-    factory = fanout.runtime.loop_factory()
+    factory = loop_factory()
     print(
         f"# latency-bound: n={args.n} c={args.concurrency} latency={args.latency}s "
         f"bound={bound:.2f}s best of {args.repeat}; {pinning}"

@@ -20,6 +20,7 @@ import time
 
 import fanout
 from common import fast_server, pin_to  # type: ignore[import-not-found]
+from fanout.runtime import loop_factory
 
 
 def rss_mb() -> float:
@@ -70,7 +71,7 @@ def child(mode: str, base: str, n: int, ceiling_mb: float) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     job = run_fanout if mode == "fanout" else run_naive
-    with asyncio.Runner(loop_factory=fanout.runtime.loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         done = runner.run(job(base, n))
     print(f"done {peak_mb():.0f} {done}", flush=True)
 

@@ -1,0 +1,43 @@
+"""benchmarks/: each script runs end to end at a tiny size and prints its figures.
+
+The figures themselves are for `make bench` on a quiet machine; here only
+that every script still runs (a renamed API once broke them unnoticed) and
+says what it measured. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("throughput.py", ["-n", "300", "--repeat", "1"], "ratio fanout/raw on"),
+        (
+            "latency.py",
+            ["-n", "200", "-c", "50", "--latency", "0.01", "--repeat", "1"],
+            "ratio fanout/raw wall",
+        ),
+        ("memory.py", ["--sizes", "1000", "2000"], "fanout growth"),
+        ("fairness.py", ["-n", "200"], "ratio:"),
+        ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
+        ("startup.py", ["--repeat", "1"], "fetch"),
+    ],
+)
+def test_benchmark_script_runs(script: str, args: list[str], expected: str) -> None:
+    done = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout
