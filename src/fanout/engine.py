@@ -44,7 +44,7 @@ from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.transport import Outcome, classify, exchange, make_session
-from fanout.urls import parse_url
+from fanout.urls import parse_request_url
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
 
@@ -390,11 +390,11 @@ class Fetcher:
             request = Request(repr(raw))
             self._deliver(run, index, Result(request=request, error=_not_a_request(raw)))
             return
-        parsed = parse_url(request.url)
+        parsed = parse_request_url(request)
         if isinstance(parsed, Failure):
             self._deliver(run, index, Result(request=request, error=parsed))
             return
-        key = (parsed.scheme, parsed.host or "", parsed.port or 0)
+        key = (parsed.scheme, parsed.raw_host or "", parsed.port or 0)
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
@@ -413,10 +413,12 @@ class Fetcher:
             host.runnable = True
             self._runnable.append(host)
 
-    def _pump(self) -> None:
-        """Promote what is due, start what may start, and arm the next wake-up."""
+    def _pump(self, take: bool = False) -> _Item | None:
+        """Promote what is due, start what may start, and arm the next wake-up.
+        With ``take``, the first item started is returned to the caller (a worker
+        that just finished one) instead of being handed to another worker."""
         if self._closing:
-            return
+            return None
         assert self._loop is not None
         now = self._loop.time()
         timers = self._timers
@@ -433,10 +435,11 @@ class Fetcher:
             host.sleeping = False
             if host.ready:
                 self._make_runnable(host)
-        self._dispatch(now)
+        mine = self._dispatch(now, take)
         self._arm(now)
+        return mine
 
-    def _dispatch(self, now: float) -> None:
+    def _dispatch(self, now: float, take: bool) -> _Item | None:
         group = self._group
         assert group is not None
         runnable = self._runnable
@@ -444,6 +447,7 @@ class Fetcher:
         per_host = self.limits.per_host or math.inf
         bucket = self._bucket
         self._global_wake = None
+        mine = None
         while runnable and self._active < concurrency:
             host = runnable[0]
             ready = host.ready
@@ -453,13 +457,14 @@ class Fetcher:
                 runnable.popleft()
                 host.runnable = False
                 continue
-            wait = host.wait(now)
-            if wait > 0.0:
-                runnable.popleft()
-                host.runnable = False
-                host.sleeping = True
-                heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
-                continue
+            if host.cool_until > now or host.bucket is not None:
+                wait = host.wait(now)
+                if wait > 0.0:
+                    runnable.popleft()
+                    host.runnable = False
+                    host.sleeping = True
+                    heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
+                    continue
             if bucket is not None:
                 global_wait = bucket.wait(now)
                 if global_wait > 0.0:
@@ -476,10 +481,13 @@ class Fetcher:
                 runnable.append(host)  # round-robin between hosts
             else:
                 host.runnable = False
-            if self._idle:
+            if take:
+                mine, take = item, False
+            elif self._idle:
                 self._idle.pop().set_result(item)
             else:
                 group.create_task(self._worker(item), name="fanout-worker")
+        return mine
 
     def _arm(self, now: float) -> None:
         when = math.inf
@@ -507,25 +515,30 @@ class Fetcher:
     # -------------------------------------------------------------- attempts
 
     async def _worker(self, item: _Item | None) -> None:
-        """Run items until told to stop (None). An idle worker waits on a future of
-        its own; after each item it offers itself first (LIFO), so in a busy run
-        it takes the next item at once, with no task switch."""
+        """Run items until told to stop (None). After each item the worker starts
+        the next startable one itself, with no task switch; when there is none it
+        waits, idle, on a future of its own. It stays in its run's task set (so
+        closing the run cancels it) while it works on that run's items."""
         assert self._loop is not None
         me = asyncio.current_task()
         assert me is not None
+        run: _Run | None = None
         while item is not None:
-            tasks = item.run.tasks
-            tasks.add(me)
-            try:
-                await self._run_item(item)
-            finally:
-                tasks.discard(me)
+            if item.run is not run:
+                if run is not None:
+                    run.tasks.discard(me)
+                run = item.run
+                run.tasks.add(me)
+            await self._run_item(item)
             if self._closing:
                 return  # the fetcher has already released its idle workers
-            idle: asyncio.Future[_Item | None] = self._loop.create_future()
-            self._idle.append(idle)
-            self._pump()
-            item = idle.result() if idle.done() else await idle
+            item = self._pump(take=True)
+            if item is None:
+                run.tasks.discard(me)
+                run = None
+                idle: asyncio.Future[_Item | None] = self._loop.create_future()
+                self._idle.append(idle)
+                item = await idle
 
     async def _run_item(self, item: _Item) -> None:
         loop = self._loop
@@ -555,22 +568,23 @@ class Fetcher:
             host.active -= 1
             self._active -= 1
         end = time.perf_counter()
-        now = loop.time()
-        delay = self._retry_delay(item, outcome, now)
+        delay = None
+        if outcome.error is not None:
+            now = loop.time()
+            delay = self._retry_delay(item, outcome, now)
+            if delay is not None:
+                heapq.heappush(self._timers, (now + delay, next(self._seq), item))
         if delay is None:
             self._finish(item, outcome, start, end)
-        else:
-            heapq.heappush(self._timers, (now + delay, next(self._seq), item))
         if self._debug:
             _log_attempt(item, outcome, end - start, delay)
         if host.ready:
             self._make_runnable(host)
 
     def _retry_delay(self, item: _Item, outcome: Outcome, now: float) -> float | None:
-        """Seconds until the next try, or None when ``outcome`` is final."""
+        """Seconds until the next try of a failed attempt, or None when it is final."""
         error = outcome.error
-        if error is None:
-            return None
+        assert error is not None
         policy = self.retry
         status = outcome.status
         retry_after = None

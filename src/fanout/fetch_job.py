@@ -32,7 +32,7 @@ from fanout.records import JsonlWriter, duplicate_record, rejected_record, resul
 from fanout.sources import (
     Deduper,
     Rejected,
-    check_url,
+    check_request,
     open_input,
     read_jsonl_requests,
     read_url_lines,
@@ -99,11 +99,12 @@ def _inputs(job: FetchJob) -> Iterator[Request | Rejected]:
     if job.data is not None:
         overrides["body"] = job.data
     for number, url in enumerate(job.urls, start=1):
-        failure = check_url(url)
+        request = Request(url, meta={"line": number}, **overrides)  # type: ignore[arg-type]
+        failure = check_request(request)
         if failure is not None:
             yield Rejected(line=number, text=url[:200], kind=failure.kind, reason=failure.message)
         else:
-            yield Request(url, meta={"line": number}, **overrides)  # type: ignore[arg-type]
+            yield request
     if job.input_path is not None:
         with open_input(job.input_path) as stream:
             for item in read_url_lines(stream):
@@ -134,11 +135,17 @@ def count_inputs(job: FetchJob) -> int | None:
 class _Output(Protocol):
     """Where records go: plain JSONL, or JSONL kept exact by a journal."""
 
+    @property
+    def full(self) -> bool:
+        """Whether enough is buffered that the caller should await :meth:`flush` now."""
+
     def emit(self, record: Record, key: str | None, failed: str | None) -> None: ...
     async def flush(self, *, if_full: bool = False) -> None: ...
 
 
 class _PlainOutput:
+    full = False  # the writer flushes itself every 100 records
+
     def __init__(self, writer: JsonlWriter) -> None:
         self.writer = writer
 
@@ -153,6 +160,10 @@ class _PlainOutput:
 class _JournalOutput:
     def __init__(self, out: JournaledOutput) -> None:
         self.out = out
+
+    @property
+    def full(self) -> bool:
+        return self.out.full
 
     def emit(self, record: Record, key: str | None, failed: str | None) -> None:
         try:
@@ -241,14 +252,21 @@ class _Job:
             _, record, key, failed = held.popleft()
             self.output.emit(record, key, failed)
 
-    async def record(self, result: Result) -> None:
+    async def save_and_record(self, result: Result) -> None:
+        """With --out-dir: save the body (in a thread), then :meth:`record` the result."""
         job = self.job
+        assert job.out_dir is not None
         path = None
-        if job.out_dir is not None and result.ok and result.body is not None:
+        if result.ok and result.body is not None:
             content_type = result.headers.get("Content-Type")
             relpath = safe_relpath(result.url, content_type=content_type)
             written = await asyncio.to_thread(write_atomic, job.out_dir, relpath, result.body)
             path = str(written)
+        self.record(result, path)
+
+    def record(self, result: Result, path: str | None = None) -> None:
+        """Count the result and emit its record (``path``: where its body was saved)."""
+        job = self.job
         if job.ordered:
             self.release_held(_line(result.request))
         self.stats.add(result)
@@ -256,7 +274,6 @@ class _Job:
         failed = None if result.error is None or result.ok else str(result.error.kind)
         key = result.request.id if self.journal is not None else None
         self.output.emit(record, key, failed)
-        await self.output.flush(if_full=True)
 
 
 _CLASSIFY_BATCH = 256
@@ -407,8 +424,15 @@ async def _fetch(
             flusher = asyncio.create_task(_flush_periodically(state.output))
             try:
                 async with contextlib.aclosing(stream):
+                    output = state.output
+                    saving = job.out_dir is not None
                     async for result in stream:
-                        await state.record(result)
+                        if saving:
+                            await state.save_and_record(result)
+                        else:
+                            state.record(result)
+                        if output.full:
+                            await output.flush()
                         if on_record is not None:
                             on_record()
                         if job.fail_fast and not result.ok:

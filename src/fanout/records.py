@@ -92,6 +92,8 @@ def redact_url(url: str) -> str:
     >>> redact_url("https://api.example/@bob")
     'https://api.example/@bob'
     """
+    if "@" not in url:
+        return url
     start = _URL_START_RE.match(url)
     begin = 0 if start is None else start.end()
     end = url.find("/", begin)

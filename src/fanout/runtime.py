@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["loop_factory", "run", "run_sync"]
+__all__ = ["loop_factory", "run", "run_sync", "tune_collector"]
+
+# See tune_collector: bursts of a busy run stay under this many objects.
+COLLECTOR_THRESHOLD = 10_000
 
 T = TypeVar("T")
 
@@ -41,3 +45,19 @@ def run_sync(make_main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return run(make_main())
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fanout") as pool:
         return pool.submit(lambda: run(make_main())).result()
+
+
+def tune_collector() -> None:
+    """Raise the cyclic garbage collector's first threshold for a process that is
+    one fanout run (the command line calls this; a library leaves the process's
+    collector alone).
+
+    A busy run allocates in bursts: a wave of responses lands in one loop
+    iteration, and the objects of the next wave of requests are made before the
+    last wave's are freed. With CPython's default threshold of 700 such bursts
+    started about 600 collections per 20,000 requests, 5 of them full ones, for
+    about 5 % of the run's time; the bursts stay under ``COLLECTOR_THRESHOLD``.
+    """
+    first, *rest = gc.get_threshold()
+    if 0 < first < COLLECTOR_THRESHOLD:
+        gc.set_threshold(COLLECTOR_THRESHOLD, *rest)

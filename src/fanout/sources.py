@@ -27,11 +27,12 @@ import orjson
 
 from fanout.errors import ConfigError, SourceError
 from fanout.models import ErrorKind, Failure, Request
-from fanout.urls import parse_url
+from fanout.urls import parse_request_url, parse_url
 
 __all__ = [
     "Deduper",
     "Rejected",
+    "check_request",
     "check_url",
     "open_input",
     "read_jsonl_requests",
@@ -96,6 +97,13 @@ def check_url(text: str) -> Failure | None:
     True
     """
     parsed = parse_url(text)
+    return parsed if isinstance(parsed, Failure) else None
+
+
+def check_request(request: Request) -> Failure | None:
+    """:func:`check_url` of ``request.url``; the parsed URL is kept on the request
+    for the engine, which then does not parse it again."""
+    parsed = parse_request_url(request)
     return parsed if isinstance(parsed, Failure) else None
 
 
@@ -177,9 +185,10 @@ key=None, meta={'line': 2}, idempotent=None)
         text = decoded.strip()
         if not text or text.startswith("#"):
             continue
-        failure = check_url(text)
+        request = Request(url=text, meta={"line": number})
+        failure = check_request(request)
         if failure is None:
-            yield Request(url=text, meta={"line": number})
+            yield request
         else:
             yield Rejected(number, _shown(text), failure.kind, failure.message)
 
@@ -293,7 +302,7 @@ def read_jsonl_requests(
         if isinstance(parsed, str):
             yield Rejected(number, _shown(decoded), ErrorKind.INVALID_URL, parsed)
             continue
-        failure = check_url(parsed.url)
+        failure = check_request(parsed)
         if failure is None:
             yield parsed
         else:

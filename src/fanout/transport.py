@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import aiohttp
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from fanout.models import ErrorKind, Failure, Request
@@ -70,7 +71,9 @@ def make_session(
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        headers=dict(headers),
+        # istr keys: aiohttp merges these into every request's headers, and a
+        # plain str key is case-folded again each time.
+        headers=CIMultiDict((istr(name), value) for name, value in headers.items()),
         raise_for_status=False,
         auto_decompress=True,
         trust_env=False,

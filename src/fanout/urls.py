@@ -8,9 +8,9 @@ from typing import Final
 
 from yarl import URL
 
-from fanout.models import ErrorKind, Failure
+from fanout.models import ErrorKind, Failure, Request
 
-__all__ = ["parse_url"]
+__all__ = ["parse_request_url", "parse_url"]
 
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
@@ -37,9 +37,34 @@ def _check_host(host: str) -> str | None:
     return None
 
 
-# Memoized: an input reader checks a line and the engine parses the same string a
-# moment later (within the read-ahead window), so the second parse is a cache hit.
-@functools.lru_cache(maxsize=8192)
+def _check_scheme(text: str) -> Failure | None:
+    """Why the scheme part of ``text`` is wrong, or None (http and https in any case)."""
+    scheme_match = _SCHEME_RE.match(text)
+    # "localhost:8080/x" is a host and a port, not the scheme "localhost".
+    if scheme_match is None or text[scheme_match.end() :][:1].isdigit():
+        return Failure(ErrorKind.INVALID_URL, "missing scheme (expected 'http://' or 'https://')")
+    scheme = scheme_match.group(1).lower()
+    if scheme not in ("http", "https"):
+        return Failure(
+            ErrorKind.UNSUPPORTED_SCHEME,
+            f"unsupported scheme {scheme[:40]!r} (only http and https)",
+        )
+    if not text.startswith("//", scheme_match.end()):
+        return Failure(ErrorKind.INVALID_URL, f"missing '//' after '{scheme}:'")
+    return None
+
+
+def parse_request_url(request: Request) -> URL | Failure:
+    """:func:`parse_url` of ``request.url``, remembered on the request, so the
+    input reader that checks a URL and the engine that fetches it parse it once."""
+    memo = request._parsed
+    if memo is not None and memo[0] is request.url:
+        return memo[1]
+    parsed = parse_url(request.url)
+    request._parsed = (request.url, parsed)
+    return parsed
+
+
 def parse_url(text: str) -> URL | Failure:
     """Parse ``text`` as a fetchable URL, or say why it is not one.
 
@@ -62,18 +87,10 @@ def parse_url(text: str) -> URL | Failure:
             ErrorKind.INVALID_URL,
             f"whitespace or control character {bad.group()!r} at position {bad.start()}",
         )
-    scheme_match = _SCHEME_RE.match(text)
-    # "localhost:8080/x" is a host and a port, not the scheme "localhost".
-    if scheme_match is None or text[scheme_match.end() :][:1].isdigit():
-        return Failure(ErrorKind.INVALID_URL, "missing scheme (expected 'http://' or 'https://')")
-    scheme = scheme_match.group(1).lower()
-    if scheme not in ("http", "https"):
-        return Failure(
-            ErrorKind.UNSUPPORTED_SCHEME,
-            f"unsupported scheme {scheme[:40]!r} (only http and https)",
-        )
-    if not text.startswith("//", scheme_match.end()):
-        return Failure(ErrorKind.INVALID_URL, f"missing '//' after '{scheme}:'")
+    if not text.startswith(("http://", "https://")):  # else the common case, checked
+        failure = _check_scheme(text)
+        if failure is not None:
+            return failure
     try:
         url = URL(text)
         host = url.raw_host

@@ -1,0 +1,61 @@
+"""fanout.runtime and fanout.urls helpers the hot path relies on."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from yarl import URL
+
+from fanout.models import ErrorKind, Failure, Request
+from fanout.runtime import COLLECTOR_THRESHOLD, tune_collector
+from fanout.sources import check_request
+from fanout.urls import parse_request_url
+
+
+@pytest.fixture
+def thresholds() -> Iterator[None]:
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_tune_collector_raises_the_first_threshold_only() -> None:
+    gc.set_threshold(700, 11, 12)
+    tune_collector()
+    assert gc.get_threshold() == (COLLECTOR_THRESHOLD, 11, 12)
+
+
+@pytest.mark.usefixtures("thresholds")
+@pytest.mark.parametrize("first", [0, COLLECTOR_THRESHOLD * 2])
+def test_tune_collector_leaves_a_disabled_or_higher_threshold(first: int) -> None:
+    gc.set_threshold(first, 10, 10)
+    tune_collector()
+    assert gc.get_threshold()[0] == first
+
+
+def test_a_checked_request_is_parsed_once() -> None:
+    request = Request("http://127.0.0.1:8080/a?b=1")
+    assert check_request(request) is None
+    first = parse_request_url(request)
+    assert isinstance(first, URL)
+    assert parse_request_url(request) is first  # the kept parse, not a new one
+
+
+def test_a_changed_url_is_parsed_again() -> None:
+    request = Request("http://127.0.0.1:8080/a")
+    parse_request_url(request)
+    request.url = "ftp://127.0.0.1/a"
+    failure = parse_request_url(request)
+    assert isinstance(failure, Failure)
+    assert failure.kind is ErrorKind.UNSUPPORTED_SCHEME
+    assert check_request(request) == failure
+
+
+def test_the_kept_parse_is_not_part_of_equality_or_repr() -> None:
+    parsed, fresh = Request("http://127.0.0.1/x"), Request("http://127.0.0.1/x")
+    parse_request_url(parsed)
+    assert parsed == fresh
+    assert repr(parsed) == repr(fresh)
