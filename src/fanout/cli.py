@@ -7,16 +7,16 @@ stderr, no traceback), 130 on Ctrl-C after writing what was fetched.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import click
 
 from fanout._version import __version__
-from fanout.aggregate_cli import aggregate
 from fanout.cli_options import DELAY, DURATION, http_options, parsed
 from fanout.errors import FanoutError
 
@@ -41,7 +41,28 @@ def _retry_kinds(text: str) -> frozenset[str]:
 RETRY_KINDS = parsed(_retry_kinds)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Commands(click.Group):
+    """The command group; ``aggregate`` (many options, and its own modules) is
+    loaded only when it is asked for, so other commands start faster."""
+
+    _LAZY: Final = {"aggregate": "fanout.aggregate_cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = self._LAZY.get(cmd_name)
+        if module is None:
+            return super().get_command(ctx, cmd_name)
+        command = getattr(importlib.import_module(module), cmd_name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @click.version_option(__version__, prog_name="fanout")
 @click.option("--debug", is_flag=True, help="asyncio debug mode and detailed logs on stderr.")
 @click.pass_context
@@ -281,9 +302,6 @@ def bench(
         plot_path=plot,
         as_json=as_json,
     )
-
-
-cli.add_command(aggregate)
 
 
 def _usage_error(message: str) -> NoReturn:

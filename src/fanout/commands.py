@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +172,8 @@ def demo_urls(base: str, count: int) -> list[str]:
 
 def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> int:
     """The whole job offline: start the demo server, fetch ``count`` URLs, summarise."""
+    import tempfile
+
     from fanout.demo import DemoServer
 
     target = out_dir or Path(tempfile.mkdtemp(prefix="fanout-demo-"))

@@ -18,14 +18,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 import orjson
 
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import SinkError
-from fanout.files import safe_relpath, write_atomic
-from fanout.journal import Journal, JournaledOutput, State, Verdict, repair_output
 from fanout.models import Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.records import JsonlWriter, duplicate_record, rejected_record, result_record
@@ -38,6 +36,9 @@ from fanout.sources import (
     read_url_lines,
 )
 from fanout.stats import RunStats, Summary
+
+if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
+    from fanout.journal import Journal, JournaledOutput, Verdict
 
 __all__ = ["FetchJob", "JobOutcome", "count_inputs", "run_fetch_job"]
 
@@ -159,7 +160,10 @@ class _PlainOutput:
 
 class _JournalOutput:
     def __init__(self, out: JournaledOutput) -> None:
+        from fanout.journal import State
+
         self.out = out
+        self._done, self._failed = State.DONE, State.FAILED
 
     @property
     def full(self) -> bool:
@@ -170,8 +174,7 @@ class _JournalOutput:
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError:  # lone surrogates from user input
             line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
-        state = State.DONE if failed is None else State.FAILED
-        self.out.add(line, key, state, failed)
+        self.out.add(line, key, self._done if failed is None else self._failed, failed)
 
     async def flush(self, *, if_full: bool = False) -> None:
         if not if_full or self.out.full:
@@ -254,6 +257,8 @@ class _Job:
 
     async def save_and_record(self, result: Result) -> None:
         """With --out-dir: save the body (in a thread), then :meth:`record` the result."""
+        from fanout.files import safe_relpath, write_atomic  # only runs with --out-dir
+
         job = self.job
         assert job.out_dir is not None
         path = None
@@ -338,6 +343,8 @@ async def run_fetch_job(
             state = _Job(job, output, stats, None)
             stopped = await _fetch(job, state, state.requests(), on_fetcher, on_record)
         return JobOutcome(stats.summary(), stopped_early=stopped)
+    from fanout.journal import Journal
+
     journal = Journal.open(job.journal, key_scheme="jsonl" if job.jsonl_path else "url")
     try:
         return await _run_journaled(job, journal, stats, on_fetcher, on_record)
@@ -352,6 +359,8 @@ async def _run_journaled(
     on_fetcher: Callable[[Fetcher], None] | None,
     on_record: Callable[[], None] | None,
 ) -> JobOutcome:
+    from fanout.journal import JournaledOutput, repair_output
+
     to_file = job.output != "-"
     if to_file:
         stats.repaired_bytes = repair_output(Path(job.output), journal.output_offset())
