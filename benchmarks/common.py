@@ -52,3 +52,17 @@ def server_cpu_seconds(base: str) -> float:
         return 0.0
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def compile_fanout() -> str:
+    """Byte-compile the fanout package, as pip does when it installs a wheel, so a
+    timed fresh process loads it from .pyc files like it loads aiohttp (an
+    editable install under PYTHONDONTWRITEBYTECODE=1 would compile it from source
+    at every start). Says what was done."""
+    import compileall
+
+    import fanout
+
+    package = Path(fanout.__file__).parent
+    compileall.compile_dir(package, quiet=1)
+    return f"fanout byte-compiled in {package}"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from common import fast_server  # type: ignore[import-not-found]
+from common import compile_fanout, fast_server  # type: ignore[import-not-found]
 
 
 def best_of(command: list[str], repeat: int) -> float:
@@ -28,11 +28,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
     python = sys.executable
+    compiled = compile_fanout()
     baseline = best_of([python, "-c", "import aiohttp"], args.repeat)
     help_time = best_of([python, "-m", "fanout", "--help"], args.repeat)
     with fast_server(1) as base:
         fetch_time = best_of([python, "-m", "fanout", "fetch", f"{base}/x", "-q"], args.repeat)
-    print(f"# start-up, best of {args.repeat} fresh processes")
+    print(f"# start-up, best of {args.repeat} fresh processes; {compiled}")
     print(f"python -c 'import aiohttp': {baseline * 1000:7.1f} ms")
     print(f"fanout --help:              {help_time * 1000:7.1f} ms = {help_time / baseline:.2f}x")
     print(f"fanout fetch (one URL):     {fetch_time * 1000:7.1f} ms = {fetch_time / baseline:.2f}x")

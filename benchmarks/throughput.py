@@ -20,7 +20,12 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 import aiohttp
 
 import fanout
-from common import fast_server, pin_to, server_cpu_seconds  # type: ignore[import-not-found]
+from common import (  # type: ignore[import-not-found]
+    compile_fanout,
+    fast_server,
+    pin_to,
+    server_cpu_seconds,
+)
 from fanout.runtime import loop_factory
 
 
@@ -141,7 +146,9 @@ def main() -> None:
     uvloop_factory = loop_factory()
     if uvloop_factory is not None:
         loops["uvloop"] = uvloop_factory
+    compiled = compile_fanout()  # the CLI runs as a fresh process
     print(f"# throughput: n={args.n} c={args.concurrency}, {args.repeat} rounds; {pinning}")
+    print(f"# {compiled}")
     # One round runs every contender once, back to back; each ratio is taken
     # within a round and the median over rounds is reported, which cancels the
     # slow drifts of a shared machine better than a best-of per contender.
