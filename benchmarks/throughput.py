@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -26,7 +27,7 @@ from common import (  # type: ignore[import-not-found]
     pin_to,
     server_cpu_seconds,
 )
-from fanout.runtime import loop_factory
+from fanout.runtime import loop_factory, tune_collector
 
 
 def urls(base: str, n: int) -> Iterator[str]:
@@ -80,6 +81,17 @@ async def fanout_stream(base: str, n: int, concurrency: int) -> int:
         async for result in fetcher.stream(urls(base, n)):
             done += result.ok
     return done
+
+
+async def fanout_tuned(base: str, n: int, concurrency: int) -> int:
+    """``fanout_stream`` with ``tune_collector()``, as the CLI runs (the collector's
+    threshold is the process's, so it is put back afterwards)."""
+    saved = gc.get_threshold()
+    tune_collector()
+    try:
+        return await fanout_stream(base, n, concurrency)
+    finally:
+        gc.set_threshold(*saved)
 
 
 def timed(
@@ -156,7 +168,7 @@ def main() -> None:
     with fast_server(cpu=1) as base:
         for _ in range(args.repeat):
             for loop_name, factory in loops.items():
-                for job in (raw_aiohttp, raw_with_deadlines, fanout_stream):
+                for job in (raw_aiohttp, raw_with_deadlines, fanout_stream, fanout_tuned):
                     rate = timed(factory, job, base, args.n, args.concurrency)
                     rates.setdefault(f"{job.__name__} on {loop_name}", []).append(rate)
             cli_rate, raw_rate = cli_and_raw(base, args.n, args.concurrency)
@@ -176,6 +188,8 @@ def main() -> None:
         print(f"ratio fanout/raw on {loop_name}: {ratio(fan, raw):.3f} (goal >= 0.9)")
         deadlines = f"raw_with_deadlines on {loop_name}"
         print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(fan, deadlines):.3f}")
+        tuned = f"fanout_tuned on {loop_name}"
+        print(f"ratio fanout with tune_collector()/raw on {loop_name}: {ratio(tuned, raw):.3f}")
     cli = ratio("fanout fetch CLI, a process", "raw_fetch.py, a process")
     print(f"ratio CLI writing JSONL/raw, both fresh processes: {cli:.3f} (goal >= 0.8)")
     cli = ratio("fanout fetch CLI, a process", f"raw_aiohttp on {default_loop}")
@@ -183,6 +197,8 @@ def main() -> None:
     if "uvloop" in loops:
         cross = ratio("fanout_stream on uvloop", "raw_aiohttp on asyncio")
         print(f"ratio fanout(uvloop)/raw(asyncio): {cross:.3f} (goal >= 1.0)")
+        cross = ratio("fanout_tuned on uvloop", "raw_aiohttp on asyncio")
+        print(f"ratio fanout with tune_collector()(uvloop)/raw(asyncio): {cross:.3f}")
 
 
 if __name__ == "__main__":
