@@ -155,13 +155,16 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
     ctx.exit(code)
 
 
-@cli.command()
-@click.option(
+_journal_option = click.option(
     "--journal",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The journal of a fetch run.",
 )
+
+
+@cli.command()
+@_journal_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def status(journal: Path, as_json: bool) -> None:
     """Show what a journal holds: pending, done, and failed by kind."""
@@ -171,12 +174,7 @@ def status(journal: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--journal",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The journal of a fetch run.",
-)
+@_journal_option
 @click.option("-o", "--output", default="-", metavar="FILE", help="Write here ('-' for stdout).")
 @click.option(
     "--format",

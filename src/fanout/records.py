@@ -227,22 +227,9 @@ def rejected_record(rejected: Rejected) -> dict[str, object]:
     >>> rejected_record(Rejected(2, "ftp://x", ErrorKind.UNSUPPORTED_SCHEME, "no"))["error"]
     {'kind': 'unsupported_scheme', 'message': 'no'}
     """
-    return {
-        "url": redact_text(redact_url(rejected.text)),
-        "key": None,
-        "line": rejected.line,
-        "ok": False,
-        "status": None,
-        "final_url": None,
-        "attempts": 0,
-        "elapsed_ms": 0.0,
-        "bytes": 0,
-        "content_type": None,
-        "sha256": None,
-        "path": None,
-        "error": {"kind": rejected.kind.value, "message": redact_text(rejected.reason)},
-        "duplicate_of": None,
-    }
+    error = {"kind": rejected.kind.value, "message": redact_text(rejected.reason)}
+    url = redact_text(redact_url(rejected.text))
+    return _unfetched_record(url, None, rejected.line, ok=False, error=error)
 
 
 def duplicate_record(request: Request, first_line: int) -> dict[str, object]:
@@ -254,11 +241,31 @@ def duplicate_record(request: Request, first_line: int) -> dict[str, object]:
     >>> duplicate_record(Request("http://h.example/", meta={"line": 9}), 3)["duplicate_of"]
     3
     """
+    return _unfetched_record(
+        redact_url(request.url),
+        _key_of(request),
+        _line_of(request),
+        ok=None,
+        error=None,
+        duplicate_of=first_line,
+    )
+
+
+def _unfetched_record(
+    url: str,
+    key: str | None,
+    line: int | None,
+    *,
+    ok: bool | None,
+    error: dict[str, str] | None,
+    duplicate_of: int | None = None,
+) -> dict[str, object]:
+    """The record of an input that sent no request (the schema's empty response fields)."""
     return {
-        "url": redact_url(request.url),
-        "key": _key_of(request),
-        "line": _line_of(request),
-        "ok": None,
+        "url": url,
+        "key": key,
+        "line": line,
+        "ok": ok,
         "status": None,
         "final_url": None,
         "attempts": 0,
@@ -267,8 +274,8 @@ def duplicate_record(request: Request, first_line: int) -> dict[str, object]:
         "content_type": None,
         "sha256": None,
         "path": None,
-        "error": None,
-        "duplicate_of": first_line,
+        "error": error,
+        "duplicate_of": duplicate_of,
     }
 
 
