@@ -46,6 +46,26 @@ async def test_result_carries_request_body_hash_and_timings(server: DemoServer) 
     assert result.elapsed >= result.last_attempt > 0
 
 
+async def test_fetcher_headers_and_user_agent_reach_the_server(server: DemoServer) -> None:
+    """The fetcher's headers are defaults: a request's own headers win, case aside,
+    and aiohttp's own defaults (Accept) are still sent."""
+    plain = Request(f"{server.url}/echo?i=1")
+    own = Request(f"{server.url}/echo?i=2", headers={"user-agent": "mine/2", "X-Token": "b"})
+    async with Fetcher(headers={"X-Token": "a"}, user_agent="tester/1") as fetcher:
+        first, second = await fetcher.gather([plain, own])
+    import json
+
+    assert first.body is not None
+    assert second.body is not None
+    sent = {k.lower(): v for k, v in json.loads(first.body)["headers"].items()}
+    assert sent["user-agent"] == "tester/1"
+    assert sent["x-token"] == "a"
+    assert sent["accept"] == "*/*"
+    sent = {k.lower(): v for k, v in json.loads(second.body)["headers"].items()}
+    assert sent["user-agent"] == "mine/2"
+    assert sent["x-token"] == "b"
+
+
 async def test_keep_body_false_still_hashes(server: DemoServer) -> None:
     async with Fetcher(keep_body=False) as fetcher:
         (result,) = await fetcher.gather([f"{server.url}/bytes/5000"])

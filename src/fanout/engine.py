@@ -43,7 +43,7 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
-from fanout.transport import Outcome, classify, exchange, make_session
+from fanout.transport import classify, exchange, make_session
 from fanout.urls import parse_request_url
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
@@ -110,7 +110,9 @@ class _Item:
 class _Window:
     """How many more requests a run may read ahead: a counting semaphore whose
     waiter (the feeder) is woken only once a quarter of the window is free, so
-    the feeder runs once per batch instead of once per result."""
+    the feeder runs once per batch instead of once per result. The feeder takes
+    a place with ``free -= 1`` after ``await wait()`` when ``free`` is 0: no
+    coroutine per request."""
 
     __slots__ = ("_loop", "_resume", "_waiter", "free")
 
@@ -120,14 +122,14 @@ class _Window:
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
 
-    async def acquire(self) -> None:
-        if self.free <= 0:
+    async def wait(self) -> None:
+        """Until a place is free."""
+        while self.free <= 0:
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        self.free -= 1
 
     def release(self) -> None:
         self.free += 1
@@ -138,30 +140,30 @@ class _Window:
 
 class _Channel:
     """Results on their way to the consumer: a deque and one waiter (cheaper than
-    asyncio.Queue, and a run has exactly one consumer). None marks the end."""
+    asyncio.Queue, and a run has exactly one consumer). None marks the end. The
+    consumer pops ``items`` itself and awaits ``wait()`` only when it is empty."""
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    __slots__ = ("_loop", "_waiter", "items")
 
     def __init__(self) -> None:
-        self._items: deque[tuple[int, Result] | None] = deque()
+        self.items: deque[tuple[int, Result] | None] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
 
     def put_nowait(self, entry: tuple[int, Result] | None) -> None:
-        self._items.append(entry)
+        self.items.append(entry)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> tuple[int, Result] | None:
-        items = self._items
-        while not items:
+    async def wait(self) -> None:
+        """Until an entry is there."""
+        while not self.items:
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return items.popleft()
 
 
 class _Run:
@@ -310,16 +312,24 @@ class Fetcher:
         """
         run = self._start_run(requests)
         release = run.window.release
-        get = run.results.get
+        items, wait = run.results.items, run.results.wait
         try:
             if not ordered:
-                while (entry := await get()) is not None:
+                while True:
+                    if not items:
+                        await wait()
+                    if (entry := items.popleft()) is None:
+                        break
                     release()
                     yield entry[1]
             else:
                 buffer: dict[int, Result] = {}
                 expected = 0
-                while (entry := await get()) is not None:
+                while True:
+                    if not items:
+                        await wait()
+                    if (entry := items.popleft()) is None:
+                        break
                     buffer[entry[0]] = entry[1]
                     while expected in buffer:
                         release()
@@ -350,13 +360,15 @@ class Fetcher:
         return run
 
     async def _feed(self, run: _Run, requests: Source) -> None:
-        acquire = run.window.acquire
+        window = run.window
         iterator: Iterator[RequestLike] | AsyncIterator[RequestLike]
         try:
             if isinstance(requests, AsyncIterable):
                 iterator = aiter(requests)
                 while True:
-                    await acquire()
+                    if window.free <= 0:
+                        await window.wait()
+                    window.free -= 1
                     try:
                         raw = await anext(iterator)
                     except StopAsyncIteration:
@@ -365,7 +377,9 @@ class Fetcher:
             else:
                 iterator = iter(requests)
                 while True:
-                    await acquire()
+                    if window.free <= 0:
+                        await window.wait()
+                    window.free -= 1
                     item = next(iterator, _END)
                     if item is _END:
                         break
@@ -518,8 +532,14 @@ class Fetcher:
         """Run items until told to stop (None). After each item the worker starts
         the next startable one itself, with no task switch; when there is none it
         waits, idle, on a future of its own. It stays in its run's task set (so
-        closing the run cancels it) while it works on that run's items."""
-        assert self._loop is not None
+        closing the run cancels it) while it works on that run's items. The
+        attempt is made here, not in a helper coroutine: a coroutine layer costs
+        every request at each of its resumptions."""
+        loop = self._loop
+        session = self._session
+        assert loop is not None
+        assert session is not None
+        caps, keep_body = self.caps, self._keep_body
         me = asyncio.current_task()
         assert me is not None
         run: _Run | None = None
@@ -529,67 +549,74 @@ class Fetcher:
                     run.tasks.discard(me)
                 run = item.run
                 run.tasks.add(me)
-            await self._run_item(item)
+            host = item.host
+            if run.closed:  # handed to this worker just before its run was closed
+                host.active -= 1
+                self._active -= 1
+                self._retire(item)
+            else:
+                start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
+                if item.attempts == 0:
+                    item.first_start = start
+                item.attempts += 1
+                sent = True
+                try:
+                    result = await exchange(
+                        session, item.request, item.url, caps=caps, keep_body=keep_body
+                    )
+                except asyncio.CancelledError:
+                    if run.closed:
+                        self._retire(item)
+                    raise
+                except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
+                    failure, sent = classify(exc, timeouts=self.timeouts, caps=caps)
+                    result = Result(request=item.request, error=failure)
+                finally:
+                    host.active -= 1
+                    self._active -= 1
+                self._attempt_done(item, result, sent, start)
             if self._closing:
                 return  # the fetcher has already released its idle workers
             item = self._pump(take=True)
             if item is None:
                 run.tasks.discard(me)
                 run = None
-                idle: asyncio.Future[_Item | None] = self._loop.create_future()
+                idle: asyncio.Future[_Item | None] = loop.create_future()
                 self._idle.append(idle)
                 item = await idle
 
-    async def _run_item(self, item: _Item) -> None:
-        loop = self._loop
-        assert loop is not None
-        assert self._session is not None
-        host = item.host
-        if item.run.closed:  # handed to this worker just before its run was closed
-            host.active -= 1
-            self._active -= 1
-            self._retire(item)
-            return
-        start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-        if item.attempts == 0:
-            item.first_start = start
-        item.attempts += 1
-        try:
-            outcome = await exchange(
-                self._session, item.request, item.url, caps=self.caps, keep_body=self._keep_body
-            )
-        except asyncio.CancelledError:
-            if item.run.closed:
-                self._retire(item)
-            raise
-        except Exception as exc:  # unexpected ones become INTERNAL, logged, never a dead run
-            outcome = classify(exc, timeouts=self.timeouts, caps=self.caps)
-        finally:
-            host.active -= 1
-            self._active -= 1
+    def _attempt_done(self, item: _Item, result: Result, sent: bool, start: float) -> None:
+        """Deliver the result of an attempt, or schedule the next try."""
         end = time.perf_counter()
         delay = None
-        if outcome.error is not None:
-            now = loop.time()
-            delay = self._retry_delay(item, outcome, now)
+        if result.error is not None:
+            assert self._loop is not None
+            now = self._loop.time()
+            delay = self._retry_delay(item, result, sent, now)
             if delay is not None:
                 heapq.heappush(self._timers, (now + delay, next(self._seq), item))
         if delay is None:
-            self._finish(item, outcome, start, end)
+            result.attempts = item.attempts
+            result.elapsed = end - item.first_start
+            result.last_attempt = end - start
+            self._retire(item)
+            self._deliver(item.run, item.index, result)
         if self._debug:
-            _log_attempt(item, outcome, end - start, delay)
+            _log_attempt(item, result, end - start, delay)
+        host = item.host
         if host.ready:
             self._make_runnable(host)
 
-    def _retry_delay(self, item: _Item, outcome: Outcome, now: float) -> float | None:
-        """Seconds until the next try of a failed attempt, or None when it is final."""
-        error = outcome.error
+    def _retry_delay(self, item: _Item, result: Result, sent: bool, now: float) -> float | None:
+        """Seconds until the next try of a failed attempt, or None when it is final.
+        ``sent`` is False when the request surely never reached the server."""
+        error = result.error
         assert error is not None
         policy = self.retry
-        status = outcome.status
+        status = result.status
         retry_after = None
         if status in _COOL_DOWN_STATUSES:
-            retry_after = parse_retry_after(outcome.headers.get("Retry-After"), time.time())
+            retry_after = parse_retry_after(result.headers.get("Retry-After"), time.time())
             if retry_after is not None and policy.respect_retry_after:
                 # The server asked the whole host to slow down (RFC 9110 §10.2.3,
                 # RFC 6585 §4): hold every request to it, not just this one.
@@ -604,29 +631,12 @@ class Fetcher:
         if error.kind is ErrorKind.HTTP_STATUS:
             retryable = status in policy.retry_statuses and item.request.retry_safe
         elif error.kind in _RETRYABLE_KINDS:
-            retryable = not outcome.sent or item.request.retry_safe
+            retryable = not sent or item.request.retry_safe
         else:
             retryable = False
         if not retryable:
             return None
         return policy.delay(item.attempts, retry_after, self._rng)
-
-    def _finish(self, item: _Item, outcome: Outcome, start: float, end: float) -> None:
-        result = Result(
-            request=item.request,
-            status=outcome.status,
-            final_url=outcome.final_url,
-            headers=outcome.headers,
-            body=outcome.body,
-            size=outcome.size,
-            sha256=outcome.sha256,
-            attempts=item.attempts,
-            elapsed=end - item.first_start,
-            last_attempt=end - start,
-            error=outcome.error,
-        )
-        self._retire(item)
-        self._deliver(item.run, item.index, result)
 
     def _retire(self, item: _Item) -> None:
         """Forget an item; drop its host's state once nothing refers to it."""
@@ -673,11 +683,11 @@ class Fetcher:
         self._pump()
 
 
-def _log_attempt(item: _Item, outcome: Outcome, seconds: float, delay: float | None) -> None:
+def _log_attempt(item: _Item, result: Result, seconds: float, delay: float | None) -> None:
     from fanout.records import redact_url
 
-    error = outcome.error
-    what = str(outcome.status) if error is None else f"{error.kind}: {error.message}"
+    error = result.error
+    what = str(result.status) if error is None else f"{error.kind}: {error.message}"
     then = "final" if delay is None else f"retry in {delay:.2f} s"
     url = redact_url(item.request.url)
     logger.debug("%s attempt %d: %s in %.1f ms, %s", url, item.attempts, what, seconds * 1000, then)

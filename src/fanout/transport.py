@@ -9,36 +9,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import aiohttp
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from fanout.models import ErrorKind, Failure, Request
+from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Timeouts
 
-__all__ = ["Outcome", "classify", "exchange", "make_session"]
+__all__ = ["classify", "exchange", "make_session"]
 
 logger = logging.getLogger("fanout")
-
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What one attempt produced. ``sent`` is False when the request surely never
-    reached the server (so it is safe to retry whatever the method)."""
-
-    status: int | None = None
-    final_url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
-    body: bytes | None = None
-    size: int = 0
-    sha256: str | None = None
-    error: Failure | None = None
-    sent: bool = True
 
 
 class _TooLargeError(Exception):
@@ -71,19 +52,32 @@ def make_session(
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
-        # istr keys: aiohttp merges these into every request's headers, and a
-        # plain str key is case-folded again each time.
-        headers=CIMultiDict((istr(name), value) for name, value in headers.items()),
+        request_class=_request_class(headers),
         raise_for_status=False,
         auto_decompress=True,
         trust_env=False,
     )
 
 
+def _request_class(headers: Mapping[str, str]) -> type[aiohttp.ClientRequest]:
+    """aiohttp's request class with ``headers`` among its defaults, which a request
+    sets only where its own headers do not. Session default headers would do the
+    same, but aiohttp copies and merges them into a new mapping for every request."""
+    merged = CIMultiDict(aiohttp.ClientRequest.DEFAULT_HEADERS)
+    merged.update((istr(name), value) for name, value in headers.items())
+    defaults = {istr(name): value for name, value in merged.items()}
+
+    class _Request(aiohttp.ClientRequest):
+        DEFAULT_HEADERS = defaults
+
+    return _Request
+
+
 async def exchange(
     session: aiohttp.ClientSession, request: Request, url: URL, *, caps: Caps, keep_body: bool
-) -> Outcome:
-    """Make one attempt of ``request``. Its exceptions are the caller's to
+) -> Result:
+    """Make one attempt of ``request``: its :class:`Result`, whose ``attempts``
+    and times the engine fills in. Its exceptions are the caller's to
     :func:`classify` (kept out of here to spare a coroutine layer per request)."""
     async with session.request(
         request.method,
@@ -111,7 +105,8 @@ async def exchange(
         if status >= 400:
             reason = response.reason or ""
             error = Failure(ErrorKind.HTTP_STATUS, f"HTTP {status} {reason}".rstrip())
-        return Outcome(
+        return Result(
+            request=request,
             status=status,
             final_url=str(response.url) if response.history else request.url,
             headers=response.headers,
@@ -139,8 +134,10 @@ async def _read_capped(
     return b"".join(chunks), size, digest.hexdigest()
 
 
-def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> Outcome:
-    """Translate an exception from one attempt into a failed :class:`Outcome`."""
+def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Failure, bool]:
+    """Translate an exception from one attempt into a :class:`Failure`, and whether
+    the request may have reached the server (False only when it surely did not,
+    so it is safe to retry whatever the method)."""
     kind: ErrorKind
     sent = True
     if isinstance(exc, _TooLargeError):
@@ -185,7 +182,7 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> Outcome:
     else:
         logger.error("unexpected error in one attempt", exc_info=exc)
         kind, message = ErrorKind.INTERNAL, repr(exc)
-    return Outcome(error=Failure(kind, message), sent=sent)
+    return Failure(kind, message), sent
 
 
 def _describe(exc: BaseException) -> str:
