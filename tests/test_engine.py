@@ -294,6 +294,34 @@ async def test_deadlines_end_hung_and_dripping_responses(server: DemoServer) -> 
     assert "total" in drip.error.message
 
 
+async def test_an_idle_kept_alive_connection_outlives_the_read_deadline(
+    server: DemoServer,
+) -> None:
+    """fanout's read deadline moves with each chunk and is dropped at the end of a
+    response; a connection idle in the pool for longer than the deadline must
+    serve its next request, not fail it."""
+    timeouts = Timeouts(read=0.1)
+    async with Fetcher(timeouts=timeouts, retry=RetryPolicy(attempts=1)) as fetcher:
+        (first,) = await fetcher.gather([f"{server.url}/items/1"])
+        await asyncio.sleep(0.3)  # the condition under test: idle past the deadline
+        (second,) = await fetcher.gather([f"{server.url}/items/2"])
+    assert first.ok, first.error
+    assert second.ok, second.error
+
+
+async def test_the_lazy_read_deadline_is_in_use() -> None:
+    """A canary: if aiohttp changes the internals the lazy read deadline replaces,
+    fanout falls back to aiohttp's own (correct, slower) and this says so."""
+    from fanout.transport import _LazyReadDeadline, make_session
+
+    session = make_session(concurrency=1, timeouts=Timeouts(), headers={})
+    try:
+        factory = session.connector._factory  # type: ignore[union-attr]
+        assert factory.func is _LazyReadDeadline
+    finally:
+        await session.close()
+
+
 async def test_caps_on_size_redirects_schemes_and_short_bodies(server: DemoServer) -> None:
     caps = Caps(max_bytes=100_000, max_redirects=3)
     urls = [

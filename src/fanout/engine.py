@@ -246,6 +246,8 @@ class Fetcher:
         self._runs: set[_Run] = set()
         self._idle: list[asyncio.Future[_Item | None]] = []
         self._debug = logger.isEnabledFor(logging.DEBUG)  # --debug: a line per retry and result
+        self._concurrency = self.limits.concurrency
+        self._per_host: float = self.limits.per_host or math.inf
 
     async def __aenter__(self) -> Fetcher:
         if self._group is not None:
@@ -417,7 +419,7 @@ class Fetcher:
         host.pending += 1
         host.ready.append(item)
         self._make_runnable(host)
-        if self._active < self.limits.concurrency:  # else a finishing worker dispatches it
+        if self._active < self._concurrency:  # else a finishing worker dispatches it
             self._pump()
 
     # -------------------------------------------------------------- dispatch
@@ -450,15 +452,16 @@ class Fetcher:
             if host.ready:
                 self._make_runnable(host)
         mine = self._dispatch(now, take)
-        self._arm(now)
+        if timers or wakes or self._global_wake is not None:
+            self._arm(now)
         return mine
 
     def _dispatch(self, now: float, take: bool) -> _Item | None:
         group = self._group
         assert group is not None
         runnable = self._runnable
-        concurrency = self.limits.concurrency
-        per_host = self.limits.per_host or math.inf
+        concurrency = self._concurrency
+        per_host = self._per_host
         bucket = self._bucket
         self._global_wake = None
         mine = None
