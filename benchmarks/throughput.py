@@ -2,11 +2,12 @@
 
 Both fetch the same N small responses from benchmarks/fastserver.py (pinned to
 CPU 1, the client to CPU 0) at concurrency C, in the same run, on the same
-event loop type. Each round runs every contender once; ratios are taken within
-a round, and their median over ``--repeat`` rounds is reported. Prints one line
-per figure, and the fast server's CPU share (it must not be the bottleneck).
+event loop type. Each round runs every contender once, in a shuffled order;
+ratios are taken within a round, and their median over ``--repeat`` rounds is
+reported with the middle half of the rounds' ratios. Prints one line per
+figure, and the fast server's CPU share (it must not be the bottleneck).
 
-    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 5]
+    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -151,7 +153,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=20_000)
     parser.add_argument("-c", "--concurrency", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=1, help="of the contenders' order")
     args = parser.parse_args()
     pinning = pin_to(0)
     loops: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"asyncio": None}
@@ -164,13 +167,18 @@ def main() -> None:
     # One round runs every contender once, back to back; each ratio is taken
     # within a round and the median over rounds is reported, which cancels the
     # slow drifts of a shared machine better than a best-of per contender.
+    # The order within a round is shuffled, so that no contender always runs
+    # first or right after another's garbage.
     rates: dict[str, list[float]] = {}
+    jobs = (raw_aiohttp, raw_with_deadlines, fanout_stream, fanout_tuned)
+    contenders = [(loop_name, job) for loop_name in loops for job in jobs]
+    shuffle = random.Random(args.seed).shuffle
     with fast_server(cpu=1) as base:
         for _ in range(args.repeat):
-            for loop_name, factory in loops.items():
-                for job in (raw_aiohttp, raw_with_deadlines, fanout_stream, fanout_tuned):
-                    rate = timed(factory, job, base, args.n, args.concurrency)
-                    rates.setdefault(f"{job.__name__} on {loop_name}", []).append(rate)
+            shuffle(contenders)
+            for loop_name, job in contenders:
+                rate = timed(loops[loop_name], job, base, args.n, args.concurrency)
+                rates.setdefault(f"{job.__name__} on {loop_name}", []).append(rate)
             cli_rate, raw_rate = cli_and_raw(base, args.n, args.concurrency)
             rates.setdefault("fanout fetch CLI, a process", []).append(cli_rate)
             rates.setdefault("raw_fetch.py, a process", []).append(raw_rate)
@@ -179,26 +187,32 @@ def main() -> None:
     shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(SERVER_SHARE.items()))
     print(f"server CPU share of wall time (highest run; 100% = its core saturated): {shares}")
 
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(rates[a], rates[b], strict=True))
+    def ratio(a: str, b: str) -> str:
+        """The median of the rounds' ratios, and their middle half when there are 4 or more."""
+        ratios = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+        text = f"{statistics.median(ratios):.3f}"
+        if len(ratios) >= 4:
+            low, _, high = statistics.quantiles(ratios, n=4)
+            text += f" (middle half {low:.3f}-{high:.3f})"
+        return text
 
     default_loop = "uvloop" if "uvloop" in loops else "asyncio"
     for loop_name in loops:
         fan, raw = f"fanout_stream on {loop_name}", f"raw_aiohttp on {loop_name}"
-        print(f"ratio fanout/raw on {loop_name}: {ratio(fan, raw):.3f} (goal >= 0.9)")
+        print(f"ratio fanout/raw on {loop_name}: {ratio(fan, raw)} (goal >= 0.9)")
         deadlines = f"raw_with_deadlines on {loop_name}"
-        print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(fan, deadlines):.3f}")
+        print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(fan, deadlines)}")
         tuned = f"fanout_tuned on {loop_name}"
-        print(f"ratio fanout with tune_collector()/raw on {loop_name}: {ratio(tuned, raw):.3f}")
+        print(f"ratio fanout with tune_collector()/raw on {loop_name}: {ratio(tuned, raw)}")
     cli = ratio("fanout fetch CLI, a process", "raw_fetch.py, a process")
-    print(f"ratio CLI writing JSONL/raw, both fresh processes: {cli:.3f} (goal >= 0.8)")
+    print(f"ratio CLI writing JSONL/raw, both fresh processes: {cli} (goal >= 0.8)")
     cli = ratio("fanout fetch CLI, a process", f"raw_aiohttp on {default_loop}")
-    print(f"ratio CLI process/raw loop in this process on {default_loop}: {cli:.3f}")
+    print(f"ratio CLI process/raw loop in this process on {default_loop}: {cli}")
     if "uvloop" in loops:
         cross = ratio("fanout_stream on uvloop", "raw_aiohttp on asyncio")
-        print(f"ratio fanout(uvloop)/raw(asyncio): {cross:.3f} (goal >= 1.0)")
+        print(f"ratio fanout(uvloop)/raw(asyncio): {cross} (goal >= 1.0)")
         cross = ratio("fanout_tuned on uvloop", "raw_aiohttp on asyncio")
-        print(f"ratio fanout with tune_collector()(uvloop)/raw(asyncio): {cross:.3f}")
+        print(f"ratio fanout with tune_collector()(uvloop)/raw(asyncio): {cross}")
 
 
 if __name__ == "__main__":
