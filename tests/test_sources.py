@@ -264,6 +264,8 @@ def test_check_url_accepts(url: str) -> None:
         ("http://a b/", ErrorKind.INVALID_URL, "whitespace or control character ' '"),
         ("http://a.example/\x00", ErrorKind.INVALID_URL, "control character"),
         ("http://a.example/\u2028", ErrorKind.INVALID_URL, "control character"),
+        ("http://a.example/\x7f", ErrorKind.INVALID_URL, "control character"),
+        ("http://a.example/a\tb", ErrorKind.INVALID_URL, "control character '\\t' at position 18"),
         ("http://a.example:99999/", ErrorKind.INVALID_URL, "Port out of range"),
         ("http://a.example:0/", ErrorKind.INVALID_URL, "port 0"),
         ("http://a.example:abc/", ErrorKind.INVALID_URL, "port"),
@@ -286,6 +288,17 @@ def test_check_url_refuses(url: str, kind: ErrorKind, reason: str) -> None:
 def test_check_url_never_raises(text: str) -> None:
     failure = check_url(text)
     assert failure is None or failure.message
+
+
+@given(st.text(st.characters(max_codepoint=0xA0)) | st.text())
+def test_every_whitespace_or_control_character_is_refused(tail: str) -> None:
+    """The fast path (printable ASCII, no space) and the full search agree."""
+    import re
+
+    bad = re.search(r"[\x00-\x20\x7f-\x9f\s]", tail)
+    failure = check_url("http://a.example/" + tail)
+    refused = failure is not None and "whitespace or control character" in failure.message
+    assert refused == (bad is not None)
 
 
 # --- read_jsonl_requests ----------------------------------------------------------------------

@@ -81,12 +81,14 @@ def parse_url(text: str) -> URL | Failure:
     """
     if not text:
         return Failure(ErrorKind.INVALID_URL, "empty URL")
-    bad = _BAD_URL_CHAR_RE.search(text)
-    if bad is not None:
-        return Failure(
-            ErrorKind.INVALID_URL,
-            f"whitespace or control character {bad.group()!r} at position {bad.start()}",
-        )
+    # The common case, printable ASCII with no space, skips the (slower) search.
+    if not (text.isascii() and text.isprintable() and " " not in text):
+        bad = _BAD_URL_CHAR_RE.search(text)
+        if bad is not None:
+            return Failure(
+                ErrorKind.INVALID_URL,
+                f"whitespace or control character {bad.group()!r} at position {bad.start()}",
+            )
     if not text.startswith(("http://", "https://")):  # else the common case, checked
         failure = _check_scheme(text)
         if failure is not None:
