@@ -9,7 +9,7 @@ import pytest
 from yarl import URL
 
 from fanout.models import ErrorKind, Failure, Request
-from fanout.runtime import COLLECTOR_THRESHOLD, tune_collector
+from fanout.runtime import COLLECTOR_THRESHOLD, _collector_tuned, run, tune_collector
 from fanout.sources import check_request
 from fanout.urls import parse_request_url
 
@@ -34,6 +34,38 @@ def test_tune_collector_leaves_a_disabled_or_higher_threshold(first: int) -> Non
     gc.set_threshold(first, 10, 10)
     tune_collector()
     assert gc.get_threshold()[0] == first
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_a_run_fanout_owns_raises_the_threshold_while_it_lasts() -> None:
+    gc.set_threshold(700, 10, 10)
+
+    async def during() -> tuple[int, int, int]:
+        return gc.get_threshold()
+
+    assert run(during()) == (COLLECTOR_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_a_threshold_changed_during_a_run_is_kept() -> None:
+    gc.set_threshold(700, 10, 10)
+
+    async def change() -> None:
+        gc.set_threshold(5, 6, 7)
+
+    run(change())
+    assert gc.get_threshold() == (5, 6, 7)
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_overlapping_runs_put_the_threshold_back_when_the_last_ends() -> None:
+    gc.set_threshold(700, 10, 10)
+    with _collector_tuned():
+        with _collector_tuned():
+            assert gc.get_threshold()[0] == COLLECTOR_THRESHOLD
+        assert gc.get_threshold()[0] == COLLECTOR_THRESHOLD
+    assert gc.get_threshold() == (700, 10, 10)
 
 
 def test_a_checked_request_is_parsed_once() -> None:

@@ -13,7 +13,7 @@ from fanout.cli_options import policies
 from fanout.errors import SinkError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Limits, RetryPolicy
-from fanout.runtime import run, tune_collector
+from fanout.runtime import run
 from fanout.stats import RunStats, format_summary
 
 if TYPE_CHECKING:
@@ -102,7 +102,6 @@ def run_job(
             on_record=live.refresh if live else None,
         )
 
-    tune_collector()
     try:
         if live is not None:
             with live.running():
