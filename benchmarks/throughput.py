@@ -88,10 +88,10 @@ async def fanout_stream(base: str, n: int, concurrency: int) -> int:
 
 
 # The loops a contender runs on: plain asyncio, uvloop when installed, and
-# "fanout.run": the run fanout starts itself (fanout.runtime.run, as the sync
+# "fanout.runtime.run": the run fanout starts itself (as the sync
 # API and the CLI do), on its default loop and with the collector's first
 # threshold raised while it runs.
-OWN_LOOP = "fanout.run"
+OWN_LOOP = "fanout.runtime.run"
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"asyncio": None}
 
 
@@ -206,11 +206,11 @@ def main() -> None:
         deadlines = f"raw_with_deadlines on {loop_name}"
         print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(fan, deadlines)}")
     print(
-        f"ratio fanout.run ({default_loop}, collector raised for the run)/raw(asyncio): "
+        f"ratio fanout.runtime.run ({default_loop}, collector raised for the run)/raw(asyncio): "
         f"{ratio(own, 'raw_aiohttp on asyncio')} (goal >= 1.0)"
     )
     if "uvloop" in LOOPS:
-        print(f"ratio fanout.run/raw(uvloop): {ratio(own, 'raw_aiohttp on uvloop')}")
+        print(f"ratio fanout.runtime.run/raw(uvloop): {ratio(own, 'raw_aiohttp on uvloop')}")
         cross = ratio("fanout_stream on uvloop", "raw_aiohttp on asyncio")
         print(f"ratio fanout in the caller's uvloop/raw(asyncio): {cross}")
     cli = ratio("fanout fetch CLI, a process", "raw_fetch.py, a process")

@@ -31,7 +31,9 @@ class _TooLargeError(Exception):
 def make_session(
     *, concurrency: int, timeouts: Timeouts, headers: Mapping[str, str]
 ) -> aiohttp.ClientSession:
-    """The one session of a run: a pool sized to the concurrency, async DNS with a cache."""
+    """The one session of a run: a pool sized to the concurrency, async DNS with a
+    cache, ``headers`` sent with every request (where its own do not set them),
+    and the lazy read deadline of :class:`_LazyReadDeadline`."""
     try:
         resolver: aiohttp.abc.AbstractResolver = aiohttp.AsyncResolver()
     except (RuntimeError, ImportError):  # aiodns missing or unusable: threaded getaddrinfo
