@@ -86,7 +86,9 @@ class _LazyReadDeadline(ResponseHandler):
     of a small request's cost. Here a chunk only moves the deadline forward; one
     timer per connection, when it fires early, re-arms itself for the deadline
     then in force, and finding none it stops. The two methods replaced are the
-    only ones through which aiohttp starts and stops the deadline.
+    only ones through which aiohttp starts and stops the deadline. A deadline
+    never moves earlier, because every request of a fanout session has the
+    same read timeout, so the timer armed is never late.
     """
 
     _read_deadline: float | None = None
