@@ -290,7 +290,9 @@ async def test_broken_bodies_and_connections(
         assert response.content_type == "application/json"
         with pytest.raises(ValueError, match=r"."):
             await response.json()
-    with pytest.raises(aiohttp.ClientPayloadError, match="received 10 of 1000 bytes"):
+    # aiohttp 3.10's words, then later versions'
+    short = "Not enough data|received 10 of 1000 bytes"
+    with pytest.raises(aiohttp.ClientPayloadError, match=short):
         await _answer(session, f"{server.url}/short")
     with pytest.raises(aiohttp.ClientConnectionError):
         await _answer(session, f"{server.url}/reset")

@@ -123,12 +123,17 @@ class _LazyReadDeadline(ResponseHandler):
         super().connection_lost(exc)
 
 
+# aiohttp's own methods that _LazyReadDeadline replaces or calls.
+_REPLACED_AND_USED = ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout", "start_timeout")
+
+
 def _use_lazy_read_deadline(connector: aiohttp.TCPConnector) -> None:
     """Make ``connector`` build :class:`_LazyReadDeadline` protocols, when its
     protocol factory is the one this was written against (else aiohttp's own
     read deadline stays, correct and a little slower)."""
     factory = getattr(connector, "_factory", None)
-    if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+    known = all(hasattr(ResponseHandler, name) for name in _REPLACED_AND_USED)
+    if known and isinstance(factory, functools.partial) and factory.func is ResponseHandler:
         build: Callable[..., ResponseHandler] = _LazyReadDeadline
         connector._factory = functools.partial(build, *factory.args, **factory.keywords)
 
