@@ -315,28 +315,23 @@ class Fetcher:
         run = self._start_run(requests)
         release = run.window.release
         items, wait = run.results.items, run.results.wait
+        buffer: dict[int, Result] = {}  # ordered: results waiting for earlier ones
+        expected = 0
         try:
-            if not ordered:
-                while True:
-                    if not items:
-                        await wait()
-                    if (entry := items.popleft()) is None:
-                        break
+            while True:
+                if not items:
+                    await wait()
+                if (entry := items.popleft()) is None:
+                    break
+                if not ordered:
                     release()
                     yield entry[1]
-            else:
-                buffer: dict[int, Result] = {}
-                expected = 0
-                while True:
-                    if not items:
-                        await wait()
-                    if (entry := items.popleft()) is None:
-                        break
-                    buffer[entry[0]] = entry[1]
-                    while expected in buffer:
-                        release()
-                        yield buffer.pop(expected)
-                        expected += 1
+                    continue
+                buffer[entry[0]] = entry[1]
+                while expected in buffer:
+                    release()
+                    yield buffer.pop(expected)
+                    expected += 1
             if run.error is not None:
                 raise run.error
         finally:
