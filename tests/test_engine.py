@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 import fanout
-from fanout import Caps, ErrorKind, Fetcher, Limits, Request, RetryPolicy, Timeouts
+from fanout import Caps, ErrorKind, Fetcher, Limits, Request, Result, RetryPolicy, Timeouts
 from fanout.demo import DemoServer
 
 from .conftest import arrivals, peak_in_flight
@@ -66,12 +67,29 @@ async def test_fetcher_headers_and_user_agent_reach_the_server(server: DemoServe
     assert sent["x-token"] == "b"
 
 
-async def test_keep_body_false_still_hashes(server: DemoServer) -> None:
-    async with Fetcher(keep_body=False) as fetcher:
-        (result,) = await fetcher.gather([f"{server.url}/bytes/5000"])
-    assert result.body is None
-    assert result.size == 5000
-    assert result.sha256 is not None
+@pytest.mark.parametrize("keep_body", [True, False])
+async def test_sha256_is_the_body_hash_whether_kept_or_not(
+    server: DemoServer, keep_body: bool
+) -> None:
+    # /bytes/ has a Content-Length and is read whole; a gzip body is read as a stream.
+    expected = {
+        f"{server.url}/bytes/5000": (bytes(range(256)) * 20)[:5000],
+        f"{server.url}/gzip-bomb?size=5000": bytes(5000),
+    }
+    async with Fetcher(keep_body=keep_body) as fetcher:
+        results = await fetcher.gather(list(expected))
+    for result, body in zip(results, expected.values(), strict=True):
+        assert result.ok, result.error
+        assert result.body == (body if keep_body else None)
+        assert result.size == 5000
+        assert result.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_result_sha256_given_or_computed_from_the_body() -> None:
+    request = Request("http://127.0.0.1/")
+    assert Result(request=request).sha256 is None
+    assert Result(request=request, body=b"abc").sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert Result(request=request, sha256="ab" * 32).sha256 == "ab" * 32
 
 
 def test_sync_fetch_in_a_plain_script(server_thread: str) -> None:

@@ -12,6 +12,7 @@ and on failure ``"error": {"kind": "timeout", "message": "..."}``, where
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -108,7 +109,7 @@ class Request:
         return self.method.upper() in IDEMPOTENT_METHODS
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True, init=False)
 class Result:
     """The outcome of one :class:`Request`: a response or a :class:`Failure`.
 
@@ -119,19 +120,59 @@ class Result:
     of the last (including waits between retries); ``last_attempt`` the
     seconds of the last attempt alone. A response with status >= 400 is kept
     (status, headers, body) and also carries an ``http_status`` error.
+    ``sha256`` is the hex SHA-256 of the body (see the property).
     """
 
     request: Request
-    status: int | None = None
-    final_url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
-    body: bytes | None = None
-    size: int = 0
-    sha256: str | None = None
-    attempts: int = 0
-    elapsed: float = 0.0
-    last_attempt: float = 0.0
-    error: Failure | None = None
+    status: int | None
+    final_url: str | None
+    headers: Mapping[str, str]
+    body: bytes | None
+    size: int
+    _sha256: str | None = field(repr=False)
+    attempts: int
+    elapsed: float
+    last_attempt: float
+    error: Failure | None
+
+    # Written out rather than generated: the dataclass would name the digest's
+    # parameter after its private field, and ``sha256`` is a property.
+    def __init__(
+        self,
+        *,
+        request: Request,
+        status: int | None = None,
+        final_url: str | None = None,
+        headers: Mapping[str, str] = _NO_HEADERS,
+        body: bytes | None = None,
+        size: int = 0,
+        sha256: str | None = None,
+        attempts: int = 0,
+        elapsed: float = 0.0,
+        last_attempt: float = 0.0,
+        error: Failure | None = None,
+    ) -> None:
+        self.request = request
+        self.status = status
+        self.final_url = final_url
+        self.headers = headers
+        self.body = body
+        self.size = size
+        self._sha256 = sha256
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.last_attempt = last_attempt
+        self.error = error
+
+    @property
+    def sha256(self) -> str | None:
+        """The hex SHA-256 of the body: the one given when the result was made
+        (fanout gives it when the body is not kept), else computed from ``body``
+        when asked for, which spares the hash to those who never read it; None
+        with neither."""
+        if self._sha256 is None and self.body is not None:
+            return hashlib.sha256(self.body).hexdigest()
+        return self._sha256
 
     @property
     def ok(self) -> bool:

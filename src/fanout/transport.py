@@ -160,7 +160,8 @@ async def exchange(
             # at Content-Length (a shorter body is a ClientPayloadError).
             body = await response.read()
             size = len(body)
-            sha256 = hashlib.sha256(body).hexdigest()
+            # A kept body is hashed only if Result.sha256 is asked for.
+            sha256 = None if keep_body else hashlib.sha256(body).hexdigest()
         else:
             if max_bytes is not None and identity and length is not None:
                 raise _TooLargeError(f"Content-Length {length} exceeds max_bytes {max_bytes}")
@@ -184,19 +185,21 @@ async def exchange(
 
 async def _read_capped(
     content: aiohttp.StreamReader, max_bytes: int | None, keep_body: bool
-) -> tuple[bytes, int, str]:
-    """Read a body of unknown decoded size as a stream, stopping past ``max_bytes``."""
-    digest = hashlib.sha256()
+) -> tuple[bytes, int, str | None]:
+    """Read a body of unknown decoded size as a stream, stopping past ``max_bytes``;
+    hash it as it comes when it is not kept."""
+    digest = None if keep_body else hashlib.sha256()
     chunks: list[bytes] = []
     size = 0
     while chunk := await content.readany():
         size += len(chunk)
         if max_bytes is not None and size > max_bytes:
             raise _TooLargeError(f"body exceeds max_bytes {max_bytes} (decoded)")
-        digest.update(chunk)
-        if keep_body:
+        if digest is None:
             chunks.append(chunk)
-    return b"".join(chunks), size, digest.hexdigest()
+        else:
+            digest.update(chunk)
+    return b"".join(chunks), size, None if digest is None else digest.hexdigest()
 
 
 def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Failure, bool]:
