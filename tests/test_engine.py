@@ -12,6 +12,7 @@ import pytest
 import fanout
 from fanout import Caps, ErrorKind, Fetcher, Limits, Request, Result, RetryPolicy, Timeouts
 from fanout.demo import DemoServer
+from fanout.transport import request_options
 
 from .conftest import arrivals, peak_in_flight
 
@@ -367,6 +368,40 @@ async def test_caps_on_size_redirects_schemes_and_short_bodies(server: DemoServe
     assert short.error.kind is ErrorKind.PROTOCOL
     assert exact.ok
     assert exact.size == 100_000
+
+
+@pytest.mark.parametrize(
+    ("max_redirects", "followed", "refused"),
+    [
+        (10, "/redirect/10", "/redirect/11"),
+        (2, "/redirect/2", "/redirect/3"),
+        (0, None, "/redirect/1"),
+    ],
+)
+async def test_max_redirects_default_custom_and_none(
+    server: DemoServer, max_redirects: int, followed: str | None, refused: str
+) -> None:
+    caps = Caps(max_redirects=max_redirects)
+    async with Fetcher(caps=caps, retry=RetryPolicy(attempts=1)) as fetcher:
+        if followed is not None:
+            (result,) = await fetcher.gather([server.url + followed])
+            assert result.ok, result.error
+            assert result.status == 200
+            assert result.final_url != result.url
+        (result,) = await fetcher.gather([server.url + refused])
+    if max_redirects == 0:  # the 3xx itself is the answer
+        assert result.ok
+        assert result.status == 302
+        assert result.final_url == result.url
+    else:
+        assert result.error is not None
+        assert result.error.kind is ErrorKind.TOO_MANY_REDIRECTS
+
+
+def test_request_options_leave_out_aiohttps_own_defaults() -> None:
+    assert request_options(Caps(max_redirects=3)) == {"max_redirects": 4}
+    assert request_options(Caps(max_redirects=9)) == {}  # aiohttp's default, 10, follows 9
+    assert request_options(Caps(max_redirects=0)) == {"allow_redirects": False}
 
 
 async def test_bad_urls_are_results_among_thousands_of_good_ones(server: DemoServer) -> None:

@@ -28,6 +28,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Iterable,
     Iterator,
     Mapping,
@@ -43,7 +44,8 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
-from fanout.transport import classify, exchange, make_session
+from fanout.runtime import loop_clock
+from fanout.transport import classify, exchange, make_session, request_options
 from fanout.urls import parse_request_url
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
@@ -230,6 +232,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self._group: asyncio.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
         self._closing = False
         self._hosts: dict[HostKey, _Host] = {}
         self._runnable: deque[_Host] = deque()
@@ -253,6 +256,7 @@ class Fetcher:
         if self._group is not None:
             raise RuntimeError("a Fetcher can be entered only once")
         self._loop = asyncio.get_running_loop()
+        self._clock = loop_clock(self._loop)
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._session = make_session(
@@ -430,8 +434,7 @@ class Fetcher:
         that just finished one) instead of being handed to another worker."""
         if self._closing:
             return None
-        assert self._loop is not None
-        now = self._loop.time()
+        now = self._clock()
         timers = self._timers
         while timers and timers[0][0] <= now:
             item = heapq.heappop(timers)[2]
@@ -538,6 +541,7 @@ class Fetcher:
         assert loop is not None
         assert session is not None
         caps, keep_body = self.caps, self._keep_body
+        options = request_options(caps)
         me = asyncio.current_task()
         assert me is not None
         run: _Run | None = None
@@ -560,7 +564,12 @@ class Fetcher:
                 sent = True
                 try:
                     result = await exchange(
-                        session, item.request, item.url, caps=caps, keep_body=keep_body
+                        session,
+                        item.request,
+                        item.url,
+                        caps=caps,
+                        options=options,
+                        keep_body=keep_body,
                     )
                 except asyncio.CancelledError:
                     if run.closed:
@@ -588,8 +597,7 @@ class Fetcher:
         end = time.perf_counter()
         delay = None
         if result.error is not None:
-            assert self._loop is not None
-            now = self._loop.time()
+            now = self._clock()
             delay = self._retry_delay(item, result, sent, now)
             if delay is not None:
                 heapq.heappush(self._timers, (now + delay, next(self._seq), item))
@@ -642,7 +650,7 @@ class Fetcher:
         host.pending -= 1
         item.run.outstanding.pop(item.index, None)
         if host.pending == 0 and host.active == 0 and self._loop is not None:
-            now = self._loop.time()
+            now = self._clock()
             bucket_idle = host.bucket is None or host.bucket.idle(now)
             if host.cool_until <= now and bucket_idle and self._hosts.get(host.key) is host:
                 del self._hosts[host.key]
