@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import time
 from collections.abc import Iterator
 
 import pytest
+import uvloop
 from yarl import URL
 
 from fanout.models import ErrorKind, Failure, Request
-from fanout.runtime import COLLECTOR_THRESHOLD, _collector_tuned, run, tune_collector
+from fanout.runtime import (
+    COLLECTOR_THRESHOLD,
+    _collector_tuned,
+    loop_clock,
+    run,
+    tune_collector,
+)
 from fanout.sources import check_request
 from fanout.urls import parse_request_url
 
@@ -91,3 +100,15 @@ def test_the_kept_parse_is_not_part_of_equality_or_repr() -> None:
     parse_request_url(parsed)
     assert parsed == fresh
     assert repr(parsed) == repr(fresh)
+
+
+def test_loop_clock_is_monotonic_on_asyncio_loops_and_the_loops_own_elsewhere() -> None:
+    plain = asyncio.new_event_loop()
+    other = uvloop.new_event_loop()
+    try:
+        assert loop_clock(plain) is time.monotonic
+        assert plain.time() <= loop_clock(plain)() <= plain.time()
+        assert loop_clock(other) == other.time
+    finally:
+        plain.close()
+        other.close()
