@@ -417,7 +417,8 @@ class Fetcher:
         run.outstanding[index] = item
         host.pending += 1
         host.ready.append(item)
-        self._make_runnable(host)
+        if not host.runnable:  # mostly it is: spare the call
+            self._make_runnable(host)
         if self._active < self._concurrency:  # else a finishing worker dispatches it
             self._pump()
 
@@ -610,7 +611,7 @@ class Fetcher:
         if self._debug:
             _log_attempt(item, result, end - start, delay)
         host = item.host
-        if host.ready:
+        if host.ready and not host.runnable:
             self._make_runnable(host)
 
     def _retry_delay(self, item: _Item, result: Result, sent: bool, now: float) -> float | None:
