@@ -58,10 +58,10 @@ def parse_request_url(request: Request) -> URL | Failure:
     """:func:`parse_url` of ``request.url``, remembered on the request, so the
     input reader that checks a URL and the engine that fetches it parse it once."""
     memo = request._parsed
-    if memo is not None and memo[0] is request.url:
-        return memo[1]
-    parsed = parse_url(request.url)
-    request._parsed = (request.url, parsed)
+    if memo is not None and request._parsed_from is request.url:
+        return memo
+    parsed = request._parsed = parse_url(request.url)
+    request._parsed_from = request.url
     return parsed
 
 
