@@ -29,6 +29,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python fairness.py
 	cd benchmarks && ../$(BIN)/python journal.py
 	cd benchmarks && ../$(BIN)/python startup.py
+	cd benchmarks && ../$(BIN)/python instructions.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

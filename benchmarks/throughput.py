@@ -2,12 +2,15 @@
 
 Both fetch the same N small responses from benchmarks/fastserver.py (pinned to
 CPU 1, the client to CPU 0) at concurrency C, in the same run, on the same
-event loop type. Each round runs every contender once, in a shuffled order;
-ratios are taken within a round, and their median over ``--repeat`` rounds is
-reported with the middle half of the rounds' ratios. Prints one line per
-figure, and the fast server's CPU share (it must not be the bottleneck).
+event loop type. The contenders compared are run together in a block, and
+each round runs every block as a palindrome: a shuffled order, then the same
+order reversed, so each pair is measured symmetrically about one moment and
+a drift of the shared machine's speed cancels out of their ratio. Ratios are
+taken within a round, and their median over ``--repeat`` rounds is reported
+with the middle half of the rounds' ratios. Prints one line per figure, and
+the fast server's CPU share (it must not be the bottleneck).
 
-    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 7]
+    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -124,9 +127,10 @@ def timed(
 SERVER_SHARE: dict[str, float] = {}  # contender -> the server's highest CPU share in its runs
 
 
-def cli_and_raw(base: str, n: int, concurrency: int) -> tuple[float, float]:
+def cli_and_raw(base: str, n: int, concurrency: int, cli_first: bool) -> tuple[float, float]:
     """``fanout fetch -i FILE -o FILE`` and benchmarks/raw_fetch.py on the same
-    URL file, each a fresh process timed from start to exit: req/s of each."""
+    URL file, each a fresh process timed from start to exit, twice each in a
+    palindrome (CLI, raw, raw, CLI or the reverse): the seconds of each."""
     import subprocess
     import sys
     import tempfile
@@ -140,22 +144,52 @@ def cli_and_raw(base: str, n: int, concurrency: int) -> tuple[float, float]:
         cli += ["-c", str(concurrency), "--per-host", str(concurrency), "-q"]
         raw = [sys.executable, str(Path(__file__).with_name("raw_fetch.py")), str(inputs)]
         raw += ["-c", str(concurrency)]
-        rates = []
-        for command in (cli, raw):
+        seconds = {"cli": 0.0, "raw": 0.0}
+        order = ["cli", "raw"] if cli_first else ["raw", "cli"]
+        for name in order + order[::-1]:
             start = time.perf_counter()
-            subprocess.run(command, check=True)
-            rates.append(n / (time.perf_counter() - start))
-        lines = output.read_bytes().count(b"\n")
-    if lines != n:
-        raise SystemExit(f"cli: {lines} records for {n} URLs")
-    return rates[0], rates[1]
+            subprocess.run(cli if name == "cli" else raw, check=True)
+            seconds[name] += time.perf_counter() - start
+            if name == "cli" and (lines := output.read_bytes().count(b"\n")) != n:
+                raise SystemExit(f"cli: {lines} records for {n} URLs")
+    return seconds["cli"], seconds["raw"]
+
+
+Contender = tuple[str, Callable[[str, int, int], Awaitable[int]]]  # (loop, job)
+
+
+def blocks() -> dict[str, list[Contender]]:
+    """The contenders compared with each other, by block: each round runs a
+    block as a palindrome (a shuffled order, then the reverse), so that every
+    pair in it is measured symmetrically about the same moment and a drift of
+    the machine's speed during the block cancels out of their ratio."""
+    on_asyncio: list[Contender] = [
+        ("asyncio", raw_aiohttp),
+        ("asyncio", fanout_stream),
+        ("asyncio", raw_with_deadlines),
+        (OWN_LOOP, fanout_stream),  # the cross-loop goal is against raw on asyncio
+    ]
+    if "uvloop" not in LOOPS:
+        return {"asyncio": on_asyncio}
+    on_asyncio.append(("uvloop", fanout_stream))
+    on_uvloop: list[Contender] = [
+        ("uvloop", raw_aiohttp),
+        ("uvloop", fanout_stream),
+        ("uvloop", raw_with_deadlines),
+    ]
+    return {"asyncio": on_asyncio, "uvloop": on_uvloop}
+
+
+def name_of(contender: Contender) -> str:
+    loop_name, job = contender
+    return f"{job.__name__} on {loop_name}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=20_000)
     parser.add_argument("-c", "--concurrency", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds")
     parser.add_argument("--seed", type=int, default=1, help="of the contenders' order")
     args = parser.parse_args()
     pinning = pin_to(0)
@@ -165,33 +199,38 @@ def main() -> None:
     compiled = compile_fanout()  # the CLI runs as a fresh process
     print(f"# throughput: n={args.n} c={args.concurrency}, {args.repeat} rounds; {pinning}")
     print(f"# {compiled}")
-    # One round runs every contender once, back to back; each ratio is taken
-    # within a round and the median over rounds is reported, which cancels the
-    # slow drifts of a shared machine better than a best-of per contender.
-    # The order within a round is shuffled, so that no contender always runs
-    # first or right after another's garbage.
+    # seconds[block][contender]: per round, the sum of the contender's two runs
+    # in that block's palindrome. Ratios are taken within a round and block;
+    # their median over rounds is reported with the middle half beside it.
+    seconds: dict[str, dict[str, list[float]]] = {}
     rates: dict[str, list[float]] = {}
-    jobs = (raw_aiohttp, raw_with_deadlines, fanout_stream)
-    contenders = [(loop_name, job) for loop_name in LOOPS for job in jobs]
-    contenders.append((OWN_LOOP, fanout_stream))
     shuffle = random.Random(args.seed).shuffle
     with fast_server(cpu=1) as base:
-        for _ in range(args.repeat):
-            shuffle(contenders)
-            for loop_name, job in contenders:
-                rate = timed(loop_name, job, base, args.n, args.concurrency)
-                rates.setdefault(f"{job.__name__} on {loop_name}", []).append(rate)
-            cli_rate, raw_rate = cli_and_raw(base, args.n, args.concurrency)
-            rates.setdefault("fanout fetch CLI, a process", []).append(cli_rate)
-            rates.setdefault("raw_fetch.py, a process", []).append(raw_rate)
+        for round_number in range(args.repeat):
+            for block, contenders in blocks().items():
+                shuffle(contenders)
+                totals = dict.fromkeys(map(name_of, contenders), 0.0)
+                for contender in contenders + contenders[::-1]:
+                    rate = timed(*contender, base, args.n, args.concurrency)
+                    rates.setdefault(name_of(contender), []).append(rate)
+                    totals[name_of(contender)] += args.n / rate
+                for name, total in totals.items():
+                    seconds.setdefault(block, {}).setdefault(name, []).append(total)
+            cli, raw = cli_and_raw(base, args.n, args.concurrency, round_number % 2 == 0)
+            seconds.setdefault("processes", {}).setdefault("cli", []).append(cli)
+            seconds["processes"].setdefault("raw", []).append(raw)
+            rates.setdefault("fanout fetch CLI, a process", []).append(2 * args.n / cli)
+            rates.setdefault("raw_fetch.py, a process", []).append(2 * args.n / raw)
     for name, values in rates.items():
-        print(f"{name:30} {statistics.median(values):9.0f} req/s (median; best {max(values):.0f})")
+        print(f"{name:36} {statistics.median(values):7.0f} req/s (median; best {max(values):.0f})")
     shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(SERVER_SHARE.items()))
     print(f"server CPU share of wall time (highest run; 100% = its core saturated): {shares}")
 
-    def ratio(a: str, b: str) -> str:
-        """The median of the rounds' ratios, and their middle half when there are 4 or more."""
-        ratios = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+    def ratio(block: str, a: str, b: str) -> str:
+        """Throughput of ``a`` over ``b`` in ``block``: the median of the rounds'
+        ratios, and their middle half when there are 4 or more."""
+        times = seconds[block]
+        ratios = [y / x for x, y in zip(times[a], times[b], strict=True)]
         text = f"{statistics.median(ratios):.3f}"
         if len(ratios) >= 4:
             low, _, high = statistics.quantiles(ratios, n=4)
@@ -199,24 +238,21 @@ def main() -> None:
         return text
 
     default_loop = "uvloop" if "uvloop" in LOOPS else "asyncio"
-    own = f"fanout_stream on {OWN_LOOP}"
     for loop_name in LOOPS:
         fan, raw = f"fanout_stream on {loop_name}", f"raw_aiohttp on {loop_name}"
-        print(f"ratio fanout/raw on {loop_name}: {ratio(fan, raw)} (goal >= 0.9)")
+        print(f"ratio fanout/raw on {loop_name}: {ratio(loop_name, fan, raw)} (goal >= 0.9)")
         deadlines = f"raw_with_deadlines on {loop_name}"
-        print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(fan, deadlines)}")
+        print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(loop_name, fan, deadlines)}")
+    own = f"fanout_stream on {OWN_LOOP}"
     print(
         f"ratio fanout.runtime.run ({default_loop}, collector raised for the run)/raw(asyncio): "
-        f"{ratio(own, 'raw_aiohttp on asyncio')} (goal >= 1.0)"
+        f"{ratio('asyncio', own, 'raw_aiohttp on asyncio')} (goal >= 1.0)"
     )
     if "uvloop" in LOOPS:
-        print(f"ratio fanout.runtime.run/raw(uvloop): {ratio(own, 'raw_aiohttp on uvloop')}")
-        cross = ratio("fanout_stream on uvloop", "raw_aiohttp on asyncio")
+        cross = ratio("asyncio", "fanout_stream on uvloop", "raw_aiohttp on asyncio")
         print(f"ratio fanout in the caller's uvloop/raw(asyncio): {cross}")
-    cli = ratio("fanout fetch CLI, a process", "raw_fetch.py, a process")
+    cli = ratio("processes", "cli", "raw")
     print(f"ratio CLI writing JSONL/raw, both fresh processes: {cli} (goal >= 0.8)")
-    cli = ratio("fanout fetch CLI, a process", f"raw_aiohttp on {default_loop}")
-    print(f"ratio CLI process/raw loop in this process on {default_loop}: {cli}")
 
 
 if __name__ == "__main__":
