@@ -89,7 +89,10 @@ async def test_sha256_is_the_body_hash_whether_kept_or_not(
 def test_result_sha256_given_or_computed_from_the_body() -> None:
     request = Request("http://127.0.0.1/")
     assert Result(request=request).sha256 is None
-    assert Result(request=request, body=b"abc").sha256 == hashlib.sha256(b"abc").hexdigest()
+    computed = Result(request=request, body=b"abc")
+    assert computed.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert computed.sha256 is computed.sha256  # hashed once
+    assert computed == Result(request=request, body=b"abc")  # whether hashed yet or not
     assert Result(request=request, sha256="ab" * 32).sha256 == "ab" * 32
 
 

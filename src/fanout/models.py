@@ -129,7 +129,8 @@ class Result:
     headers: Mapping[str, str]
     body: bytes | None
     size: int
-    _sha256: str | None = field(repr=False)
+    _sha256: str | None = field(repr=False)  # as given
+    _body_sha256: str | None = field(repr=False, compare=False)  # computed when asked
     attempts: int
     elapsed: float
     last_attempt: float
@@ -159,6 +160,7 @@ class Result:
         self.body = body
         self.size = size
         self._sha256 = sha256
+        self._body_sha256 = None
         self.attempts = attempts
         self.elapsed = elapsed
         self.last_attempt = last_attempt
@@ -168,11 +170,13 @@ class Result:
     def sha256(self) -> str | None:
         """The hex SHA-256 of the body: the one given when the result was made
         (fanout gives it when the body is not kept), else computed from ``body``
-        when asked for, which spares the hash to those who never read it; None
-        with neither."""
-        if self._sha256 is None and self.body is not None:
-            return hashlib.sha256(self.body).hexdigest()
-        return self._sha256
+        when first asked for, which spares the hash to those who never read it;
+        None with neither."""
+        if self._sha256 is not None or self.body is None:
+            return self._sha256
+        if self._body_sha256 is None:
+            self._body_sha256 = hashlib.sha256(self.body).hexdigest()
+        return self._body_sha256
 
     @property
     def ok(self) -> bool:
