@@ -81,10 +81,10 @@ async def raw_with_deadlines(base: str, n: int, concurrency: int) -> int:
     return await raw_aiohttp(base, n, concurrency, timeout)
 
 
-async def fanout_stream(base: str, n: int, concurrency: int) -> int:
+async def fanout_stream(base: str, n: int, concurrency: int, tune_collector: bool = False) -> int:
     limits = fanout.Limits(concurrency=concurrency, per_host=None)
     done = 0
-    async with fanout.Fetcher(limits=limits) as fetcher:
+    async with fanout.Fetcher(limits=limits, tune_collector=tune_collector) as fetcher:
         async for result in fetcher.stream(urls(base, n)):
             done += result.ok
     return done

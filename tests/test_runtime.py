@@ -11,6 +11,7 @@ import pytest
 import uvloop
 from yarl import URL
 
+from fanout import Fetcher
 from fanout.models import ErrorKind, Failure, Request
 from fanout.runtime import (
     COLLECTOR_THRESHOLD,
@@ -112,3 +113,13 @@ def test_loop_clock_is_monotonic_on_asyncio_loops_and_the_loops_own_elsewhere() 
     finally:
         plain.close()
         other.close()
+
+
+@pytest.mark.usefixtures("thresholds")
+async def test_a_fetcher_raises_the_threshold_only_when_asked_and_while_open() -> None:
+    gc.set_threshold(700, 10, 10)
+    async with Fetcher():
+        assert gc.get_threshold() == (700, 10, 10)
+    async with Fetcher(tune_collector=True):
+        assert gc.get_threshold() == (COLLECTOR_THRESHOLD, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)

@@ -17,6 +17,7 @@ TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -44,7 +45,7 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
-from fanout.runtime import loop_clock
+from fanout.runtime import _collector_tuned, loop_clock
 from fanout.transport import classify, exchange, make_session, request_options
 from fanout.urls import parse_request_url
 
@@ -219,15 +220,22 @@ class Fetcher:
         user_agent: str = DEFAULT_USER_AGENT,
         keep_body: bool = True,
         seed: int | None = None,
+        tune_collector: bool = False,
     ) -> None:
         """``headers`` are sent with every request; ``keep_body=False`` drops bodies
-        after hashing them (``Result.body`` is then None); ``seed`` fixes the jitter."""
+        after hashing them (``Result.body`` is then None); ``seed`` fixes the jitter.
+        ``tune_collector=True`` raises the garbage collector's first threshold while
+        the fetcher is open, as :func:`fanout.runtime.run` does for its run (see
+        :func:`fanout.runtime.tune_collector`); by default a Fetcher in your own
+        loop leaves the process's collector alone."""
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self.caps = caps or Caps()
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._keep_body = keep_body
+        self._tune_collector = tune_collector
+        self._collector = contextlib.ExitStack()
         self._rng = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
         self._group: asyncio.TaskGroup | None = None
@@ -262,6 +270,8 @@ class Fetcher:
         self._session = make_session(
             concurrency=self.limits.concurrency, timeouts=self.timeouts, headers=self._headers
         )
+        if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
+            self._collector.enter_context(_collector_tuned())
         return self
 
     async def __aexit__(
@@ -286,6 +296,7 @@ class Fetcher:
             self._idle.clear()
         finally:
             await self._session.close()
+            self._collector.close()
         # Every task is done by now. The body's own exception is not handed to the
         # group, which would wrap it in an ExceptionGroup; it propagates as it is.
         await self._group.__aexit__(None, None, None)

@@ -4,7 +4,8 @@ A run fanout starts itself (:func:`run`, so also ``fanout.fetch``, the other
 sync calls and the command line) owns its event loop, and for as long as it
 lasts it also raises the garbage collector's first threshold (see
 :func:`tune_collector`). A :class:`~fanout.Fetcher` used in the caller's own
-event loop changes nothing of the process.
+event loop changes nothing of the process, unless made with
+``tune_collector=True``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def run_sync(make_main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def tune_collector() -> None:
     """Raise the cyclic garbage collector's first threshold (for good: call it in
     a program that is mostly fetching). :func:`run` does this for the duration
-    of its run; a :class:`~fanout.Fetcher` in your own loop leaves it alone.
+    of its run, and a :class:`~fanout.Fetcher` made with ``tune_collector=True``
+    while it is open; any other Fetcher leaves it alone.
 
     A busy run allocates in bursts: a wave of responses lands in one loop
     iteration, and the objects of the next wave of requests are made before the
