@@ -29,8 +29,14 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("fairness.py", ["-n", "200"], "ratio:"),
         ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
         ("startup.py", ["--repeat", "1"], "fetch"),
-        # Without valgrind it says it skipped; with it, four short runs under callgrind.
-        ("instructions.py", ["--sizes", "20", "40", "--loops", "asyncio"], "instructions"),
+        # Without valgrind it says it skipped; with it, four short runs under
+        # callgrind, about a minute on a 2-core machine: past the default timeout.
+        pytest.param(
+            "instructions.py",
+            ["--sizes", "20", "40", "--loops", "asyncio"],
+            "instructions",
+            marks=pytest.mark.timeout(300),
+        ),
     ],
 )
 def test_benchmark_script_runs(script: str, args: list[str], expected: str) -> None:
