@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -66,3 +67,12 @@ def compile_fanout() -> str:
     package = Path(fanout.__file__).parent
     compileall.compile_dir(package, quiet=1)
     return f"fanout byte-compiled in {package}"
+
+
+def median_and_middle_half(ratios: list[float]) -> str:
+    """The median of the rounds' ratios, and their middle half when there are 4 or more."""
+    text = f"{statistics.median(ratios):.3f}"
+    if len(ratios) >= 4:
+        low, _, high = statistics.quantiles(ratios, n=4)
+        text += f" (middle half {low:.3f}-{high:.3f})"
+    return text

@@ -22,7 +22,11 @@ import math
 import statistics
 import time
 
-from common import fast_server, pin_to  # type: ignore[import-not-found]
+from common import (  # type: ignore[import-not-found]
+    fast_server,
+    median_and_middle_half,
+    pin_to,
+)
 from fanout.runtime import loop_factory
 from throughput import fanout_stream, raw_aiohttp  # type: ignore[import-not-found]
 
@@ -41,8 +45,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="rounds")
     args = parser.parse_args()
     pinning = pin_to(0)
-    bound = math.ceil(args.n / args.concurrency) * args.latency
     rounds = math.ceil(args.n / args.concurrency)
+    bound = rounds * args.latency
     factory = loop_factory()
     print(
         f"# latency-bound: n={args.n} c={args.concurrency} latency={args.latency}s "
@@ -80,11 +84,7 @@ def main() -> None:
         )
     for name, what in (("fanout_stream", ""), ("fanout_tuned", " with tune_collector=True")):
         ratios = [f / r for f, r in zip(walls[name], walls["raw_aiohttp"], strict=True)]
-        text = f"{statistics.median(ratios):.3f}"
-        if len(ratios) >= 4:
-            low, _, high = statistics.quantiles(ratios, n=4)
-            text += f" (middle half {low:.3f}-{high:.3f})"
-        print(f"ratio fanout{what}/raw wall: {text} (goal <= 1.05)")
+        print(f"ratio fanout{what}/raw wall: {median_and_middle_half(ratios)} (goal <= 1.05)")
 
 
 if __name__ == "__main__":

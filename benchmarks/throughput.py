@@ -31,6 +31,7 @@ import fanout.runtime
 from common import (  # type: ignore[import-not-found]
     compile_fanout,
     fast_server,
+    median_and_middle_half,
     pin_to,
     server_cpu_seconds,
 )
@@ -227,15 +228,9 @@ def main() -> None:
     print(f"server CPU share of wall time (highest run; 100% = its core saturated): {shares}")
 
     def ratio(block: str, a: str, b: str) -> str:
-        """Throughput of ``a`` over ``b`` in ``block``: the median of the rounds'
-        ratios, and their middle half when there are 4 or more."""
+        """Throughput of ``a`` over ``b`` in ``block``, round by round."""
         times = seconds[block]
-        ratios = [y / x for x, y in zip(times[a], times[b], strict=True)]
-        text = f"{statistics.median(ratios):.3f}"
-        if len(ratios) >= 4:
-            low, _, high = statistics.quantiles(ratios, n=4)
-            text += f" (middle half {low:.3f}-{high:.3f})"
-        return text
+        return median_and_middle_half([y / x for x, y in zip(times[a], times[b], strict=True)])
 
     default_loop = "uvloop" if "uvloop" in LOOPS else "asyncio"
     for loop_name in LOOPS:

@@ -232,6 +232,7 @@ class Fetcher:
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self.caps = caps or Caps()
+        self._request_options = request_options(self.caps)
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._keep_body = keep_body
         self._tune_collector = tune_collector
@@ -428,8 +429,7 @@ class Fetcher:
         run.outstanding[index] = item
         host.pending += 1
         host.ready.append(item)
-        if not host.runnable:  # mostly it is: spare the call
-            self._make_runnable(host)
+        self._make_runnable(host)
         if self._active < self._concurrency:  # else a finishing worker dispatches it
             self._pump()
 
@@ -552,8 +552,7 @@ class Fetcher:
         session = self._session
         assert loop is not None
         assert session is not None
-        caps, keep_body = self.caps, self._keep_body
-        options = request_options(caps)
+        caps, keep_body, options = self.caps, self._keep_body, self._request_options
         me = asyncio.current_task()
         assert me is not None
         run: _Run | None = None
@@ -622,7 +621,7 @@ class Fetcher:
         if self._debug:
             _log_attempt(item, result, end - start, delay)
         host = item.host
-        if host.ready and not host.runnable:
+        if host.ready:
             self._make_runnable(host)
 
     def _retry_delay(self, item: _Item, result: Result, sent: bool, now: float) -> float | None:
