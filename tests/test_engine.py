@@ -136,6 +136,51 @@ async def test_memory_is_bounded_by_the_window(server: DemoServer) -> None:
     assert consumed <= 2_000 + window
 
 
+async def test_a_sync_source_is_read_one_request_per_result_taken(server: DemoServer) -> None:
+    """Not in batches: after the window is filled, each result taken reads exactly
+    one more request, so the window stays full (see Fetcher._refill for why)."""
+    consumed = 0
+
+    def source() -> Iterator[str]:
+        nonlocal consumed
+        for i in range(300):
+            consumed += 1
+            yield f"{server.url}/pages/{i}"
+
+    limits = Limits(concurrency=4, per_host=None, window=10)
+    ahead: list[int] = []
+    async with Fetcher(limits=limits) as fetcher:
+        taken = 0
+        async for _ in fetcher.stream(source()):
+            taken += 1
+            ahead.append(consumed - taken)
+    assert ahead[: 300 - 10] == [10] * (300 - 10)  # full until the source runs out
+    assert ahead[-10:] == list(range(9, -1, -1))
+
+
+@pytest.mark.parametrize("how", ["break", "fetcher closes"])
+async def test_a_sync_source_left_unread_is_closed(server: DemoServer, how: str) -> None:
+    """A generator's finally (an open file, say) runs when its stream ends early."""
+    closed = False
+
+    def source() -> Iterator[str]:
+        nonlocal closed
+        try:
+            for i in range(1_000_000):
+                yield f"{server.url}/pages/{i}"
+        finally:
+            closed = True
+
+    async with Fetcher(limits=Limits(concurrency=4, window=8)) as fetcher:
+        stream = fetcher.stream(source())
+        async for _ in stream:
+            break
+        if how == "break":
+            await stream.aclose()
+            assert closed
+    assert closed
+
+
 async def test_async_source_is_read_lazily_too(server: DemoServer) -> None:
     consumed = 0
 
