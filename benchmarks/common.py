@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import gc
 import os
 import statistics
 import subprocess
@@ -67,6 +69,22 @@ def compile_fanout() -> str:
     package = Path(fanout.__file__).parent
     compileall.compile_dir(package, quiet=1)
     return f"fanout byte-compiled in {package}"
+
+
+@contextlib.contextmanager
+def collections_counted() -> Iterator[collections.Counter[int]]:
+    """Count the garbage collector's collections, by generation, in the block."""
+    counted: collections.Counter[int] = collections.Counter()
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            counted[info["generation"]] += 1
+
+    gc.callbacks.append(count)
+    try:
+        yield counted
+    finally:
+        gc.callbacks.remove(count)
 
 
 def median_and_middle_half(ratios: list[float]) -> str:

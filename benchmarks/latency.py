@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import math
 import statistics
 import time
 
 from common import (  # type: ignore[import-not-found]
+    collections_counted,
     fast_server,
     median_and_middle_half,
     pin_to,
@@ -54,26 +56,34 @@ def main() -> None:
     )
     walls: dict[str, list[float]] = {}  # per round, the sum of the two runs
     cpus: dict[str, list[float]] = {}
+    collected: dict[str, collections.Counter[int]] = {}  # collections, by generation
     with fast_server(1, "--latency", str(args.latency)) as base:
         for round_number in range(args.repeat):
             # A palindrome: a drift of the machine's speed cancels out of the ratio.
             order = [raw_aiohttp, fanout_stream, fanout_tuned][:: 1 if round_number % 2 else -1]
             totals = {job.__name__: [0.0, 0.0] for job in order}
             for job in order + order[::-1]:
-                with asyncio.Runner(loop_factory=factory) as runner:
+                with (
+                    asyncio.Runner(loop_factory=factory) as runner,
+                    collections_counted() as counted,
+                ):
                     wall, cpu = time.perf_counter(), time.process_time()
                     runner.run(job(base, args.n, args.concurrency))
                     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                collected.setdefault(job.__name__, collections.Counter()).update(counted)
                 totals[job.__name__][0] += wall / 2
                 totals[job.__name__][1] += cpu / 2
             for name, (wall, cpu) in totals.items():
                 walls.setdefault(name, []).append(wall)
                 cpus.setdefault(name, []).append(cpu)
+    runs = 2 * args.repeat * args.n / 1000  # thousands of requests per contender
     for name in walls:
         wall, cpu = statistics.median(walls[name]), statistics.median(cpus[name])
+        per_1000 = "/".join(f"{collected[name][g] / runs:.1f}" for g in range(3))
         print(
             f"{name:14} wall {wall:.3f}s = {wall / bound:.3f} x bound; client CPU {cpu:.3f}s "
-            f"({cpu / rounds * 1000:.1f} ms per round of {args.concurrency}) (medians)"
+            f"({cpu / rounds * 1000:.1f} ms per round of {args.concurrency}) (medians); "
+            f"collections per 1,000 requests {per_1000} (generations 0/1/2)"
         )
     raw_cpu_per_round = statistics.median(cpus["raw_aiohttp"]) / rounds
     if raw_cpu_per_round > args.latency:
