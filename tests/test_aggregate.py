@@ -12,8 +12,10 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import statistics
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -587,6 +589,26 @@ def test_command_json_is_the_library_report(server_thread: str) -> None:
         [f"{server_thread}/posts"], group_by="userId", fields={"likes": "likes", "id": "id"}
     )
     assert printed == without_elapsed(library)
+
+
+def test_command_reads_a_fifo_in_a_thread(server_thread: str, tmp_path: Path) -> None:
+    """-i from a FIFO (a pipe with a name, so read in a thread) gives the same report."""
+    fifo = tmp_path / "urls"
+    os.mkfifo(fifo)
+    urls = [f"{server_thread}/posts", f"{server_thread}/users"]
+
+    def produce() -> None:
+        with fifo.open("w") as stream:  # waits for the command to open it
+            stream.write("".join(f"{url}\n" for url in urls))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    result = invoke("-i", str(fifo), "--group-by", "userId", "--format", "json")
+    producer.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    del printed["elapsed_s"]
+    assert printed == without_elapsed(aggregate(urls, group_by="userId"))
 
 
 def test_command_csv(server_thread: str) -> None:

@@ -229,6 +229,36 @@ def test_ctrl_c_writes_what_was_fetched_and_exits_130(server_thread: str, tmp_pa
     assert b"Traceback" not in stderr
 
 
+@pytest.mark.parametrize("journal", [False, True])
+def test_a_pipe_that_pauses_holds_up_nothing_already_read(
+    server_thread: str, tmp_path: Path, journal: bool
+) -> None:
+    """`producer | fanout fetch -i -`: a line already written is fetched and
+    recorded while the producer is silent, not once it writes again."""
+    output = tmp_path / "out.jsonl"
+    args = ["fetch", "-i", "-", "-o", str(output), "-q"]
+    if journal:
+        args += ["--journal", str(tmp_path / "run.db")]
+    process = subprocess.Popen(
+        [*FANOUT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdin is not None
+    try:
+        process.stdin.write(f"{server_thread}/items/1\n".encode())
+        process.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not (output.exists() and output.read_bytes().count(b"\n") == 1):
+            assert time.monotonic() < deadline, "line 1 was not fetched while stdin stayed open"
+            assert process.poll() is None
+            time.sleep(0.05)  # wait for the condition, not for a time
+        _, stderr = process.communicate(f"{server_thread}/items/2\n".encode(), timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert [r["line"] for r in records(output.read_bytes())] == [1, 2]
+
+
 def test_every_command_has_help() -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["--help"])

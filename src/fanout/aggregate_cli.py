@@ -329,7 +329,7 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
 
     async def _aggregate(fetcher: Fetcher, on_result: Any) -> AggregateReport:
         return await aggregate_async(
-            _async(_inputs(options)),
+            _source(options),
             fields=dict(options["fields"]),
             group_by=options["group_by"],
             each=options["each"],
@@ -351,6 +351,17 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
         )
 
     return run(main(), debug=debug)
+
+
+def _source(options: dict[str, Any]) -> AsyncIterator[str | Request | Rejected]:
+    """The inputs, read in a thread when -i is a pipe or a terminal (see
+    :mod:`fanout.blocking_input`), else on the loop."""
+    from fanout.blocking_input import ThreadedReader, reads_block
+
+    path = options["input_path"]
+    if path is not None and reads_block(path):
+        return ThreadedReader(_inputs(options))
+    return _async(_inputs(options))
 
 
 async def _async(

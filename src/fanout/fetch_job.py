@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 import orjson
 
+from fanout.blocking_input import ThreadedReader, reads_block
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import SinkError
 from fanout.models import Request, Result
@@ -68,6 +69,13 @@ class FetchJob:
     caps: Caps = field(default_factory=Caps)
     journal: Path | None = None
     retry_failed: frozenset[str] | None = None
+
+    def input_blocks(self) -> bool:
+        """Whether an input file's reads can wait on another program (stdin from
+        a pipe or a terminal, a FIFO): then it is read in a thread."""
+        return any(
+            path is not None and reads_block(path) for path in (self.input_path, self.jsonl_path)
+        )
 
     def check_inputs(self) -> None:
         """Raise SourceError now, naming the file, if an input file cannot be opened."""
@@ -198,43 +206,64 @@ class _Job:
     def requests(self) -> Iterator[Request]:
         """Requests to fetch, writing records for the lines that need no request."""
         for item in _inputs(self.job):
-            if isinstance(item, Rejected):
-                self._reject(item)
-                continue
-            if self.deduper is not None:
-                first = self.deduper.first_line_of(item.id, _line(item))
-                if first is not None:
-                    self.stats.duplicates += 1
-                    self._hold_or_emit(_line(item), duplicate_record(item, first), None, None)
-                    continue
-            yield item
+            if (request := self._to_send(item)) is not None:
+                yield request
+
+    async def streamed_requests(self) -> AsyncIterator[Request]:
+        """:meth:`requests` of inputs whose reads can block (a pipe, a terminal),
+        read in a thread so a pause of the producer holds up nothing in flight."""
+        async with contextlib.aclosing(ThreadedReader(_inputs(self.job))) as inputs:
+            async for item in inputs:
+                if (request := self._to_send(item)) is not None:
+                    yield request
+
+    def _to_send(self, item: Request | Rejected) -> Request | None:
+        """The request to send for an input item, or None once the record of a
+        line that needs none (rejected, a duplicate) is written."""
+        if isinstance(item, Rejected):
+            self._reject(item)
+            return None
+        if self.deduper is not None:
+            first = self.deduper.first_line_of(item.id, _line(item))
+            if first is not None:
+                self.stats.duplicates += 1
+                self._hold_or_emit(_line(item), duplicate_record(item, first), None, None)
+                return None
+        return item
 
     async def journaled_requests(self) -> AsyncIterator[Request]:
-        """Like :meth:`requests`, with keys classified by the journal in batches."""
+        """Like :meth:`requests`, with keys classified by the journal in batches
+        (cut short when input that can block has no more lines ready)."""
         journaling = self.journal
         assert journaling is not None
         batch: list[Request | Rejected] = []
         inputs = _inputs(self.job)
-        while True:
-            item = next(inputs, None)
-            if item is not None:
-                batch.append(item)
-            if batch and (item is None or len(batch) >= _CLASSIFY_BATCH):
-                keys = [(_key(entry), _entry_line(entry)) for entry in batch]
-                verdicts = await journaling.classify(keys)
-                for entry, verdict in zip(batch, verdicts, strict=True):
-                    if verdict.action == "skip":
-                        self.stats.already_done += 1
-                    elif verdict.action == "duplicate" and self.job.dedupe:
-                        self.stats.duplicates += 1
-                    elif isinstance(entry, Rejected):
-                        self._reject(entry)
-                    else:
-                        yield entry
-                batch = []
-                await self.output.flush(if_full=True)
-            if item is None:
-                return
+        reader = ThreadedReader(inputs) if self.job.input_blocks() else None
+        try:
+            while True:
+                item = next(inputs, None) if reader is None else await anext(reader, None)
+                if item is not None:
+                    batch.append(item)
+                waiting = reader is not None and not reader.ready
+                if batch and (item is None or waiting or len(batch) >= _CLASSIFY_BATCH):
+                    keys = [(_key(entry), _entry_line(entry)) for entry in batch]
+                    verdicts = await journaling.classify(keys)
+                    for entry, verdict in zip(batch, verdicts, strict=True):
+                        if verdict.action == "skip":
+                            self.stats.already_done += 1
+                        elif verdict.action == "duplicate" and self.job.dedupe:
+                            self.stats.duplicates += 1
+                        elif isinstance(entry, Rejected):
+                            self._reject(entry)
+                        else:
+                            yield entry
+                    batch = []
+                    await self.output.flush(if_full=True)
+                if item is None:
+                    return
+        finally:
+            if reader is not None:
+                reader.close()
 
     def _reject(self, item: Rejected) -> None:
         kind = str(item.kind)
@@ -341,7 +370,8 @@ async def run_fetch_job(
         with JsonlWriter(job.output) as writer:
             output = _PlainOutput(writer)
             state = _Job(job, output, stats, None)
-            stopped = await _fetch(job, state, state.requests(), on_fetcher, on_record)
+            requests = state.streamed_requests() if job.input_blocks() else state.requests()
+            stopped = await _fetch(job, state, requests, on_fetcher, on_record)
         return JobOutcome(stats.summary(), stopped_early=stopped)
     from fanout.journal import Journal
 
