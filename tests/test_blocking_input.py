@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+import fanout
 from fanout.blocking_input import ThreadedReader, reads_block
+from fanout.demo import DemoServer
 from fanout.errors import SourceError
 
 
@@ -110,3 +113,31 @@ def test_reads_block_on_pipes_and_fifos_not_on_files(tmp_path: Path) -> None:
     assert not reads_block(str(regular))
     assert reads_block(str(fifo))
     assert not reads_block(str(tmp_path / "missing.txt"))  # its reader names it
+
+
+async def test_a_fetcher_streams_from_it_and_closes_it(server: DemoServer) -> None:
+    """As a library user would: a blocking iterator wrapped for Fetcher.stream;
+    leaving the stream early closes the reader and its iterator."""
+    closed = threading.Event()
+
+    def urls() -> Iterator[str]:
+        try:
+            for i in range(1_000_000):
+                yield f"{server.url}/items/{i % 50 + 1}"
+        finally:
+            closed.set()
+
+    async with fanout.Fetcher(limits=fanout.Limits(concurrency=4)) as fetcher:
+        stream = fetcher.stream(ThreadedReader(urls(), ahead=16))
+        async with contextlib.aclosing(stream):
+            statuses = [result.status async for result in _first(stream, 30)]
+    assert statuses == [200] * 30
+    assert closed.wait(timeout=30)
+
+
+async def _first(results: AsyncIterator[fanout.Result], n: int) -> AsyncIterator[fanout.Result]:
+    async for result in results:
+        yield result
+        n -= 1
+        if n == 0:
+            return

@@ -330,6 +330,10 @@ class Fetcher:
         ``requests`` may be any sync or async iterable of URL strings and
         :class:`Request` objects, of any length: it is read lazily, never more
         than ``limits.effective_window`` requests ahead of the results taken.
+        A sync iterable is read on the event loop, one request as each result
+        is taken, so its ``next()`` must not block (wrap a blocking one in
+        :class:`fanout.blocking_input.ThreadedReader`); an async one is read
+        by a task of its own.
         Failures are results, not exceptions; only an exception raised by
         the ``requests`` iterable itself propagates, after the results of the
         requests read before it.
