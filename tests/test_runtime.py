@@ -16,6 +16,7 @@ from fanout.models import ErrorKind, Failure, Request
 from fanout.runtime import (
     COLLECTOR_THRESHOLD,
     _collector_tuned,
+    collector_raised,
     loop_clock,
     run,
     tune_collector,
@@ -44,6 +45,23 @@ def test_tune_collector_leaves_a_disabled_or_higher_threshold(first: int) -> Non
     gc.set_threshold(first, 10, 10)
     tune_collector()
     assert gc.get_threshold()[0] == first
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_collector_raised_says_whether_waves_still_cost_collections() -> None:
+    gc.set_threshold(700, 10, 10)
+    assert not collector_raised()
+    with _collector_tuned():
+        assert collector_raised()
+    assert not collector_raised()
+    gc.set_threshold(0, 10, 10)  # collection off
+    assert collector_raised()
+    gc.set_threshold(700, 10, 10)
+    gc.disable()
+    try:
+        assert collector_raised()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.usefixtures("thresholds")

@@ -6,9 +6,10 @@ Data flow, all on one event loop::
               (window)            ▲                  (slots, tokens,               │
                                   └── retry timers ◄── cool-downs)  ◄──────────────┘
 
-The read-ahead of a sync source is done by the consumer itself: each result
-it takes lets it read one more request, so a request is made as a result is
-dropped (see ``Fetcher.stream``). An async source is read by a feeder task.
+The read-ahead of a sync source is done by the consumer itself, one request
+for each result it takes, so a request is made as a result is dropped (see
+``Fetcher._refill``), unless the collector's threshold is raised. An async
+source, or any source then, is read by a feeder task in batches.
 
 There is no scheduler task: dispatch runs whenever something changes (a
 request is admitted, an attempt ends, a timer fires) and starts every request
@@ -49,7 +50,7 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
-from fanout.runtime import _collector_tuned, loop_clock
+from fanout.runtime import _collector_tuned, collector_raised, loop_clock
 from fanout.transport import classify, exchange, make_session, request_options
 from fanout.urls import parse_request_url
 
@@ -379,7 +380,7 @@ class Fetcher:
             raise RuntimeError("use the Fetcher inside 'async with Fetcher(...) as fetcher:'")
         run = _Run(self.limits.effective_window)
         self._runs.add(run)
-        if isinstance(requests, AsyncIterable):
+        if isinstance(requests, AsyncIterable) or collector_raised():
             run.feeder = self._group.create_task(self._feed(run, requests), name="fanout-feeder")
             return run
         try:
@@ -396,15 +397,17 @@ class Fetcher:
 
     def _refill(self, run: _Run) -> None:
         """A place in the run's window is free (a result was taken): read one more
-        request from a sync source, or let an async source's feeder read on.
+        request from a sync source, or let the feeder read on.
 
-        Reading a sync source here, one request per result taken, rather than in
-        a feeder woken once per batch, makes a request's objects as the previous
-        result's are dropped. In batches, hundreds of results were freed and then
-        hundreds of requests made: CPython counts allocations net of frees toward
-        its next collection but forgets the frees that come just after one, so
-        each batch started extra collections, each scanning a wave of requests
-        in flight (about 5 % of a latency-bound run's CPU on uvloop)."""
+        Reading here, one request per result taken, makes a request's objects
+        as the previous result's are dropped. In batches, hundreds of results
+        were freed and then hundreds of requests made: CPython counts
+        allocations net of frees toward its next collection but forgets the
+        frees that come just after one, so each batch started extra
+        collections, each scanning a wave of requests in flight (about 5 % of
+        a latency-bound run's CPU on uvloop). With the collector's threshold
+        raised that cost is gone, and the feeder's batches measured cheaper
+        on uvloop, so runs with it raised (fanout's own) keep the feeder."""
         source = run.source
         if source is None:
             run.window.release()
@@ -419,22 +422,33 @@ class Fetcher:
         else:
             self._admit(run, raw)
 
-    async def _feed(self, run: _Run, requests: AsyncIterable[RequestLike]) -> None:
-        """Read an async source, never more than the run's window ahead of the
-        results taken."""
+    async def _feed(self, run: _Run, requests: Source) -> None:
+        """Read a source in a task of its own, never more than the run's window
+        ahead of the results taken; woken once a quarter of it is free."""
         window = run.window
-        iterator: AsyncIterator[RequestLike] | None = None
+        iterator: Iterator[RequestLike] | AsyncIterator[RequestLike] | None = None
         try:
-            iterator = aiter(requests)
-            while True:
-                if window.free <= 0:
-                    await window.wait()
-                window.free -= 1
-                try:
-                    raw = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                self._admit(run, raw)
+            if isinstance(requests, AsyncIterable):
+                iterator = aiter(requests)
+                while True:
+                    if window.free <= 0:
+                        await window.wait()
+                    window.free -= 1
+                    try:
+                        raw = await anext(iterator)
+                    except StopAsyncIteration:
+                        break
+                    self._admit(run, raw)
+            else:
+                iterator = iter(requests)
+                while True:
+                    if window.free <= 0:
+                        await window.wait()
+                    window.free -= 1
+                    item = next(iterator, _END)
+                    if item is _END:
+                        break
+                    self._admit(run, item)
         except asyncio.CancelledError:
             if iterator is not None:
                 await _close_source(iterator)  # a generator's finally (open files) runs now

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["loop_clock", "loop_factory", "run", "run_sync", "tune_collector"]
+__all__ = ["collector_raised", "loop_clock", "loop_factory", "run", "run_sync", "tune_collector"]
 
 # See tune_collector: bursts of a busy run stay under this many objects.
 COLLECTOR_THRESHOLD = 10_000
@@ -84,6 +84,13 @@ def tune_collector() -> None:
     first, *rest = gc.get_threshold()
     if 0 < first < COLLECTOR_THRESHOLD:
         gc.set_threshold(COLLECTOR_THRESHOLD, *rest)
+
+
+def collector_raised() -> bool:
+    """Whether the collector's first threshold is at :data:`COLLECTOR_THRESHOLD`
+    or above (as :func:`tune_collector` leaves it), or collection is off."""
+    first = gc.get_threshold()[0]
+    return not gc.isenabled() or first == 0 or first >= COLLECTOR_THRESHOLD
 
 
 _tuning = threading.Lock()
