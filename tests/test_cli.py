@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -257,6 +258,45 @@ def test_a_pipe_that_pauses_holds_up_nothing_already_read(
             process.kill()
     assert process.returncode == 0, stderr
     assert [r["line"] for r in records(output.read_bytes())] == [1, 2]
+
+
+def test_a_fifo_input_is_read_once_and_not_waited_on(server_thread: str, tmp_path: Path) -> None:
+    """-i FIFO: the command does not open it early (which would swallow the
+    writer's data), and reads it in a thread."""
+    fifo = tmp_path / "urls"
+    os.mkfifo(fifo)
+    output = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [*FANOUT, "fetch", "-i", str(fifo), "-o", str(output), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with fifo.open("w") as stream:  # waits until the command opens it
+            stream.write(f"{server_thread}/items/1\n{server_thread}/items/2\n")
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert sorted(int(str(r["line"])) for r in records(output.read_bytes())) == [1, 2]
+
+
+@pytest.mark.parametrize("closed", [0, 1])
+def test_a_closed_standard_stream_is_no_crash(server_thread: str, closed: int) -> None:
+    """Started with stdin or stdout closed (as some daemons start children), the
+    first socket would take that number, and libuv aborts on closing it."""
+    command = [*FANOUT, "fetch", f"{server_thread}/items/1", "-i", "-"]
+    done = subprocess.run(
+        ["sh", "-c", f'exec "$@" {closed}>&-', "sh", *command],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"Traceback" not in done.stderr
+    if closed == 0:
+        assert [r["ok"] for r in records(done.stdout)] == [True]
 
 
 def test_every_command_has_help() -> None:

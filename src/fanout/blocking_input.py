@@ -27,13 +27,14 @@ _END: Final = object()
 
 def reads_block(path: str) -> bool:
     """Whether reading ``path`` (``"-"``: standard input) can wait on another
-    program: true for pipes, terminals, FIFOs and sockets, false for regular
-    files (and for a path that cannot be inspected, which its reader reports)."""
+    program: true for pipes, FIFOs, terminals and other character devices and
+    sockets; false for regular files, and for a path that is missing or a
+    directory (its reader reports those)."""
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode if path == "-" else os.stat(path).st_mode
     except (OSError, ValueError, AttributeError):  # missing, or stdin closed or replaced
         return False
-    return not stat.S_ISREG(mode)
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 class ThreadedReader(Generic[T]):

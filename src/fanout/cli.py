@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -307,8 +308,22 @@ def _usage_error(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def _reopen_closed_standard_streams() -> None:
+    """Give a closed stdin, stdout or stderr /dev/null, as daemons do: else the
+    first socket opened would get its number, and the event loop (libuv)
+    aborts on closing a descriptor below 3."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # takes the lowest free number: fd
+        if getattr(sys, name) is None:  # Python found it closed at start-up
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (for the process)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``fanout`` console script."""
+    _reopen_closed_standard_streams()
     try:
         code = cli.main(args=argv, prog_name="fanout", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

@@ -78,9 +78,10 @@ class FetchJob:
         )
 
     def check_inputs(self) -> None:
-        """Raise SourceError now, naming the file, if an input file cannot be opened."""
+        """Raise SourceError now, naming the file, if an input file cannot be
+        opened. A FIFO is not opened here: that would take its writer's data."""
         for path in (self.input_path, self.jsonl_path):
-            if path is not None and path != "-":
+            if path is not None and path != "-" and not reads_block(path):
                 with open_input(path):
                     pass
 
@@ -126,8 +127,9 @@ def _inputs(job: FetchJob) -> Iterator[Request | Rejected]:
 
 
 def count_inputs(job: FetchJob) -> int | None:
-    """How many records the job will write, when that is cheap to know (no stdin)."""
-    if "-" in (job.input_path, job.jsonl_path):
+    """How many records the job will write, when that is cheap to know (no
+    stdin, no FIFO)."""
+    if "-" in (job.input_path, job.jsonl_path) or job.input_blocks():
         return None
     total = len(job.urls)
     for path in (job.input_path, job.jsonl_path):
