@@ -405,7 +405,7 @@ class Fetcher:
         allocations net of frees toward its next collection but forgets the
         frees that come just after one, so each batch started extra
         collections, each scanning a wave of requests in flight (about 5 % of
-        a latency-bound run's CPU on uvloop). With the collector's threshold
+        the CPU of benchmarks/latency.py on uvloop). With the collector's threshold
         raised that cost is gone, and the feeder's batches measured cheaper
         on uvloop, so runs with it raised (fanout's own) keep the feeder."""
         source = run.source
