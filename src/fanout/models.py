@@ -137,10 +137,10 @@ class Result:
     error: Failure | None
 
     # Written out rather than generated: the dataclass would name the digest's
-    # parameter after its private field, and ``sha256`` is a property.
+    # parameter after its private field, and ``sha256`` is a property. Not
+    # keyword-only: the engine passes them by position, which is cheaper.
     def __init__(
         self,
-        *,
         request: Request,
         status: int | None = None,
         final_url: str | None = None,
