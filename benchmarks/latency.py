@@ -11,7 +11,7 @@ same three in reverse (or the reverse of that); each ratio to raw is taken
 within a round, and its median over ``--repeat`` rounds is
 reported with the middle half of the rounds' ratios.
 
-    python benchmarks/latency.py [-n 5000] [-c 250] [--latency 0.05] [--repeat 7]
+    python benchmarks/latency.py [-n 5000] [-c 250] [--latency 0.05] [--repeat 21]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("-c", "--concurrency", type=int, default=250)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--repeat", type=int, default=7, help="rounds")
+    parser.add_argument("--repeat", type=int, default=21, help="rounds")
     args = parser.parse_args()
     pinning = pin_to(0)
     rounds = math.ceil(args.n / args.concurrency)

@@ -10,7 +10,7 @@ taken within a round, and their median over ``--repeat`` rounds is reported
 with the middle half of the rounds' ratios. Prints one line per figure, and
 the fast server's CPU share (it must not be the bottleneck).
 
-    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 5]
+    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 11]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=20_000)
     parser.add_argument("-c", "--concurrency", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=5, help="rounds")
+    parser.add_argument("--repeat", type=int, default=11, help="rounds")
     parser.add_argument("--seed", type=int, default=1, help="of the contenders' order")
     args = parser.parse_args()
     pinning = pin_to(0)

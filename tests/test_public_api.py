@@ -26,3 +26,25 @@ def test_help_does_not_import_the_http_stack() -> None:
     code = "import sys; import fanout.cli; print('aiohttp' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert done.stdout.strip() == b"False"
+
+
+def test_result_takes_its_arguments_by_position_in_field_order() -> None:
+    request = fanout.Request("http://127.0.0.1:1/a")
+    failure = fanout.Failure(fanout.ErrorKind.HTTP_STATUS, "HTTP 404 Not Found")
+    result = fanout.Result(
+        request, 404, "http://127.0.0.1:1/b", {}, b"x", 1, None, 2, 0.5, 0.25, failure
+    )
+    assert (result.request, result.status, result.final_url, result.body, result.size) == (
+        request,
+        404,
+        "http://127.0.0.1:1/b",
+        b"x",
+        1,
+    )
+    assert (result.attempts, result.elapsed, result.last_attempt, result.error) == (
+        2,
+        0.5,
+        0.25,
+        failure,
+    )
+    assert result.sha256 == fanout.Result(request=request, body=b"x").sha256
