@@ -110,50 +110,48 @@ async def test_sync_fetch_inside_a_running_loop(server_thread: str) -> None:
     assert [r.status for r in results] == [200, 200, 200]
 
 
+class _CountedPages:
+    """The demo server's page URLs, made lazily, counting how many were read."""
+
+    def __init__(self, base: str, count: int) -> None:
+        self.base, self.count, self.read = base, count, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(self.count):
+            self.read += 1
+            yield f"{self.base}/pages/{i}"
+
+
 async def test_memory_is_bounded_by_the_window(server: DemoServer) -> None:
     """A 1,000,000-URL generator is read at most `window` ahead of the results taken."""
-    consumed = 0
-
-    def million() -> Iterator[str]:
-        nonlocal consumed
-        for i in range(1_000_000):
-            consumed += 1
-            yield f"{server.url}/pages/{i}"
-
+    million = _CountedPages(server.url, 1_000_000)
     limits = Limits(concurrency=16, per_host=None)
     window = limits.effective_window
     yielded = 0
     ahead = 0
     async with Fetcher(limits=limits) as fetcher:
-        async for result in fetcher.stream(million()):
+        async for result in fetcher.stream(million):
             assert result.ok
             yielded += 1
-            ahead = max(ahead, consumed - yielded)
+            ahead = max(ahead, million.read - yielded)
             if yielded == 2_000:
                 break
     assert ahead <= window
     assert ahead >= limits.concurrency  # the read-ahead is really used
-    assert consumed <= 2_000 + window
+    assert million.read <= 2_000 + window
 
 
 async def test_a_sync_source_is_read_one_request_per_result_taken(server: DemoServer) -> None:
     """Not in batches: after the window is filled, each result taken reads exactly
     one more request, so the window stays full (see Fetcher._refill for why)."""
-    consumed = 0
-
-    def source() -> Iterator[str]:
-        nonlocal consumed
-        for i in range(300):
-            consumed += 1
-            yield f"{server.url}/pages/{i}"
-
+    source = _CountedPages(server.url, 300)
     limits = Limits(concurrency=4, per_host=None, window=10)
     ahead: list[int] = []
     async with Fetcher(limits=limits) as fetcher:
         taken = 0
-        async for _ in fetcher.stream(source()):
+        async for _ in fetcher.stream(source):
             taken += 1
-            ahead.append(consumed - taken)
+            ahead.append(source.read - taken)
     assert ahead[: 300 - 10] == [10] * (300 - 10)  # full until the source runs out
     assert ahead[-10:] == list(range(9, -1, -1))
 
