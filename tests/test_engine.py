@@ -359,6 +359,38 @@ async def test_deadlines_end_hung_and_dripping_responses(server: DemoServer) -> 
     assert "total" in drip.error.message
 
 
+async def test_a_worker_goes_on_after_each_total_deadline(server: DemoServer) -> None:
+    """The total deadline cancels the attempt's worker, which turns that into a
+    TIMEOUT result and works on: with one worker, two timed-out attempts (each
+    retried once) and the requests around them all get their results."""
+    timeouts = Timeouts(read=5.0, total=0.3)
+    drip = f"{server.url}/drip?interval=0.05&count=1000"
+    urls = [drip + "&n=1", f"{server.url}/items/1", drip + "&n=2", f"{server.url}/items/2"]
+    limits = Limits(concurrency=1)
+    retry = RetryPolicy(attempts=2, backoff=0.01)
+    async with Fetcher(limits=limits, timeouts=timeouts, retry=retry) as fetcher:
+        first, one, second, two = await fetcher.gather(urls)
+        assert fetcher.in_flight == 0
+    for result in (first, second):
+        assert result.error is not None
+        assert result.error.kind is ErrorKind.TIMEOUT
+        assert "total deadline of 0.3s" in result.error.message
+        assert result.attempts == 2
+    assert one.ok, one.error
+    assert two.ok, two.error
+    assert len(arrivals(server, server.url, "/drip")) == 4
+
+
+async def test_no_total_deadline_when_it_is_off(server: DemoServer) -> None:
+    """``total=None``: a response that takes longer than a short total would is
+    read to its end."""
+    timeouts = Timeouts(read=5.0, total=None)
+    async with Fetcher(timeouts=timeouts, retry=RetryPolicy(attempts=1)) as fetcher:
+        (result,) = await fetcher.gather([f"{server.url}/drip?interval=0.05&count=10"])
+    assert result.ok, result.error
+    assert result.size == 10
+
+
 async def test_an_idle_kept_alive_connection_outlives_the_read_deadline(
     server: DemoServer,
 ) -> None:

@@ -115,6 +115,67 @@ class _Item:
         self.first_start = 0.0
 
 
+class _AttemptDeadline:
+    """The total deadline of a worker's attempts, on one lazy timer per worker.
+
+    aiohttp's own total deadline arms a timer and enters a timer context for
+    every request: about 4 % of a small request's instructions. Here an attempt
+    only notes when it is due; the worker's one timer, when it fires early,
+    re-arms itself for the deadline then in force, and finding none it stops.
+    A deadline never moves earlier (every attempt has the same ``seconds``), so
+    the timer armed is never late. When an attempt's deadline passes, the worker
+    task is cancelled, as aiohttp's timer would; :meth:`stop` tells the worker
+    whether that cancellation was the deadline's alone."""
+
+    __slots__ = ("_clock", "_handle", "_loop", "_seconds", "_task", "due", "expired")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], seconds: float
+    ) -> None:
+        self._loop = loop
+        self._clock = loop_clock(loop)
+        self._task = task
+        self._seconds = seconds
+        self._handle: asyncio.TimerHandle | None = None
+        self.due: float | None = None
+        self.expired = False
+
+    def start(self) -> None:
+        """An attempt begins: it is due ``seconds`` from now."""
+        due = self.due = self._clock() + self._seconds
+        if self._handle is None:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def stop(self) -> bool:
+        """The attempt ended. True when its deadline passed and cancelled the task
+        and no other cancellation is pending (the attempt timed out); False
+        otherwise, also when called again."""
+        self.due = None
+        if not self.expired:
+            return False
+        self.expired = False
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        """The worker ends: no timer is left behind."""
+        self.due = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        due = self.due
+        if due is None:
+            return
+        if self._clock() >= due:
+            self.due = None
+            self.expired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+
 class _Window:
     """How many more requests a run may read ahead: a counting semaphore whose
     waiter (the feeder) is woken only once a quarter of the window is free, so
@@ -613,49 +674,62 @@ class Fetcher:
         caps, keep_body, options = self.caps, self._keep_body, self._request_options
         me = asyncio.current_task()
         assert me is not None
+        total = self.timeouts.total
+        deadline = None if total is None else _AttemptDeadline(loop, me, total)
         run: _Run | None = None
-        while item is not None:
-            if item.run is not run:
-                if run is not None:
-                    run.tasks.discard(me)
-                run = item.run
-                run.tasks.add(me)
-            host = item.host
-            if run.closed:  # handed to this worker just before its run was closed
-                host.active -= 1
-                self._active -= 1
-                self._retire(item)
-            else:
-                start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-                if item.attempts == 0:
-                    item.first_start = start
-                item.attempts += 1
-                sent = True
-                try:
-                    # Positional: keyword arguments cost more per call on CPython 3.11.
-                    result = await exchange(
-                        session, item.request, item.url, caps, options, keep_body
-                    )
-                except asyncio.CancelledError:
-                    if run.closed:
-                        self._retire(item)
-                    raise
-                except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
-                    failure, sent = classify(exc, timeouts=self.timeouts, caps=caps)
-                    result = Result(request=item.request, error=failure)
-                finally:
+        try:
+            while item is not None:
+                if item.run is not run:
+                    if run is not None:
+                        run.tasks.discard(me)
+                    run = item.run
+                    run.tasks.add(me)
+                host = item.host
+                if run.closed:  # handed to this worker just before its run was closed
                     host.active -= 1
                     self._active -= 1
-                self._attempt_done(item, result, sent, start)
-            if self._closing:
-                return  # the fetcher has already released its idle workers
-            item = self._pump(take=True)
-            if item is None:
-                run.tasks.discard(me)
-                run = None
-                idle: asyncio.Future[_Item | None] = loop.create_future()
-                self._idle.append(idle)
-                item = await idle
+                    self._retire(item)
+                else:
+                    start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
+                    if item.attempts == 0:
+                        item.first_start = start
+                    item.attempts += 1
+                    sent = True
+                    try:
+                        if deadline is not None:
+                            deadline.start()
+                        # Positional: keyword arguments cost more per call on CPython 3.11.
+                        result = await exchange(
+                            session, item.request, item.url, caps, options, keep_body
+                        )
+                    except asyncio.CancelledError:
+                        if deadline is None or not deadline.stop():  # not the deadline's alone
+                            if run.closed:
+                                self._retire(item)
+                            raise
+                        failure, sent = classify(TimeoutError(), timeouts=self.timeouts, caps=caps)
+                        result = Result(item.request, error=failure)
+                    except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
+                        failure, sent = classify(exc, timeouts=self.timeouts, caps=caps)
+                        result = Result(item.request, error=failure)
+                    finally:
+                        if deadline is not None:
+                            deadline.stop()
+                        host.active -= 1
+                        self._active -= 1
+                    self._attempt_done(item, result, sent, start)
+                if self._closing:
+                    return  # the fetcher has already released its idle workers
+                item = self._pump(take=True)
+                if item is None:
+                    run.tasks.discard(me)
+                    run = None
+                    idle: asyncio.Future[_Item | None] = loop.create_future()
+                    self._idle.append(idle)
+                    item = await idle
+        finally:
+            if deadline is not None:
+                deadline.close()
 
     def _attempt_done(self, item: _Item, result: Result, sent: bool, start: float) -> None:
         """Deliver the result of an attempt, or schedule the next try."""

@@ -36,7 +36,8 @@ def make_session(
 ) -> aiohttp.ClientSession:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
-    and the lazy read deadline of :class:`_LazyReadDeadline`."""
+    the connect deadline and the lazy read deadline of :class:`_LazyReadDeadline`.
+    The total deadline of an attempt is not the session's but the engine's."""
     try:
         resolver: aiohttp.abc.AbstractResolver = aiohttp.AsyncResolver()
     except (RuntimeError, ImportError):  # aiodns missing or unusable: threaded getaddrinfo
@@ -49,10 +50,10 @@ def make_session(
         resolver=resolver,
     )
     _use_lazy_read_deadline(connector)
-    # aiohttp's own total covers one attempt from sending to the last body byte
-    # (its timer guards the body reads too), and is cheaper than asyncio.timeout().
+    # The total deadline of an attempt is the engine's (see engine._AttemptDeadline):
+    # aiohttp's would arm a timer and enter a timer context for every request.
     timeout = aiohttp.ClientTimeout(
-        total=timeouts.total,
+        total=None,
         connect=timeouts.connect,
         sock_connect=timeouts.connect,
         sock_read=timeouts.read,
@@ -287,7 +288,7 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Fai
         kind, message = ErrorKind.PROTOCOL, f"connection lost: {_describe(exc)}"
     elif isinstance(exc, aiohttp.ClientError):
         kind, message = ErrorKind.PROTOCOL, _describe(exc)
-    elif isinstance(exc, TimeoutError):  # aiohttp's total deadline
+    elif isinstance(exc, TimeoutError):  # the engine's total deadline passed
         kind, message = ErrorKind.TIMEOUT, f"total deadline of {timeouts.total:g}s for one attempt"
     else:
         logger.error("unexpected error in one attempt", exc_info=exc)
