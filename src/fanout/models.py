@@ -53,6 +53,9 @@ class ErrorKind(StrEnum):
     """The final response had a status of 400 or more."""
     PROTOCOL = "protocol"
     """The server broke HTTP: disconnected, sent a short body, a malformed message."""
+    DENIED = "denied"
+    """Refused before anything was sent: the host or its address is not allowed
+    (``deny_private``, ``allow_hosts``, ``deny_hosts``)."""
     CANCELLED = "cancelled"
     """The fetcher was closed before the request finished."""
     INTERNAL = "internal"

@@ -27,6 +27,7 @@ import orjson
 
 from fanout.errors import ConfigError, SourceError
 from fanout.models import ErrorKind, Failure, Request
+from fanout.safetext import shown
 from fanout.urls import parse_request_url, parse_url
 
 __all__ = [
@@ -73,20 +74,7 @@ class Rejected:
 
 def _shown(raw: bytes | str) -> str:
     """Render input text so it is safe to print: escaped and bounded."""
-    if isinstance(raw, bytes):
-        # 4 bytes per character at most: enough to fill the shown length.
-        text = raw[: _SHOWN_CHARS * 4].decode("utf-8", "backslashreplace")
-    else:
-        text = raw[: _SHOWN_CHARS * 4]
-    if not text.isprintable():
-        # Terminal escapes, bidi overrides and line breaks must not reach a screen raw.
-        text = "".join(
-            c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
-            for c in text
-        )
-    if len(text) > _SHOWN_CHARS or len(raw) > _SHOWN_CHARS * 4:
-        return text[:_SHOWN_CHARS] + "…"
-    return text
+    return shown(raw, _SHOWN_CHARS)
 
 
 def check_url(text: str) -> Failure | None:
