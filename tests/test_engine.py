@@ -12,7 +12,6 @@ import pytest
 import fanout
 from fanout import Caps, ErrorKind, Fetcher, Limits, Request, Result, RetryPolicy, Timeouts
 from fanout.demo import DemoServer
-from fanout.transport import request_options
 
 from .conftest import arrivals, peak_in_flight
 
@@ -474,12 +473,6 @@ async def test_max_redirects_default_custom_and_none(
     else:
         assert result.error is not None
         assert result.error.kind is ErrorKind.TOO_MANY_REDIRECTS
-
-
-def test_request_options_leave_out_aiohttps_own_defaults() -> None:
-    assert request_options(Caps(max_redirects=3)) == {"max_redirects": 4}
-    assert request_options(Caps(max_redirects=9)) == {}  # aiohttp's default, 10, follows 9
-    assert request_options(Caps(max_redirects=0)) == {"allow_redirects": False}
 
 
 async def test_bad_urls_are_results_among_thousands_of_good_ones(server: DemoServer) -> None:

@@ -46,13 +46,24 @@ import aiohttp
 from yarl import URL
 
 from fanout._version import __version__
-from fanout.models import ErrorKind, Failure, Request, Result
+from fanout.guard import GuardedResolver, HostGuard
+from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, collector_raised, loop_clock
-from fanout.transport import classify, exchange, make_session, request_options
-from fanout.urls import parse_request_url, parse_url
+from fanout.safetext import shown
+from fanout.transport import (
+    CREDENTIAL_HEADERS,
+    REDIRECT_STATUSES,
+    REQUEST_OPTIONS,
+    Hop,
+    classify,
+    exchange,
+    followed,
+    make_session,
+)
+from fanout.urls import HostKey, host_key, parse_request_url, parse_url
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
 
@@ -62,10 +73,14 @@ DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
 
 RequestLike = str | Request
 Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
-HostKey = tuple[str, str, int]
 
 _RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 _COOL_DOWN_STATUSES = frozenset({429, 503})
+_CREDENTIALS = frozenset(name.lower() for name in CREDENTIAL_HEADERS)
+# A hop that drops the body drops the headers that describe it.
+_BODY_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "transfer-encoding"}
+)
 _END: Final = object()
 
 
@@ -101,9 +116,26 @@ class _Host:
 
 
 class _Item:
-    """One admitted request on its way through the engine."""
+    """One admitted request on its way through the engine. ``url`` and ``host``
+    are those of the hop to send next; ``hop`` says what that hop sends when it
+    is a redirect (None for the request itself), ``hops`` counts the redirects
+    followed, and ``following`` marks a hop of the current try (not a new try)."""
 
-    __slots__ = ("attempts", "first_start", "host", "index", "request", "run", "url")
+    __slots__ = (
+        "attempts",
+        "first_start",
+        "following",
+        "hop",
+        "hops",
+        "host",
+        "index",
+        "origin",
+        "request",
+        "retry_safe",
+        "run",
+        "try_start",
+        "url",
+    )
 
     def __init__(self, run: _Run, index: int, request: Request, url: URL, host: _Host) -> None:
         self.run = run
@@ -113,6 +145,12 @@ class _Item:
         self.host = host
         self.attempts = 0
         self.first_start = 0.0
+        self.try_start = 0.0
+        self.hop: Hop | None = None
+        self.hops = 0
+        self.following = False
+        self.origin: URL | None = None  # the request's own URL, once it is redirected
+        self.retry_safe: bool | None = None  # of the hop, when it is not the request's
 
 
 class _AttemptDeadline:
@@ -293,18 +331,34 @@ class Fetcher:
         keep_body: bool = True,
         seed: int | None = None,
         tune_collector: bool = False,
+        deny_private: bool = False,
+        allow_hosts: Iterable[str] | None = None,
+        deny_hosts: Iterable[str] = (),
+        nameservers: Iterable[str] | None = None,
     ) -> None:
-        """``headers`` are sent with every request; ``keep_body=False`` drops bodies
-        after hashing them (``Result.body`` is then None); ``seed`` fixes the jitter.
+        """``headers`` are sent with every request (Authorization, Proxy-Authorization
+        and Cookie only to the request's own origin: see ``docs/security.md``);
+        ``keep_body=False`` drops bodies after hashing them (``Result.body`` is then
+        None); ``seed`` fixes the jitter.
         ``tune_collector=True`` raises the garbage collector's first threshold while
         the fetcher is open, as :func:`fanout.runtime.run` does for its run (see
         :func:`fanout.runtime.tune_collector`); by default a Fetcher in your own
-        loop leaves the process's collector alone."""
+        loop leaves the process's collector alone.
+
+        The guard for services (:mod:`fanout.guard`): ``deny_private=True`` refuses
+        loopback, private, link-local and multicast addresses, checked on the
+        addresses connected to, after DNS; ``allow_hosts`` (only these) and
+        ``deny_hosts`` (never these) take host name globs and networks. A refused
+        request is a ``denied`` result and nothing is sent. ``nameservers``
+        ("IP" or "IP:PORT") replace the system's DNS servers."""
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self.caps = caps or Caps()
-        self._request_options = request_options(self.caps)
+        guard = HostGuard(deny_private=deny_private, allow_hosts=allow_hosts, deny_hosts=deny_hosts)
+        self._guard = guard if guard.active else None
+        self._nameservers = None if nameservers is None else list(nameservers)
+        self._internal_logged: set[type[BaseException]] = set()
         self._headers = {"User-Agent": user_agent, **(headers or {})}
         self._keep_body = keep_body
         self._tune_collector = tune_collector
@@ -340,8 +394,13 @@ class Fetcher:
         self._clock = loop_clock(self._loop)
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
+        guard = self._guard
         self._session = make_session(
-            concurrency=self.limits.concurrency, timeouts=self.timeouts, headers=self._headers
+            concurrency=self.limits.concurrency,
+            timeouts=self.timeouts,
+            headers=self._headers,
+            wrap_resolver=None if guard is None else lambda inner: GuardedResolver(inner, guard),
+            nameservers=self._nameservers,
         )
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())
@@ -544,10 +603,13 @@ class Fetcher:
         if isinstance(parsed, Failure):
             self._deliver(run, index, Result(request=request, error=parsed))
             return
-        key = (parsed.scheme, parsed.raw_host or "", parsed.port or 0)
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
+        key = host_key(parsed)
+        if self._guard is not None:
+            refused = self._guard.check_host(key[1])
+            if refused is not None:
+                self._deliver(run, index, Result(request, error=Failure(ErrorKind.DENIED, refused)))
+                return
+        host = self._host(key)
         item = _Item(run, index, request, parsed, host)
         run.outstanding[index] = item
         host.pending += 1
@@ -555,6 +617,12 @@ class Fetcher:
         self._make_runnable(host)
         if self._active < self._concurrency:  # else a finishing worker dispatches it
             self._pump()
+
+    def _host(self, key: HostKey) -> _Host:
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
+        return host
 
     # -------------------------------------------------------------- dispatch
 
@@ -675,7 +743,7 @@ class Fetcher:
         session = self._session
         assert loop is not None
         assert session is not None
-        caps, keep_body, options = self.caps, self._keep_body, self._request_options
+        caps, keep_body, options = self.caps, self._keep_body, REQUEST_OPTIONS
         me = asyncio.current_task()
         assert me is not None
         total = self.timeouts.total
@@ -695,16 +763,20 @@ class Fetcher:
                     self._retire(item)
                 else:
                     start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-                    if item.attempts == 0:
-                        item.first_start = start
-                    item.attempts += 1
+                    if item.following:  # a redirect hop: the same try goes on
+                        item.following = False
+                    else:
+                        if item.attempts == 0:
+                            item.first_start = start
+                        item.attempts += 1
+                        item.try_start = start
                     sent = True
                     try:
                         if deadline is not None:
                             deadline.start()
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session, item.request, item.url, caps, options, keep_body
+                            session, item.request, item.url, caps, options, keep_body, item.hop
                         )
                     except asyncio.CancelledError:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
@@ -715,13 +787,19 @@ class Fetcher:
                         result = Result(item.request, error=failure)
                     except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
                         failure, sent = classify(exc, timeouts=self.timeouts, caps=caps)
+                        if failure.kind is ErrorKind.INTERNAL:
+                            self._log_internal(exc)
                         result = Result(item.request, error=failure)
                     finally:
                         if deadline is not None:
                             deadline.stop()
                         host.active -= 1
                         self._active -= 1
-                    self._attempt_done(item, result, sent, start)
+                    try:
+                        self._attempt_done(item, result, sent, start)
+                    except Exception as exc:  # the last-resort guard: one result, the run goes on
+                        self._log_internal(exc)
+                        self._internal_result(item, exc)
                 if self._closing:
                     return  # the fetcher has already released its idle workers
                 item = self._pump(take=True)
@@ -736,29 +814,50 @@ class Fetcher:
                 deadline.close()
 
     def _attempt_done(self, item: _Item, result: Result, sent: bool, start: float) -> None:
-        """Deliver the result of an attempt, or schedule the next try."""
+        """Deliver the result of an attempt, follow its redirect, or schedule the
+        next try. Whatever goes wrong in deciding which becomes the request's
+        ``internal`` result: no response can end a run."""
         end = time.perf_counter()
+        host = item.host
         delay = None
-        if result.error is not None:
-            now = self._clock()
-            delay = self._retry_delay(item, result, sent, now)
-            if delay is not None:
-                heapq.heappush(self._timers, (now + delay, next(self._seq), item))
-        if delay is None:
+        hop: tuple[URL, HostKey, Hop] | None = None
+        try:
+            if result.error is not None:
+                delay = self._retry_delay(item, result, sent, self._clock())
+            elif result.status in REDIRECT_STATUSES and followed(
+                result.status, result.headers, self.caps
+            ):
+                step = self._next_hop(item, result)
+                if isinstance(step, Failure):
+                    result = Result(
+                        item.request, result.status, result.final_url, result.headers, error=step
+                    )
+                else:
+                    hop = step
+        except Exception as exc:
+            self._log_internal(exc)
+            result = Result(item.request, error=_internal_failure(exc))
+            delay = hop = None
+        if delay is not None:
+            heapq.heappush(self._timers, (self._clock() + delay, next(self._seq), item))
+        elif hop is not None:
+            self._move(item, *hop)
+        else:
             result.attempts = item.attempts
             result.elapsed = end - item.first_start
-            result.last_attempt = end - start
+            result.last_attempt = end - item.try_start
             self._retire(item)
             self._deliver(item.run, item.index, result)
         if self._debug:
-            _log_attempt(item, result, end - start, delay)
-        host = item.host
+            _log_attempt(item, result, end - start, delay, hop is not None)
         if host.ready:
             self._make_runnable(host)
 
     def _retry_delay(self, item: _Item, result: Result, sent: bool, now: float) -> float | None:
         """Seconds until the next try of a failed attempt, or None when it is final.
-        ``sent`` is False when the request surely never reached the server."""
+        ``sent`` is False when the request surely never reached the server. A
+        redirect hop is tried again by itself (the hops before it are not sent
+        again), and only when its own method allows."""
         error = result.error
         assert error is not None
         policy = self.retry
@@ -777,26 +876,106 @@ class Fetcher:
                     )
         if item.attempts >= policy.attempts or item.run.closed:
             return None
+        retry_safe = item.request.retry_safe if item.retry_safe is None else item.retry_safe
         if error.kind is ErrorKind.HTTP_STATUS:
-            retryable = status in policy.retry_statuses and item.request.retry_safe
+            retryable = status in policy.retry_statuses and retry_safe
         elif error.kind in _RETRYABLE_KINDS:
-            retryable = not sent or item.request.retry_safe
+            retryable = not sent or retry_safe
         else:
             retryable = False
         if not retryable:
             return None
         return policy.delay(item.attempts, retry_after, self._rng)
 
+    # -------------------------------------------------------------- redirects
+
+    def _next_hop(self, item: _Item, response: Result) -> tuple[URL, HostKey, Hop] | Failure:
+        """Where a redirect response sends the request next, and what the hop sends
+        (RFC 9110 §15.4): a 303, and a 301 or 302 of a POST, become a GET without
+        body; 307 and 308 keep the method and body. Authorization,
+        Proxy-Authorization and Cookie go only to the request's own origin
+        (scheme, host and port), as curl does; so do a URL's own credentials."""
+        caps = self.caps
+        if item.hops >= caps.max_redirects:
+            return Failure(
+                ErrorKind.TOO_MANY_REDIRECTS, f"more than {caps.max_redirects} redirects"
+            )
+        target = _redirect_target(item.url, response.headers["Location"])
+        if isinstance(target, Failure):
+            return target
+        key = host_key(target)
+        if self._guard is not None:
+            refused = self._guard.check_host(key[1])
+            if refused is not None:
+                return Failure(ErrorKind.DENIED, f"redirect to {key[1]} refused: {refused}")
+        request = item.request
+        if item.origin is None:
+            item.origin = item.url  # the request's own URL, before its first redirect
+        origin = item.origin
+        previous = item.hop
+        method = request.method if previous is None else previous.method
+        body = request.body if previous is None else previous.body
+        status = response.status
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method, body = "GET", None
+        dropped = _BODY_HEADERS if body is None and request.body is not None else frozenset()
+        skip: tuple[str, ...] = ()
+        if key != host_key(origin):
+            dropped |= _CREDENTIALS
+            skip = CREDENTIAL_HEADERS
+        elif origin.raw_user is not None and target.raw_user is None:
+            target = target.with_user(origin.user).with_password(origin.password)
+        headers = {
+            name: value for name, value in request.headers.items() if name.lower() not in dropped
+        }
+        item.retry_safe = (
+            request.retry_safe if method == request.method else method in IDEMPOTENT_METHODS
+        )
+        return target, key, Hop(method, headers, body, skip)
+
+    def _move(self, item: _Item, url: URL, key: HostKey, hop: Hop) -> None:
+        """Send the next hop of ``item`` to its host: it takes that host's slot,
+        tokens and cool-down like any request, ahead of the host's new ones."""
+        old = item.host
+        old.pending -= 1
+        self._forget_if_idle(old)
+        new = self._host(key)
+        new.pending += 1
+        item.host, item.url, item.hop = new, url, hop
+        item.hops += 1
+        item.following = True
+        new.ready.appendleft(item)
+        self._make_runnable(new)
+
+    # -------------------------------------------------------------- results
+
     def _retire(self, item: _Item) -> None:
         """Forget an item; drop its host's state once nothing refers to it."""
         host = item.host
         host.pending -= 1
         item.run.outstanding.pop(item.index, None)
+        self._forget_if_idle(host)
+
+    def _forget_if_idle(self, host: _Host) -> None:
         if host.pending == 0 and host.active == 0 and self._loop is not None:
             now = self._clock()
             bucket_idle = host.bucket is None or host.bucket.idle(now)
             if host.cool_until <= now and bucket_idle and self._hosts.get(host.key) is host:
                 del self._hosts[host.key]
+
+    def _log_internal(self, exc: BaseException) -> None:
+        """An unexpected exception (a bug): its traceback under --debug, once per
+        type of exception, so a run of millions does not repeat it."""
+        if type(exc) not in self._internal_logged:
+            self._internal_logged.add(type(exc))
+            logger.debug("unexpected error, made an 'internal' result", exc_info=exc)
+
+    def _internal_result(self, item: _Item, exc: BaseException) -> None:
+        """The last resort, when handling an attempt's end itself failed: the
+        request, if it is still waiting for its result, gets an internal one."""
+        if item.run.outstanding.get(item.index) is item:
+            self._retire(item)
+            self._deliver(item.run, item.index, Result(item.request, error=_internal_failure(exc)))
 
     def _deliver(self, run: _Run, index: int, result: Result) -> None:
         if run.closed:
@@ -835,14 +1014,39 @@ class Fetcher:
         self._pump()
 
 
-def _log_attempt(item: _Item, result: Result, seconds: float, delay: float | None) -> None:
+def _log_attempt(
+    item: _Item, result: Result, seconds: float, delay: float | None, hopped: bool
+) -> None:
     from fanout.records import redact_url
 
     error = result.error
     what = str(result.status) if error is None else f"{error.kind}: {error.message}"
-    then = "final" if delay is None else f"retry in {delay:.2f} s"
+    if hopped:
+        then = f"redirect {item.hops} to {shown(redact_url(str(item.url)))}"
+    else:
+        then = "final" if delay is None else f"retry in {delay:.2f} s"
     url = redact_url(item.request.url)
     logger.debug("%s attempt %d: %s in %.1f ms, %s", url, item.attempts, what, seconds * 1000, then)
+
+
+def _internal_failure(exc: BaseException) -> Failure:
+    return Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {exc!r}"))
+
+
+def _redirect_target(base: URL, location: str) -> URL | Failure:
+    """The URL a Location header points to, resolved against ``base`` and checked
+    like any input URL (only http and https, a valid host and port)."""
+    try:
+        target = URL(location)
+        if not target.absolute:
+            target = base.join(target)
+        text = str(target.with_fragment(None))
+    except (ValueError, TypeError) as exc:
+        return Failure(ErrorKind.INVALID_URL, shown(f"redirect to an invalid URL: {exc}"))
+    parsed = parse_url(text)
+    if isinstance(parsed, Failure):
+        return Failure(parsed.kind, shown(f"redirect to {text!r}: {parsed.message}"))
+    return parsed
 
 
 async def _close_source(iterator: Iterator[RequestLike] | AsyncIterator[RequestLike]) -> None:

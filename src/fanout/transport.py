@@ -10,10 +10,12 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, istr
 from yarl import URL
@@ -21,27 +23,83 @@ from yarl import URL
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Timeouts
 from fanout.runtime import loop_clock
+from fanout.safetext import shown
 
-__all__ = ["classify", "exchange", "make_session", "request_options"]
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "REDIRECT_STATUSES",
+    "REQUEST_OPTIONS",
+    "AddressDenied",
+    "Hop",
+    "classify",
+    "exchange",
+    "make_session",
+]
 
-logger = logging.getLogger("fanout")
+
+
+# RFC 9110 §15.4: the redirections with a Location to follow (300 and 305 are not followed).
+REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+# Sent only to the origin they were given for (curl drops the same three on a
+# redirect to another host, scheme or port).
+CREDENTIAL_HEADERS: Final = ("Authorization", "Cookie", "Proxy-Authorization")
+# A redirect's own body is read (so its connection can be reused) up to this size.
+_REDIRECT_BODY_KEPT: Final = 64 * 1024
 
 
 class _TooLargeError(Exception):
     pass
 
 
+class AddressDenied(OSError):
+    """A resolver refused every address of a host (see :mod:`fanout.guard`)."""
+
+
+class Hop:
+    """What a redirect hop sends instead of the request's own method, headers and
+    body; ``skip`` names the fetcher's default headers left out (the credentials,
+    on a hop to another origin)."""
+
+    __slots__ = ("body", "headers", "method", "skip")
+
+    def __init__(
+        self,
+        method: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+        skip: tuple[str, ...],
+    ) -> None:
+        self.method = method
+        self.headers = headers
+        self.body = body
+        self.skip = skip
+
+
 def make_session(
-    *, concurrency: int, timeouts: Timeouts, headers: Mapping[str, str]
+    *,
+    concurrency: int,
+    timeouts: Timeouts,
+    headers: Mapping[str, str],
+    wrap_resolver: Callable[[AbstractResolver], AbstractResolver] | None = None,
+    nameservers: Sequence[str] | None = None,
 ) -> aiohttp.ClientSession:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
     the connect deadline and the lazy read deadline of :class:`_LazyReadDeadline`.
-    The total deadline of an attempt is not the session's but the engine's."""
+    The total deadline of an attempt is not the session's but the engine's.
+    ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
+    ("IP" or "IP:PORT") replace the system's DNS servers. No cookie is kept:
+    a Set-Cookie of one response is never sent with another request."""
+    resolver: AbstractResolver
     try:
-        resolver: aiohttp.abc.AbstractResolver = aiohttp.AsyncResolver()
+        if nameservers:
+            resolver = aiohttp.AsyncResolver(nameservers=list(nameservers))
+        else:
+            resolver = aiohttp.AsyncResolver()
     except (RuntimeError, ImportError):  # aiodns missing or unusable: threaded getaddrinfo
         resolver = aiohttp.ThreadedResolver()
+    if wrap_resolver is not None:
+        resolver = wrap_resolver(resolver)
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=0,  # fanout's own scheduler enforces per-host limits
@@ -62,6 +120,7 @@ def make_session(
         connector=connector,
         timeout=timeout,
         request_class=_request_class(headers),
+        cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
         auto_decompress=True,
         trust_env=False,
@@ -146,26 +205,18 @@ def _use_lazy_read_deadline(connector: aiohttp.TCPConnector) -> None:
         connector._factory = functools.partial(build, *factory.args, **factory.keywords)
 
 
-# aiohttp's defaults for the keyword arguments of a request.
-_AIOHTTP_DEFAULTS: Mapping[str, Any] = (
-    getattr(aiohttp.ClientSession._request, "__kwdefaults__", None) or {}
-)
+# The keyword arguments of every aiohttp request. aiohttp never follows a
+# redirect: the engine does, one hop at a time, so that each hop gets its
+# host's limits, credentials stay with their origin and a sent request is never
+# replayed (see ``Fetcher._next_hop``). Only keywords that differ from aiohttp's
+# defaults are passed: each costs about 1 % of a small request's instructions.
+REQUEST_OPTIONS: Final[Mapping[str, Any]] = MappingProxyType({"allow_redirects": False})
 
 
-def request_options(caps: Caps) -> dict[str, Any]:
-    """The keyword arguments of an aiohttp request that ``caps`` asks for, less
-    those equal to aiohttp's own defaults: each keyword passed down aiohttp's
-    request chain costs about 1 % of a small request's instructions."""
-    wanted: dict[str, Any] = {"allow_redirects": False}
-    if caps.max_redirects:
-        # aiohttp gives up on receiving its max_redirects-th redirect, before
-        # following it: following N redirects takes N + 1.
-        wanted = {"allow_redirects": True, "max_redirects": caps.max_redirects + 1}
-    return {
-        name: value
-        for name, value in wanted.items()
-        if name not in _AIOHTTP_DEFAULTS or _AIOHTTP_DEFAULTS[name] != value
-    }
+def followed(status: int | None, headers: Mapping[str, str], caps: Caps) -> bool:
+    """Whether a response is a redirect the engine follows: one of
+    :data:`REDIRECT_STATUSES`, with a Location, when redirects are followed."""
+    return status in REDIRECT_STATUSES and caps.max_redirects > 0 and "Location" in headers
 
 
 async def exchange(
@@ -175,19 +226,35 @@ async def exchange(
     caps: Caps,
     options: Mapping[str, Any],
     keep_body: bool,
+    hop: Hop | None,
 ) -> Result:
-    """Make one attempt of ``request``: its :class:`Result`, whose ``attempts``
-    and times the engine fills in. ``options`` are :func:`request_options` of
-    ``caps``. Its exceptions are the caller's to :func:`classify` (kept out of
-    here to spare a coroutine layer per request)."""
-    if request.headers or request.body is not None:
-        options = {**options, "headers": request.headers or None, "data": request.body}
+    """Make one HTTP exchange for ``request`` (to ``url``, as ``hop`` says when it
+    is a redirect hop): its :class:`Result`, whose ``attempts`` and times the
+    engine fills in. ``options`` are :data:`REQUEST_OPTIONS`. A
+    redirect to follow (see :func:`followed`) comes back with its status and
+    headers and no body. Exceptions are the caller's to :func:`classify` (kept
+    out of here to spare a coroutine layer per request)."""
+    if hop is not None:
+        method = hop.method
+        options = {**options, "headers": hop.headers or None, "data": hop.body}
+        if hop.skip:
+            options["skip_auto_headers"] = hop.skip
+    else:
+        method = request.method
+        if request.headers or request.body is not None:
+            options = {**options, "headers": request.headers or None, "data": request.body}
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
     # between this one and the request's, a layer that each resumption passes
     # through, and call two more coroutines at the end (its __aexit__ does what
     # the finally below does): about 1.5 % of a small request's instructions.
-    response = await session.request(request.method, url, **options)
+    response = await session.request(method, url, **options)
     try:
+        status = response.status
+        if status in REDIRECT_STATUSES and followed(status, response.headers, caps):
+            length = response.content_length
+            if length is not None and length <= _REDIRECT_BODY_KEPT:
+                await response.read()  # else release() closes the connection
+            return Result(request, status, str(url), response.headers)
         max_bytes = caps.max_bytes
         length = response.content_length
         identity = "Content-Encoding" not in response.headers
@@ -202,16 +269,15 @@ async def exchange(
             if max_bytes is not None and identity and length is not None:
                 raise _TooLargeError(f"Content-Length {length} exceeds max_bytes {max_bytes}")
             body, size, sha256 = await _read_capped(response.content, max_bytes, keep_body)
-        status = response.status
         error = None
         if status >= 400:
             reason = response.reason or ""
-            error = Failure(ErrorKind.HTTP_STATUS, f"HTTP {status} {reason}".rstrip())
+            error = Failure(ErrorKind.HTTP_STATUS, shown(f"HTTP {status} {reason}".rstrip()))
         # Positional: passing these by keyword costs about 0.5 µs more on CPython 3.11.
         return Result(
             request,
             status,
-            str(response.url) if response.history else request.url,
+            request.url if hop is None else str(url),
             response.headers,
             body if keep_body else None,
             size,
@@ -248,7 +314,8 @@ async def _read_capped(
 def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Failure, bool]:
     """Translate an exception from one attempt into a :class:`Failure`, and whether
     the request may have reached the server (False only when it surely did not,
-    so it is safe to retry whatever the method)."""
+    so it is safe to retry whatever the method). Messages are escaped and bounded
+    (:func:`fanout.safetext.shown`): servers and resolvers choose some of their words."""
     kind: ErrorKind
     sent = True
     if isinstance(exc, _TooLargeError):
@@ -259,6 +326,8 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Fai
         kind, message = ErrorKind.TIMEOUT, f"read deadline: no data for {timeouts.read:g}s"
     elif isinstance(exc, aiohttp.ServerTimeoutError):
         kind, message = ErrorKind.TIMEOUT, str(exc) or "timeout"
+    elif isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressDenied):
+        kind, message, sent = ErrorKind.DENIED, str(exc.os_error), False
     elif isinstance(exc, aiohttp.ClientConnectorDNSError):
         kind, message, sent = ErrorKind.DNS, _describe(exc), False
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
@@ -267,13 +336,6 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Fai
         reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
         kind, sent = ErrorKind.CONNECT, False
         message = f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    elif isinstance(exc, aiohttp.TooManyRedirects):
-        kind = ErrorKind.TOO_MANY_REDIRECTS
-        message = f"more than {caps.max_redirects} redirects"
-    elif isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
-        kind, message = ErrorKind.UNSUPPORTED_SCHEME, f"redirect to a non-HTTP URL: {exc}"
-    elif isinstance(exc, aiohttp.InvalidUrlRedirectClientError):
-        kind, message = ErrorKind.INVALID_URL, f"redirect to an invalid URL: {exc}"
     elif isinstance(exc, aiohttp.NonHttpUrlClientError):
         kind, message = ErrorKind.UNSUPPORTED_SCHEME, f"not an HTTP URL: {exc}"
     elif isinstance(exc, aiohttp.InvalidURL):
@@ -291,9 +353,8 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Fai
     elif isinstance(exc, TimeoutError):  # the engine's total deadline passed
         kind, message = ErrorKind.TIMEOUT, f"total deadline of {timeouts.total:g}s for one attempt"
     else:
-        logger.error("unexpected error in one attempt", exc_info=exc)
-        kind, message = ErrorKind.INTERNAL, repr(exc)
-    return Failure(kind, message), sent
+        kind, message = ErrorKind.INTERNAL, f"unexpected error: {exc!r}"
+    return Failure(kind, shown(message)), sent
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,18 +3,56 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
+import socket
 from typing import Final
 
 from yarl import URL
 
 from fanout.models import ErrorKind, Failure, Request
 
-__all__ = ["parse_request_url", "parse_url"]
+__all__ = ["HostKey", "canonical_host", "host_key", "parse_request_url", "parse_url"]
+
+HostKey = tuple[str, str, int]
+"""A host as limits see it: (scheme, canonical host, port)."""
 
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
 _BAD_URL_CHAR_RE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+_LEGACY_IPV4_RE: Final = re.compile(r"[0-9a-fx.]+")
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_host(raw_host: str) -> str:
+    """One spelling per host: an address in its standard form (an IPv4-mapped
+    IPv6 address as its IPv4 one; the legacy IPv4 forms ``127.1``, ``0x7f.0.0.1``
+    and ``2130706433`` as ``127.0.0.1``, as resolvers read them), a name without
+    its final dot. yarl has already lower-cased the name.
+
+    >>> canonical_host("::ffff:7f00:1"), canonical_host("0x7f.1"), canonical_host("a.example.")
+    ('127.0.0.1', '127.0.0.1', 'a.example')
+    """
+    if ":" in raw_host:
+        try:
+            address = ipaddress.IPv6Address(raw_host)
+        except ValueError:  # a zone ("fe80::1%eth0") or garbage: as written
+            return raw_host
+        mapped = address.ipv4_mapped
+        return str(address) if mapped is None else str(mapped)
+    name = raw_host.rstrip(".")
+    if _LEGACY_IPV4_RE.fullmatch(name):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(name))
+        except OSError:
+            pass
+    return name
+
+
+def host_key(url: URL) -> HostKey:
+    """The :data:`HostKey` of a parsed URL: its scheme, canonical host and port
+    (the scheme's default port when none is written)."""
+    return (url.scheme, canonical_host(url.raw_host or ""), url.port or 0)
 
 
 @functools.lru_cache(maxsize=4096)  # hosts repeat across millions of URLs
