@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fanout.cli_options import http_options, policies
+from fanout.cli_options import guard_options, http_options, policies
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -305,6 +305,7 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
         "timeouts": timeouts,
         "caps": caps,
         "headers": dict(options["headers"]),
+        **guard_options(options),
     }
     if options["user_agent"]:
         fetcher_options["user_agent"] = options["user_agent"]

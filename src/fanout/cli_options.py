@@ -19,6 +19,7 @@ __all__ = [
     "HEADER",
     "RATE",
     "SIZE",
+    "guard_options",
     "http_options",
     "parsed",
     "policies",
@@ -156,6 +157,25 @@ _HTTP_OPTIONS = [
     click.option(
         "--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]"
     ),
+    click.option(
+        "--deny-private",
+        is_flag=True,
+        help="Refuse loopback, private, link-local and multicast addresses (after DNS).",
+    ),
+    click.option(
+        "--allow-host",
+        "allow_hosts",
+        multiple=True,
+        metavar="PATTERN",
+        help="Fetch only these hosts: a name glob (*.example.com) or a network, repeatable.",
+    ),
+    click.option(
+        "--deny-host",
+        "deny_hosts",
+        multiple=True,
+        metavar="PATTERN",
+        help="Never fetch these hosts: a name glob or a network, repeatable.",
+    ),
 ]
 
 
@@ -164,6 +184,24 @@ def http_options(command: F) -> F:
     for option in reversed(_HTTP_OPTIONS):
         command = option(command)
     return command
+
+
+def guard_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The Fetcher's guard arguments (``deny_private``, ``allow_hosts``,
+    ``deny_hosts``) the shared options describe; a bad pattern is a usage error."""
+    from fanout.errors import ConfigError
+    from fanout.guard import HostGuard
+
+    guard = {
+        "deny_private": options["deny_private"],
+        "allow_hosts": options["allow_hosts"] or None,
+        "deny_hosts": options["deny_hosts"],
+    }
+    try:
+        HostGuard(**guard)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return guard
 
 
 def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Caps]:

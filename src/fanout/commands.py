@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from fanout.cli_options import policies
+from fanout.cli_options import guard_options, policies
 from fanout.errors import SinkError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Limits, RetryPolicy
@@ -74,6 +74,7 @@ def build_job(options: dict[str, Any]) -> FetchJob:
         caps=caps,
         journal=options["journal"],
         retry_failed=options["retry_failed"],
+        **guard_options(options),
     )
 
 

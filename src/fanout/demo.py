@@ -27,7 +27,8 @@ Retry-After), ``/flaky/{n}?key=K`` (503 the first n times for K, then 200),
 (Content-Length 1000, 10 bytes, then the connection closes), ``/reset`` (the
 connection is reset, no answer), ``/redirect/{n}`` (n relative redirects, or
 absolute with ``?absolute=1``), ``/redirect-to?url=U&status=S`` (a redirect
-with status S, 302 by default, to U, any scheme), ``/bytes/{n}`` (byte i is ``i % 256``; at most 100 MiB),
+with status S, 302 by default, to U, any scheme), ``/bytes/{n}`` (byte i is
+``i % 256``; at most 100 MiB),
 ``/gzip-bomb?size=N`` (gzip that inflates to N zero bytes, 1 GiB by default),
 ``/json/bad`` (not JSON, labelled JSON) and ``/echo`` (method, path, headers
 and body as JSON).

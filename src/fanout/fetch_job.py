@@ -69,6 +69,9 @@ class FetchJob:
     caps: Caps = field(default_factory=Caps)
     journal: Path | None = None
     retry_failed: frozenset[str] | None = None
+    deny_private: bool = False
+    allow_hosts: tuple[str, ...] | None = None
+    deny_hosts: tuple[str, ...] = ()
 
     def input_blocks(self) -> bool:
         """Whether an input file's reads can wait on another program (stdin from
@@ -458,6 +461,9 @@ async def _fetch(
             headers=job.headers,
             user_agent=job.user_agent,
             keep_body=keep_body,
+            deny_private=job.deny_private,
+            allow_hosts=job.allow_hosts,
+            deny_hosts=job.deny_hosts,
         ) as fetcher:
             if on_fetcher is not None:
                 on_fetcher(fetcher)

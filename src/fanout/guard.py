@@ -217,7 +217,7 @@ class GuardedResolver(AbstractResolver):
             elif reason is None:
                 reason = refused
         if not kept:
-            raise AddressDenied(reason or f"{host} has no address")
+            raise AddressDenied(f"{host} has no address allowed: {reason or 'none given'}")
         return kept
 
     async def close(self) -> None:

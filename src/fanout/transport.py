@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -35,7 +34,6 @@ __all__ = [
     "exchange",
     "make_session",
 ]
-
 
 
 # RFC 9110 §15.4: the redirections with a Location to follow (300 and 305 are not followed).
