@@ -144,7 +144,7 @@ def test_retry_failed_refetches_only_the_chosen_kinds(
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, check=False)
     assert again.returncode == 0  # nothing left to do: everything is recorded
     retry = subprocess.run(
-        [*command, "--retry-failed", "http_status"], cwd=tmp_path, capture_output=True, check=False
+        [*command, "--retry-kinds", "http_status"], cwd=tmp_path, capture_output=True, check=False
     )
     assert retry.returncode == 1  # the 404 is still a 404
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]

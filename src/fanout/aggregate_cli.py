@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fanout.cli_options import guard_options, http_options, policies
+from fanout.cli_options import FilePath, debug_option, guard_options, http_options, policies
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,9 +86,28 @@ def _named(text: str, option: str) -> tuple[str, str]:
     return name, expression
 
 
+def _utf8(text: str, option: str) -> str:
+    """``text`` itself, refused when the command line gave bytes that are not
+    UTF-8: they cannot go into a URL nor be printed in a JSON report."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        from fanout.safetext import shown
+
+        raise ValueError(f"not valid UTF-8: '{shown(text, 200)}'") from None
+    return text
+
+
+def _query_name(text: str, option: str) -> str:
+    if not text:
+        raise ValueError("the name is empty")
+    return _utf8(text, option)
+
+
 def _template(text: str, option: str) -> str:
     from fanout.aggregation import expand
 
+    _utf8(text, option)
     expand(text)  # checks the braces and the count now; expanded again lazily later
     return text
 
@@ -96,6 +115,7 @@ def _template(text: str, option: str) -> str:
 def _id_template(text: str, option: str) -> str:
     from fanout.aggregation import check_id_template
 
+    _utf8(text, option)
     check_id_template(text)
     return text
 
@@ -151,10 +171,19 @@ def _check_combination(o: dict[str, Any]) -> None:
 @click.command()
 @click.argument("targets", nargs=-1, metavar="[URL|TEMPLATE]...", callback=_checked(_template))
 @click.option(
-    "-i", "--input", "input_path", metavar="FILE", help="More URLs, one per line ('-' for stdin)."
+    "-i",
+    "--input",
+    "input_path",
+    type=FilePath(dir_okay=False, allow_dash=True),
+    metavar="FILE",
+    help="More URLs, one per line ('-' for stdin).",
 )
 @click.option(
-    "--from", "ids_from", metavar="URL", help="Read a list of ids from this JSON endpoint..."
+    "--from",
+    "ids_from",
+    metavar="URL",
+    callback=_checked(_utf8),
+    help="Read a list of ids from this JSON endpoint...",
 )
 @click.option(
     "--select",
@@ -207,7 +236,10 @@ def _check_combination(o: dict[str, Any]) -> None:
 )
 @click.option("--next-link", is_flag=True, help='Follow Link: <...>; rel="next" headers.')
 @click.option(
-    "--cursor-param", metavar="NAME", help="--next gives a cursor: set it as this query parameter."
+    "--cursor-param",
+    metavar="NAME",
+    callback=_checked(_query_name),
+    help="--next gives a cursor: set it as this query parameter.",
 )
 @click.option(
     "--max-pages", type=click.IntRange(min=1), help="Pages per chain at most.  [default: 100]"
@@ -221,6 +253,7 @@ def _check_combination(o: dict[str, Any]) -> None:
 )
 @http_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@debug_option
 @click.pass_context
 def aggregate(ctx: click.Context, /, **options: Any) -> None:
     """Fetch JSON APIs concurrently; extract fields; print statistics.

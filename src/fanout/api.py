@@ -27,7 +27,9 @@ def fetch(
     Works in a plain script (it runs its own event loop, uvloop when
     installed) and where a loop is already running, as in a Jupyter notebook
     (it then runs on a private loop in a worker thread). Failures are results
-    with an ``error``; nothing is raised for a failed request.
+    with an ``error``; nothing is raised for a failed request. ``requests`` is
+    an iterable: a single URL as a str (or bytes) raises TypeError, where it
+    would otherwise be fetched one character at a time.
 
     >>> results = fetch(["http://127.0.0.1:8080/a", "python://x"])  # doctest: +SKIP
     >>> [r.ok for r in results]  # doctest: +SKIP

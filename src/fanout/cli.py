@@ -8,7 +8,6 @@ stderr, no traceback), 130 on Ctrl-C after writing what was fetched.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,17 @@ from typing import Any, Final, NoReturn
 import click
 
 from fanout._version import __version__
-from fanout.cli_options import DELAY, DURATION, http_options, parsed
+from fanout.cli_options import (
+    DELAY,
+    DURATION,
+    METHOD,
+    FilePath,
+    check_files,
+    debug_option,
+    enable_debug,
+    http_options,
+    parsed,
+)
 from fanout.errors import FanoutError
 
 __all__ = ["main"]
@@ -28,18 +37,45 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def _retry_kinds(text: str) -> frozenset[str]:
     from fanout.models import ErrorKind
+    from fanout.safetext import shown
 
-    if text == "all":
-        return frozenset()
-    kinds = frozenset(part.strip() for part in text.split(",") if part.strip())
+    kinds = _split_kinds(text)
     unknown = sorted(kinds - {str(kind) for kind in ErrorKind})
     if unknown or not kinds:
         valid = ", ".join(str(kind) for kind in ErrorKind)
-        raise ValueError(f"unknown error kind {', '.join(unknown) or text!r} (kinds: {valid})")
+        given = ", ".join(f"'{shown(kind, 80)}'" for kind in unknown) or "''"
+        raise ValueError(
+            f"unknown error kind {given} (kinds: {valid}; --retry-failed alone retries every kind)"
+        )
     return kinds
 
 
+def _split_kinds(text: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
+
+
 RETRY_KINDS = parsed(_retry_kinds)
+
+
+def _retried_kinds(options: dict[str, Any]) -> frozenset[str] | None:
+    """What --retry-failed and --retry-kinds ask for: None (nothing), the empty
+    set (every failed kind) or the kinds to fetch again."""
+    from fanout.models import ErrorKind
+    from fanout.safetext import shown
+
+    kinds: frozenset[str] = frozenset().union(*options["retry_kinds"])
+    if not (options["retry_failed"] or kinds):
+        return None
+    if options["journal"] is None:
+        raise click.UsageError(f"{'--retry-kinds' if kinds else '--retry-failed'} needs --journal")
+    kind_names = {"all", *(str(kind) for kind in ErrorKind)}
+    for url in options["urls"]:  # the grammar of old: --retry-failed [all|KINDS]
+        if (parts := _split_kinds(url)) and parts <= kind_names:
+            raise click.UsageError(
+                f"'{shown(url, 200)}' is not a URL but error kinds: --retry-failed takes no"
+                " value; give --retry-kinds KINDS to fetch again only some kinds"
+            )
+    return kinds
 
 
 class _Commands(click.Group):
@@ -65,34 +101,60 @@ class _Commands(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
 @click.version_option(__version__, prog_name="fanout")
-@click.option("--debug", is_flag=True, help="asyncio debug mode and detailed logs on stderr.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="asyncio debug mode and detailed logs on stderr (also after the command's name).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """fanout: fast, polite, resumable concurrent HTTP fetching."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": False}
     if debug:
-        logging.basicConfig(
-            level=logging.DEBUG,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        enable_debug(ctx)
+
+
+_INPUT_FILE = FilePath(dir_okay=False, allow_dash=True)
+_OUTPUT_FILE = FilePath(dir_okay=False, allow_dash=True, readable=False)
 
 
 @cli.command()
 @click.argument("urls", nargs=-1)
 @click.option(
-    "-i", "--input", "input_path", metavar="FILE", help="URLs, one per line ('-' for stdin)."
+    "-i",
+    "--input",
+    "input_path",
+    type=_INPUT_FILE,
+    metavar="FILE",
+    help="URLs, one per line ('-' for stdin).",
 )
-@click.option("--jsonl-input", metavar="FILE", help="Request objects, one JSON per line.")
 @click.option(
-    "-o", "--output", default="-", metavar="FILE", help="JSONL records here ('-' for stdout)."
+    "--jsonl-input",
+    type=_INPUT_FILE,
+    metavar="FILE",
+    help="Request objects, one JSON per line ('-' for stdin).",
 )
 @click.option(
-    "--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Save each body here."
+    "-o",
+    "--output",
+    type=_OUTPUT_FILE,
+    default="-",
+    metavar="FILE",
+    help="JSONL records here ('-' for stdout).",
+)
+@click.option(
+    "--out-dir", type=FilePath(file_okay=False, path_type=Path), help="Save each body here."
 )
 @http_options
-@click.option("-X", "--method", default="GET", metavar="METHOD", help="HTTP method for URL inputs.")
-@click.option("--data", help="Request body (UTF-8) for URL inputs.")
+@click.option(
+    "-X",
+    "--method",
+    default="GET",
+    callback=METHOD,
+    metavar="METHOD",
+    help="HTTP method for URL inputs (an HTTP token; upper-cased).",
+)
+@click.option("--data", help="Request body for URL inputs (sent as UTF-8).")
 @click.option("--ordered", is_flag=True, help="Write records in input order, not as they complete.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option(
@@ -110,23 +172,29 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option(
     "--stats-json",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the summary as JSON here.",
+    type=FilePath(dir_okay=False, readable=False, path_type=Path),
+    help="Write the summary as JSON here (checked before the run).",
 )
 @click.option(
     "--journal",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FilePath(dir_okay=False, readable=False, path_type=Path),
     help="SQLite journal: rerun the same command to resume, skipping what is recorded.",
 )
 @click.option(
     "--retry-failed",
-    is_flag=False,
-    flag_value="all",
-    default=None,
-    metavar="[KINDS]",
-    callback=RETRY_KINDS,
-    help="With --journal: fetch again the keys that failed before (all, or kinds: timeout,dns).",
+    is_flag=True,
+    help="With --journal: fetch again the keys that failed in earlier runs, whatever the kind"
+    " (a flag: it takes no value).",
 )
+@click.option(
+    "--retry-kinds",
+    metavar="KINDS",
+    multiple=True,
+    callback=RETRY_KINDS,
+    help="With --journal: fetch again only the keys that failed with one of these error kinds,"
+    " comma-separated (timeout,dns); repeatable; implies --retry-failed.",
+)
+@debug_option
 @click.pass_context
 def fetch(ctx: click.Context, /, **options: Any) -> None:
     """Fetch URLs concurrently; write one JSONL record per input line.
@@ -139,13 +207,21 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
     """
     from fanout.commands import build_job, run_job
 
-    if options["retry_failed"] is not None and options["journal"] is None:
-        raise click.UsageError("--retry-failed needs --journal")
+    retried = _retried_kinds(options)
     if not (options["urls"] or options["input_path"] or options["jsonl_input"]):
         raise click.UsageError(
             "no input: give URLs, -i FILE (or -i - for stdin) or --jsonl-input FILE"
         )
-    job = build_job(options)
+    check_files(
+        inputs={"-i": options["input_path"], "--jsonl-input": options["jsonl_input"]},
+        outputs={
+            "-o": options["output"],
+            "--journal": options["journal"],
+            "--stats-json": options["stats_json"],
+        },
+        out_dir=options["out_dir"],
+    )
+    job = build_job(options, retry_failed=retried)
     code = run_job(
         job,
         quiet=options["quiet"],
@@ -159,7 +235,7 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
 _journal_option = click.option(
     "--journal",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FilePath(dir_okay=False, path_type=Path),
     help="The journal of a fetch run.",
 )
 
@@ -167,6 +243,7 @@ _journal_option = click.option(
 @cli.command()
 @_journal_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@debug_option
 def status(journal: Path, as_json: bool) -> None:
     """Show what a journal holds: pending, done, and failed by kind."""
     from fanout.commands import run_status
@@ -176,7 +253,14 @@ def status(journal: Path, as_json: bool) -> None:
 
 @cli.command()
 @_journal_option
-@click.option("-o", "--output", default="-", metavar="FILE", help="Write here ('-' for stdout).")
+@click.option(
+    "-o",
+    "--output",
+    type=_OUTPUT_FILE,
+    default="-",
+    metavar="FILE",
+    help="Write here ('-' for stdout).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -184,10 +268,12 @@ def status(journal: Path, as_json: bool) -> None:
     default="jsonl",
     help="Output format.",
 )
+@debug_option
 def export(journal: Path, output: str, fmt: str) -> None:
     """Write the results recorded in a journal, one per key, in first-seen order."""
     from fanout.commands import run_export
 
+    check_files(inputs={"--journal": journal}, outputs={"-o": output})
     run_export(journal, output, fmt)
 
 
@@ -212,6 +298,7 @@ def export(journal: Path, output: str, fmt: str) -> None:
     default=0.0,
     help="Share of normal answers that are 503.",
 )
+@debug_option
 @click.pass_context
 def serve(
     ctx: click.Context, host: str, port: int, latency: float, jitter: float, error_rate: float
@@ -244,15 +331,17 @@ def serve(
 )
 @click.option(
     "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FilePath(file_okay=False, path_type=Path),
     help="Where to save.  [default: a new temporary directory]",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@debug_option
 @click.pass_context
 def demo(ctx: click.Context, count: int, out_dir: Path | None, quiet: bool) -> None:
     """The whole job offline: serve, fetch with progress, save pages, summarise."""
     from fanout.commands import run_demo
 
+    check_files(inputs={}, outputs={}, out_dir=out_dir)
     ctx.exit(run_demo(count=count, out_dir=out_dir, quiet=quiet, debug=ctx.obj["debug"]))
 
 
@@ -260,10 +349,10 @@ def demo(ctx: click.Context, count: int, out_dir: Path | None, quiet: bool) -> N
 @click.option("-n", "count", type=click.IntRange(min=1, max=100_000), default=500, help="URLs.")
 @click.option(
     "--latency",
-    callback=DELAY,
+    callback=DURATION,
     metavar="DURATION",
     default="100ms",
-    help="Server latency per request.",
+    help="Server latency per request (more than 0).",
 )
 @click.option(
     "-c", "--concurrency", type=click.IntRange(min=1, max=1000), default=100, help="Width."
@@ -275,8 +364,13 @@ def demo(ctx: click.Context, count: int, out_dir: Path | None, quiet: bool) -> N
     default="20s",
     help="Stop the sequential mode after this long and extrapolate.",
 )
-@click.option("--plot", type=click.Path(dir_okay=False), help="Draw a chart (needs fanout[plot]).")
+@click.option(
+    "--plot",
+    type=FilePath(dir_okay=False, readable=False),
+    help="Draw a chart (needs fanout[plot]).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
+@debug_option
 def bench(
     count: int,
     latency: float,
@@ -293,6 +387,7 @@ def bench(
     """
     from fanout.commands import run_bench_command
 
+    check_files(inputs={}, outputs={"--plot": plot})
     run_bench_command(
         count=count,
         latency=latency,

@@ -1,12 +1,18 @@
-"""Option parsing shared by the commands that fetch: one definition of each
-HTTP option (concurrency, rates, retries, deadlines, caps, headers) and of
-how the options become policies. Only click is imported here."""
+"""Option parsing shared by the commands: one definition of each HTTP option
+(concurrency, rates, retries, deadlines, caps, method, headers), of ``--debug``,
+of file names and their checks, and of how the options become policies. Only
+click is imported here (and fanout's light modules, when an option needs one)."""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+import os
+import stat
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import click
 
@@ -17,8 +23,13 @@ __all__ = [
     "DELAY",
     "DURATION",
     "HEADER",
+    "METHOD",
     "RATE",
     "SIZE",
+    "FilePath",
+    "check_files",
+    "debug_option",
+    "enable_debug",
     "guard_options",
     "http_options",
     "parsed",
@@ -79,11 +90,35 @@ def _rate(text: str) -> float:
 
 
 def _header(text: str) -> tuple[str, str]:
+    from fanout.httpsyntax import header_problem
+    from fanout.safetext import shown
+
     name, sep, value = text.partition(":")
-    name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
-        raise ValueError(f"expected 'Name: value', got {text!r}")
-    return name, value.strip()
+    name = name.strip(" \t")  # RFC 9110 §5.6.3: optional white space is space and tab
+    if not sep or not name:
+        raise ValueError(f"expected 'Name: value', got '{shown(text, 80)}'")
+    problem = header_problem(name, value)
+    if problem is not None:
+        raise ValueError(problem)
+    return name, value.strip(" \t")
+
+
+def _user_agent(text: str) -> str:
+    from fanout.httpsyntax import value_problem
+
+    problem = value_problem("User-Agent header", text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _method(text: str) -> str:
+    from fanout.httpsyntax import method_problem
+
+    problem = method_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text.upper()
 
 
 DURATION = parsed(_duration)
@@ -91,6 +126,8 @@ DELAY = parsed(_delay)
 SIZE = parsed(_size)
 RATE = parsed(_rate)
 HEADER = parsed(_header)
+USER_AGENT = parsed(_user_agent)
+METHOD = parsed(_method)
 
 _HTTP_OPTIONS = [
     click.option(
@@ -155,7 +192,10 @@ _HTTP_OPTIONS = [
         help="'Name: value', repeatable.",
     ),
     click.option(
-        "--user-agent", default=None, help="User-Agent header.  [default: fanout/VERSION]"
+        "--user-agent",
+        default=None,
+        callback=USER_AGENT,
+        help="User-Agent header.  [default: fanout/VERSION]",
     ),
     click.option(
         "--deny-private",
@@ -223,3 +263,138 @@ def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Ca
         ),
         Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
     )
+
+
+# ------------------------------------------------------------------ --debug
+
+
+def enable_debug(ctx: click.Context) -> None:
+    """Turn on ``--debug`` for the whole command line: asyncio debug mode (read
+    from the root context's ``obj``) and detailed logs on stderr."""
+    ctx.find_root().ensure_object(dict)["debug"] = True
+    logging.basicConfig(
+        level=logging.DEBUG,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        enable_debug(ctx)
+
+
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    callback=_debug_callback,
+    help="asyncio debug mode and detailed logs on stderr (as 'fanout --debug COMMAND').",
+)
+"""``--debug`` on a command, so that it may come after the command's name too."""
+
+
+# -------------------------------------------------------------- file names
+
+
+class FilePath(click.Path):
+    """A :class:`click.Path` that refuses an empty name (which would mean the
+    current directory to some calls and no file to others)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail("the path is empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+Named: TypeAlias = Mapping[str, str | Path | None]
+
+
+def check_files(*, inputs: Named, outputs: Named, out_dir: Path | None = None) -> None:
+    """Refuse, as a usage error and before anything is read or written, file
+    options that would clash or cannot work: two options naming one file (an
+    output would overwrite an input), both inputs on stdin, and an output that
+    cannot be created or written (its directory is missing, say). ``inputs``
+    and ``outputs`` map an option's name to its value; '-' is stdin or stdout
+    for -i, --jsonl-input and -o, and no file."""
+    stdio = {"-i", "--input", "--jsonl-input", "-o", "--output"}
+    named = [(o, str(p)) for o, p in (*inputs.items(), *outputs.items()) if p is not None]
+    if sum(1 for option, path in inputs.items() if path == "-" and option in stdio) > 1:
+        raise click.UsageError("only one input can read stdin ('-')")
+    files = [(o, p) for o, p in named if not (p == "-" and o in stdio) and _may_be_file(p)]
+    if out_dir is not None:
+        files.append(("--out-dir", str(out_dir)))
+    for i, (option, path) in enumerate(files):
+        for other, other_path in files[:i]:
+            if _same_file(path, other_path):
+                raise click.UsageError(
+                    f"{other} '{_shown(other_path)}' and {option} '{_shown(path)}' are the same"
+                    " file: give each its own"
+                )
+    for option, output in outputs.items():
+        if output is not None and not (str(output) == "-" and option in stdio):
+            problem = _unwritable(Path(output))
+            if problem is not None:
+                raise click.UsageError(f"{option} '{_shown(output)}': {problem}")
+    if out_dir is not None:
+        problem = _no_directory(out_dir)
+        if problem is not None:
+            raise click.UsageError(f"--out-dir '{_shown(out_dir)}': {problem}")
+
+
+def _shown(path: str | Path) -> str:
+    from fanout.safetext import shown
+
+    return shown(str(path), 200)
+
+
+def _may_be_file(path: str) -> bool:
+    """Whether ``path`` is a regular file or does not exist yet: a terminal, a
+    pipe or /dev/null may well be named twice (-i /dev/stdin -o /dev/stdout)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):  # symlinks, ./x and x
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path``, or None. Nothing is created.
+
+    Permissions are asked of the system (os.access), which also knows a
+    read-only file system; a process that may write anything (root) passes."""
+    if path.is_dir():
+        return "is a directory"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file is not writable"
+    parent = path.parent
+    if not parent.exists():
+        return f"directory '{_shown(parent)}' does not exist"
+    if not parent.is_dir():
+        return f"'{_shown(parent)}' is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create a file in '{_shown(parent)}'"
+    return None
+
+
+def _no_directory(path: Path) -> str | None:
+    """Why a directory cannot be made or written at ``path``, or None. The
+    missing ones are not made here, only once a body is saved."""
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():  # a dangling link: os.makedirs cannot go through it
+            return f"'{_shown(ancestor)}' is a broken symbolic link"
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"'{_shown(ancestor)}' is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create files in '{_shown(ancestor)}'"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ import click
 import orjson
 
 from fanout.cli_options import guard_options, policies
-from fanout.errors import SinkError
+from fanout.errors import ConfigError, SinkError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import run
@@ -49,8 +50,9 @@ def _live(stats: RunStats, total: int | None) -> LiveProgress:
     return LiveProgress(stats, total)
 
 
-def build_job(options: dict[str, Any]) -> FetchJob:
-    """Turn ``fanout fetch`` options into a checked :class:`FetchJob`."""
+def build_job(options: dict[str, Any], *, retry_failed: frozenset[str] | None) -> FetchJob:
+    """Turn ``fanout fetch`` options into a checked :class:`FetchJob`
+    (``retry_failed``: see :attr:`FetchJob.retry_failed`)."""
     user_agent = options["user_agent"]
     data = options["data"]
     limits, retry, timeouts, caps = policies(options)
@@ -64,8 +66,9 @@ def build_job(options: dict[str, Any]) -> FetchJob:
         fail_fast=options["fail_fast"],
         dedupe=not options["no_dedupe"],
         body=options["body"],
-        method=options["method"].upper(),
-        data=None if data is None else data.encode("utf-8"),
+        method=options["method"],
+        # surrogateescape: bytes of the command line that are not UTF-8 are sent as given
+        data=None if data is None else data.encode("utf-8", "surrogateescape"),
         headers=dict(options["headers"]),
         **({"user_agent": user_agent} if user_agent else {}),
         limits=limits,
@@ -73,7 +76,7 @@ def build_job(options: dict[str, Any]) -> FetchJob:
         timeouts=timeouts,
         caps=caps,
         journal=options["journal"],
-        retry_failed=options["retry_failed"],
+        retry_failed=retry_failed,
         **guard_options(options),
     )
 
@@ -131,10 +134,16 @@ def run_job(
 def run_serve(
     *, host: str, port: int, latency: float, jitter: float, error_rate: float, debug: bool
 ) -> int:
-    """Serve the demo app until Ctrl-C; print its base URLs once listening."""
+    """Serve the demo app until Ctrl-C; print its base URLs once listening.
+
+    A port that cannot be listened on (in use, say) is a ConfigError, one line."""
     from fanout.demo import serve_forever
 
+    listening = False
+
     def ready(urls: list[str]) -> None:
+        nonlocal listening
+        listening = True
         for url in urls:
             click.echo(f"fanout demo server listening on {url}  (Ctrl-C to stop)")
 
@@ -152,6 +161,13 @@ def run_serve(
         )
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+    except OSError as exc:
+        if listening:
+            raise
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is in use") from None
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on port {port} on {host}: {reason}") from None
     return EXIT_OK
 
 
@@ -177,7 +193,10 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
     from fanout.demo import DemoServer
 
     target = out_dir or Path(tempfile.mkdtemp(prefix="fanout-demo-"))
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"cannot make directory '{target}': {exc.strerror or exc}") from None
     urls_file = target / "urls.txt"
     output = target / "results.jsonl"
     stats = RunStats()

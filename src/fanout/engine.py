@@ -502,6 +502,11 @@ class Fetcher:
     def _start_run(self, requests: Source) -> _Run:
         if self._group is None or self._closing:
             raise RuntimeError("use the Fetcher inside 'async with Fetcher(...) as fetcher:'")
+        if isinstance(requests, str | bytes | bytearray):  # iterable, but one URL is meant
+            raise TypeError(
+                f"expected an iterable of URLs or Requests, got a {type(requests).__name__};"
+                " wrap a single URL in a list"
+            )
         run = _Run(self.limits.effective_window)
         self._runs.add(run)
         if isinstance(requests, AsyncIterable) or collector_raised():

@@ -24,7 +24,8 @@ import orjson
 
 from fanout.blocking_input import ThreadedReader, reads_block
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
-from fanout.errors import SinkError
+from fanout.errors import ConfigError, SinkError
+from fanout.httpsyntax import headers_problem, method_problem, value_problem
 from fanout.models import Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.records import JsonlWriter, duplicate_record, rejected_record, result_record
@@ -48,7 +49,13 @@ BodyMode = Literal["none", "text", "json", "base64"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchJob:
-    """Everything one ``fanout fetch`` run needs, already checked."""
+    """Everything one ``fanout fetch`` run needs, already checked: a method or
+    header that HTTP does not allow raises ConfigError here, not mid-run.
+
+    ``retry_failed`` (with ``journal``): None fetches no recorded key again; an
+    empty set fetches again every key that failed in an earlier run; a set of
+    :class:`~fanout.ErrorKind` values only the keys that failed with one of them.
+    """
 
     urls: tuple[str, ...] = ()
     input_path: str | None = None
@@ -72,6 +79,15 @@ class FetchJob:
     deny_private: bool = False
     allow_hosts: tuple[str, ...] | None = None
     deny_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problem = (
+            method_problem(self.method)
+            or headers_problem(self.headers)
+            or value_problem("User-Agent header", self.user_agent)
+        )
+        if problem is not None:
+            raise ConfigError(problem)
 
     def input_blocks(self) -> bool:
         """Whether an input file's reads can wait on another program (stdin from

@@ -19,6 +19,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from fanout.errors import ConfigError
+from fanout.httpsyntax import headers_problem, method_problem
+
 if TYPE_CHECKING:
     from yarl import URL
 
@@ -73,7 +76,7 @@ class Failure:
 # Request and Result are plain slotted dataclasses, not frozen ones: a frozen
 # dataclass sets each field through object.__setattr__, which made building
 # the two of them about 2 µs of every request's cost. Treat them as values.
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request:
     """One HTTP request to make.
 
@@ -82,8 +85,16 @@ class Request:
     ``idempotent`` overrides the method's own idempotency (RFC 9110 §9.2.2),
     which decides whether a failure after the request was sent is retried.
 
+    A method that is not an HTTP token, or a header whose name is not a token
+    or whose value holds a control character other than tab, raises
+    :class:`fanout.ConfigError` here, naming the field. The URL is not checked:
+    a bad one becomes the result's ``invalid_url`` error.
+
     >>> Request("http://127.0.0.1:8080/a").method
     'GET'
+    >>> Request("http://127.0.0.1:8080/a", method="GE T")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    fanout.errors.ConfigError: method must be an HTTP token (...), got 'GE T'
     """
 
     url: str
@@ -99,6 +110,32 @@ class Request:
     _parsed_from: str | None = field(default=None, init=False, repr=False, compare=False)
     _parsed: URL | Failure | None = field(default=None, init=False, repr=False, compare=False)
 
+    # Written out rather than generated, for the hot path: the generated one
+    # calls a factory for the default headers and would call __post_init__.
+    def __init__(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, str] = _NO_HEADERS,
+        body: bytes | None = None,
+        key: str | None = None,
+        meta: Any = None,
+        idempotent: bool | None = None,
+    ) -> None:
+        if method != "GET":  # the default method and headers need no check
+            _refuse(method_problem(method))
+        if headers is not _NO_HEADERS:
+            _refuse(headers_problem(headers))
+        self.url = url
+        self.method = method
+        self.headers = headers
+        self.body = body
+        self.key = key
+        self.meta = meta
+        self.idempotent = idempotent
+        self._parsed_from = None
+        self._parsed = None
+
     @property
     def id(self) -> str:
         """The key of this request: ``key`` when given, else the URL."""
@@ -110,6 +147,11 @@ class Request:
         if self.idempotent is not None:
             return self.idempotent
         return self.method.upper() in IDEMPOTENT_METHODS
+
+
+def _refuse(problem: str | None) -> None:
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 @dataclass(slots=True, init=False)

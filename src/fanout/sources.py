@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Final
 import orjson
 
 from fanout.errors import ConfigError, SourceError
+from fanout.httpsyntax import TOKEN_RE
 from fanout.models import ErrorKind, Failure, Request
 from fanout.safetext import shown
 from fanout.urls import parse_request_url, parse_url
@@ -46,8 +47,6 @@ _SHOWN_CHARS: Final = 200
 _INPUT_BUFFER: Final = 256 * 1024
 
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
-# RFC 9110 §5.6.2: token = 1*tchar, used for methods and field names.
-_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
 _BAD_URL_CHAR_RE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
@@ -201,7 +200,7 @@ def _parse_headers(value: object) -> Mapping[str, str] | str:
         return f"'headers' must be an object, got {_json_type(value)}"
     headers: dict[str, str] = {}
     for name, field_value in value.items():
-        if not _TOKEN_RE.fullmatch(name):
+        if not TOKEN_RE.fullmatch(name):
             return f"invalid header name {name[:80]!r}"
         if not isinstance(field_value, str):
             return f"header {name!r} must be a string, got {_json_type(field_value)}"
@@ -228,7 +227,7 @@ def _parse_request(number: int, obj: object) -> Request | str:
     method = obj.get("method")
     if method is None:
         method = "GET"
-    elif not isinstance(method, str) or not _TOKEN_RE.fullmatch(method):
+    elif not isinstance(method, str) or not TOKEN_RE.fullmatch(method):
         return f"'method' must be an HTTP method token, got {_shown(repr(method))}"
     headers: Mapping[str, str] = {}
     if obj.get("headers") is not None:
@@ -248,7 +247,10 @@ def _parse_request(number: int, obj: object) -> Request | str:
     meta: dict[str, Any] = {"line": number}
     if "meta" in obj:
         meta["meta"] = obj["meta"]
-    return Request(url=url, method=method, headers=headers, body=body, key=key, meta=meta)
+    try:
+        return Request(url=url, method=method, headers=headers, body=body, key=key, meta=meta)
+    except ConfigError as exc:  # a header value with a control character other than CR, LF, NUL
+        return str(exc)
 
 
 def read_jsonl_requests(
