@@ -76,6 +76,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+    from fanout.logs import redact_logs
+
+    redact_logs()  # a URL's credentials never reach a log
 
 
 @cli.command()
@@ -304,7 +307,9 @@ def bench(
 
 
 def _usage_error(message: str) -> NoReturn:
-    click.echo(f"fanout: error: {message}", err=True)
+    from fanout.records import redact_text  # options may hold URLs with credentials
+
+    click.echo(f"fanout: error: {redact_text(message)}", err=True)
     sys.exit(EXIT_USAGE)
 
 
