@@ -256,7 +256,7 @@ def test_a_killed_run_leaves_no_credentials_in_the_journal_files(tmp_path: Path)
     """After kill -9 the -wal and -shm files stay behind: they hold no password either."""
     with ServerThread(latency=0.004) as server:
         cred = _credentialed(server.url)
-        urls = [f"{cred}/pages/{i}" for i in range(1500)]
+        urls = [f"{cred}/pages/{i}" for i in range(4000)]
         (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
         command = [*FANOUT, "fetch", "-i", "urls.txt", "-o", "out.jsonl", "--journal", "run.db"]
         command += ["-c", "16", "--per-host", "16", "-q"]
