@@ -19,6 +19,8 @@ import pytest
 from fanout.demo import ServerThread
 from fanout.errors import JournalError
 from fanout.journal import Journal, State, repair_output
+from fanout.models import ErrorKind, Request
+from fanout.sources import Rejected
 
 FANOUT = [sys.executable, "-m", "fanout"]
 N_URLS = 2000
@@ -261,3 +263,75 @@ def test_repair_output_drops_a_torn_line(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="shorter"):
         repair_output(out, 100)
     assert repair_output(tmp_path / "missing.jsonl", 0) == 0
+
+
+_V1_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, state INTEGER NOT NULL,
+    run INTEGER NOT NULL, line INTEGER, kind TEXT, record BLOB
+);
+"""
+
+
+def _v1_journal(
+    path: Path, rows: list[tuple[str, int, str | None, dict[str, object] | None]]
+) -> None:
+    """A journal as schema 1 wrote it: keys as read, passwords and all."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(_V1_SCHEMA)
+    meta = [("schema_version", "1"), ("key_scheme", "jsonl"), ("runs", "1")]
+    db.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+    for line, (key, state, kind, record) in enumerate(rows, start=1):
+        data = None if record is None else json.dumps(record).encode()
+        db.execute(
+            "INSERT INTO entries (key, state, run, line, kind, record) VALUES (?, ?, 1, ?, ?, ?)",
+            (key, state, line, kind, data),
+        )
+    db.close()
+
+
+def test_schema_1_keys_are_migrated_by_what_their_records_say(tmp_path: Path) -> None:
+    secret = "s3cret-pw"
+    url = f"http://bob:{secret}@127.0.0.1:1/a"
+    line = f"ftp://bob:{secret}@x/"
+    rows: list[tuple[str, int, str | None, dict[str, object] | None]] = [
+        (url, 1, None, {"key": "http://***@127.0.0.1:1/a"}),  # a URL
+        ("alice@example", 1, None, {"key": "alice@example"}),  # the user's own key
+        (line, 2, "unsupported_scheme", {"key": None}),  # a rejected line
+        (f"http://bob:{secret}@127.0.0.1:1/pending", 0, None, None),  # in flight
+        ("http://127.0.0.1:1/plain", 1, None, {"key": "http://127.0.0.1:1/plain"}),
+    ]
+    path = tmp_path / "old.db"
+    _v1_journal(path, rows)
+
+    def files() -> bytes:
+        return b"".join(part.read_bytes() for part in tmp_path.glob("old.db*"))
+
+    assert secret.encode() in files()
+
+    with Journal.open(path, key_scheme="", create=False) as journal:  # status, export
+        counts = journal.counts()
+    assert (counts.schema_version, counts.plain_keys) == (1, 4)
+    assert secret.encode() in files()  # reading changes nothing
+
+    with Journal.open(path, key_scheme="jsonl") as journal:  # a run: migrated
+        expected = [
+            journal.key(Request(url)),
+            "alice@example",
+            journal.key(Rejected(3, line, ErrorKind.UNSUPPORTED_SCHEME, "")),
+            "http://127.0.0.1:1/plain",
+        ]
+        run = journal.begin_run()
+        again = [(expected[0], 1), ("alice@example", 2), (expected[2], 3), (expected[3], 5)]
+        assert [v.action for v in journal.classify(again, run)] == ["skip"] * 4
+        assert journal.counts().plain_keys == 0
+    with sqlite3.connect(path) as db:
+        keys = [row[0] for row in db.execute("SELECT key FROM entries ORDER BY id")]
+        version = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    db.close()
+    assert keys == expected
+    assert expected[0].startswith("http://***@127.0.0.1:1/a\x00")
+    assert version == ("2",)
+    assert secret.encode() not in files()

@@ -99,6 +99,7 @@ from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError
 from fanout.models import Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.records import redact_text, redact_url
 from fanout.runtime import run_sync
 from fanout.sources import Rejected
 
@@ -962,7 +963,8 @@ class Aggregator:
     # -------------------------------------------------------------- report
 
     def report(self, *, elapsed: float = 0.0, source: SourceInfo | None = None) -> AggregateReport:
-        """A frozen report of everything fed so far."""
+        """A frozen report of everything fed so far. URL credentials
+        (``user:password@``) in its URLs and messages are replaced by ``***@``."""
         names = list(self.spec.fields)
         accs = [self._groups[tag] for tag in sorted(self._groups)]
         overall: dict[str, FieldStats] = {}
@@ -992,10 +994,14 @@ class Aggregator:
             )
         ranked = sorted(self._top, key=lambda entry: entry[:2], reverse=True)
         top = tuple(
-            replace(record, rank=rank) for rank, (_, _, record) in enumerate(ranked, start=1)
+            replace(record, rank=rank, url=redact_url(record.url))
+            for rank, (_, _, record) in enumerate(ranked, start=1)
         )
         by_order = sorted(self._problems, key=lambda entry: entry[:2], reverse=True)
-        problems = tuple(problem for _, _, problem in by_order)
+        problems = tuple(_redacted(problem) for _, _, problem in by_order)
+        if source is not None:
+            error = None if source.error is None else redact_text(source.error)
+            source = replace(source, url=redact_url(source.url), error=error)
         return AggregateReport(
             requests=self.requests,
             ok=self.ok,
@@ -1018,6 +1024,12 @@ class Aggregator:
             source=source,
             elapsed=elapsed,
         )
+
+
+def _redacted(problem: Problem) -> Problem:
+    """The problem with the credentials of every URL in it hidden (its ``url``
+    may be a rejected input line, so a URL anywhere in it)."""
+    return Problem(redact_text(redact_url(problem.url)), problem.kind, redact_text(problem.message))
 
 
 def _group_key(value: object) -> GroupKey:

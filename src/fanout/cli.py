@@ -112,6 +112,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": False}
     if debug:
         enable_debug(ctx)
+    from fanout.logs import redact_logs
+
+    redact_logs()  # a URL's credentials never reach a log
 
 
 _INPUT_FILE = FilePath(dir_okay=False, allow_dash=True)
@@ -399,7 +402,9 @@ def bench(
 
 
 def _usage_error(message: str) -> NoReturn:
-    click.echo(f"fanout: error: {message}", err=True)
+    from fanout.records import redact_text  # options may hold URLs with credentials
+
+    click.echo(f"fanout: error: {redact_text(message)}", err=True)
     sys.exit(EXIT_USAGE)
 
 

@@ -303,6 +303,12 @@ def run_status(path: Path, *, as_json: bool) -> None:
     for kind, count in counts.failed.items():
         click.echo(f"    {kind:<20} {count:,}")
     click.echo(f"  pending  {counts.pending:,}  (in flight when a run stopped; fetched on resume)")
+    if counts.plain_keys:
+        click.echo(
+            f"  note: made by an older fanout (schema {counts.schema_version}): "
+            f"{counts.plain_keys:,} key(s) with an '@' may hold URL credentials in plain text; "
+            "the next 'fanout fetch --journal' run rewrites them"
+        )
 
 
 def run_export(path: Path, output: str, fmt: str) -> None:

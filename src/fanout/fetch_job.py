@@ -40,7 +40,7 @@ from fanout.sources import (
 from fanout.stats import RunStats, Summary
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
-    from fanout.journal import Journal, JournaledOutput, Verdict
+    from fanout.journal import InputItem, Journal, JournaledOutput, Verdict
 
 __all__ = ["FetchJob", "JobOutcome", "count_inputs", "run_fetch_job"]
 
@@ -163,13 +163,14 @@ def count_inputs(job: FetchJob) -> int | None:
 
 
 class _Output(Protocol):
-    """Where records go: plain JSONL, or JSONL kept exact by a journal."""
+    """Where records go: plain JSONL, or JSONL kept exact by a journal (which
+    records the key of ``keyed``, the input the record is about)."""
 
     @property
     def full(self) -> bool:
         """Whether enough is buffered that the caller should await :meth:`flush` now."""
 
-    def emit(self, record: Record, key: str | None, failed: str | None) -> None: ...
+    def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None: ...
     async def flush(self, *, if_full: bool = False) -> None: ...
 
 
@@ -179,7 +180,7 @@ class _PlainOutput:
     def __init__(self, writer: JsonlWriter) -> None:
         self.writer = writer
 
-    def emit(self, record: Record, key: str | None, failed: str | None) -> None:
+    def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
         self.writer.write(record)
 
     async def flush(self, *, if_full: bool = False) -> None:
@@ -198,12 +199,12 @@ class _JournalOutput:
     def full(self) -> bool:
         return self.out.full
 
-    def emit(self, record: Record, key: str | None, failed: str | None) -> None:
+    def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
         try:
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError:  # lone surrogates from user input
             line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
-        self.out.add(line, key, self._done if failed is None else self._failed, failed)
+        self.out.add(line, keyed, self._done if failed is None else self._failed, failed)
 
     async def flush(self, *, if_full: bool = False) -> None:
         if not if_full or self.out.full:
@@ -222,7 +223,7 @@ class _Job:
         self.journal = journal
         self.deduper = Deduper() if job.dedupe and journal is None else None
         # --ordered: records of lines that sent no request wait for the results before them
-        self.held: deque[tuple[int, Record, str | None, str | None]] = deque()
+        self.held: deque[tuple[int, Record, InputItem | None, str | None]] = deque()
 
     def requests(self) -> Iterator[Request]:
         """Requests to fetch, writing records for the lines that need no request."""
@@ -267,7 +268,8 @@ class _Job:
                     batch.append(item)
                 waiting = reader is not None and not reader.ready
                 if batch and (item is None or waiting or len(batch) >= _CLASSIFY_BATCH):
-                    keys = [(_key(entry), _entry_line(entry)) for entry in batch]
+                    # the journal makes each input's key, hiding credentials
+                    keys = [(entry, _entry_line(entry)) for entry in batch]
                     verdicts = await journaling.classify(keys)
                     for entry, verdict in zip(batch, verdicts, strict=True):
                         if verdict.action == "skip":
@@ -289,21 +291,23 @@ class _Job:
     def _reject(self, item: Rejected) -> None:
         kind = str(item.kind)
         self.stats.add_rejected(kind)
-        key = item.text if self.journal is not None else None
-        self._hold_or_emit(item.line, rejected_record(item), key, kind)
+        keyed = item if self.journal is not None else None
+        self._hold_or_emit(item.line, rejected_record(item), keyed, kind)
 
-    def _hold_or_emit(self, line: int, record: Record, key: str | None, failed: str | None) -> None:
+    def _hold_or_emit(
+        self, line: int, record: Record, keyed: InputItem | None, failed: str | None
+    ) -> None:
         if self.job.ordered:
-            self.held.append((line, record, key, failed))
+            self.held.append((line, record, keyed, failed))
         else:
-            self.output.emit(record, key, failed)
+            self.output.emit(record, keyed, failed)
 
     def release_held(self, before: int | None) -> None:
         """Write held records of lines before ``before`` (all when None)."""
         held = self.held
         while held and (before is None or held[0][0] < before):
-            _, record, key, failed = held.popleft()
-            self.output.emit(record, key, failed)
+            _, record, keyed, failed = held.popleft()
+            self.output.emit(record, keyed, failed)
 
     async def save_and_record(self, result: Result) -> None:
         """With --out-dir: save the body (in a thread), then :meth:`record` the result."""
@@ -327,8 +331,8 @@ class _Job:
         self.stats.add(result)
         record = result_record(result, path=path, body_mode=job.body)
         failed = None if result.error is None or result.ok else str(result.error.kind)
-        key = result.request.id if self.journal is not None else None
-        self.output.emit(record, key, failed)
+        keyed = result.request if self.journal is not None else None
+        self.output.emit(record, keyed, failed)
 
 
 _CLASSIFY_BATCH = 256
@@ -344,8 +348,8 @@ class _Journaling:
         self.run = run
         self.retry_failed = job.retry_failed
 
-    async def classify(self, keys: list[tuple[str, int]]) -> list[Verdict]:
-        return await self.out.call(self.journal.classify, keys, self.run, self.retry_failed)
+    async def classify(self, keys: list[tuple[InputItem, int]]) -> list[Verdict]:
+        return await self.out.call(self.journal.classify_inputs, keys, self.run, self.retry_failed)
 
 
 async def _flush_periodically(output: _Output) -> None:
@@ -362,10 +366,6 @@ def _line(request: Request) -> int:
         if isinstance(line, int):
             return line
     return 0
-
-
-def _key(entry: Request | Rejected) -> str:
-    return entry.text if isinstance(entry, Rejected) else entry.id
 
 
 def _entry_line(entry: Request | Rejected) -> int:

@@ -7,7 +7,15 @@ input key::
         state: 0 pending (sent, or about to be, in run `run`)
                1 done    (record = its JSONL record)
                2 failed  (kind = its error kind, record = its JSONL record)
-    meta(name, value): schema_version, key_scheme, output_offset, output_dirty
+    meta(name, value): schema_version, key_scheme, key_salt, runs,
+                       output_offset, output_dirty
+
+A key never holds a URL's credentials (see :func:`stored_key`): a URL with
+``user:password@`` is stored as the URL with ``***@`` in their place, a NUL
+and 32 hex digits of scrypt over the credentials, salted per journal. Two URLs
+that differ only in their password are two keys; the password is not stored.
+A journal of schema 1, whose keys were stored as read, is migrated when a run
+opens it (see :func:`_migrate`); ``status`` and ``export`` read it unchanged.
 
 How a run stays exact (one output line per key, nothing fetched twice):
 
@@ -32,8 +40,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import csv
+import functools
+import hashlib
 import io
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,21 +55,94 @@ from typing import IO, Any, BinaryIO, Final, TypeVar
 import orjson
 
 from fanout.errors import JournalError
+from fanout.models import Request
+from fanout.records import REDACTED, redact_text, redact_url
+from fanout.sources import Rejected
 
 __all__ = [
     "SCHEMA_VERSION",
+    "InputItem",
     "Journal",
     "JournalCounts",
     "JournaledOutput",
+    "KeySource",
     "State",
     "Verdict",
     "export",
     "repair_output",
+    "stored_key",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2: keys hold no URL credentials (1 stored them as given; migrated on open for a run)."""
 _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
 T = TypeVar("T")
+
+
+class KeySource(IntEnum):
+    """Where an input key comes from, which says how it is stored."""
+
+    GIVEN = 0
+    """The user's own key (a JSONL request's ``key``): stored as it is."""
+    URL = 1
+    """A request's URL: its credentials are hidden."""
+    LINE = 2
+    """A rejected input line's text: every URL credential in it is hidden."""
+
+
+InputItem = Request | Rejected
+"""An input as read: its key (:meth:`Journal.key`) is the request's key, or its
+URL, or a rejected line's text."""
+
+# scrypt's interactive cost (RFC 7914 §2): about 50 ms and 16 MiB per distinct
+# credential, paid once per journal thanks to the cache.
+_SCRYPT_N: Final = 2**14
+_SCRYPT_R: Final = 8
+_DIGEST_BYTES: Final = 16
+_SALT_BYTES: Final = 16
+# parse_url refuses control characters and a rejected line's text has them
+# escaped, so no key made from an input holds this mark by chance.
+_MARK: Final = "\x00"
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest(salt: bytes, secret: str) -> str:
+    data = secret.encode("utf-8", "surrogatepass")
+    return hashlib.scrypt(data, salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=1, dklen=_DIGEST_BYTES).hex()
+
+
+def stored_key(text: str, source: KeySource, salt: bytes) -> str:
+    """The key the journal stores for an input key: the key itself, unless
+    it is a URL (or a rejected line) holding credentials.
+
+    Then it is the text as records show it (``***@`` for each ``user:password@``),
+    a NUL and the hex of scrypt over what was hidden (the userinfo of a URL, the
+    whole text of a line), salted with the journal's salt. Cheap for keys
+    without an ``@``; scrypt runs once per distinct credential and salt.
+
+    >>> stored_key("http://h.example/a", KeySource.URL, b"salt")
+    'http://h.example/a'
+    >>> key = stored_key("http://bob:pw@h.example/a", KeySource.URL, b"salt")
+    >>> shown, _, digest = key.partition(chr(0))
+    >>> shown, len(digest)
+    ('http://***@h.example/a', 32)
+    """
+    if source is KeySource.GIVEN or "@" not in text:
+        return text
+    if source is KeySource.URL:
+        shown = redact_url(text)
+        if shown == text:
+            return text
+        # redact_url swaps text[begin:at + 1] for REDACTED; the rest is alike on both sides.
+        begin = shown.index(REDACTED)
+        rest = len(shown) - begin - len(REDACTED)
+        secret = "u" + text[begin : len(text) - rest - 1]
+    else:
+        shown = redact_text(redact_url(text))
+        if shown == text:
+            return text
+        secret = "t" + text
+    return shown + _MARK + _digest(salt, secret)
 
 
 class State(IntEnum):
@@ -91,6 +175,10 @@ class JournalCounts:
     failed: dict[str, int]
     runs: int
     key_scheme: str
+    schema_version: int = SCHEMA_VERSION
+    plain_keys: int = 0
+    """Keys of a schema 1 journal that may hold credentials (an ``@``): the next
+    ``fetch --journal`` run rewrites them."""
 
     def as_dict(self) -> dict[str, object]:
         """Plain data."""
@@ -101,6 +189,8 @@ class JournalCounts:
             "failed_by_kind": self.failed,
             "runs": self.runs,
             "key_scheme": self.key_scheme,
+            "schema_version": self.schema_version,
+            "plain_keys": self.plain_keys,
         }
 
 
@@ -130,17 +220,29 @@ class Journal:
     ['fetch', 'duplicate']
     """
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, key_scheme: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        key_scheme: str,
+        salt: bytes | None = None,
+    ) -> None:
         self.path = path
         self._db = connection
         self.key_scheme = key_scheme
+        self._salt = salt
         self.commits = 0
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, key_scheme: str, create: bool = True) -> Journal:
         """Open (or create) the journal at ``path``; a bad one raises JournalError
         naming the file. ``key_scheme`` says how input keys are made ("url",
-        "jsonl"); a journal made with another scheme is refused."""
+        "jsonl"); a journal made with another scheme is refused.
+
+        Opened for a run (``create``), a journal of schema 1 is migrated first:
+        its keys holding URL credentials are rewritten as :func:`stored_key`
+        makes them (see :func:`_migrate`). Opened to read (``create=False``,
+        for ``status`` and ``export``), nothing is changed."""
         where = Path(path)
         name = f"journal '{where}'"
         if not create and not where.exists():
@@ -152,7 +254,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open {name}: {exc}") from None
         try:
-            scheme = _prepare(connection, key_scheme, create=create)
+            scheme, salt = _prepare(connection, key_scheme, create=create)
         except sqlite3.DatabaseError as exc:
             connection.close()
             text = str(exc)
@@ -166,7 +268,7 @@ class Journal:
         except JournalError as exc:
             connection.close()
             raise JournalError(f"{name} {exc}") from None
-        return cls(where, connection, scheme)
+        return cls(where, connection, scheme, salt)
 
     def __enter__(self) -> Journal:
         return self
@@ -179,6 +281,23 @@ class Journal:
         self._db.close()
 
     # ------------------------------------------------------------- writing
+
+    def key(self, item: InputItem) -> str:
+        """The stored key of an input: its key if given, else its URL (a
+        rejected line: its text), with any credentials hidden (see
+        :func:`stored_key`). Slow the first time a credential is seen: call it
+        on the journal's thread."""
+        if isinstance(item, Rejected):
+            text, source = item.text, KeySource.LINE
+        elif item.key is not None:
+            return item.key
+        else:
+            text, source = item.url, KeySource.URL
+        if "@" not in text:
+            return text
+        if self._salt is None:
+            raise JournalError(f"journal '{self.path}' was opened to read, not for a run")
+        return stored_key(text, source, self._salt)
 
     def begin_run(self) -> int:
         """Record the start of a run; return its id (1, 2, ...)."""
@@ -242,6 +361,16 @@ class Journal:
                 )
         return verdicts
 
+    def classify_inputs(
+        self,
+        items: Sequence[tuple[InputItem, int]],
+        run: int,
+        retry_failed: frozenset[str] | None = None,
+    ) -> list[Verdict]:
+        """:meth:`classify` of inputs as read, by their stored keys (:meth:`key`)."""
+        key = self.key
+        return self.classify([(key(item), line) for item, line in items], run, retry_failed)
+
     def record(
         self,
         entries: Sequence[tuple[str, State, str | None, bytes]],
@@ -289,7 +418,13 @@ class Journal:
             else:
                 failed[kind or "unknown"] = count
         runs = int(self._meta("runs") or 0)
-        return JournalCounts(pending, done, failed, runs, self.key_scheme)
+        version = int(self._meta("schema_version") or 0)
+        plain = 0
+        if version < 2:
+            (plain,) = self._db.execute(
+                "SELECT COUNT(*) FROM entries WHERE instr(key, '@') > 0"
+            ).fetchone()
+        return JournalCounts(pending, done, failed, runs, self.key_scheme, version, plain)
 
     def records(self) -> Iterator[bytes]:
         """Every recorded JSONL record (done and failed), in first-seen order."""
@@ -323,8 +458,10 @@ class Journal:
         )
 
 
-def _prepare(db: sqlite3.Connection, key_scheme: str, *, create: bool) -> str:
-    """Check or create the schema; return the journal's key scheme."""
+def _prepare(db: sqlite3.Connection, key_scheme: str, *, create: bool) -> tuple[str, bytes | None]:
+    """Check or create the schema (migrating schema 1 when ``create``); return
+    the journal's key scheme and its key salt (None when opened to read a
+    journal that has none yet)."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if not tables:
         if not create:
@@ -333,8 +470,8 @@ def _prepare(db: sqlite3.Connection, key_scheme: str, *, create: bool) -> str:
         db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
         db.execute(
             "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?), "
-            "('key_scheme', ?)",
-            (str(SCHEMA_VERSION), key_scheme),
+            "('key_scheme', ?), ('key_salt', ?)",
+            (str(SCHEMA_VERSION), key_scheme, secrets.token_hex(_SALT_BYTES)),
         )
     elif not {"meta", "entries"} <= tables:
         raise JournalError("is a SQLite database but not a fanout journal")
@@ -360,7 +497,87 @@ def _prepare(db: sqlite3.Connection, key_scheme: str, *, create: bool) -> str:
     if create:
         db.execute("BEGIN IMMEDIATE")
         db.execute("COMMIT")
-    return scheme
+        if version < SCHEMA_VERSION:
+            _migrate(db)
+    row = db.execute("SELECT value FROM meta WHERE name = 'key_salt'").fetchone()
+    try:
+        salt = None if row is None else bytes.fromhex(str(row[0]))
+    except ValueError:
+        raise JournalError("has a damaged key salt (not hex)") from None
+    if salt is None and create:
+        raise JournalError("has no key salt (a damaged fanout journal)")
+    return scheme, salt
+
+
+_MIGRATE_BATCH: Final = 1000
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a schema 1 journal to schema 2: no key holds URL credentials.
+
+    Schema 1 stored every key as it was read. A done or failed key's record
+    says what the key was: a rejected line's record has a null key, a key its
+    record shows unchanged was the user's own (or a URL without credentials),
+    any other key was a URL. Those of a line or a URL are rewritten by
+    :func:`stored_key` with a new salt, so resume skips exactly what it
+    skipped before. Pending keys with an ``@`` are deleted: the next run
+    fetches a pending key anyway, row or no row. When a key changed, freed
+    space is zeroed, the file rebuilt (VACUUM) and the WAL emptied, so the old
+    keys are gone from the files, not only from the table.
+    """
+    salt = secrets.token_bytes(_SALT_BYTES)
+    changed = 0
+    db.execute("PRAGMA secure_delete = ON")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        last = 0
+        while True:
+            rows = db.execute(
+                "SELECT id, key, state, record FROM entries "
+                "WHERE id > ? AND instr(key, '@') > 0 ORDER BY id LIMIT ?",
+                (last, _MIGRATE_BATCH),
+            ).fetchall()
+            if not rows:
+                break
+            last = rows[-1][0]
+            for row_id, key, state, record in rows:
+                if state == State.PENDING:
+                    db.execute("DELETE FROM entries WHERE id = ?", (row_id,))
+                    changed += 1
+                    continue
+                new = stored_key(key, _source_of(key, record), salt)
+                if new != key:
+                    db.execute("UPDATE entries SET key = ? WHERE id = ?", (new, row_id))
+                    changed += 1
+        db.execute(
+            "INSERT INTO meta (name, value) VALUES ('schema_version', ?), ('key_salt', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION), salt.hex()),
+        )
+    except sqlite3.IntegrityError as exc:
+        db.execute("ROLLBACK")
+        raise JournalError(f"cannot be migrated to schema {SCHEMA_VERSION}: {exc}") from None
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    if changed:
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _source_of(key: str, record: bytes | None) -> KeySource:
+    """What a schema 1 key was, from the record stored with it."""
+    try:
+        data = orjson.loads(record) if record is not None else None
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        return KeySource.URL  # unknown: hiding too much beats keeping a password
+    shown = data.get("key")
+    if shown is None:
+        return KeySource.LINE
+    return KeySource.GIVEN if shown == key else KeySource.URL
 
 
 def repair_output(path: Path, offset: int) -> int:
@@ -412,7 +629,7 @@ class JournaledOutput:
         self._fsync = fsync
         self._batch = batch
         self._lines: list[bytes] = []
-        self._entries: list[tuple[str, State, str | None, bytes]] = []
+        self._entries: list[tuple[InputItem, State, str | None, bytes]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="fanout-journal"
         )
@@ -423,11 +640,12 @@ class JournaledOutput:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, function, *args)
 
-    def add(self, line: bytes, key: str | None, state: State, kind: str | None) -> None:
-        """Queue one output line; with a key, its journal entry too."""
+    def add(self, line: bytes, item: InputItem | None, state: State, kind: str | None) -> None:
+        """Queue one output line; with its input, the input's journal entry too
+        (its key is made on the journal's thread, see :meth:`Journal.key`)."""
         self._lines.append(line)
-        if key is not None:
-            self._entries.append((key, state, kind, line))
+        if item is not None:
+            self._entries.append((item, state, kind, line))
 
     @property
     def full(self) -> bool:
@@ -442,8 +660,10 @@ class JournaledOutput:
             await self.call(self._write_and_commit, lines, entries)
 
     def _write_and_commit(
-        self, lines: list[bytes], entries: list[tuple[str, State, str | None, bytes]]
+        self, lines: list[bytes], entries: list[tuple[InputItem, State, str | None, bytes]]
     ) -> None:
+        key = self.journal.key
+        stored = [(key(item), state, kind, line) for item, state, kind, line in entries]
         output = self._output
         try:
             output.write(b"".join(lines))
@@ -455,7 +675,7 @@ class JournaledOutput:
 
             raise SinkError(f"cannot write the output: {exc.strerror or exc}") from exc
         offset = output.tell() if self._track else None
-        self.journal.record(entries, offset)
+        self.journal.record(stored, offset)
 
     async def close(self) -> None:
         """Flush what is left, then stop the writer thread."""
