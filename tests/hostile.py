@@ -448,3 +448,127 @@ def mapped_loopback_reachable() -> bool:
         except OSError:
             return False
     return True
+
+
+# ---------------------------------------------------------------- the catalogue
+
+CAP = 1 << 20
+"""The body cap (``--max-bytes``, ``Caps.max_bytes``) the catalogue is served under."""
+
+
+def _with_headers(*headers: HeaderItem, status: int = 200, body: bytes = b"{}") -> Reply:
+    return Reply(response(status, headers, body))
+
+
+def _bomb(encoding: str, wbits: int, *, length: bool = True) -> Reply:
+    bomb = gzip_bomb(64 << 20, wbits)
+    if length:
+        return Reply(response(200, [("Content-Encoding", encoding)], bomb))
+    head = [("Content-Encoding", encoding), ("Transfer-Encoding", "chunked")]
+    return Reply(
+        response(200, head, chunked(*(bomb[i : i + 8192] for i in range(0, len(bomb), 8192))))
+    )
+
+
+def catalogue() -> dict[str, Reply]:
+    """Every fixed trap by name: what one response can do to a client. A trap
+    is served at ``/trap/<name>``; bodies are meant to be read under :data:`CAP`."""
+    long_reason = b"HTTP/1.1 418 \x1b[31mred\x1b]0;title\x07 \xff\xfe\xe2\x80\xae" + b"x" * 4000
+    json_type = ("Content-Type", "application/json")
+    return {
+        # status lines
+        "garbage-status-line": Reply(b"HELLO WORLD\r\n\r\n"),
+        "no-status-line": Reply(b"Content-Type: text/plain\r\n\r\nhi"),
+        "body-only": Reply(b"<html>no status line, no headers</html>"),
+        "nothing": Reply(b""),
+        "status-999": Reply(response(b"HTTP/1.1 999 Odd")),
+        "status-000": Reply(response(b"HTTP/1.1 000 Zero")),
+        "status-2-digits": Reply(response(b"HTTP/1.1 20 OK")),
+        "status-letters": Reply(response(b"HTTP/1.1 abc OK")),
+        "status-http-2": Reply(response(b"HTTP/2 200 OK")),
+        "reason-with-escapes": Reply(response(long_reason)),
+        "informational-then-close": Reply(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        "switching-protocols": Reply(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n"
+        ),
+        # headers
+        "header-line-1mb": _with_headers(("X-Big", b"x" * (1 << 20))),
+        "headers-10000": Reply(response(200, [(f"X-H{i}", "v") for i in range(10_000)], b"{}")),
+        "nul-in-header": _with_headers(("X-A", b"a\x00b")),
+        "cr-in-header": _with_headers(("X-A", b"a\rb")),
+        "escape-in-header": _with_headers(("Content-Type", b"text/plain\x1b[2J; charset=utf-8")),
+        "obs-fold": Reply(response(b"HTTP/1.1 200 OK\r\nX-A: a\r\n  folded", body=b"{}")),
+        "header-no-colon": Reply(response(b"HTTP/1.1 200 OK\r\nno colon here", body=b"{}")),
+        "set-cookie-garbage": _with_headers(
+            ("Set-Cookie", b"\xff=\x00; Path=\x01; Max-Age=9" + b"9" * 400)
+        ),
+        # lengths
+        "content-length-huge": _with_headers(("Content-Length", "9" * 30)),
+        "content-length-over-cap": _with_headers(("Content-Length", str(10**12))),
+        "content-length-negative": _with_headers(("Content-Length", "-1")),
+        "content-length-conflicting": Reply(
+            response(200, [("Content-Length", "2"), ("Content-Length", "3")], b"{}", length=False)
+        ),
+        "content-length-list": _with_headers(("Content-Length", "2, 3")),
+        "content-length-short-body": Reply(
+            response(200, [("Content-Length", "100")], b"0123456789")
+        ),
+        "chunked-bad-size": Reply(
+            response(200, [("Transfer-Encoding", "chunked")], b"zz\r\nabc\r\n0\r\n\r\n")
+        ),
+        "chunked-huge-size": Reply(
+            response(200, [("Transfer-Encoding", "chunked")], b"ffffffffffffffffffff\r\nab\r\n")
+        ),
+        "chunked-and-length": Reply(
+            response(
+                200,
+                [("Transfer-Encoding", "chunked"), ("Content-Length", "3")],
+                b"2\r\n{}\r\n0\r\n\r\n",
+            )
+        ),
+        # Retry-After (on statuses that make fanout read it)
+        "retry-after-400-digits": _with_headers(("Retry-After", "9" * 400), status=503),
+        "retry-after-year-9999": _with_headers(
+            ("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT"), status=503
+        ),
+        "retry-after-year-1": _with_headers(
+            ("Retry-After", "Mon, 01 Jan 0001 00:00:00 GMT"), status=429
+        ),
+        "retry-after-negative": _with_headers(("Retry-After", "-5"), status=503),
+        "retry-after-garbage": _with_headers(("Retry-After", b"\x01soon\xff"), status=429),
+        "retry-after-float": _with_headers(("Retry-After", "1e999"), status=503),
+        # charsets and encodings
+        "charset-zlib": _with_headers(("Content-Type", "text/plain; charset=zlib"), body=b"hello"),
+        "charset-base64": _with_headers(("Content-Type", "text/plain; charset=base64"), body=b"*"),
+        "charset-rot13": _with_headers(("Content-Type", "text/plain; charset=rot13"), body=b"abc"),
+        "charset-idna": _with_headers(
+            ("Content-Type", "text/plain; charset=idna"), body=b"\xff\xfe"
+        ),
+        "charset-utf-16-odd": _with_headers(
+            ("Content-Type", "text/plain; charset=utf-16"), body=b"\xff"
+        ),
+        "gzip-bomb": _bomb("gzip", 31),
+        "gzip-bomb-chunked": _bomb("gzip", 31, length=False),
+        "deflate-bomb": _bomb("deflate", 15),
+        "gzip-garbage": _with_headers(("Content-Encoding", "gzip"), body=b"not gzip at all"),
+        "br-garbage": _with_headers(("Content-Encoding", "br"), body=b"not brotli"),
+        "unknown-encoding": _with_headers(("Content-Encoding", "x-evil"), body=b"{}"),
+        "identity-over-cap": Reply(response(200, [], bytes(CAP + 1))),
+        # JSON
+        "json-deep-300": _with_headers(json_type, body=deep_json(300)),
+        "json-deep-1000": _with_headers(json_type, body=deep_json(1000)),
+        "json-deep-100000": _with_headers(json_type, body=deep_json(100_000)),
+        "json-deep-objects-300": _with_headers(json_type, body=deep_json(300, "object")),
+        "json-huge-number": _with_headers(json_type, body=b"[1e999, -1e999, " + b"9" * 5000 + b"]"),
+        "json-lone-surrogate": _with_headers(json_type, body=b'["\\ud800", {"\\udfff": 1}]'),
+        # ends
+        "close-mid-body": Reply(response(200, [("Content-Length", "100")], b"01234")),
+        "reset-after-head": Reply(response(200, [("Content-Length", "100")]), end="reset"),
+        "reset-at-once": Reply(b"", end="reset"),
+        # redirects
+        "redirect-no-location": Reply(response(302)),
+        "redirect-bad-location": redirect(302, "http://[::1"),
+        "redirect-control-location": Reply(response(302, [("Location", b"/ok\x01\x7f")])),
+        "redirect-file-scheme": redirect(302, "file:///etc/passwd"),
+        "redirect-loop": redirect(302, "/trap/redirect-loop"),
+    }
