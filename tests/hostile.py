@@ -269,8 +269,13 @@ class Traps:
                 end = reply.end
                 if end != "keep":
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            end = "close"
+        except (
+            ConnectionError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
+            end = "close"  # the client went away or sent no HTTP: drop the connection
         finally:
             self._writers.discard(writer)
             if end == "reset":

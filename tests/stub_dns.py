@@ -23,6 +23,9 @@ without connecting).
 ...     async with StubDNS() as dns:
 ...         resolver = aiohttp.AsyncResolver(nameservers=[dns.nameserver])
 ...         await resolver.resolve("a.test", 80)  # 127.0.0.1
+
+For code that runs its own event loop, serve it in a thread:
+``with tests.background.in_thread(StubDNS) as dns: ...``.
 """
 
 from __future__ import annotations
