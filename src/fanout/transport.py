@@ -114,7 +114,7 @@ def make_session(
         sock_connect=timeouts.connect,
         sock_read=timeouts.read,
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
         request_class=_request_class(headers),
@@ -123,6 +123,21 @@ def make_session(
         auto_decompress=True,
         trust_env=False,
     )
+    _no_hidden_retry(session)
+    return session
+
+
+def _no_hidden_retry(session: aiohttp.ClientSession) -> None:
+    """Stop aiohttp from sending a request again by itself. When a connection
+    drops or is reset, aiohttp resends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE
+    once, at once and unseen. fanout's own retry decides instead: it counts the
+    attempt, waits its backoff, and honours ``Request(idempotent=False)``, which
+    aiohttp cannot know. The switch is a private attribute (aiohttp 3.10 to
+    3.14); where it is missing aiohttp's retry stays, and then only a request
+    marked not idempotent whose method is could be sent twice
+    (tests/test_attacks.py checks that it is not)."""
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
 
 
 def _request_class(headers: Mapping[str, str]) -> type[aiohttp.ClientRequest]:
