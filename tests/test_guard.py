@@ -9,10 +9,13 @@ import sys
 from urllib.parse import quote
 
 import pytest
+from yarl import URL
 
 from fanout import ConfigError, ErrorKind, Fetcher
 from fanout.demo import DemoServer
 from fanout.guard import HostGuard
+
+from .stub_dns import Name, StubDNS
 
 
 @pytest.mark.parametrize(
@@ -118,3 +121,20 @@ def test_the_command_line_guard(server_thread: str) -> None:
     assert bad.returncode == 2
     assert bad.stderr.startswith(b"fanout: error: ")
     assert bad.stderr.count(b"\n") == 1
+
+
+async def test_the_guard_judges_each_resolution_not_the_name() -> None:
+    # A name whose address changes between lookups (DNS rebinding): what is
+    # checked is the address each connection would use, from that lookup.
+    zone = {"moving.test": Name((("127.0.0.2",), ("127.0.0.1",)), ttl=0)}
+    async with StubDNS(zone) as dns, DemoServer("127.0.0.2") as server:
+        url = f"http://moving.test:{URL(server.url).port}/items/1"
+        guard = {"allow_hosts": ["127.0.0.2"], "nameservers": [dns.nameserver]}
+        async with Fetcher(**guard) as fetcher:  # type: ignore[arg-type]
+            (first,) = await fetcher.gather([url])
+        async with Fetcher(**guard) as fetcher:  # type: ignore[arg-type]
+            (second,) = await fetcher.gather([url])
+    assert first.ok, first.error
+    assert second.error is not None
+    assert second.error.kind is ErrorKind.DENIED  # refused, not a failed connection
+    assert "127.0.0.1" in second.error.message
