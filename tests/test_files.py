@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -269,3 +270,14 @@ def test_write_atomic_cleans_up_when_the_write_fails(
     with pytest.raises(SinkError, match="No space left on device"):
         write_atomic(tmp_path, "h.example/x.bin", b"x")
     assert list((tmp_path / "h.example").iterdir()) == []
+
+
+def test_names_tell_passwords_apart_without_a_fast_hash_of_them() -> None:
+    urls = ["http://bob:pw1@h.example/a", "http://bob:pw2@h.example/a", "http://h.example/a"]
+    names = [safe_relpath(url) for url in urls]
+    assert len(set(names)) == 3
+    for url, name in zip(urls, names, strict=True):
+        assert "pw" not in name
+        plain = hashlib.sha256(url.encode()).hexdigest()[:16]
+        assert (plain in name) == ("@" not in url)  # no SHA-256 of a password to guess from
+    assert safe_relpath(urls[0]) == names[0]  # the same name in every run

@@ -11,6 +11,11 @@ URL in the file name::
 - ``hash16`` is 16 hex digits of SHA-256 over the URL exactly as given, so
   URLs that differ only in case, query, fragment or characters that sanitise
   alike still get different files, and a URL gets the same file in every run.
+  A URL's credentials (``user:password@``) never reach a name, not even
+  through the hash: for such a URL it is taken over the URL with ``***@`` and
+  a slow scrypt digest of the credentials
+  (:func:`fanout.credentials.stored_key`), so names tell passwords apart
+  without offering a fast hash to guess them from.
 - Only letters, digits, marks and ``-_.=+,~@`` are kept; anything else
   (separators, ``%2f`` once decoded, control characters, ``:``, ``*``,
   spaces...) becomes ``_``. Segments ``.``, ``..`` and empty ones (also when
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from fanout.credentials import KeySource, stored_key
 from fanout.errors import ConfigError, SinkError
 
 __all__ = ["safe_relpath", "write_atomic"]
@@ -47,6 +53,8 @@ _HASH_HEX: Final = 16
 _O_BINARY: Final[int] = getattr(os, "O_BINARY", 0)
 _EXT_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}")
 _SAFE_PUNCTUATION: Final = frozenset("-_.=+,~@")
+# Fixed, so a URL keeps its name across runs; scrypt still makes each guess slow.
+_NAME_SALT: Final = b"fanout --out-dir names"
 # A directory component that ends like a file name would ("-<hash16>.<ext>")
 # gets a "_", so no URL's directory can take the name of another URL's file.
 _FILE_LIKE_RE: Final = re.compile(r"-[0-9a-f]{16}\.[a-z0-9]{1,8}$", re.IGNORECASE)
@@ -159,7 +167,8 @@ def safe_relpath(
         raise ConfigError(f"max_component must be >= 40, got {max_component!r}")
     if max_path < 2 * max_component + 1:
         raise ConfigError(f"max_path must be >= 2 * max_component + 1, got {max_path!r}")
-    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
+    keyed = stored_key(url, KeySource.URL, _NAME_SALT)  # the URL itself when it has no "@"
+    digest = hashlib.sha256(keyed.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
     # The hash covers the URL exactly; the parsed parts below only make the name readable.
     safe_url = url.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     try:
