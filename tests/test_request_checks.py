@@ -12,6 +12,7 @@ import pytest
 
 import fanout
 from fanout.demo import ServerThread
+from fanout.engine import Fetcher
 from fanout.errors import ConfigError
 from fanout.fetch_job import FetchJob
 from fanout.models import Request
@@ -91,3 +92,15 @@ def test_a_fetch_job_is_checked_when_made() -> None:
         FetchJob(urls=("http://127.0.0.1:1/",), method="GE T")
     with pytest.raises(ConfigError, match="User-Agent"):
         FetchJob(urls=("http://127.0.0.1:1/",), user_agent="bot\r\nX: 1")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"headers": {"X-A": "a\r\nInjected: 1"}}, {"headers": {"Bad Name": "x"}},
+     {"user_agent": "agent\nX: y"}, {"headers": {"X-A": "\x00"}}],
+)  # fmt: skip
+def test_fetcher_headers_are_checked_at_the_call(options: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        Fetcher(**options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        fanout.fetch(["http://127.0.0.1:9/"], **options)  # type: ignore[arg-type]

@@ -21,6 +21,9 @@ def fetch(
     caps: Caps | None = None,
     headers: Mapping[str, str] | None = None,
     user_agent: str = DEFAULT_USER_AGENT,
+    deny_private: bool = False,
+    allow_hosts: Iterable[str] | None = None,
+    deny_hosts: Iterable[str] = (),
 ) -> list[Result]:
     """Fetch every request and return the results in input order.
 
@@ -29,7 +32,9 @@ def fetch(
     (it then runs on a private loop in a worker thread). Failures are results
     with an ``error``; nothing is raised for a failed request. ``requests`` is
     an iterable: a single URL as a str (or bytes) raises TypeError, where it
-    would otherwise be fetched one character at a time.
+    would otherwise be fetched one character at a time. The options are those
+    of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,
+    ``deny_hosts``) included.
 
     >>> results = fetch(["http://127.0.0.1:8080/a", "python://x"])  # doctest: +SKIP
     >>> [r.ok for r in results]  # doctest: +SKIP
@@ -44,6 +49,9 @@ def fetch(
             caps=caps,
             headers=headers,
             user_agent=user_agent,
+            deny_private=deny_private,
+            allow_hosts=allow_hosts,
+            deny_hosts=deny_hosts,
         ) as fetcher:
             return await fetcher.gather(requests)
 

@@ -46,7 +46,9 @@ import aiohttp
 from yarl import URL
 
 from fanout._version import __version__
+from fanout.errors import ConfigError
 from fanout.guard import GuardedResolver, HostGuard
+from fanout.httpsyntax import headers_problem, value_problem
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
@@ -350,7 +352,14 @@ class Fetcher:
         addresses connected to, after DNS; ``allow_hosts`` (only these) and
         ``deny_hosts`` (never these) take host name globs and networks. A refused
         request is a ``denied`` result and nothing is sent. ``nameservers``
-        ("IP" or "IP:PORT") replace the system's DNS servers."""
+        ("IP" or "IP:PORT") replace the system's DNS servers.
+
+        A header name that is not an HTTP token, or a value with a control
+        character (other than tab), raises :class:`~fanout.ConfigError` here."""
+        problem = None if headers is None else headers_problem(headers)
+        problem = problem or value_problem("user_agent", user_agent)
+        if problem is not None:
+            raise ConfigError(problem)
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
@@ -461,7 +470,8 @@ class Fetcher:
         by a task of its own.
         Failures are results, not exceptions; only an exception raised by
         the ``requests`` iterable itself propagates, after the results of the
-        requests read before it.
+        requests read before it. A single URL given as a str (or bytes) raises
+        TypeError at once: wrap it in a list.
         """
         run = self._start_run(requests)
         refill = self._refill
