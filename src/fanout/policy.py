@@ -154,10 +154,21 @@ class RetryPolicy:
     def delay(
         self, attempt: int, retry_after: float | None, rng: random.Random | None = None
     ) -> float:
-        """Seconds to wait before try number ``attempt + 1``, after ``attempt`` tries."""
-        if retry_after is not None and self.respect_retry_after:
+        """Seconds to wait before try number ``attempt + 1``, after ``attempt`` tries.
+
+        Always a number from 0 to ``backoff_max`` (or ``retry_after_max`` when
+        ``retry_after`` is used), whatever the attempt count; a negative
+        ``retry_after`` is 0, and a NaN one is ignored.
+        """
+        if retry_after is not None and self.respect_retry_after and not math.isnan(retry_after):
             return min(max(retry_after, 0.0), self.retry_after_max)
-        bound = min(self.backoff_max, self.backoff * 2.0 ** (attempt - 1))
+        return self._backoff(attempt, rng)
+
+    def _backoff(self, attempt: int, rng: random.Random | None) -> float:
+        try:
+            bound = min(self.backoff_max, math.ldexp(self.backoff, attempt - 1))
+        except OverflowError:  # backoff * 2 ** (attempt - 1) is past the largest float
+            bound = self.backoff_max
         if not self.jitter:
             return bound
         return (rng or random).uniform(0.0, bound)
