@@ -58,6 +58,7 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
+_BATCH_BYTES: Final = 1 << 20  # a batch goes once its lines hold this much (large bodies)
 T = TypeVar("T")
 
 
@@ -393,7 +394,8 @@ class JournaledOutput:
     written and flushed, then the journal commit that covers them).
 
     ``add`` is cheap and never blocks; a batch is written once it holds
-    ``batch`` entries, or on :meth:`flush`; :meth:`close` flushes the rest.
+    ``batch`` entries or 1 MiB of lines, or on :meth:`flush`; :meth:`close`
+    flushes the rest.
     Without an output path (stdout), lines are written but no offset is kept.
     """
 
@@ -412,6 +414,7 @@ class JournaledOutput:
         self._fsync = fsync
         self._batch = batch
         self._lines: list[bytes] = []
+        self._size = 0
         self._entries: list[tuple[str, State, str | None, bytes]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="fanout-journal"
@@ -426,18 +429,19 @@ class JournaledOutput:
     def add(self, line: bytes, key: str | None, state: State, kind: str | None) -> None:
         """Queue one output line; with a key, its journal entry too."""
         self._lines.append(line)
+        self._size += len(line)
         if key is not None:
             self._entries.append((key, state, kind, line))
 
     @property
     def full(self) -> bool:
         """Whether a batch is ready to go."""
-        return len(self._lines) >= self._batch
+        return len(self._lines) >= self._batch or self._size >= _BATCH_BYTES
 
     async def flush(self) -> None:
         """Write and commit what is queued (waits for the previous batch first)."""
         lines, entries = self._lines, self._entries
-        self._lines, self._entries = [], []
+        self._lines, self._entries, self._size = [], [], 0
         if lines or entries:
             await self.call(self._write_and_commit, lines, entries)
 
@@ -446,7 +450,7 @@ class JournaledOutput:
     ) -> None:
         output = self._output
         try:
-            output.write(b"".join(lines))
+            output.writelines(lines)  # not joined: that would copy large lines
             output.flush()
             if self._fsync:
                 os.fsync(output.fileno())
