@@ -101,13 +101,20 @@ class Timeouts:
 class Caps:
     """Bounds on what one response may cost.
 
-    - ``max_bytes``: the largest body kept, counted after decompression, so a
-      gzip bomb stops at the cap (default 64 MiB; ``None`` for no cap).
+    - ``max_bytes``: the largest body, counted after decompression, so a gzip
+      bomb stops at the cap (default 8 MiB; ``None`` for no cap). A body
+      over it is a ``too_large`` failure. Kept bodies are held in memory
+      until the caller takes their results: at worst about ``window *
+      max_bytes`` at once (1 GiB at the default 64 concurrent requests), plus
+      what is made of one body at a time (a JSONL record of it as text takes
+      up to 11 times its size while it is built, parsing it as JSON up to 40
+      times). A body that is only hashed is never held whole, so raising the
+      cap for large downloads with ``keep_body=False`` costs no memory.
     - ``max_redirects``: redirects followed per attempt; ``0`` follows none
       and returns the 3xx response itself.
     """
 
-    max_bytes: int | None = 64 * 1024 * 1024
+    max_bytes: int | None = 8 * 1024 * 1024
     max_redirects: int = 10
 
     def __post_init__(self) -> None:
