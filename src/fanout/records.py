@@ -22,7 +22,9 @@ record has every field, in this order::
                          occurrence (then ok is null); else null
     body          any    only when a body mode is chosen: the body as text
                          ("text"), as a JSON value ("json"), or as base64
-                         ("base64"); null when no body was kept (see below)
+                         ("base64"); null when no whole body was read (a
+                         failure such as connect or too_large), and see
+                         below for "json"
 
 For example::
 
@@ -49,8 +51,8 @@ written, never an error):
 
 A body is at most ``Caps.max_bytes`` bytes (decoded); its text in a record
 takes at most 6 bytes per body byte (``\\u0000`` for a NUL byte), base64
-4 per 3. ``content_type`` and other server text is written as received,
-undecodable bytes as U+FFFD.
+4 per 3. ``content_type`` is written as received, its bytes that are not
+UTF-8 as U+FFFD.
 
 Credentials in URLs never reach a record: ``user:password@`` in ``url``,
 ``key`` (when it is the URL), ``final_url`` and any URL inside an error
