@@ -472,6 +472,16 @@ def test_hostile_pagination_values_are_bad_next() -> None:
         assert all(len(p.message) <= 600 for p in report.problems)
     report = feed_and_render(b'{"next": ' + _U64 + b"}", next_page="next", cursor_param="c")
     assert report.bad_next == 0
+    # repr() of a value this deep raised RecursionError while writing the message.
+    for cursor in (None, "c"):
+        report = feed_and_render(
+            b'{"next": ' + _deep(1000) + b"}", next_page="next", cursor_param=cursor
+        )
+        assert report.bad_next == 1
+        assert (
+            report.problems[0].message
+            == "next page value (a list that cannot be shown) is not usable"
+        )
 
 
 def test_statistics_near_and_past_the_float_range() -> None:

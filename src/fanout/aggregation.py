@@ -311,6 +311,14 @@ def _reason(exc: BaseException) -> str:
     return shown(_first_line(str(exc)))
 
 
+def _shown_value(value: object) -> str:
+    """A JSON value in a message: as JSON, bounded (repr would recurse into a deep one)."""
+    try:
+        return shown(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # nested too deep, or an integer past 64 bits
+        return f"(a {type(value).__name__} that cannot be shown)"
+
+
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else "syntax error"
     line = line.removeprefix("Invalid jmespath expression: ")
@@ -1064,7 +1072,7 @@ class Aggregator:
             target = self._next_target(base, value)
             if target is None:
                 self._bad_next(
-                    result, origin, f"next page value {shown(repr(value))} is not usable"
+                    result, origin, f"next page value {_shown_value(value)} is not usable"
                 )
                 return None
         else:
