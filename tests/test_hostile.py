@@ -49,6 +49,7 @@ TRAPS: dict[str, bytes] = {
     "/header-bytes": response(TEXT_BODY, {"X-Trap": b"\x80\x81\xff", "Content-Type": b"\xe9"}),
     "/huge-ctype": response(TEXT_BODY, {"Content-Type": b"text/plain; charset=" + b"u" * 8000}),
     "/nul-bytes": response(b"\x00" * 1000, {"Content-Type": b"text/plain"}),
+    "/long-strings": response(b'["' + b"x" * 100_000 + b'"]', {"Content-Type": JSON}),
     **{
         f"/charset/{label}": response(
             TEXT_BODY, {"Content-Type": b"text/plain; charset=" + label.encode()}
@@ -213,3 +214,14 @@ async def test_aggregate_counts_every_trap(traps: TrapServer) -> None:
     assert report["requests"]["total"] == len(urls)
     assert "internal" not in report["requests"]["failed"]
     assert report["bodies"]["json"] + report["bodies"]["not_json"] == len(urls)
+
+
+async def test_aggregate_bounds_a_failed_id_list_message(traps: TrapServer) -> None:
+    # JMESPath quotes the data it fails on: here a 100,000-character string.
+    args = ["aggregate", "-q", "--format", "json", "--from", traps.url + "/long-strings"]
+    status, out, err = await run(*args, "--select", "sum(@)", "--template", traps.url + "/{}")
+    assert status == 1, err
+    assert b"Traceback" not in err, err
+    source = json.loads(out)["source"]
+    assert source["error"].startswith("select: ")
+    assert len(source["error"]) < 520

@@ -1226,7 +1226,7 @@ async def _fetch_ids(
     try:
         ids = _search(select, data)
     except _EVAL_ERRORS as exc:
-        return SourceInfo(url, result.status, 0, 0, f"select: {_first_line(str(exc))}"), []
+        return SourceInfo(url, result.status, 0, 0, f"select: {_reason(exc)}"), []
     if not isinstance(ids, list):
         kind = "null" if ids is None else type(ids).__name__
         error = f"select gave {kind}, not a list of ids"
