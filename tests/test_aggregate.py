@@ -401,6 +401,229 @@ async def test_bad_bodies_failures_and_missing_fields_are_counted(server: DemoSe
     assert [p.url for p in report.problems][:2] == [f"{base}/json/bad", f"{base}/pages/1"]
 
 
+def _deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+_DEEP_OBJECT = b'[{"a": 1, "b": ' + _deep(300) + b"}]"
+_U64 = b"18446744073709551615"
+
+
+def feed_and_render(body: bytes, **spec: Any) -> AggregateReport:
+    """Feed one body, then render the report in every format, as the command does."""
+    from rich.console import Console
+
+    from fanout.aggregate_cli import render_csv, render_json, render_table
+
+    agg = Aggregator(AggregateSpec(**spec))
+    agg.feed(Result(request=Request("http://h.test/p", meta=agg.origin(0)), status=200, body=body))
+    report = agg.report()
+    json.loads(render_json(report))
+    render_csv(report)
+    render_table(report, Console(file=io.StringIO(), width=100, color_system=None))
+    assert "internal" not in report.failed
+    return report
+
+
+@pytest.mark.parametrize(
+    ("body", "spec", "count", "wrong"),
+    [
+        # Each of these raised and ended the run (RecursionError, OverflowError,
+        # ValueError, or orjson's TypeError when writing the report).
+        (_deep(1000), {"fields": {"f": "to_string(@)"}}, 0, 1),
+        (_deep(1000), {"each": "to_string(@)"}, None, None),
+        (_DEEP_OBJECT, {"fields": {"f": "a"}, "sort_by": "f", "show": {"s": "b"}}, 1, 0),
+        (_DEEP_OBJECT, {"fields": {"f": "a", "g": "b"}, "sort_by": "f"}, 1, 0),
+        (b'["' + b"9" * 400 + b'"]', {"fields": {"f": "@"}, "coerce_numbers": True}, 0, 1),
+        (b'["' + b"9" * 5000 + b'"]', {"fields": {"f": "@"}, "coerce_numbers": True}, 0, 1),
+        (b'["' + b"9" * 400 + b'"]', {"fields": {"f": "to_number(@)"}}, 0, 1),
+        (b"[" + b",".join([_U64] * 3) + b"]", {"fields": {"f": "@"}}, 3, 0),
+        (b"[[" + b",".join([_U64] * 3) + b"]]", {"fields": {"f": "sum(@)"}}, 1, 0),
+        (b"[[" + b",".join([_U64] * 3) + b"]]", {"group_by": "sum(@)"}, None, None),
+        (b"[1.7e308, 1.7e308]", {"fields": {"f": "@"}}, 2, 0),
+        (b"[1.7e308, -1.7e308]", {"fields": {"f": "@"}}, 2, 0),
+        (b'[{"a": "' + b"9" * 400 + b'"}]', {"fields": {"f": "a"}, "sort_by": "f"}, 0, 1),
+        (b'["1e400"]', {"fields": {"f": "to_number(@)"}, "group_by": "to_number(@)"}, 0, 1),
+        (b'{"a": "' + b"x" * 100_000 + b'"}', {"each": "sum(a)"}, None, None),
+        (_deep(1024), {"fields": {"f": "@ == @"}, "group_by": "@"}, 0, 1),
+        (b"[" + _deep(1000) + b"," + _deep(1000) + b"]", {"fields": {"f": "sort(@)"}}, 0, 2),
+    ],
+)
+def test_hostile_bodies_are_counted_never_raised(
+    body: bytes, spec: dict[str, Any], count: int | None, wrong: int | None
+) -> None:
+    report = feed_and_render(body, **spec)
+    assert report.json_bodies == 1
+    if count is not None:
+        stats = report.fields["f"]
+        assert (stats.count, stats.wrong_type) == (count, wrong)
+    for problem in report.problems:
+        assert len(problem.message) <= 501
+
+
+def test_hostile_pagination_values_are_bad_next() -> None:
+    for value in [
+        b'"' + b"a" * 100_000 + b'"',
+        b'"http://[::1"',
+        b'{"a": "' + b"x" * 10_000 + b'"}',
+    ]:
+        report = feed_and_render(b'{"next": ' + value + b"}", next_page="next")
+        assert report.bad_next + report.pages <= 1
+        assert all(len(p.message) <= 600 for p in report.problems)
+    report = feed_and_render(b'{"next": ' + _U64 + b"}", next_page="next", cursor_param="c")
+    assert report.bad_next == 0
+    # repr() of a value this deep raised RecursionError while writing the message.
+    for cursor in (None, "c"):
+        report = feed_and_render(
+            b'{"next": ' + _deep(1000) + b"}", next_page="next", cursor_param=cursor
+        )
+        assert report.bad_next == 1
+        assert (
+            report.problems[0].message
+            == "next page value (a list that cannot be shown) is not usable"
+        )
+
+
+def test_statistics_near_and_past_the_float_range() -> None:
+    # fsum and (a + b) / 2 overflow here; the exact results are floats.
+    near = FieldStats.of([1.7e308, 1.7e308])
+    assert (near.mean, near.median, near.p90, near.stdev) == (1.7e308, 1.7e308, 1.7e308, 0.0)
+    assert near.sum == math.inf
+    spread = FieldStats.of([-1.7e308, 1.7e308])
+    assert (spread.sum, spread.mean, spread.median) == (0.0, 0.0, 0.0)
+    assert spread.p90 == pytest.approx(1.36e308)
+    assert spread.stdev == math.inf  # about 2.4e308
+    huge = FieldStats.of([10**400, 10**400 + 1])
+    assert (huge.sum, huge.mean, huge.median, huge.min, huge.max) == (math.inf,) * 5
+    assert huge.stdev == pytest.approx(math.sqrt(0.5))
+    u64 = FieldStats.of([2**64 - 1] * 3)
+    assert u64.sum == pytest.approx(3 * 2**64)
+    assert isinstance(u64.sum, float)  # JSON has no integer past 64 bits
+    assert u64.max == 2**64 - 1
+
+
+_big_numbers = st.one_of(
+    st.integers(-(10**500), 10**500),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1.7976931348623157e308, -1.7976931348623157e308, 5e-324]),
+)
+
+
+@given(st.lists(_big_numbers, max_size=50))
+def test_field_stats_of_any_numbers_never_raise_and_can_be_written(values: list[float]) -> None:
+    stats = FieldStats.of(values)
+    as_json = json.loads(orjson_dumps(stats.as_dict()))
+    assert as_json["count"] == len(values)
+    for name, value in stats.as_dict().items():
+        assert value is None or isinstance(value, int | float), name
+        assert not (isinstance(value, float) and math.isnan(value)), name
+
+
+def orjson_dumps(value: object) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)
+
+
+def _nested(depth: int, leaf: bytes) -> bytes:
+    return b"[" * depth + leaf + b"]" * depth
+
+
+_LEAVES = [
+    b"1",
+    b"-2.5",
+    b"1.7e308",
+    _U64,
+    b"-9223372036854775808",
+    b'"' + b"9" * 400 + b'"',
+    b'"1e400"',
+    b'"12"',
+    b'"x"',
+    b"null",
+    b"true",
+    b"[]",
+    b"{}",
+    b'"http://h.test/next"',
+    b'"//[::1"',
+]
+
+
+def _array(values: list[bytes]) -> bytes:
+    return b"[" + b",".join(values) + b"]"
+
+
+def _object(values: list[bytes]) -> bytes:
+    pairs = zip([b"a", b"b", b"c", b"n"], values, strict=False)
+    return b"{" + b",".join(b'"%s":%s' % pair for pair in pairs) + b"}"
+
+
+_json_bodies = st.recursive(
+    st.sampled_from(_LEAVES),
+    lambda inner: (
+        st.lists(inner, max_size=4).map(_array) | st.lists(inner, max_size=4).map(_object)
+    ),
+    max_leaves=20,
+)
+_any_bodies = (
+    _json_bodies
+    | st.builds(_nested, st.integers(1, 100_000) | st.integers(240, 1030), st.sampled_from(_LEAVES))
+    | st.binary(max_size=100)
+)
+_expressions = st.sampled_from(
+    [
+        "a", "@", "a[]", "n", "to_string(@)", "sort(@)", "@ == @", "max_by(@, &a)",
+        "to_number(a)", "sum(@)", "avg(@)", "length(@)", "keys(@)", "sort_by(@, &a)",
+        "abs(a)", "ceil(a)", "max(@)", "map(&to_number(@), @)", "[a, b]", "{x: a}",
+    ]
+)  # fmt: skip
+
+
+@given(
+    st.lists(_any_bodies, min_size=1, max_size=3),
+    _expressions,
+    _expressions,
+    st.none() | _expressions,
+    st.none() | _expressions,
+    st.booleans(),
+    st.booleans(),
+    st.none() | _expressions,
+)
+def test_any_bodies_and_expressions_are_counted_never_raised(
+    bodies: list[bytes],
+    first: str,
+    second: str,
+    group_by: str | None,
+    each: str | None,
+    coerce: bool,
+    top: bool,
+    next_page: str | None,
+) -> None:
+    agg = Aggregator(
+        AggregateSpec(
+            fields={"f": first, "g": second},
+            group_by=group_by,
+            each=each,
+            coerce_numbers=coerce,
+            sort_by="f" if top else None,
+            show={"s": second} if top else {},
+            next_page=next_page,
+            max_pages=3,
+        )
+    )
+    for index, body in enumerate(bodies):
+        result = Result(
+            request=Request("http://h.test/p", meta=agg.origin(index)), status=200, body=body
+        )
+        following = agg.feed(result)
+        if following is not None:
+            agg.feed(Result(request=following, status=200, body=body))
+    report = agg.report()
+    assert "internal" not in report.failed
+    assert report.json_bodies + report.not_json == report.ok
+    json.loads(orjson_dumps(report.as_dict()))
+
+
 async def test_field_lists_flatten_and_numbers_in_strings(server: DemoServer) -> None:
     (page,) = await get_all([f"{server.url}/items?page=2&per_page=20"])
     report = await aggregate_async(

@@ -29,6 +29,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("fairness.py", ["-n", "200"], "ratio:"),
         ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
         ("startup.py", ["--repeat", "1"], "fetch"),
+        ("bombs.py", ["--bombs", "2", "--max-bytes", "1MiB"], "bombs of 1 MiB, kept"),
         # Without valgrind it says it skipped; with it, four short runs under
         # callgrind, about a minute on a 2-core machine: past the default timeout.
         pytest.param(

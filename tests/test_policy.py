@@ -7,6 +7,8 @@ import random
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fanout import Caps, ConfigError, Limits, RetryPolicy, Timeouts
 
@@ -77,3 +79,48 @@ def test_retry_after_replaces_backoff_and_is_capped() -> None:
     assert policy.delay(1, 3600.0) == 10.0
     ignoring = RetryPolicy(respect_retry_after=False, jitter=False, backoff=0.25)
     assert ignoring.delay(1, 4.0) == 0.25
+
+
+@pytest.mark.parametrize("attempt", [1025, 1100, 10**6, 10**30])
+def test_backoff_at_any_attempt_count_is_its_cap(attempt: int) -> None:
+    # 2.0 ** 1024 raised OverflowError: a host failing a thousand times ended the run.
+    policy = RetryPolicy(backoff=0.5, backoff_max=30.0, jitter=False)
+    assert policy.delay(attempt, None) == 30.0
+
+
+def test_odd_retry_after_values() -> None:
+    policy = RetryPolicy(retry_after_max=10.0, jitter=False, backoff=0.25)
+    assert policy.delay(1, -5.0) == 0.0
+    assert policy.delay(1, math.inf) == 10.0
+    assert policy.delay(1, math.nan) == 0.25  # ignored: the backoff applies
+
+
+_POSITIVE = st.floats(min_value=5e-324, max_value=1.7976931348623157e308)
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=10**6),
+    backoff=_POSITIVE,
+    backoff_max=_POSITIVE,
+    retry_after_max=_POSITIVE,
+    jitter=st.booleans(),
+    retry_after=st.none() | st.floats(),
+    seed=st.integers(0, 2**32),
+)
+def test_delay_is_always_a_bounded_number(
+    attempt: int,
+    backoff: float,
+    backoff_max: float,
+    retry_after_max: float,
+    jitter: bool,
+    retry_after: float | None,
+    seed: int,
+) -> None:
+    policy = RetryPolicy(
+        backoff=backoff, backoff_max=backoff_max, retry_after_max=retry_after_max, jitter=jitter
+    )
+    delay = policy.delay(attempt, retry_after, random.Random(seed))
+    assert math.isfinite(delay)
+    assert 0.0 <= delay <= max(backoff_max, retry_after_max)
+    if retry_after is None or math.isnan(retry_after):
+        assert delay <= backoff_max

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import codecs
+import encodings
 import io
 import os
+import re
 import sys
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -14,10 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.errors import SinkError
+from fanout.fetch_job import _JournalOutput
+from fanout.journal import JournaledOutput
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.records import (
+    BodyMode,
     JsonlWriter,
     duplicate_record,
+    json_line,
     redact_text,
     redact_url,
     rejected_record,
@@ -154,7 +162,12 @@ def test_body_text(body: bytes, content_type: str | None, expected: str) -> None
     ],
 )
 def test_body_json(body: bytes, expected: object) -> None:
-    assert result_record(ok_result(body=body), body_mode="json")["body"] == expected
+    assert _written_body(result_record(ok_result(body=body), body_mode="json")) == expected
+
+
+def _written_body(record: dict[str, object]) -> object:
+    """The body as a reader of the JSONL line sees it."""
+    return orjson.loads(json_line(record))["body"]
 
 
 def test_body_base64_and_missing_body() -> None:
@@ -162,6 +175,239 @@ def test_body_base64_and_missing_body() -> None:
     assert record["body"] == base64.b64encode(b"\x00\xff").decode()
     assert result_record(ok_result(body=None), body_mode="text")["body"] is None
     assert "body" not in result_record(ok_result())
+
+
+# --- hostile bodies and headers: a record is always built and written ------------------------
+
+
+def _deep(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    return opener * depth + closer * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_deep(253), orjson.loads(_deep(253))),
+        (_deep(254), orjson.loads(_deep(254))),
+        # orjson reads up to 1024 levels and writes only 254: such a body ended the run.
+        (_deep(255), None),
+        (_deep(300), None),
+        (_deep(1024), None),
+        (_deep(1025), None),
+        (_deep(100_000), None),
+        (b'{"a":' * 300 + b"1" + b"}" * 300, None),
+        (b"1e400", None),
+        (b"-1e400", None),
+        (b"9" * 400, None),
+        (b"18446744073709551616", 18446744073709551616.0),
+        (b"[NaN]", None),
+        (b'"\\ud800"', None),
+        (b"\xef\xbb\xbf{}", None),
+        (b'{\n  "pretty": [1,\n 2]\n}\n', {"pretty": [1, 2]}),
+    ],
+)
+def test_body_json_of_hostile_bodies(body: bytes, expected: object) -> None:
+    line = json_line(result_record(ok_result(body=body), body_mode="json"))
+    assert line.count(b"\n") == 1
+    assert orjson.loads(line)["body"] == expected
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "zlib",  # codecs that are no text encoding: bytes.decode raised LookupError
+        "zlib_codec",
+        "base64",
+        "bz2",
+        "hex",
+        "quopri",
+        "uu",
+        "rot13",
+        "rot_13",
+        "idna",  # refuses the "replace" error handler
+        "punycode",
+        "undefined",  # always raises
+        "unicode_escape",  # warns on bad escapes, and is no charset
+        "raw_unicode_escape",
+        "mbcs",  # Windows only
+        "no-such-codec",
+        "utf-8" * 2000,  # a 10,000-character label
+        "",
+        "\udcff",
+    ],
+)
+def test_body_text_falls_back_to_utf8_for_any_other_label(label: str) -> None:
+    body = "é \\u00e9 +AGEAYgBj- x".encode()
+    headers = {"Content-Type": f"text/plain; charset={label}"}
+    record = result_record(ok_result(body=body, headers=headers), body_mode="text")
+    assert record["body"] == body.decode()
+    assert orjson.loads(json_line(record))["body"] == body.decode()
+
+
+@pytest.mark.parametrize(
+    ("label", "body", "expected"),
+    [
+        ("utf-7", b"+AGEAYgBj-", "abc"),
+        ("utf-7", b"+2AA-", "\ufffd"),  # a lone surrogate: written as U+FFFD
+        ("utf-16", b"\xff\xfea\x00b", "a\ufffd"),  # odd length
+        ("UTF-16LE", b"a\x00\x00\xd8", "a\ufffd"),
+        ("utf-32", b"\x00\x00\x11\x00", "\ufffd"),
+        ("koi8-u", b"\xa4", "\u0454"),
+        ("cp874", b"\xa1", "\u0e01"),
+        ("ISO_8859-1:1987", b"\xe9", "\xe9"),
+        ("shift_jis", b"\x82\xa0", "\u3042"),
+        ("Latin1", b"\xe9", "\xe9"),
+        ("utf-8-sig", b"\xef\xbb\xbfa", "a"),
+    ],
+)
+def test_body_text_decodes_with_the_named_charset(label: str, body: bytes, expected: str) -> None:
+    headers = {"Content-Type": f"text/plain; charset={label}"}
+    record = result_record(ok_result(body=body, headers=headers), body_mode="text")
+    assert orjson.loads(json_line(record))["body"] == expected
+
+
+def test_unknown_charset_labels_do_not_grow_the_codec_cache() -> None:
+    cache = vars(encodings)["_cache"]  # the codec registry caches misses too
+    result_record(
+        ok_result(headers={"Content-Type": "text/plain; charset=warmup"}), body_mode="text"
+    )
+    before = len(cache)
+    for n in range(200):
+        headers = {"Content-Type": f"text/plain; charset=x-made-up-{n}"}
+        result_record(ok_result(headers=headers), body_mode="text")
+        headers = {"Content-Type": f"text/plain; charset=utf{'-' * (n % 30 + 1)}8"}
+        assert result_record(ok_result(headers=headers), body_mode="text")["body"] == "<p>hi</p>"
+    assert len(cache) == before
+
+
+@pytest.mark.parametrize("mode", ["none", "text", "json", "base64"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/html; charset=\udcff\udcfe",  # header bytes that are not UTF-8 (surrogateescape)
+        "\udce9t\udce9/x",
+        "text/plain; charset=utf-8; " + "x" * 8000,
+        "text/plain; charset=" + "\x00" * 8000,
+        "é; charset=latin-1",
+    ],
+)
+def test_hostile_content_types(mode: BodyMode, content_type: str) -> None:
+    body = b'{"a": "\xc3\xa9\x00"}'
+    record = result_record(
+        ok_result(body=body, headers={"Content-Type": content_type}), body_mode=mode
+    )
+    written = orjson.loads(json_line(record))
+    assert written["content_type"] == re.sub("[\ud800-\udfff]", "\ufffd", content_type)
+
+
+_KNOWN_LABELS = sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values()))
+_TRAPS = [
+    "zlib",
+    "base64",
+    "rot13",
+    "idna",
+    "undefined",
+    "punycode",
+    "unicode_escape",
+    "x" * 10_000,
+]
+_labels = (
+    st.sampled_from([*_TRAPS, "utf-7", "utf-16", "utf-32", "utf-16-be"])
+    | st.sampled_from(_KNOWN_LABELS)
+    | st.text(max_size=60)
+)
+_content_types = (
+    st.none()
+    | st.text()
+    # As aiohttp gives header bytes that are not UTF-8: surrogate escapes.
+    | st.binary(max_size=100).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
+    | st.builds(
+        "{}; charset={}{}{}".format,
+        st.sampled_from(["text/plain", "application/json", "text/html", ""]),
+        st.sampled_from(["", '"', "'"]),
+        _labels,
+        st.sampled_from(["", '"', "; x=y"]),
+    )
+)
+_json_texts = st.recursive(
+    st.sampled_from([b"null", b"true", b"0", b"-1.5e3", b'"x\\u0000"', b"1e400", b"NaN"]),
+    lambda inner: (
+        st.lists(inner, max_size=3).map(lambda items: b"[" + b",".join(items) + b"]")
+        | st.lists(inner, max_size=3).map(
+            lambda items: b"{" + b",".join(b'"k%d":%s' % (i, v) for i, v in enumerate(items)) + b"}"
+        )
+    ),
+    max_leaves=10,
+)
+_deep_json = st.builds(
+    lambda depth, kind, leaf: (
+        (b"[" * depth if kind else b'{"a":' * depth)
+        + leaf
+        + (b"]" * depth if kind else b"}" * depth)
+    ),
+    st.integers(1, 100_000) | st.integers(250, 1030),  # orjson writes 254 levels, reads 1024
+    st.booleans(),
+    st.sampled_from([b"", b"1", b"[]", b'"\xff"']),
+)
+_bodies = (
+    st.none() | st.binary(max_size=3000) | _json_texts | _deep_json | st.text().map(str.encode)
+)
+
+
+class _JournalLines:
+    """Stands for a JournaledOutput: keeps the lines the journal's emit gives it."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def add(self, line: bytes, item: object, state: object, kind: str | None) -> None:
+        self.lines.append(line)
+
+
+@given(st.sampled_from(["none", "text", "json", "base64"]), _bodies, _content_types)
+def test_any_body_and_content_type_make_exactly_one_json_line(
+    mode: BodyMode, body: bytes | None, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    record = result_record(ok_result(body=body, headers=headers), body_mode=mode)
+    sink = io.BytesIO()
+    with JsonlWriter(sink) as writer:
+        writer.write(record)
+    written = sink.getvalue()
+    journaled = _JournalLines()
+    _JournalOutput(cast(JournaledOutput, journaled)).emit(record, None, None)
+    assert journaled.lines == [written]
+    assert written.endswith(b"\n")
+    assert written.count(b"\n") == 1
+    value = orjson.loads(written)
+    assert list(value) == SCHEMA + ([] if mode == "none" else ["body"])
+    if body is None or mode == "none":
+        return
+    if mode == "text":
+        assert isinstance(value["body"], str)
+        assert len(value["body"]) <= len(body)
+    elif mode == "base64":
+        assert base64.b64decode(value["body"]) == body
+    else:
+        try:
+            expected = orjson.loads(orjson.dumps(orjson.loads(body)))
+        except orjson.JSONDecodeError:
+            expected = None
+        except orjson.JSONEncodeError:
+            expected = None  # too deep to write
+        assert value["body"] == expected
+
+
+def test_every_text_codec_python_has_decodes_or_falls_back() -> None:
+    import pkgutil
+
+    samples = [bytes(range(256)), b"+2AA-", b"\\x", b"\\N{", b"xn--", b"\x00\xd8" * 3]
+    for module in pkgutil.iter_modules(encodings.__path__):
+        headers = {"Content-Type": f"text/plain; charset={module.name}"}
+        for body in samples:
+            record = result_record(ok_result(body=body, headers=headers), body_mode="text")
+            assert isinstance(orjson.loads(json_line(record))["body"], str)
+    assert codecs.lookup("utf-8").name == "utf-8"
 
 
 def test_rejected_record() -> None:
@@ -304,6 +550,19 @@ def test_writer_writes_file_in_whole_lines(tmp_path: Path) -> None:
         writer.write({"n": 3})
     assert path.read_bytes() == b'{"n":1}\n{"n":2}\n{"n":3}\n'
     assert writer.name == str(path)
+
+
+def test_writer_writes_large_lines_at_once(tmp_path: Path) -> None:
+    # Queued until flush_every records, six bodies of 48 MiB lines made 2 GB of queue.
+    path = tmp_path / "out.jsonl"
+    with JsonlWriter(path, flush_every=100) as writer:
+        writer.write({"n": 1})
+        assert path.read_bytes() == b""
+        writer.write({"body": "x" * (1 << 20)})
+        assert path.stat().st_size == len(b'{"n":1}\n{"body":""}\n') + (1 << 20)
+        writer.write({"n": 3})
+        assert path.read_bytes().endswith(b'"}\n')
+    assert path.read_bytes().endswith(b'"}\n{"n":3}\n')
 
 
 def test_writer_truncates_or_appends(tmp_path: Path) -> None:

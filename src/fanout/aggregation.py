@@ -22,7 +22,10 @@ The rules, which ``docs/aggregate.md`` states for users too:
   400 or more, after retries) are not read; the request counts as failed.
 - **Values.** A field's value counts when it is a JSON number. ``null`` or an
   absent key counts as ``missing``; anything else (a string, a boolean, an
-  object, a JMESPath type error) counts as ``wrong_type``. A field whose value
+  object, a JMESPath error on that data, such as one too deep for it)
+  counts as ``wrong_type``. Integers past 64 bits count as floats, as the
+  JSON parser reads them; a number past the float range (``"1e400"`` via
+  ``to_number``, a 400-digit string) is ``wrong_type``. A field whose value
   is a list contributes each element (one level; an empty list is
   ``missing``), so ``items[].price`` works without ``each``.
 - **Numbers in strings** are not numbers by default (``"12"`` is
@@ -37,15 +40,20 @@ The rules, which ``docs/aggregate.md`` states for users too:
   ``p99``: linear interpolation between the closest ranks, exactly
   ``statistics.quantiles(values, n=100, method="inclusive")`` (numpy's
   default, Excel's PERCENTILE.INC); with one value they are that value.
-  With no value at all, ``sum`` is 0 and the others are None.
+  With no value at all, ``sum`` is 0 and the others are None. Where the
+  float arithmetic overflows (values near 1e308), a statistic is computed
+  exactly instead; one past the float range is ``inf`` (``null`` in JSON).
 - **Groups.** ``group_by`` is evaluated on each record: strings, numbers and
   booleans are the group key as they are (``1`` and ``1.0`` are one group),
   a list or object becomes its compact JSON text (a string, keys sorted), and
-  null or absent is the group ``None`` (shown as ``(missing)``). Groups are
+  null or absent is the group ``None`` (shown as ``(missing)``), and so is
+  a value that cannot be a key (nested past 254 levels, a number past the
+  float range). Groups are
   sorted: numbers, then strings, then booleans, and ``(missing)`` last.
 - **Top.** ``top`` records with the highest (``ascending``: lowest) numeric
   ``sort_by`` field, ties broken by input order. Records whose sort field is
-  not a single number are left out.
+  not a single number are left out. A value kept for the top list that JSON
+  cannot hold (nested too deep to write) is kept as None.
 - **Pagination.** ``next_page`` (a JMESPath on each page's body) gives the
   next page: a URL, absolute or relative to the page's URL; or, with
   ``cursor_param``, a cursor (string or integer) set as that query parameter
@@ -61,8 +69,13 @@ The rules, which ``docs/aggregate.md`` states for users too:
   ``limit`` of them. That first request is reported in ``source``, not in the
   request counts. If it fails, the report says so and has no records.
 
+Whatever a body holds, it becomes one of these counted outcomes, never an
+exception that ends the run: a bug would count as a failed request of kind
+``internal``.
+
 Memory: per field and group, the numbers (medians and percentiles need them)
-and counters; bodies are dropped as soon as their values are taken.
+and counters; bodies are dropped as soon as their values are taken. Bodies
+are parsed one at a time; a parsed body takes up to about 40 times its size.
 """
 
 from __future__ import annotations
@@ -70,6 +83,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import math
 import re
 import statistics
@@ -84,6 +98,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 from urllib.parse import quote
@@ -97,10 +112,11 @@ from yarl import URL
 
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError
-from fanout.models import Request, Result
+from fanout.models import ErrorKind, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.records import redact_text, redact_url
 from fanout.runtime import run_sync
+from fanout.safetext import shown
 from fanout.sources import Rejected
 
 __all__ = [
@@ -144,6 +160,13 @@ _LINK_RE: Final = re.compile(r"<([^>]*)>([^<]*)")
 _REL_RE: Final = re.compile(r"""(?:^|;)\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
 _FOR_EXPRESSION_RE: Final = re.compile(r",? for expression:\s*$")
 _FUNCTIONS: Final[Mapping[str, Any]] = jmespath.functions.Functions.FUNCTION_TABLE
+# The integers orjson writes (and reads) as integers: past them, floats.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+# Levels of a report's JSON above a top record's values, with room to spare.
+_VALUE_DEPTH: Final = 8
+
+logger = logging.getLogger("fanout")
 
 
 # ------------------------------------------------------------------ templates
@@ -282,6 +305,19 @@ sum() takes 1 argument, got 2
     if problem is not None:
         raise ConfigError(f"{prefix}invalid JMESPath expression {text!r}: {problem}")
     return compiled
+
+
+def _reason(exc: BaseException) -> str:
+    """Why an expression failed on some data, bounded (JMESPath quotes the data)."""
+    return shown(_first_line(str(exc)))
+
+
+def _shown_value(value: object) -> str:
+    """A JSON value in a message: as JSON, bounded (repr would recurse into a deep one)."""
+    try:
+        return shown(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # nested too deep, or an integer past 64 bits
+        return f"(a {type(value).__name__} that cannot be shown)"
 
 
 def _first_line(text: str) -> str:
@@ -437,24 +473,28 @@ class FieldStats:
 
     @classmethod
     def of(cls, values: Iterable[Number], *, missing: int = 0, wrong_type: int = 0) -> FieldStats:
-        """The statistics of ``values`` (finite numbers)."""
+        """The statistics of ``values`` (finite numbers); never raises, see the
+        module docs for values near or past the float range."""
         data = sorted(values)
         n = len(data)
         if n == 0:
             return cls(0, missing, wrong_type, 0, None, None, None, None, None, None, None)
-        total: Number = sum(data) if all(isinstance(v, int) for v in data) else math.fsum(data)
         middle = n // 2
-        median: Number = data[middle] if n % 2 else (data[middle - 1] + data[middle]) / 2
+        if n % 2:
+            median = _fit(data[middle])
+        else:
+            a, b = data[middle - 1], data[middle]
+            median = _finite(lambda: (a + b) / 2, lambda: (Fraction(a) + Fraction(b)) / 2)
         return cls(
             count=n,
             missing=missing,
             wrong_type=wrong_type,
-            sum=total,
-            mean=statistics.fmean(data),
+            sum=_total(data),
+            mean=_finite(lambda: statistics.fmean(data), lambda: _exact_sum(data) / n),
             median=median,
-            min=data[0],
-            max=data[-1],
-            stdev=statistics.stdev(data) if n > 1 else None,
+            min=_fit(data[0]),
+            max=_fit(data[-1]),
+            stdev=_stdev(data) if n > 1 else None,
             p90=_percentile(data, 90),
             p99=_percentile(data, 99),
         )
@@ -480,9 +520,73 @@ def _percentile(data: list[Number], p: int) -> Number:
     """``statistics.quantiles(data, n=100, method="inclusive")[p - 1]`` on sorted data,
     and the one value itself when there is only one."""
     if len(data) == 1:
-        return data[0]
+        return _fit(data[0])
     j, delta = divmod(p * (len(data) - 1), 100)
-    return (data[j] * (100 - delta) + data[j + 1] * delta) / 100
+    a, b = data[j], data[j + 1]
+    return _finite(
+        lambda: (a * (100 - delta) + b * delta) / 100,
+        lambda: (Fraction(a) * (100 - delta) + Fraction(b) * delta) / 100,
+    )
+
+
+# Statistics of values near the float range: the float arithmetic of the usual
+# formulas overflows (fsum raises, a + b is inf, inf - inf is nan) where the
+# exact result may well be a float; then it is computed with fractions.
+
+
+def _finite(fast: Callable[[], Number], exact: Callable[[], Fraction]) -> Number:
+    """``fast()`` when it is a finite number, else ``exact()`` as the nearest float."""
+    try:
+        value = fast()
+    except OverflowError:
+        value = math.nan
+    if isinstance(value, int) or math.isfinite(value):
+        return value
+    return _nearest_float(exact())
+
+
+def _nearest_float(value: Fraction) -> float:
+    """``value`` as a float, ``inf`` or ``-inf`` past the float range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _fit(value: Number) -> Number:
+    """A statistic as JSON can hold it: an integer past 64 bits as a float."""
+    if isinstance(value, float) or _INT_MIN <= value <= _INT_MAX:
+        return value
+    return _nearest_float(Fraction(value))
+
+
+def _exact_sum(data: list[Number]) -> Fraction:
+    return sum((Fraction(v) for v in data), Fraction(0))
+
+
+def _total(data: list[Number]) -> Number:
+    """The sum: exact for integers (a float past 64 bits, so JSON can hold it)."""
+    if all(isinstance(v, int) for v in data):
+        return _fit(sum(data))
+    return _finite(lambda: math.fsum(data), lambda: _exact_sum(data))
+
+
+def _stdev(data: list[Number]) -> float:
+    """The sample standard deviation, as :func:`statistics.stdev` where it does not overflow."""
+    try:
+        return statistics.stdev(data)
+    except OverflowError:
+        pass
+    exact = [Fraction(v) for v in data]
+    mean = sum(exact, Fraction(0)) / len(exact)
+    variance = sum(((x - mean) ** 2 for x in exact), Fraction(0)) / (len(exact) - 1)
+    try:
+        return math.sqrt(variance)
+    except OverflowError:  # the variance is past the float range; its root may not be
+        try:
+            return math.ldexp(math.sqrt(variance / (1 << 1200)), 600)
+        except OverflowError:
+            return math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +613,8 @@ class GroupStats:
 @dataclass(frozen=True, slots=True)
 class TopRecord:
     """One record of the top list: where it came from and its chosen values
-    (each field and shown value as extracted, before any coercion).
+    (each field and shown value as extracted, before any coercion; one that
+    JSON cannot hold, nested too deep or a number past the float range, is None).
 
     >>> TopRecord(rank=1, url="http://h.test/1", group=None, values={"score": 3}).values["score"]
     3
@@ -699,22 +804,51 @@ def _group_tag(key: GroupKey) -> tuple[int, Any]:
 
 
 def _number(value: object, coerce: bool) -> Number | None:
-    """``value`` as a finite number, or None when it is not one."""
+    """``value`` as a finite number, or None when it is not one (see the module docs)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return _from_int(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if coerce and isinstance(value, str):
         match = _NUMBER_RE.fullmatch(value)
         if match is None:
             return None
-        if match.group(1) is None and match.group(2) is None:
-            return int(value)
+        # int() of a long string is slow, and refused past 4300 digits.
+        if match.group(1) is None and match.group(2) is None and len(value) <= 40:
+            return _from_int(int(value))
         number = float(value)
         return number if math.isfinite(number) else None
     return None
+
+
+def _from_int(value: int) -> Number | None:
+    """An integer as the JSON parser would give it: a float past 64 bits, None
+    past the float range (JMESPath functions can make such integers)."""
+    if _INT_MIN <= value <= _INT_MAX:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _writable(value: object) -> object:
+    """A value for the top list: numbers as :func:`_number` makes them, and None
+    for a list or object too deep for the report's JSON."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _number(value, False)
+    if not isinstance(value, list | dict):
+        return value
+    nested: object = value
+    for _ in range(_VALUE_DEPTH):
+        nested = [nested]
+    try:
+        orjson.dumps(nested)
+    except orjson.JSONEncodeError:
+        return None
+    return value
 
 
 def _search(expression: jmespath.parser.ParsedResult, data: object) -> object:
@@ -722,8 +856,10 @@ def _search(expression: jmespath.parser.ParsedResult, data: object) -> object:
     return expression.search(data)
 
 
-# JMESPathError is a ValueError; a few functions let a plain TypeError out.
-_EVAL_ERRORS: Final = (ValueError, TypeError)
+# JMESPathError is a ValueError; a few functions let a plain TypeError out;
+# avg() of huge integers overflows; comparing or writing (to_string) a value
+# nested deeper than Python's recursion limit raises RecursionError.
+_EVAL_ERRORS: Final = (ValueError, TypeError, OverflowError, RecursionError)
 
 
 class Aggregator:
@@ -798,6 +934,17 @@ class Aggregator:
             return None
         self.ok += 1
         try:
+            return self._take(result, origin, order)
+        except Exception as exc:  # a bug: this request fails, the run goes on
+            logger.debug("unexpected error taking %s", result.url, exc_info=exc)
+            self.ok -= 1
+            self.failed[ErrorKind.INTERNAL.value] += 1
+            self._problem(order, Problem(result.url, ErrorKind.INTERNAL.value, shown(repr(exc))))
+            return None
+
+    def _take(self, result: Result, origin: _Origin, order: tuple[int, int, int]) -> Request | None:
+        """Count a response's body and take its records; the next page, if any."""
+        try:
             if result.body is None:
                 raise orjson.JSONDecodeError("no body was kept", "", 0)
             data = orjson.loads(result.body)
@@ -819,7 +966,7 @@ class Aggregator:
             try:
                 data = _search(self._each, data)
             except _EVAL_ERRORS as exc:
-                self._problem(order, Problem(result.url, "each", _first_line(str(exc))))
+                self._problem(order, Problem(result.url, "each", _reason(exc)))
                 return []
             if data is None:
                 return []
@@ -886,10 +1033,10 @@ class Aggregator:
         heap = self._top
         if len(heap) >= self.spec.top and rank_key <= heap[0][0]:
             return  # not better than the worst kept (an equal one came earlier)
-        values = dict(extracted)
+        values = {name: _writable(item) for name, item in extracted.items()}
         for name, expression in self._show:
             try:
-                values[name] = _search(expression, record)
+                values[name] = _writable(_search(expression, record))
             except _EVAL_ERRORS:
                 values[name] = None
         entry = (rank_key, next(self._ties), TopRecord(rank=0, url=url, group=group, values=values))
@@ -919,13 +1066,15 @@ class Aggregator:
             try:
                 value = _search(self._next, data)
             except _EVAL_ERRORS as exc:
-                self._bad_next(result, origin, _first_line(str(exc)))
+                self._bad_next(result, origin, _reason(exc))
                 return None
             if value is None or value == "":
                 return None
             target = self._next_target(base, value)
             if target is None:
-                self._bad_next(result, origin, f"next page value {value!r} is not usable")
+                self._bad_next(
+                    result, origin, f"next page value {_shown_value(value)} is not usable"
+                )
                 return None
         else:
             target = _link_next(result.headers, base)
@@ -934,7 +1083,7 @@ class Aggregator:
         seen = origin.seen if origin.seen is not None else set()
         seen.add(result.url)
         if target in seen:
-            self._bad_next(result, origin, f"next page {target} was already fetched")
+            self._bad_next(result, origin, f"next page {shown(target)} was already fetched")
             return None
         if origin.page + 1 >= self.spec.max_pages:
             self.truncated += 1
@@ -1033,8 +1182,11 @@ def _redacted(problem: Problem) -> Problem:
 
 
 def _group_key(value: object) -> GroupKey:
-    if value is None or isinstance(value, str | int | float | bool):
+    """The group of a group-by value (JSONEncodeError, a TypeError, when too deep)."""
+    if value is None or isinstance(value, str | bool):
         return value
+    if isinstance(value, int | float):
+        return _number(value, False)
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -1086,7 +1238,7 @@ async def _fetch_ids(
     try:
         ids = _search(select, data)
     except _EVAL_ERRORS as exc:
-        return SourceInfo(url, result.status, 0, 0, f"select: {_first_line(str(exc))}"), []
+        return SourceInfo(url, result.status, 0, 0, f"select: {_reason(exc)}"), []
     if not isinstance(ids, list):
         kind = "null" if ids is None else type(ids).__name__
         error = f"select gave {kind}, not a list of ids"

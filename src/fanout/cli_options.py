@@ -176,7 +176,7 @@ _HTTP_OPTIONS = [
         "--max-bytes",
         callback=SIZE,
         metavar="SIZE",
-        default="64MiB",
+        default="8MiB",
         help="Largest body (decoded), e.g. 10MB.",
     ),
     click.option(

@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
-import orjson
-
 from fanout.blocking_input import ThreadedReader, reads_block
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError, SinkError
 from fanout.httpsyntax import headers_problem, method_problem, value_problem
 from fanout.models import Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-from fanout.records import JsonlWriter, duplicate_record, rejected_record, result_record
+from fanout.records import JsonlWriter, duplicate_record, json_line, rejected_record, result_record
 from fanout.sources import (
     Deduper,
     Rejected,
@@ -200,10 +198,7 @@ class _JournalOutput:
         return self.out.full
 
     def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except orjson.JSONEncodeError:  # lone surrogates from user input
-            line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        line = json_line(record)
         self.out.add(line, keyed, self._done if failed is None else self._failed, failed)
 
     async def flush(self, *, if_full: bool = False) -> None:

@@ -74,6 +74,7 @@ __all__ = [
 SCHEMA_VERSION: Final = 2
 """2: keys hold no URL credentials (1 stored them as given; migrated on open for a run)."""
 _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
+_BATCH_BYTES: Final = 1 << 20  # a batch goes once its lines hold this much (large bodies)
 T = TypeVar("T")
 
 
@@ -547,7 +548,8 @@ class JournaledOutput:
     written and flushed, then the journal commit that covers them).
 
     ``add`` is cheap and never blocks; a batch is written once it holds
-    ``batch`` entries, or on :meth:`flush`; :meth:`close` flushes the rest.
+    ``batch`` entries or 1 MiB of lines, or on :meth:`flush`; :meth:`close`
+    flushes the rest.
     Without an output path (stdout), lines are written but no offset is kept.
     """
 
@@ -566,6 +568,7 @@ class JournaledOutput:
         self._fsync = fsync
         self._batch = batch
         self._lines: list[bytes] = []
+        self._size = 0
         self._entries: list[tuple[InputItem, State, str | None, bytes]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="fanout-journal"
@@ -581,18 +584,19 @@ class JournaledOutput:
         """Queue one output line; with its input, the input's journal entry too
         (its key is made on the journal's thread, see :meth:`Journal.key`)."""
         self._lines.append(line)
+        self._size += len(line)
         if item is not None:
             self._entries.append((item, state, kind, line))
 
     @property
     def full(self) -> bool:
         """Whether a batch is ready to go."""
-        return len(self._lines) >= self._batch
+        return len(self._lines) >= self._batch or self._size >= _BATCH_BYTES
 
     async def flush(self) -> None:
         """Write and commit what is queued (waits for the previous batch first)."""
         lines, entries = self._lines, self._entries
-        self._lines, self._entries = [], []
+        self._lines, self._entries, self._size = [], [], 0
         if lines or entries:
             await self.call(self._write_and_commit, lines, entries)
 
@@ -603,7 +607,7 @@ class JournaledOutput:
         stored = [(key(item), state, kind, line) for item, state, kind, line in entries]
         output = self._output
         try:
-            output.write(b"".join(lines))
+            output.writelines(lines)  # not joined: that would copy large lines
             output.flush()
             if self._fsync:
                 os.fsync(output.fileno())

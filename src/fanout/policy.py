@@ -101,13 +101,20 @@ class Timeouts:
 class Caps:
     """Bounds on what one response may cost.
 
-    - ``max_bytes``: the largest body kept, counted after decompression, so a
-      gzip bomb stops at the cap (default 64 MiB; ``None`` for no cap).
+    - ``max_bytes``: the largest body, counted after decompression, so a gzip
+      bomb stops at the cap (default 8 MiB; ``None`` for no cap). A body
+      over it is a ``too_large`` failure. Kept bodies are held in memory
+      until the caller takes their results: at worst about ``window *
+      max_bytes`` at once (1 GiB at the default 64 concurrent requests), plus
+      what is made of one body at a time (a JSONL record of it as text takes
+      up to 11 times its size while it is built, parsing it as JSON up to 40
+      times). A body that is only hashed is never held whole, so raising the
+      cap for large downloads with ``keep_body=False`` costs no memory.
     - ``max_redirects``: redirects followed per attempt; ``0`` follows none
       and returns the 3xx response itself.
     """
 
-    max_bytes: int | None = 64 * 1024 * 1024
+    max_bytes: int | None = 8 * 1024 * 1024
     max_redirects: int = 10
 
     def __post_init__(self) -> None:
@@ -154,10 +161,21 @@ class RetryPolicy:
     def delay(
         self, attempt: int, retry_after: float | None, rng: random.Random | None = None
     ) -> float:
-        """Seconds to wait before try number ``attempt + 1``, after ``attempt`` tries."""
-        if retry_after is not None and self.respect_retry_after:
+        """Seconds to wait before try number ``attempt + 1``, after ``attempt`` tries.
+
+        Always a number from 0 to ``backoff_max`` (or ``retry_after_max`` when
+        ``retry_after`` is used), whatever the attempt count; a negative
+        ``retry_after`` is 0, and a NaN one is ignored.
+        """
+        if retry_after is not None and self.respect_retry_after and not math.isnan(retry_after):
             return min(max(retry_after, 0.0), self.retry_after_max)
-        bound = min(self.backoff_max, self.backoff * 2.0 ** (attempt - 1))
+        return self._backoff(attempt, rng)
+
+    def _backoff(self, attempt: int, rng: random.Random | None) -> float:
+        try:
+            bound = min(self.backoff_max, math.ldexp(self.backoff, attempt - 1))
+        except OverflowError:  # backoff * 2 ** (attempt - 1) is past the largest float
+            bound = self.backoff_max
         if not self.jitter:
             return bound
         return (rng or random).uniform(0.0, bound)

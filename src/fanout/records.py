@@ -21,8 +21,10 @@ record has every field, in this order::
     duplicate_of  int    for a duplicate input line, the line of its first
                          occurrence (then ok is null); else null
     body          any    only when a body mode is chosen: the body as text
-                         ("text"), as a parsed JSON value or null when it is
-                         not JSON ("json"), or as base64 ("base64")
+                         ("text"), as a JSON value ("json"), or as base64
+                         ("base64"); null when no whole body was read (a
+                         failure such as connect or too_large), and see
+                         below for "json"
 
 For example::
 
@@ -30,6 +32,27 @@ For example::
      "status":200,"final_url":"https://a.example/x","attempts":1,"elapsed_ms":12.3,
      "bytes":1234,"content_type":"text/html; charset=utf-8","sha256":"9f86…",
      "path":"a.example/x-3fa9c2e1b04d5a67.html","error":null,"duplicate_of":null}
+
+What ``body`` holds, for anything a server can send (a record is always
+written, never an error):
+
+- ``"text"``: the body decoded with the charset its Content-Type names, when
+  that is a text encoding Python knows (``utf-8``, ``latin1``, ``cp1252``,
+  ``shift_jis``...); UTF-8 for anything else (no charset, an unknown or
+  over-long label, or a codec that is not a character encoding, such as
+  ``base64``, ``zlib``, ``rot13``, ``idna`` or ``unicode_escape``). Bytes
+  that do not decode become U+FFFD, and so does a lone surrogate.
+- ``"json"``: the body's JSON value, written compactly, or null when the body
+  is not JSON (not UTF-8, a byte order mark, NaN, numbers beyond the float
+  range such as ``1e400`` or a 400-digit integer) or is nested deeper than
+  254 levels, past which it cannot be written back. Integers beyond 64 bits
+  are read as floats.
+- ``"base64"``: the body's bytes in base64.
+
+A body is at most ``Caps.max_bytes`` bytes (decoded); its text in a record
+takes at most 6 bytes per body byte (``\\u0000`` for a NUL byte), base64
+4 per 3. ``content_type`` is written as received, its bytes that are not
+UTF-8 as U+FFFD.
 
 Credentials in URLs never reach a record: ``user:password@`` in ``url``,
 ``key`` (when it is the URL), ``final_url`` and any URL inside an error
@@ -41,7 +64,11 @@ from __future__ import annotations
 import base64
 import codecs
 import contextlib
+import encodings
+import encodings.aliases
+import functools
 import os
+import pkgutil
 import re
 import sys
 from collections.abc import Mapping
@@ -59,6 +86,7 @@ __all__ = [
     "BodyMode",
     "JsonlWriter",
     "duplicate_record",
+    "json_line",
     "redact_text",
     "redact_url",
     "rejected_record",
@@ -79,6 +107,18 @@ _SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 _AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 _CHARSET_RE: Final = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
+# No charset label is longer; a longer one is not looked up at all.
+_MAX_LABEL: Final = 40
+# Codecs Python has that are not character encodings a server could mean: they
+# raise on error handling (idna, punycode, undefined) or turn escapes into
+# characters, warning on bad ones (the escape codecs).
+_NOT_CHARSETS: Final = frozenset(
+    {"idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape"}
+)
+# orjson writes no deeper; _scrub goes no deeper either.
+_MAX_DEPTH: Final = 254
+# JsonlWriter writes its queue once this many bytes are waiting.
+_FLUSH_BYTES: Final = 1 << 20
 
 
 def redact_url(url: str) -> str:
@@ -139,27 +179,67 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+@functools.cache
+def _codec_modules() -> frozenset[str]:
+    """The names of the codec modules in the ``encodings`` package."""
+    return frozenset(module.name for module in pkgutil.iter_modules(encodings.__path__))
+
+
+def _codec(label: str) -> codecs.CodecInfo | None:
+    """The codec a charset label names, or None when it names no text encoding.
+
+    Only a known name is ever passed to :func:`codecs.lookup`: the codec
+    registry caches every name it is asked about, misses included, so looking
+    up whatever labels servers send would grow the cache without bound.
+    """
+    if len(label) > _MAX_LABEL:
+        return None
+    name = encodings.normalize_encoding(label.lower())
+    aliases = encodings.aliases.aliases
+    name = aliases.get(name) or aliases.get(name.replace(".", "_")) or name
+    if name in _NOT_CHARSETS or name not in _codec_modules():
+        return None
+    try:
+        return codecs.lookup(name)
+    except LookupError:  # a module that is no codec here (mbcs off Windows)
+        return None
+
+
 def _charset(content_type: str | None) -> str:
+    """The codec name of the charset in a Content-Type, ``utf-8`` if none is usable."""
     if content_type:
         match = _CHARSET_RE.search(content_type)
         if match is not None:
-            try:
-                return codecs.lookup(match.group(1)).name
-            except LookupError:
-                pass
+            codec = _codec(match.group(1))
+            if codec is not None:
+                return codec.name
     return "utf-8"
+
+
+def _text(body: bytes, content_type: str | None) -> str:
+    """``body`` decoded as its Content-Type says (see the module docstring)."""
+    try:
+        return body.decode(_charset(content_type), "replace")
+    except (LookupError, UnicodeError):  # a bytes-to-bytes codec such as base64
+        return body.decode("utf-8", "replace")
+
+
+def _json(body: bytes) -> orjson.Fragment | None:
+    """``body``'s JSON value as compact JSON text, or None when it is not JSON or
+    is too deep to write (orjson reads 1024 levels but writes only 254)."""
+    try:
+        return orjson.Fragment(orjson.dumps(orjson.loads(body)))
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
 
 
 def _body_value(body: bytes | None, content_type: str | None, mode: BodyMode) -> object:
     if body is None:
         return None
     if mode == "text":
-        return body.decode(_charset(content_type), "replace")
+        return _text(body, content_type)
     if mode == "json":
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
+        return _json(body)
     return base64.b64encode(body).decode("ascii")
 
 
@@ -183,8 +263,11 @@ def result_record(
 
     ``path`` is where the body was saved, if it was. ``body_mode`` adds a
     ``body`` field: ``"text"`` decodes with the Content-Type charset (UTF-8
-    when none or unknown, undecodable bytes replaced), ``"json"`` parses the
-    body (null when it is not JSON), ``"base64"`` encodes it.
+    when none or not a text encoding, undecodable bytes replaced), ``"json"``
+    holds the body's JSON value as an :class:`orjson.Fragment` of its compact
+    text (None when it is not JSON or too deep to write), ``"base64"`` encodes
+    it. Nothing a server sends makes this raise, nor :func:`json_line` on the
+    record.
 
     >>> from fanout.models import Request, Result
     >>> r = result_record(Result(request=Request("http://a:b@h.example/", meta={"line": 4}),
@@ -279,23 +362,42 @@ def _unfetched_record(
     }
 
 
-def _scrub(value: object) -> object:
-    """Replace lone surrogates (which orjson refuses) in every string of a value."""
+def _scrub(value: object, depth: int = 0) -> object:
+    """Replace lone surrogates (which orjson refuses) in every string of a value,
+    down to the depth orjson writes (it refuses anything deeper anyway)."""
     if isinstance(value, str):
         return _SURROGATE_RE.sub("\ufffd", value)
+    if depth > _MAX_DEPTH:
+        return value
     if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
+        return {_scrub(k, depth + 1): _scrub(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
+        return [_scrub(v, depth + 1) for v in value]
     return value
+
+
+def json_line(record: Mapping[str, object]) -> bytes:
+    """``record`` as one JSON line (with its newline); lone surrogates, which can
+    come from input lines or from header bytes that are not UTF-8, become U+FFFD.
+
+    Raises :class:`orjson.JSONEncodeError` only for what no record of this
+    module holds (a value JSON has no form for, nesting past 254 levels).
+
+    >>> json_line({"url": "http://h.example/\\udcff", "ok": True})
+    b'{"url":"http://h.example/\\xef\\xbf\\xbd","ok":true}\\n'
+    """
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_scrub(record), option=orjson.OPT_APPEND_NEWLINE)
 
 
 class JsonlWriter:
     """Writes records as JSON lines to a file, standard output (``"-"``) or a binary stream.
 
-    Lines are buffered and written whole, at most every ``flush_every``
-    records, on :meth:`flush` and on close, so a reader of the file only ever
-    sees complete lines at those points. With ``append=True`` an existing file
+    Lines are buffered and written whole, every ``flush_every`` records or
+    once 1 MiB is waiting, on :meth:`flush` and on close, so a reader of the
+    file only ever sees complete lines at those points. With ``append=True`` an existing file
     is extended (for resumed runs). Standard output and a given stream are
     flushed but not closed at exit. Any failure to open or write raises
     :class:`~fanout.errors.SinkError` naming the file. Writes block; from
@@ -331,6 +433,7 @@ class JsonlWriter:
         self._stream: BinaryIO | None = None
         self._owned = False
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._closed = False
 
     @property
@@ -372,27 +475,26 @@ class JsonlWriter:
                 self.close()
 
     def write(self, record: Mapping[str, object]) -> None:
-        """Queue one record as one JSON line; write the queue every ``flush_every`` records."""
+        """Queue one record as one :func:`json_line`; write the queue every
+        ``flush_every`` records, or sooner when its lines are large."""
         if self._stream is None:
             raise SinkError(f"{self._name} is not open")
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except orjson.JSONEncodeError:
-            # Lone surrogates can come from user input; write U+FFFD rather than fail the run.
-            line = orjson.dumps(_scrub(record), option=orjson.OPT_APPEND_NEWLINE)
+        line = json_line(record)
         self._pending.append(line)
-        if len(self._pending) >= self._flush_every:
+        self._pending_bytes += len(line)
+        if len(self._pending) >= self._flush_every or self._pending_bytes >= _FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
         """Write every queued line and flush the stream."""
         if self._stream is None:
             return
-        data = b"".join(self._pending)
-        self._pending.clear()
+        lines = self._pending
+        self._pending = []
+        self._pending_bytes = 0
         try:
-            if data:
-                self._stream.write(data)
+            # Line by line, not joined: a joined copy of large lines would double them.
+            self._stream.writelines(lines)
             self._stream.flush()
         except OSError as exc:
             raise SinkError(f"cannot write {self._name}: {exc.strerror or exc}") from exc

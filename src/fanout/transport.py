@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import io
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -309,19 +310,25 @@ async def _read_capped(
     content: aiohttp.StreamReader, max_bytes: int | None, keep_body: bool
 ) -> tuple[bytes, int, str | None]:
     """Read a body of unknown decoded size as a stream, stopping past ``max_bytes``;
-    hash it as it comes when it is not kept."""
+    hash it as it comes when it is not kept.
+
+    A kept body grows in one buffer that is handed over whole at the end (on
+    CPython ``BytesIO.getvalue`` gives its bytes without a copy): a list of
+    chunks joined at the end would hold the body twice, and more than twice
+    when chunks are small."""
     digest = None if keep_body else hashlib.sha256()
-    chunks: list[bytes] = []
+    kept = io.BytesIO() if keep_body else None
     size = 0
     while chunk := await content.readany():
         size += len(chunk)
         if max_bytes is not None and size > max_bytes:
             raise _TooLargeError(f"body exceeds max_bytes {max_bytes} (decoded)")
-        if digest is None:
-            chunks.append(chunk)
-        else:
+        if kept is not None:
+            kept.write(chunk)
+        elif digest is not None:
             digest.update(chunk)
-    return b"".join(chunks), size, None if digest is None else digest.hexdigest()
+    body = b"" if kept is None else kept.getvalue()
+    return body, size, None if digest is None else digest.hexdigest()
 
 
 def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Failure, bool]:

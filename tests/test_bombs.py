@@ -1,0 +1,63 @@
+"""Kept bodies are bounded: gzip bombs cost a small multiple of max_bytes.
+
+Peak RSS of a real ``fanout fetch --body text`` process (from wait4) over six
+bombs of the demo server, each inflating to exactly max_bytes of zeros (the
+largest body kept; text of NUL bytes is 6 bytes of JSON per byte), against
+the same run over six small pages. benchmarks/bombs.py prints the figures.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from fanout.journal import Journal, JournaledOutput, State
+
+MIB = 1024 * 1024
+BOMBS = 6
+
+
+def peak_rss(*args: str) -> int:
+    """Peak RSS in bytes of one ``fanout`` process, killed if it runs past 120 s."""
+    command = [sys.executable, "-m", "fanout", *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    timer = threading.Timer(120, process.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        timer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    process.stderr.close()
+    assert process.returncode == 0, errors
+    return int(usage.ru_maxrss) * 1024  # KiB on Linux
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB: Linux")
+def test_six_gzip_bombs_cost_a_small_multiple_of_max_bytes(server_thread: str) -> None:
+    cap = 8 * MIB
+    fetch = ["fetch", "-q", "--body", "text", "--max-bytes", str(cap), "-o", os.devnull]
+    baseline = peak_rss(*fetch, *(f"{server_thread}/pages/{n}" for n in range(BOMBS)))
+    bombs = [f"{server_thread}/gzip-bomb?size={cap}&n={n}" for n in range(BOMBS)]
+    peak = peak_rss(*fetch, *bombs)
+    # Six bodies in flight, and one record (its text, its JSON line) built at a time:
+    # about 13 x max_bytes. It was 74 x (a queue of 100 records of 48 MiB lines, joined).
+    assert peak - baseline < BOMBS * cap * 3, f"{(peak - baseline) / cap:.1f} x max_bytes"
+
+
+def test_journal_batches_go_once_a_mebibyte_waits(tmp_path: Path) -> None:
+    # 512 lines were queued before a batch went: with text bodies, 512 x 6 x max_bytes.
+    with Journal.open(tmp_path / "run.db", key_scheme="url") as journal:
+        output = JournaledOutput(journal, io.BytesIO(), track_offset=False, batch=512)
+        output.add(b"{}\n", None, State.DONE, None)
+        assert not output.full
+        output.add(b"x" * MIB + b"\n", None, State.DONE, None)
+        assert output.full
