@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -410,12 +411,28 @@ async def test_the_lazy_read_deadline_is_in_use() -> None:
     fanout falls back to aiohttp's own (correct, slower) and this says so."""
     from fanout.transport import _LazyReadDeadline, make_session
 
-    session = make_session(concurrency=1, timeouts=Timeouts(), headers={})
+    session, resolver = make_session(concurrency=1, timeouts=Timeouts(), headers={})
     try:
         factory = session.connector._factory  # type: ignore[union-attr]
         assert factory.func is _LazyReadDeadline
     finally:
         await session.close()
+        await resolver.close()
+
+
+async def test_fetchers_of_addresses_leave_no_file_descriptor_behind(server: DemoServer) -> None:
+    # A c-ares channel (a thread, four descriptors, released some time after it
+    # is closed) is made only for a name to resolve; addresses need none.
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async with Fetcher() as fetcher:  # the first one may load libraries, warm caches
+        await fetcher.gather([f"{server.url}/items/1"])
+    before = open_descriptors()
+    for _ in range(20):
+        async with Fetcher() as fetcher:
+            await fetcher.gather([f"{server.url}/items/1"])
+    assert open_descriptors() <= before + 2  # the server's own may come and go
 
 
 async def test_caps_on_size_redirects_schemes_and_short_bodies(server: DemoServer) -> None:

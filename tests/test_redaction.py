@@ -14,7 +14,7 @@ import base64
 import contextlib
 import json
 import os
-import select
+import selectors
 import signal
 import socket
 import sqlite3
@@ -552,9 +552,10 @@ def _in_a_terminal(args: list[str], cwd: Path) -> tuple[int, bytes, bytes]:
     os.close(terminal)
     shown = bytearray()
     deadline = time.monotonic() + 120
+    watch = selectors.DefaultSelector()  # not select(): it refuses descriptors above 1023
+    watch.register(controller, selectors.EVENT_READ)
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([controller], [], [], 1.0)
-        if not ready:
+        if not watch.select(1.0):
             continue
         try:
             chunk = os.read(controller, 65536)
@@ -563,6 +564,7 @@ def _in_a_terminal(args: list[str], cwd: Path) -> tuple[int, bytes, bytes]:
         if not chunk:
             break
         shown += chunk
+    watch.close()
     os.close(controller)
     assert process.stdout is not None
     out = process.stdout.read()

@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Final
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout._version import __version__
@@ -374,6 +375,7 @@ class Fetcher:
         self._collector = contextlib.ExitStack()
         self._rng = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: AbstractResolver | None = None
         self._group: asyncio.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
@@ -404,7 +406,7 @@ class Fetcher:
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         guard = self._guard
-        self._session = make_session(
+        self._session, self._resolver = make_session(
             concurrency=self.limits.concurrency,
             timeouts=self.timeouts,
             headers=self._headers,
@@ -437,6 +439,8 @@ class Fetcher:
             self._idle.clear()
         finally:
             await self._session.close()
+            if self._resolver is not None:
+                await self._resolver.close()
             self._collector.close()
         # Every task is done by now. The body's own exception is not handed to the
         # group, which would wrap it in an ExceptionGroup; it propagates as it is.

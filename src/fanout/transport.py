@@ -10,12 +10,13 @@ import asyncio
 import functools
 import hashlib
 import io
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, istr
 from yarl import URL
@@ -81,22 +82,18 @@ def make_session(
     headers: Mapping[str, str],
     wrap_resolver: Callable[[AbstractResolver], AbstractResolver] | None = None,
     nameservers: Sequence[str] | None = None,
-) -> aiohttp.ClientSession:
+) -> tuple[aiohttp.ClientSession, AbstractResolver]:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
     the connect deadline and the lazy read deadline of :class:`_LazyReadDeadline`.
     The total deadline of an attempt is not the session's but the engine's.
     ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
     ("IP" or "IP:PORT") replace the system's DNS servers. No cookie is kept:
-    a Set-Cookie of one response is never sent with another request."""
-    resolver: AbstractResolver
-    try:
-        if nameservers:
-            resolver = aiohttp.AsyncResolver(nameservers=list(nameservers))
-        else:
-            resolver = aiohttp.AsyncResolver()
-    except (RuntimeError, ImportError):  # aiodns missing or unusable: threaded getaddrinfo
-        resolver = aiohttp.ThreadedResolver()
+    a Set-Cookie of one response is never sent with another request.
+
+    The resolver comes back with the session: close it after the session
+    (aiohttp closes only a resolver it made itself)."""
+    resolver: AbstractResolver = _LazyResolver(None if nameservers is None else list(nameservers))
     if wrap_resolver is not None:
         resolver = wrap_resolver(resolver)
     connector = aiohttp.TCPConnector(
@@ -125,7 +122,36 @@ def make_session(
         trust_env=False,
     )
     _no_hidden_retry(session)
-    return session
+    return session, resolver
+
+
+class _LazyResolver(AbstractResolver):
+    """aiohttp's asynchronous resolver (c-ares, through aiodns), made on the first
+    name to resolve. A c-ares channel holds a thread and four file descriptors,
+    released some time after it is closed; a run of addresses only (aiohttp
+    resolves no IP literal) never needs one. Falls back to the threaded
+    getaddrinfo resolver where aiodns cannot be used."""
+
+    def __init__(self, nameservers: list[str] | None) -> None:
+        self._nameservers = nameservers
+        self._inner: AbstractResolver | None = None
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            try:
+                if self._nameservers:
+                    self._inner = aiohttp.AsyncResolver(nameservers=self._nameservers)
+                else:
+                    self._inner = aiohttp.AsyncResolver()
+            except (RuntimeError, ImportError):  # aiodns missing or unusable
+                self._inner = aiohttp.ThreadedResolver()
+        return await self._inner.resolve(host, port, family)
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
 
 
 def _no_hidden_retry(session: aiohttp.ClientSession) -> None:
