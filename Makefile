@@ -30,6 +30,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python journal.py
 	cd benchmarks && ../$(BIN)/python startup.py
 	cd benchmarks && ../$(BIN)/python instructions.py
+	cd benchmarks && ../$(BIN)/python bombs.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
