@@ -86,6 +86,14 @@ def _private_reason(address: IPAddress) -> str | None:
     return None
 
 
+def _forms(address: IPAddress) -> tuple[IPAddress, ...]:
+    """The address, and for an IPv4-mapped one (``::ffff:10.0.0.1``, as an AAAA
+    record may give) the IPv4 address it connects to: network patterns match either."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return (address, address.ipv4_mapped)
+    return (address,)
+
+
 def _address(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone
@@ -139,9 +147,11 @@ class HostGuard:
         address = _address(text)
         if address is None:
             return f"{text!r} is not an IP address"
-        pattern = self._deny.network_match(address)
-        if pattern is not None:
-            return f"{address} is in the denied network {pattern}"
+        forms = _forms(address)
+        for form in forms:
+            pattern = self._deny.network_match(form)
+            if pattern is not None:
+                return f"{address} is in the denied network {pattern}"
         if self.deny_private:
             reason = _private_reason(address)
             if reason is not None:
@@ -150,7 +160,7 @@ class HostGuard:
         if (
             allow is not None
             and allow.name_match(host.rstrip(".").lower()) is None
-            and allow.network_match(address) is None
+            and all(allow.network_match(form) is None for form in forms)
         ):
             return f"{host} ({address}) matches no allowed pattern"
         return None
