@@ -7,14 +7,16 @@ every answer is a loopback address.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from fanout import ErrorKind, Fetcher, RetryPolicy, Timeouts
 from fanout.guard import HostGuard
-from fanout.models import Result
-from tests.hostile import Traps, mapped_loopback_reachable
+from fanout.models import Failure, Result
+from fanout.urls import parse_url
+from tests.hostile import Traps, mapped_loopback_reachable, redirect, response
 from tests.stub_dns import Name, StubDNS
 
 NO_RETRY = RetryPolicy(attempts=1)
@@ -70,3 +72,67 @@ async def test_a_denied_network_is_not_reached_through_an_ipv4_mapped_dns_answer
             )
             assert allowed.ok, allowed.error
             assert traps.connections() == 1
+
+
+# ------------------------------------------------------------- hosts that look like addresses
+
+LEGACY_IPV4 = [
+    "0x7f.0.0.1",
+    "0x7f000001",
+    "127.1",
+    "2130706433",
+    "0177.0.0.1",
+    "127.0.0.1.",
+    "1.2.3.4.5",
+    "999.1.1.1",
+    "a.0x7f",
+]
+
+
+@pytest.mark.parametrize("host", LEGACY_IPV4)
+def test_a_host_ending_in_a_number_must_be_a_dotted_quad(host: str) -> None:
+    """WHATWG URL §3.5: a host whose last label is a number is an IPv4 address
+    or nothing. aiohttp refuses the decimal forms at connect time, and sends the
+    hex ones to DNS as names: neither matches the 127.0.0.1 fanout took them for."""
+    failure = parse_url(f"http://{host}:8080/x")
+    assert isinstance(failure, Failure), host
+    assert failure.kind is ErrorKind.INVALID_URL
+    assert host in failure.message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.255", "1a.test", "x.1a", "0xg.test"])
+def test_names_and_dotted_quads_are_still_hosts(host: str) -> None:
+    assert not isinstance(parse_url(f"http://{host}/"), Failure)
+
+
+async def test_a_hex_host_on_the_same_port_does_not_get_the_origins_credentials() -> None:
+    """127.0.0.1:P redirects to 0x7f.0.0.1:P, which fanout keyed as 127.0.0.1:P
+    (the same origin: credentials kept) while aiohttp asked DNS for the name,
+    here answered 127.0.0.2. The bearer token went to 127.0.0.2:P."""
+    other: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        other.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(response(200, body=b"{}"))
+        writer.close()
+
+    async with Traps(["127.0.0.1"]) as traps:
+        a = traps.base("127.0.0.1")
+        port = int(a.rsplit(":", 1)[1])
+        traps.route("/hop", redirect(302, f"http://0x7f.0.0.1:{port}/landing"))
+        zone = {"0x7f.0.0.1": Name.fixed("127.0.0.2")}
+        server = await asyncio.start_server(record, "127.0.0.2", port)
+        try:
+            async with StubDNS(zone) as dns:
+                headers = {"Authorization": "Bearer s3cr3t-hex-9a8b"}
+                (result,) = await gather(
+                    [f"{a}/hop"], headers=headers, nameservers=[dns.nameserver]
+                )
+        finally:
+            server.close()
+            await server.wait_closed()
+    assert not [head for head in other if b"s3cr3t" in head], "the token reached 127.0.0.2"
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.INVALID_URL, result.error
+    assert dns.queries == []
+    assert other == []
