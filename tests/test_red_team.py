@@ -8,11 +8,12 @@ every answer is a loopback address.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 
 import pytest
 
-from fanout import ErrorKind, Fetcher, RetryPolicy, Timeouts
+from fanout import ErrorKind, Fetcher, Request, RetryPolicy, Timeouts
 from fanout.guard import HostGuard
 from fanout.models import Failure, Result
 from fanout.urls import parse_url
@@ -136,3 +137,36 @@ async def test_a_hex_host_on_the_same_port_does_not_get_the_origins_credentials(
     assert result.error.kind is ErrorKind.INVALID_URL, result.error
     assert dns.queries == []
     assert other == []
+
+
+# ------------------------------------------------- credentials in the URL and in a header
+
+
+async def test_a_same_origin_location_with_userinfo_is_not_an_internal_error(
+    traps: Traps,
+) -> None:
+    """A request with its own Authorization header, redirected on its origin to
+    a Location that carries a user:password@: aiohttp refused to send both and
+    fanout made an ``internal`` result (a bug, says docs/security.md) of what a
+    server chose to send. The URL's credentials win, as they do over -H."""
+    a = traps.base("127.0.0.1")
+    traps.route("/hop", redirect(302, a.replace("http://", "http://evil:x@") + "/ok"))
+    request = Request(f"{a}/hop", headers={"Authorization": "Bearer s3cr3t-own"})
+    (result,) = await gather([request])
+    assert result.ok, result.error
+    first, hop = traps.seen(a)
+    assert first.headers("Authorization") == ["Bearer s3cr3t-own"]
+    assert hop.headers("Authorization") == ["Basic " + base64.b64encode(b"evil:x").decode()]
+
+
+async def test_a_url_with_credentials_and_an_authorization_header_is_fetched(
+    traps: Traps,
+) -> None:
+    """A careless user gives both; the URL's credentials are sent, once."""
+    a = traps.base("127.0.0.1")
+    url = a.replace("http://", "http://alice:pw@") + "/ok"
+    request = Request(url, method="POST", headers={"authorization": "Bearer tok"}, body=b"x")
+    (result,) = await gather([request])
+    assert result.ok, result.error
+    (seen,) = traps.seen(a)
+    assert seen.headers("Authorization") == ["Basic " + base64.b64encode(b"alice:pw").decode()]
