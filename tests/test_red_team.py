@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from fanout import ErrorKind, Fetcher, Request, RetryPolicy, Timeouts
+from fanout import ErrorKind, Fetcher, Request, RetryPolicy, Timeouts, aggregate_async
 from fanout.guard import HostGuard
 from fanout.models import Failure, Result
 from fanout.urls import parse_url
-from tests.hostile import Traps, mapped_loopback_reachable, redirect, response
+from tests.hostile import Reply, Traps, mapped_loopback_reachable, redirect, response
 from tests.stub_dns import Name, StubDNS
 
 NO_RETRY = RetryPolicy(attempts=1)
@@ -170,3 +172,35 @@ async def test_a_url_with_credentials_and_an_authorization_header_is_fetched(
     assert result.ok, result.error
     (seen,) = traps.seen(a)
     assert seen.headers("Authorization") == ["Basic " + base64.b64encode(b"alice:pw").decode()]
+
+
+# ------------------------------------------------------------------ aggregate's pages
+
+PAGE_SECRETS = {"Authorization": "Bearer s3cr3t-page-1c2d", "Cookie": "s=s3cr3t-page-3e4f"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design choice for the lead: a next page (--next, --next-link) on another origin"
+    " is fetched with the fetcher's credential headers; refuse it as bad_next, or let a"
+    " Request leave the fetcher's Authorization/Cookie out (as a redirect hop does)",
+)
+@pytest.mark.parametrize("how", ["next_page", "next_link"])
+async def test_a_next_page_on_another_origin_gets_no_credentials(traps: Traps, how: str) -> None:
+    """A server names the next page; when it is on another origin, the
+    credentials given for the first page's origin must not go there, as on a
+    redirect (docs/security.md, "Credentials stay with their origin")."""
+    a, b = traps.base("127.0.0.1"), traps.base("127.0.0.2")
+    json_type = ("Content-Type", "application/json")
+    page = json.dumps({"items": [1], "next": f"{b}/collect"}).encode()
+    link = ("Link", f'<{b}/collect>; rel="next"')
+    traps.route("/first", Reply(response(200, [json_type, link], page)))
+    traps.route("/collect", Reply(response(200, [json_type], b"{}")))
+    options: dict[str, Any] = {"next_page": "next"} if how == "next_page" else {"next_link": True}
+    await aggregate_async(
+        [f"{a}/first"], headers=PAGE_SECRETS, retry=NO_RETRY, timeouts=DEADLINES, **options
+    )
+    (first,) = traps.seen(a)
+    assert first.header("Authorization") == PAGE_SECRETS["Authorization"]
+    for seen in traps.seen(b):  # fetched or refused, never with the secrets
+        assert b"s3cr3t" not in seen.raw, f"{seen.target} got the credentials"
