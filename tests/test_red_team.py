@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ import pytest
 from fanout import ErrorKind, Fetcher, Request, RetryPolicy, Timeouts, aggregate_async
 from fanout.guard import HostGuard
 from fanout.models import Failure, Result
+from fanout.records import redact_url
 from fanout.urls import parse_url
+from tests.attack_checks import invoke, read_records
 from tests.hostile import Reply, Traps, mapped_loopback_reachable, redirect, response
 from tests.stub_dns import Name, StubDNS
 
@@ -204,3 +207,47 @@ async def test_a_next_page_on_another_origin_gets_no_credentials(traps: Traps, h
     assert first.header("Authorization") == PAGE_SECRETS["Authorization"]
     for seen in traps.seen(b):  # fetched or refused, never with the secrets
         assert b"s3cr3t" not in seen.raw, f"{seen.target} got the credentials"
+
+
+# ----------------------------------------------------------- redaction of broken URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://u:Zq9/x@h.example/ok", "http://***@h.example/ok"),
+        ("http://u:Zq9/x/y@h.example:81/ok", "http://***@h.example:81/ok"),
+        ("http:/u:Zq9@h.example/ok", "http:/***@h.example/ok"),
+        ("http:///u:Zq9@h.example/ok", "http:///***@h.example/ok"),
+        ("http:\\\\u:Zq9@h.example/ok", "http:\\\\***@h.example/ok"),
+        # Unchanged: an "@" in the path of a URL whose authority is a host and port.
+        ("http://h.example:8080/x@y", "http://h.example:8080/x@y"),
+        ("http://[::1]/x@y", "http://[::1]/x@y"),
+        ("http://h.example:/x@y", "http://h.example:/x@y"),
+    ],
+)
+def test_a_password_in_a_broken_url_is_hidden(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_broken_urls_with_credentials_reach_no_output(tmp_path: Path) -> None:
+    """A careless user's input: a password holding an unencoded "/" (common
+    in generated ones) and a slash missing after "http:". Both are invalid
+    URLs, and were written as they are to the JSONL, the journal, export and
+    aggregate."""
+    secret = "Zq9-broken"
+    lines = [f"http://u:{secret}/x@127.0.0.1:9/ok", f"http:/u:{secret}@127.0.0.1:9/ok"]
+    urls, out, journal = tmp_path / "urls.txt", tmp_path / "out.jsonl", tmp_path / "run.db"
+    urls.write_text("\n".join(lines) + "\n")
+    run = ["fetch", "-i", str(urls), "-o", str(out), "--journal", str(journal)]
+    outputs = [invoke([*run, "-q", "--retries", "0"])]
+    records = read_records(out)
+    assert [r["error"]["kind"] for r in records] == ["invalid_url"] * 2
+    outputs.append(invoke(["status", "--journal", str(journal)]))
+    outputs.append(invoke(["export", "--journal", str(journal), "-o", str(tmp_path / "e.jsonl")]))
+    for fmt in ("table", "json", "csv"):
+        outputs.append(invoke(["aggregate", "-i", str(urls), "--format", fmt, "-q"]))
+    leaks = [f"output {n}" for n, o in enumerate(outputs) if secret in o.stdout + o.stderr]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != urls]
+    leaks += [p.name for p in written if secret.encode() in p.read_bytes()]
+    assert not leaks, f"the password is in {leaks}"
