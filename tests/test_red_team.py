@@ -251,3 +251,59 @@ def test_broken_urls_with_credentials_reach_no_output(tmp_path: Path) -> None:
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != urls]
     leaks += [p.name for p in written if secret.encode() in p.read_bytes()]
     assert not leaks, f"the password is in {leaks}"
+
+
+def _grep_outputs(tmp_path: Path, inputs: list[Path], runs: list[list[str]], secret: str) -> None:
+    outputs = [invoke(args) for args in runs]
+    leaks = [f"output of {args[0]}" for args, o in zip(runs, outputs, strict=True)
+             if secret in o.stdout + o.stderr]  # fmt: skip
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p not in inputs]
+    leaks += [p.name for p in written if secret.encode() in p.read_bytes()]
+    assert not leaks, f"{secret!r} is in {leaks}"
+
+
+def test_a_rejected_line_is_redacted_before_it_is_cut(tmp_path: Path) -> None:
+    """A rejected input line is shown cut to about 200 characters; the cut came
+    first, so a long user:token@ (a JWT, say) lost its "@" and was written
+    as it was: its first 190 characters in the JSONL, the journal and aggregate."""
+    token = "jwt" + "T" * 400
+    lines = [
+        f"ftp://u:{token}@127.0.0.1:9/x",  # unsupported scheme
+        f"http://u:{token}@127.0.0.1:9/a b",  # a space
+        f"http://u:{token}@127.0.0.1:9/" + "a" * 70_000,  # longer than a line may be
+    ]
+    urls, out, journal = tmp_path / "urls.txt", tmp_path / "out.jsonl", tmp_path / "run.db"
+    urls.write_text("\n".join(lines) + "\n")
+    runs = [
+        ["fetch", "-i", str(urls), "-o", str(out), "--journal", str(journal), "-q"],
+        ["export", "--journal", str(journal), "-o", str(tmp_path / "export.jsonl")],
+        ["aggregate", "-i", str(urls), "--format", "json", "-q"],
+        ["fetch", lines[0], "-o", str(tmp_path / "argument.jsonl"), "-q"],  # a URL argument
+        ["aggregate", lines[1], "--format", "csv", "-q"],
+    ]
+    _grep_outputs(tmp_path, [urls], runs, "T" * 16)
+    assert [r["line"] for r in read_records(out)] == [1, 2, 3]
+
+
+def test_a_rejected_jsonl_line_does_not_show_its_credential_headers(tmp_path: Path) -> None:
+    """A --jsonl-input line that is refused (a bad method, broken JSON, a
+    control character in a header) was written whole, Authorization and
+    Cookie values included, as the record's "url" and the journal's key."""
+    requests = tmp_path / "requests.jsonl"
+    bad = [
+        {"headers": {"Authorization": "Bearer SEKRIT-a"}, "url": "http://h.test/", "method": "G T"},
+        {"headers": {"cookie": "s=SEKRIT-b", "X": "a\u0001"}, "url": "http://127.0.0.1:9/"},
+        {"headers": {"Proxy-Authorization": "Basic SEKRIT-c"}, "url": "ftp://127.0.0.1:9/"},
+    ]  # fmt: skip
+    lines = [json.dumps(line) for line in bad]
+    broken = '{"headers": {"Authorization": "Bearer SEKRIT-d \\" x"}, "url": "http://127.0.0.1:9/"'
+    requests.write_text("\n".join([*lines, broken]) + "\n")
+    out, journal = tmp_path / "out.jsonl", tmp_path / "run.db"
+    runs = [
+        ["fetch", "--jsonl-input", str(requests), "-o", str(out), "--journal", str(journal), "-q"],
+        ["export", "--journal", str(journal), "--format", "csv", "-o", str(tmp_path / "e.csv")],
+    ]
+    _grep_outputs(tmp_path, [requests], runs, "SEKRIT")
+    records = read_records(out)
+    kinds = sorted(r["error"]["kind"] for r in records)
+    assert kinds == ["invalid_url"] * 3 + ["unsupported_scheme"]
