@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fanout import ErrorKind, Fetcher, Request, RetryPolicy, Timeouts, aggregate_async
+from fanout import ConfigError, ErrorKind, Fetcher, Request, RetryPolicy, Timeouts, aggregate_async
 from fanout.guard import HostGuard
 from fanout.models import Failure, Result
 from fanout.records import redact_url
@@ -307,3 +307,28 @@ def test_a_rejected_jsonl_line_does_not_show_its_credential_headers(tmp_path: Pa
     records = read_records(out)
     kinds = sorted(r["error"]["kind"] for r in records)
     assert kinds == ["invalid_url"] * 3 + ["unsupported_scheme"]
+
+
+# --------------------------------------------------------- international name patterns
+
+
+def test_an_international_name_pattern_matches_its_hosts() -> None:
+    """URL hosts are matched in their xn-- form; a pattern written in Unicode
+    (a careless user's --deny-host bücher.example) matched nothing at all."""
+    guard = HostGuard(deny_hosts=["bücher.example", "*.BÜCHER.test"])
+    assert guard.check_host("xn--bcher-kva.example") is not None
+    assert guard.check_host("a.xn--bcher-kva.test") is not None
+    assert guard.check_host("xn--bcher-kva.other") is None
+    with pytest.raises(ConfigError):
+        HostGuard(allow_hosts=["bü*.example"])
+
+
+async def test_a_unicode_deny_pattern_refuses_its_host(traps: Traps) -> None:
+    port = traps.base("127.0.0.1").rsplit(":", 1)[1]
+    async with StubDNS({"xn--bcher-kva.test": Name.fixed("127.0.0.1")}) as dns:
+        url = f"http://bücher.test:{port}/ok"
+        (result,) = await gather([url], deny_hosts=["bücher.test"], nameservers=[dns.nameserver])
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.DENIED, result.error
+    assert traps.connections() == 0
+    assert dns.queries == []

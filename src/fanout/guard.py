@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from fanout.errors import ConfigError
 from fanout.transport import AddressDenied
@@ -185,7 +186,7 @@ class _Patterns:
                     raise ConfigError(
                         f"{option}: {pattern!r} is neither a host name pattern nor a network"
                     ) from None
-                self.names.append(text.rstrip("."))
+                self.names.append(_ascii_name(option, pattern, text.rstrip(".")))
 
     def __bool__(self) -> bool:
         return bool(self.names or self.networks)
@@ -201,6 +202,27 @@ class _Patterns:
             if address.version == network.version and address in network:
                 return network
         return None
+
+
+def _ascii_name(option: str, pattern: str, name: str) -> str:
+    """A name pattern as URL hosts are matched: each international label in
+    its ``xn--`` form, encoded as yarl encodes a URL's host (else
+    ``bücher.example`` would silently match nothing)."""
+    if name.isascii():
+        return name
+    labels = []
+    for label in name.split("."):
+        if not label.isascii():
+            try:
+                if any(c in label for c in "*?["):
+                    raise ValueError("a wildcard in an international label")
+                label = URL.build(scheme="http", host=label).raw_host or ""
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{option}: {pattern!r}: {exc}; write the name in its xn-- form"
+                ) from None
+        labels.append(label)
+    return ".".join(labels)
 
 
 class GuardedResolver(AbstractResolver):
