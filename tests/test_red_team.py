@@ -22,6 +22,7 @@ from fanout.models import Failure, Result
 from fanout.records import redact_url
 from fanout.urls import parse_url
 from tests.attack_checks import invoke, read_records
+from tests.background import in_thread
 from tests.hostile import Reply, Traps, mapped_loopback_reachable, redirect, response
 from tests.stub_dns import Name, StubDNS
 
@@ -332,3 +333,56 @@ async def test_a_unicode_deny_pattern_refuses_its_host(traps: Traps) -> None:
     assert result.error.kind is ErrorKind.DENIED, result.error
     assert traps.connections() == 0
     assert dns.queries == []
+
+
+# ------------------------------------------------------- headers that follow a hop
+
+
+@pytest.mark.parametrize("credentials", [{}, {"Authorization": "Bearer s3cr3t-ua"}])
+async def test_the_user_agent_follows_a_hop_to_another_origin(
+    traps: Traps, credentials: dict[str, str]
+) -> None:
+    """Leaving the fetcher's credentials out of a hop (aiohttp's skip list)
+    made aiohttp put its own User-Agent in place of the fetcher's: every hop
+    to another origin said "Python/3.11 aiohttp/3.x"."""
+    a, b = traps.base("127.0.0.1"), traps.base("127.0.0.2")
+    traps.route("/hop", redirect(302, f"{b}/ok"))
+    headers = {"X-Custom": "follows", **credentials}
+    (result,) = await gather([f"{a}/hop"], headers=headers, user_agent="red-agent/1")
+    assert result.ok, result.error
+    (first,) = traps.seen(a)
+    (hop,) = traps.seen(b)
+    assert first.headers("User-Agent") == ["red-agent/1"]
+    assert hop.headers("User-Agent") == ["red-agent/1"]
+    assert hop.headers("X-Custom") == ["follows"]
+    assert hop.header("Authorization") is None
+
+
+async def test_a_user_agent_header_in_any_case_is_the_user_agent(traps: Traps) -> None:
+    """Fetcher(headers={"user-agent": ...}) (or -H 'user-agent: ...') was
+    silently ignored: the default User-Agent, spelled otherwise, came first."""
+    a = traps.base("127.0.0.1")
+    (result,) = await gather([f"{a}/ok"], headers={"user-agent": "lower/1"})
+    assert result.ok, result.error
+    (seen,) = traps.seen(a)
+    assert seen.headers("User-Agent") == ["lower/1"]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_get_hop_drops_the_body_headers_given_with_h(tmp_path: Path, status: int) -> None:
+    """A POST redirected to a GET drops its body and the headers that describe
+    it (docs/security.md), also those given with -H: they were sent with the GET."""
+    with in_thread(Traps) as traps:
+        a, b = traps.base("127.0.0.1"), traps.base("127.0.0.2")
+        traps.route("/post", redirect(status, f"{b}/ok"))
+        args = ["fetch", f"{a}/post", "-X", "POST", "--data", "{}", "-o", str(tmp_path / "o")]
+        args += ["-H", "Content-Type: application/json", "-H", "X-Custom: follows", "-q"]
+        invoke([*args, "-H", "content-encoding: identity", "--user-agent", "red-agent/2"])
+        (first,) = traps.seen(a)
+        (hop,) = traps.seen(b)
+    assert (first.method, first.header("Content-Type")) == ("POST", "application/json")
+    assert (hop.method, hop.body) == ("GET", b"")
+    assert hop.header("Content-Type") is None
+    assert hop.header("Content-Encoding") is None
+    assert hop.headers("X-Custom") == ["follows"]
+    assert hop.headers("User-Agent") == ["red-agent/2"]

@@ -57,8 +57,9 @@ class AddressDenied(OSError):
 
 class Hop:
     """What a redirect hop sends instead of the request's own method, headers and
-    body; ``skip`` names the fetcher's default headers left out (the credentials,
-    on a hop to another origin)."""
+    body; ``skip`` names the fetcher's default headers left out (its credentials
+    on a hop to another origin, the headers that describe a body on a hop
+    without it), and ``headers`` then holds every default header the hop keeps."""
 
     __slots__ = ("body", "headers", "method", "skip")
 
