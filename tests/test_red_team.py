@@ -386,3 +386,23 @@ def test_a_get_hop_drops_the_body_headers_given_with_h(tmp_path: Path, status: i
     assert hop.header("Content-Encoding") is None
     assert hop.headers("X-Custom") == ["follows"]
     assert hop.headers("User-Agent") == ["red-agent/2"]
+
+
+def test_a_location_echoing_a_long_password_is_redacted_before_it_is_cut(
+    tmp_path: Path,
+) -> None:
+    """A server knows the password it was sent and may write it into a
+    Location that fanout cannot follow (port 0). The error message quotes the
+    Location; it was cut to 500 characters before its credentials were hidden,
+    so a long password (a token) lost its "@" and half of it was written."""
+    password = "tok" + "P" * 700
+    with in_thread(Traps) as traps:
+        a = traps.base("127.0.0.1")
+        traps.route("/echo", redirect(302, f"http://bob:{password}@127.0.0.1:0/"))
+        url = a.replace("http://", f"http://bob:{password}@") + "/echo"
+        out = tmp_path / "out.jsonl"
+        done = invoke(["fetch", url, "-o", str(out), "-q", "--debug"])
+    (record,) = read_records(out)
+    assert record["error"]["kind"] == "invalid_url"
+    assert "P" * 16 not in out.read_text()
+    assert "P" * 16 not in done.stderr

@@ -1077,17 +1077,23 @@ def _internal_failure(exc: BaseException) -> Failure:
 
 def _redirect_target(base: URL, location: str) -> URL | Failure:
     """The URL a Location header points to, resolved against ``base`` and checked
-    like any input URL (only http and https, a valid host and port)."""
+    like any input URL (only http and https, a valid host and port). A message
+    quoting it hides its credentials before it is cut: a cut before a long
+    password's "@" would leave its start where redaction cannot see it."""
+    from fanout.records import redact_text, redact_url
+
     try:
         target = URL(location)
         if not target.absolute:
             target = base.join(target)
         text = str(target.with_fragment(None))
     except (ValueError, TypeError) as exc:
-        return Failure(ErrorKind.INVALID_URL, shown(f"redirect to an invalid URL: {exc}"))
+        message = redact_text(f"redirect to an invalid URL: {exc}")
+        return Failure(ErrorKind.INVALID_URL, shown(message))
     parsed = parse_url(text)
     if isinstance(parsed, Failure):
-        return Failure(parsed.kind, shown(f"redirect to {text!r}: {parsed.message}"))
+        message = f"redirect to {redact_url(text)!r}: {parsed.message}"
+        return Failure(parsed.kind, shown(message))
     return parsed
 
 
