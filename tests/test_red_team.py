@@ -406,3 +406,21 @@ def test_a_location_echoing_a_long_password_is_redacted_before_it_is_cut(
     assert record["error"]["kind"] == "invalid_url"
     assert "P" * 16 not in out.read_text()
     assert "P" * 16 not in done.stderr
+
+
+async def test_a_next_page_seen_before_is_reported_without_its_long_password(
+    traps: Traps,
+) -> None:
+    """The bad_next message quotes the next page's URL, which a relative next
+    page takes, credentials and all, from the page's own URL; cut before its
+    credentials were hidden, a long password's start was in the report."""
+    a = traps.base("127.0.0.1")
+    body = json.dumps({"next": "/page"}).encode()
+    traps.route("/page", Reply(response(200, [("Content-Type", "application/json")], body)))
+    password = "tok" + "P" * 700
+    url = a.replace("http://", f"http://bob:{password}@") + "/page"
+    report = await aggregate_async([url], next_page="next", retry=NO_RETRY, timeouts=DEADLINES)
+    assert report.bad_next == 1
+    (problem,) = report.problems
+    assert "already fetched" in problem.message
+    assert "P" * 16 not in problem.message
