@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,11 @@ async def traps() -> AsyncIterator[Traps]:
         yield running
 
 
-async def gather(urls: list[object], **options: object) -> list[Result]:
+async def gather(urls: Sequence[str | Request], **options: Any) -> list[Result]:
     options.setdefault("retry", NO_RETRY)
     options.setdefault("timeouts", DEADLINES)
-    async with Fetcher(**options) as fetcher:  # type: ignore[arg-type]
-        return await fetcher.gather(urls)  # type: ignore[arg-type]
+    async with Fetcher(**options) as fetcher:
+        return await fetcher.gather(urls)
 
 
 # ------------------------------------------------------------------------- the guard
@@ -424,3 +424,50 @@ async def test_a_next_page_seen_before_is_reported_without_its_long_password(
     (problem,) = report.problems
     assert "already fetched" in problem.message
     assert "P" * 16 not in problem.message
+
+
+async def test_a_name_with_a_refused_and_an_allowed_address_connects_to_the_allowed_one() -> None:
+    """docs/security.md: such a name "is connected to the allowed one only",
+    also when the refused address comes first, and at a redirect hop."""
+    refused: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        refused.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(response(200, body=b"{}"))
+        writer.close()
+
+    async with Traps(["127.0.0.2"]) as traps:
+        port = int(traps.base("127.0.0.2").rsplit(":", 1)[1])
+        traps.route("/hop", redirect(307, f"http://both.test:{port}/ok"))
+        zone = {"both.test": Name.fixed("127.0.0.1", "127.0.0.2")}
+        server = await asyncio.start_server(record, "127.0.0.1", port)
+        try:
+            async with StubDNS(zone) as dns:
+                urls = [f"http://both.test:{port}/ok", f"http://127.0.0.2:{port}/hop"]
+                guard = {"deny_hosts": ["127.0.0.1"], "nameservers": [dns.nameserver]}
+                results = await gather(urls, **guard)
+        finally:
+            server.close()
+            await server.wait_closed()
+    assert [r.ok for r in results] == [True, True], [r.error for r in results]
+    assert refused == []
+    assert sorted(s.path for s in traps.seen()) == ["/hop", "/ok", "/ok"]
+
+
+async def test_a_hop_to_another_port_of_the_same_host_gets_no_credentials() -> None:
+    """An origin is scheme, host and port: the same address on another port is
+    another origin (another server, perhaps another user's)."""
+    async with Traps(["127.0.0.1", "127.0.0.1"]) as traps:
+        a, other = traps.bases
+        traps.route("/hop", redirect(307, f"{other}/ok"))
+        url = a.replace("http://", "http://bob:pw-port@") + "/hop"
+        request = Request(url, headers={"Cookie": "s=s3cr3t-port", "X-Custom": "follows"})
+        (result,) = await gather([request], headers={"Proxy-Authorization": "Basic s3cr3t"})
+        assert result.ok, result.error
+        (first,) = traps.seen(a)
+        (hop,) = traps.seen(other)
+    assert first.header("Cookie") == "s=s3cr3t-port"
+    assert first.header("Authorization") is not None
+    assert b"s3cr3t" not in hop.raw
+    assert hop.header("Authorization") is None
+    assert hop.header("X-Custom") == "follows"
