@@ -1083,7 +1083,9 @@ class Aggregator:
         seen = origin.seen if origin.seen is not None else set()
         seen.add(result.url)
         if target in seen:
-            self._bad_next(result, origin, f"next page {shown(target)} was already fetched")
+            # Hidden before the cut, which could fall inside a long password.
+            shown_target = shown(redact_url(target))
+            self._bad_next(result, origin, f"next page {shown_target} was already fetched")
             return None
         if origin.page + 1 >= self.spec.max_pages:
             self.truncated += 1

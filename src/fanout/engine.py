@@ -340,7 +340,8 @@ class Fetcher:
         nameservers: Iterable[str] | None = None,
     ) -> None:
         """``headers`` are sent with every request (Authorization, Proxy-Authorization
-        and Cookie only to the request's own origin: see ``docs/security.md``);
+        and Cookie only to the request's own origin: see ``docs/security.md``); a
+        User-Agent among them, in any case, is sent instead of ``user_agent``;
         ``keep_body=False`` drops bodies after hashing them (``Result.body`` is then
         None); ``seed`` fixes the jitter.
         ``tune_collector=True`` raises the garbage collector's first threshold while
@@ -369,7 +370,10 @@ class Fetcher:
         self._guard = guard if guard.active else None
         self._nameservers = None if nameservers is None else list(nameservers)
         self._internal_logged: set[type[BaseException]] = set()
-        self._headers = {"User-Agent": user_agent, **(headers or {})}
+        given = dict(headers or {})
+        if not any(name.lower() == "user-agent" for name in given):  # a given one wins
+            given = {"User-Agent": user_agent, **given}
+        self._headers = given
         self._keep_body = keep_body
         self._tune_collector = tune_collector
         self._collector = contextlib.ExitStack()
@@ -938,19 +942,38 @@ class Fetcher:
         if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
             method, body = "GET", None
         dropped = _BODY_HEADERS if body is None and request.body is not None else frozenset()
-        skip: tuple[str, ...] = ()
         if key != host_key(origin):
             dropped |= _CREDENTIALS
-            skip = CREDENTIAL_HEADERS
         elif origin.raw_user is not None and target.raw_user is None:
             target = target.with_user(origin.user).with_password(origin.password)
         headers = {
             name: value for name, value in request.headers.items() if name.lower() not in dropped
         }
+        skip: tuple[str, ...] = ()
+        if dropped:
+            skip = self._without_defaults(headers, dropped)
         item.retry_safe = (
             request.retry_safe if method == request.method else method in IDEMPOTENT_METHODS
         )
         return target, key, Hop(method, headers, body, skip)
+
+    def _without_defaults(
+        self, headers: dict[str, str], dropped: frozenset[str]
+    ) -> tuple[str, ...]:
+        """Add the fetcher's headers not ``dropped`` to a hop's ``headers`` (where
+        they do not set them); return the names of those to leave out. Given a
+        list to leave out, aiohttp would also put its own User-Agent in place of
+        the fetcher's: every header the hop keeps is given with it."""
+        given = {name.lower() for name in headers}
+        skip = []
+        for name, value in self._headers.items():
+            lower = name.lower()
+            if lower in dropped:
+                skip.append(name)
+            elif lower not in given:
+                headers[name] = value
+                given.add(lower)
+        return tuple(skip)
 
     def _move(self, item: _Item, url: URL, key: HostKey, hop: Hop) -> None:
         """Send the next hop of ``item`` to its host: it takes that host's slot,
@@ -1054,17 +1077,23 @@ def _internal_failure(exc: BaseException) -> Failure:
 
 def _redirect_target(base: URL, location: str) -> URL | Failure:
     """The URL a Location header points to, resolved against ``base`` and checked
-    like any input URL (only http and https, a valid host and port)."""
+    like any input URL (only http and https, a valid host and port). A message
+    quoting it hides its credentials before it is cut: a cut before a long
+    password's "@" would leave its start where redaction cannot see it."""
+    from fanout.records import redact_text, redact_url
+
     try:
         target = URL(location)
         if not target.absolute:
             target = base.join(target)
         text = str(target.with_fragment(None))
     except (ValueError, TypeError) as exc:
-        return Failure(ErrorKind.INVALID_URL, shown(f"redirect to an invalid URL: {exc}"))
+        message = redact_text(f"redirect to an invalid URL: {exc}")
+        return Failure(ErrorKind.INVALID_URL, shown(message))
     parsed = parse_url(text)
     if isinstance(parsed, Failure):
-        return Failure(parsed.kind, shown(f"redirect to {text!r}: {parsed.message}"))
+        message = f"redirect to {redact_url(text)!r}: {parsed.message}"
+        return Failure(parsed.kind, shown(message))
     return parsed
 
 

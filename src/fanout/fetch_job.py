@@ -34,6 +34,7 @@ from fanout.sources import (
     open_input,
     read_jsonl_requests,
     read_url_lines,
+    shown_input,
 )
 from fanout.stats import RunStats, Summary
 
@@ -129,7 +130,8 @@ def _inputs(job: FetchJob) -> Iterator[Request | Rejected]:
         request = Request(url, meta={"line": number}, **overrides)  # type: ignore[arg-type]
         failure = check_request(request)
         if failure is not None:
-            yield Rejected(line=number, text=url[:200], kind=failure.kind, reason=failure.message)
+            text = shown_input(url)
+            yield Rejected(line=number, text=text, kind=failure.kind, reason=failure.message)
         else:
             yield request
     if job.input_path is not None:

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from fanout.errors import ConfigError
 from fanout.transport import AddressDenied
@@ -84,6 +85,14 @@ def _private_reason(address: IPAddress) -> str | None:
     if not address.is_global:
         return "not a global address"
     return None
+
+
+def _forms(address: IPAddress) -> tuple[IPAddress, ...]:
+    """The address, and for an IPv4-mapped one (``::ffff:10.0.0.1``, as an AAAA
+    record may give) the IPv4 address it connects to: network patterns match either."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return (address, address.ipv4_mapped)
+    return (address,)
 
 
 def _address(text: str) -> IPAddress | None:
@@ -139,9 +148,11 @@ class HostGuard:
         address = _address(text)
         if address is None:
             return f"{text!r} is not an IP address"
-        pattern = self._deny.network_match(address)
-        if pattern is not None:
-            return f"{address} is in the denied network {pattern}"
+        forms = _forms(address)
+        for form in forms:
+            pattern = self._deny.network_match(form)
+            if pattern is not None:
+                return f"{address} is in the denied network {pattern}"
         if self.deny_private:
             reason = _private_reason(address)
             if reason is not None:
@@ -150,7 +161,7 @@ class HostGuard:
         if (
             allow is not None
             and allow.name_match(host.rstrip(".").lower()) is None
-            and allow.network_match(address) is None
+            and all(allow.network_match(form) is None for form in forms)
         ):
             return f"{host} ({address}) matches no allowed pattern"
         return None
@@ -175,7 +186,7 @@ class _Patterns:
                     raise ConfigError(
                         f"{option}: {pattern!r} is neither a host name pattern nor a network"
                     ) from None
-                self.names.append(text.rstrip("."))
+                self.names.append(_ascii_name(option, pattern, text.rstrip(".")))
 
     def __bool__(self) -> bool:
         return bool(self.names or self.networks)
@@ -191,6 +202,27 @@ class _Patterns:
             if address.version == network.version and address in network:
                 return network
         return None
+
+
+def _ascii_name(option: str, pattern: str, name: str) -> str:
+    """A name pattern as URL hosts are matched: each international label in
+    its ``xn--`` form, encoded as yarl encodes a URL's host (else
+    ``bücher.example`` would silently match nothing)."""
+    if name.isascii():
+        return name
+    labels = []
+    for label in name.split("."):
+        if not label.isascii():
+            try:
+                if any(c in label for c in "*?["):
+                    raise ValueError("a wildcard in an international label")
+                label = URL.build(scheme="http", host=label).raw_host or ""
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{option}: {pattern!r}: {exc}; write the name in its xn-- form"
+                ) from None
+        labels.append(label)
+    return ".".join(labels)
 
 
 class GuardedResolver(AbstractResolver):

@@ -85,7 +85,9 @@ class Timeouts:
 
     - ``connect``: to resolve the host and open the connection.
     - ``read``: the longest gap between two reads of the response.
-    - ``total``: the whole attempt, from sending to the last body byte.
+    - ``total``: one exchange, from sending to the last body byte. Each
+      redirect hop is an exchange of its own, so a try that follows
+      redirects may last up to ``max_redirects + 1`` times this.
     """
 
     connect: float | None = 10.0
@@ -110,8 +112,9 @@ class Caps:
       up to 11 times its size while it is built, parsing it as JSON up to 40
       times). A body that is only hashed is never held whole, so raising the
       cap for large downloads with ``keep_body=False`` costs no memory.
-    - ``max_redirects``: redirects followed per attempt; ``0`` follows none
-      and returns the 3xx response itself.
+    - ``max_redirects``: redirects followed per request, over all its tries
+      (a retried hop does not start the count again); ``0`` follows none and
+      returns the 3xx response itself.
     """
 
     max_bytes: int | None = 8 * 1024 * 1024

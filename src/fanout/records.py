@@ -102,7 +102,9 @@ REDACTED: Final = "***@"
 # §4.4 authority state), so "u:p@ss@host" hides "p@ss" too. The authority is
 # taken to end only at "/" (not at "?" or "#"): a sloppy password holding "?"
 # or "#" is still hidden, at the price of over-redacting "http://h?a@b".
-_URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?//)?")
+# Any number of slashes (or backslashes) may follow the scheme: "http:/u:pw@h/" is
+# a typo whose password must still be hidden.
+_URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?[/\\]+)?")
 _SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 _AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
@@ -125,10 +127,14 @@ def redact_url(url: str) -> str:
     """Replace the credentials of a URL (``user:password@``) with ``***@``.
 
     Works on any string, valid URL or not: whatever stands before the last
-    ``@`` of the authority-like start of the string is hidden.
+    ``@`` of the authority-like start of the string is hidden. Typos are
+    allowed for: any number of slashes after the scheme, and a "/" in the
+    password when what precedes it cannot be a host and port.
 
     >>> redact_url("https://bob:s3cret@api.example/v1?x=1")
     'https://***@api.example/v1?x=1'
+    >>> redact_url("http:/bob:pw@api.example/"), redact_url("http://bob:p/w@api.example/")
+    ('http:/***@api.example/', 'http://***@api.example/')
     >>> redact_url("https://api.example/@bob")
     'https://api.example/@bob'
     """
@@ -138,7 +144,21 @@ def redact_url(url: str) -> str:
     begin = 0 if start is None else start.end()
     end = url.find("/", begin)
     at = url.rfind("@", begin, len(url) if end < 0 else end)
+    if at < 0 and end >= 0 and _not_host_port(url[begin:end]):
+        # "http://u:pa/ss@host/": a "/" in a password. The URL is invalid (its
+        # port would be "pa"); hide up to the "@" that ends the userinfo.
+        first = url.find("@", end)
+        if first >= 0:
+            stop = url.find("/", first)
+            at = url.rfind("@", begin, len(url) if stop < 0 else stop)
     return url if at < 0 else url[:begin] + REDACTED + url[at + 1 :]
+
+
+def _not_host_port(authority: str) -> bool:
+    """Whether an authority without "@" cannot be ``host[:port]``: its port
+    part is there and is not a number."""
+    _, colon, port = authority.rpartition("]")[2].rpartition(":")
+    return bool(colon and port) and not (port.isascii() and port.isdigit())
 
 
 def redact_text(text: str) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "open_input",
     "read_jsonl_requests",
     "read_url_lines",
+    "shown_input",
 ]
 
 _BOM: Final = b"\xef\xbb\xbf"
@@ -51,6 +52,11 @@ _HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
 _BAD_URL_CHAR_RE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
 _JSONL_FIELDS: Final = frozenset({"url", "method", "headers", "body", "key", "meta"})
+# A credential header's value in a JSONL line, as a rejected line is shown.
+_CREDENTIAL_FIELD_RE: Final = re.compile(
+    r'("(?:authorization|proxy-authorization|cookie)"\s*:\s*")(?:[^"\\]|\\.)*',
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +77,21 @@ class Rejected:
     reason: str
 
 
-def _shown(raw: bytes | str) -> str:
-    """Render input text so it is safe to print: escaped and bounded."""
-    return shown(raw, _SHOWN_CHARS)
+def shown_input(raw: bytes | str) -> str:
+    """Render input text so it is safe to print: escaped and cut to about 200
+    characters, the value of an Authorization, Proxy-Authorization or Cookie
+    field of a JSONL line hidden. A URL's ``user:password@`` is hidden where
+    the text is written (so a journal can still tell passwords apart), but
+    before a cut: a cut before a long password's "@" would leave its start
+    for all to see."""
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
+    text = _CREDENTIAL_FIELD_RE.sub(r"\1***", text)
+    bounded = shown(text, _SHOWN_CHARS)
+    if "@" in text and bounded.endswith("…"):
+        from fanout.records import redact_text, redact_url  # records imports this module
+
+        bounded = shown(redact_text(redact_url(text)), _SHOWN_CHARS)
+    return bounded
 
 
 def check_url(text: str) -> Failure | None:
@@ -98,8 +116,8 @@ def _lines(stream: BinaryIO, max_line: int) -> Iterator[tuple[int, bytes | None,
     """Yield ``(number, content, head)`` for each line, without its line ending.
 
     ``content`` is None when the line is longer than ``max_line`` bytes; then
-    ``head`` is its first bytes (for display) and the rest was read and thrown
-    away in bounded chunks.
+    ``head`` is what was read of it (about ``max_line`` bytes, for display) and
+    the rest was read and thrown away in bounded chunks.
     """
     if max_line < 1:
         raise ConfigError(f"max_line must be >= 1, got {max_line!r}")
@@ -118,13 +136,13 @@ def _lines(stream: BinaryIO, max_line: int) -> Iterator[tuple[int, bytes | None,
                 rest = stream.readline(_DISCARD_CHUNK)
                 if not rest or rest.endswith(b"\n"):
                     break
-            yield number, None, raw[: _SHOWN_CHARS * 4].rstrip(b"\r")
+            yield number, None, raw.rstrip(b"\r")  # all of it: credentials are hidden first
             continue
         content = raw[:-1] if ended else raw
         if content.endswith(b"\r"):
             content = content[:-1]
         if len(content) > max_line:
-            yield number, None, content[: _SHOWN_CHARS * 4]
+            yield number, None, content
         else:
             yield number, content, content
 
@@ -135,7 +153,7 @@ def _decode(number: int, content: bytes) -> str | Rejected:
     except UnicodeDecodeError as exc:
         return Rejected(
             number,
-            _shown(content),
+            shown_input(content),
             ErrorKind.INVALID_URL,
             f"not valid UTF-8 (byte 0x{content[exc.start]:02x} at offset {exc.start})",
         )
@@ -143,7 +161,7 @@ def _decode(number: int, content: bytes) -> str | Rejected:
 
 def _too_long(number: int, head: bytes, max_line: int) -> Rejected:
     reason = f"line longer than {max_line} bytes"
-    return Rejected(number, _shown(head), ErrorKind.INVALID_URL, reason)
+    return Rejected(number, shown_input(head), ErrorKind.INVALID_URL, reason)
 
 
 def read_url_lines(stream: BinaryIO, *, max_line: int = 64 * 1024) -> Iterator[Request | Rejected]:
@@ -177,7 +195,7 @@ key=None, meta={'line': 2}, idempotent=None)
         if failure is None:
             yield request
         else:
-            yield Rejected(number, _shown(text), failure.kind, failure.message)
+            yield Rejected(number, shown_input(text), failure.kind, failure.message)
 
 
 def _json_type(value: object) -> str:
@@ -228,7 +246,7 @@ def _parse_request(number: int, obj: object) -> Request | str:
     if method is None:
         method = "GET"
     elif not isinstance(method, str) or not TOKEN_RE.fullmatch(method):
-        return f"'method' must be an HTTP method token, got {_shown(repr(method))}"
+        return f"'method' must be an HTTP method token, got {shown_input(repr(method))}"
     headers: Mapping[str, str] = {}
     if obj.get("headers") is not None:
         parsed = _parse_headers(obj["headers"])
@@ -286,17 +304,19 @@ def read_jsonl_requests(
         try:
             obj = orjson.loads(decoded)
         except orjson.JSONDecodeError as exc:
-            yield Rejected(number, _shown(decoded), ErrorKind.INVALID_URL, f"invalid JSON: {exc}")
+            yield Rejected(
+                number, shown_input(decoded), ErrorKind.INVALID_URL, f"invalid JSON: {exc}"
+            )
             continue
         parsed = _parse_request(number, obj)
         if isinstance(parsed, str):
-            yield Rejected(number, _shown(decoded), ErrorKind.INVALID_URL, parsed)
+            yield Rejected(number, shown_input(decoded), ErrorKind.INVALID_URL, parsed)
             continue
         failure = check_request(parsed)
         if failure is None:
             yield parsed
         else:
-            yield Rejected(number, _shown(parsed.url), failure.kind, failure.message)
+            yield Rejected(number, shown_input(parsed.url), failure.kind, failure.message)
 
 
 @contextmanager

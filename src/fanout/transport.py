@@ -57,8 +57,9 @@ class AddressDenied(OSError):
 
 class Hop:
     """What a redirect hop sends instead of the request's own method, headers and
-    body; ``skip`` names the fetcher's default headers left out (the credentials,
-    on a hop to another origin)."""
+    body; ``skip`` names the fetcher's default headers left out (its credentials
+    on a hop to another origin, the headers that describe a body on a hop
+    without it), and ``headers`` then holds every default header the hop keeps."""
 
     __slots__ = ("body", "headers", "method", "skip")
 
@@ -276,13 +277,14 @@ async def exchange(
     out of here to spare a coroutine layer per request)."""
     if hop is not None:
         method = hop.method
-        options = {**options, "headers": hop.headers or None, "data": hop.body}
+        options = {**options, "headers": _headers_for(url, hop.headers), "data": hop.body}
         if hop.skip:
             options["skip_auto_headers"] = hop.skip
     else:
         method = request.method
         if request.headers or request.body is not None:
-            options = {**options, "headers": request.headers or None, "data": request.body}
+            headers = _headers_for(url, request.headers)
+            options = {**options, "headers": headers, "data": request.body}
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
     # between this one and the request's, a layer that each resumption passes
     # through, and call two more coroutines at the end (its __aexit__ does what
@@ -330,6 +332,18 @@ async def exchange(
     finally:
         response.release()
         await response.wait_for_close()
+
+
+def _headers_for(url: URL, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """The headers of a request to ``url``, None when there are none. A URL's
+    own credentials are its Authorization, over one among ``headers`` (as over
+    the fetcher's): aiohttp refuses to be given both, and the URL may be a
+    same-origin redirect's Location, which a server writes."""
+    if not headers:
+        return None
+    if url.raw_user is not None or url.raw_password is not None:
+        headers = {name: v for name, v in headers.items() if name.lower() != "authorization"}
+    return headers or None
 
 
 async def _read_capped(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import socket
 from typing import Final
 
 from yarl import URL
@@ -20,18 +19,20 @@ HostKey = tuple[str, str, int]
 _SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
 _BAD_URL_CHAR_RE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
-_LEGACY_IPV4_RE: Final = re.compile(r"[0-9a-fx.]+")
+# WHATWG URL §3.5 "ends in a number": a last label that is an IPv4 part.
+_NUMBER_LABEL_RE: Final = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
 @functools.lru_cache(maxsize=4096)
 def canonical_host(raw_host: str) -> str:
-    """One spelling per host: an address in its standard form (an IPv4-mapped
-    IPv6 address as its IPv4 one; the legacy IPv4 forms ``127.1``, ``0x7f.0.0.1``
-    and ``2130706433`` as ``127.0.0.1``, as resolvers read them), a name without
-    its final dot. yarl has already lower-cased the name.
+    """One spelling per host: an IPv6 address in its standard form (an
+    IPv4-mapped one as its IPv4 address), a name without its final dot. yarl
+    has already lower-cased the name. The legacy IPv4 forms (``127.1``,
+    ``0x7f.0.0.1``, ``2130706433``) never get here: :func:`parse_url` refuses
+    them, as aiohttp would not connect to them as addresses.
 
-    >>> canonical_host("::ffff:7f00:1"), canonical_host("0x7f.1"), canonical_host("a.example.")
-    ('127.0.0.1', '127.0.0.1', 'a.example')
+    >>> canonical_host("::ffff:7f00:1"), canonical_host("0:0::1"), canonical_host("a.example.")
+    ('127.0.0.1', '::1', 'a.example')
     """
     if ":" in raw_host:
         try:
@@ -40,13 +41,7 @@ def canonical_host(raw_host: str) -> str:
             return raw_host
         mapped = address.ipv4_mapped
         return str(address) if mapped is None else str(mapped)
-    name = raw_host.rstrip(".")
-    if _LEGACY_IPV4_RE.fullmatch(name):
-        try:
-            return socket.inet_ntoa(socket.inet_aton(name))
-        except OSError:
-            pass
-    return name
+    return raw_host.rstrip(".")
 
 
 def host_key(url: URL) -> HostKey:
@@ -72,7 +67,19 @@ def _check_host(host: str) -> str | None:
             return f"host label longer than 63 characters in {host[:80]!r}"
         if not _HOST_LABEL_RE.fullmatch(label):
             return f"invalid character in host {host[:80]!r}"
+    if _NUMBER_LABEL_RE.fullmatch(name.rsplit(".", 1)[-1]) and not _is_dotted_quad(host):
+        # A browser reads 127.1 or 0x7f.0.0.1 as 127.0.0.1; aiohttp refuses the
+        # first and asks DNS for the second. Either way not the host it looks like.
+        return f"host {host[:80]!r} ends in a number but is not an IPv4 address a.b.c.d"
     return None
+
+
+def _is_dotted_quad(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)  # four decimal parts, no leading zero
+    except ValueError:
+        return False
+    return True
 
 
 def _check_scheme(text: str) -> Failure | None:
