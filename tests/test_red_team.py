@@ -183,12 +183,6 @@ async def test_a_url_with_credentials_and_an_authorization_header_is_fetched(
 PAGE_SECRETS = {"Authorization": "Bearer s3cr3t-page-1c2d", "Cookie": "s=s3cr3t-page-3e4f"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design choice for the lead: a next page (--next, --next-link) on another origin"
-    " is fetched with the fetcher's credential headers; refuse it as bad_next, or let a"
-    " Request leave the fetcher's Authorization/Cookie out (as a redirect hop does)",
-)
 @pytest.mark.parametrize("how", ["next_page", "next_link"])
 async def test_a_next_page_on_another_origin_gets_no_credentials(traps: Traps, how: str) -> None:
     """A server names the next page; when it is on another origin, the

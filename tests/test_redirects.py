@@ -203,3 +203,16 @@ async def test_too_many_redirects_and_bad_locations(server: DemoServer) -> None:
     assert scheme.error.kind is ErrorKind.UNSUPPORTED_SCHEME
     assert broken.error is not None
     assert broken.error.kind is ErrorKind.INVALID_URL
+
+
+async def test_a_request_may_refuse_every_credential(server: DemoServer) -> None:
+    headers = {**SECRETS, "X-Custom": "kept"}
+    urls = [f"{server.url}/echo", _to(server.url, "/echo")]
+    requests = [Request(url, headers={"Cookie": "own=1"}, send_credentials=False) for url in urls]
+    async with Fetcher(headers=headers, user_agent="agent/1") as fetcher:
+        results = await fetcher.gather(requests)
+    for result in results:
+        echoed = _headers(result)
+        assert not {name.lower() for name in SECRETS} & set(echoed), echoed
+        assert echoed["x-custom"] == "kept"
+        assert echoed["user-agent"] == "agent/1"

@@ -112,12 +112,13 @@ from yarl import URL
 
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError
-from fanout.models import ErrorKind, Request, Result
+from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.records import redact_text, redact_url
 from fanout.runtime import run_sync
 from fanout.safetext import shown
 from fanout.sources import Rejected
+from fanout.urls import host_key, parse_url
 
 __all__ = [
     "MAX_EXPANSION",
@@ -1091,8 +1092,15 @@ class Aggregator:
             self.truncated += 1
             return None
         request = result.request
+        # The server chose this URL: the credentials given for the first page's
+        # origin go only to that origin, as on a redirect.
+        trusted = request.send_credentials and _same_origin(request.url, target)
         return replace(
-            request, url=target, key=None, meta=_Origin(origin.index, origin.page + 1, seen)
+            request,
+            url=target,
+            key=None,
+            meta=_Origin(origin.index, origin.page + 1, seen),
+            send_credentials=trusted,
         )
 
     def _next_target(self, base: str, value: object) -> str | None:
@@ -1190,6 +1198,12 @@ def _group_key(value: object) -> GroupKey:
     if isinstance(value, int | float):
         return _number(value, False)
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _same_origin(first: str, second: str) -> bool:
+    """Whether two URLs have one origin (scheme, canonical host and port)."""
+    a, b = parse_url(first), parse_url(second)
+    return not isinstance(a, Failure) and not isinstance(b, Failure) and host_key(a) == host_key(b)
 
 
 def _link_next(headers: Mapping[str, str], base: str) -> str | None:

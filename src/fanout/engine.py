@@ -634,6 +634,10 @@ class Fetcher:
                 return
         host = self._host(key)
         item = _Item(run, index, request, parsed, host)
+        if not request.send_credentials:  # sent as a hop that leaves them out
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in _CREDENTIALS}
+            skip = self._without_defaults(headers, _CREDENTIALS)
+            item.hop = Hop(request.method, headers, request.body, skip)
         run.outstanding[index] = item
         host.pending += 1
         host.ready.append(item)
@@ -917,7 +921,9 @@ class Fetcher:
         (RFC 9110 §15.4): a 303, and a 301 or 302 of a POST, become a GET without
         body; 307 and 308 keep the method and body. Authorization,
         Proxy-Authorization and Cookie go only to the request's own origin
-        (scheme, host and port), as curl does; so do a URL's own credentials."""
+        (scheme, host and port), as curl does, and nowhere for a request that
+        says ``send_credentials=False``; a URL's own credentials go only to
+        its origin."""
         caps = self.caps
         if item.hops >= caps.max_redirects:
             return Failure(
@@ -942,9 +948,10 @@ class Fetcher:
         if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
             method, body = "GET", None
         dropped = _BODY_HEADERS if body is None and request.body is not None else frozenset()
-        if key != host_key(origin):
+        same_origin = key == host_key(origin)
+        if not (same_origin and request.send_credentials):
             dropped |= _CREDENTIALS
-        elif origin.raw_user is not None and target.raw_user is None:
+        if same_origin and origin.raw_user is not None and target.raw_user is None:
             target = target.with_user(origin.user).with_password(origin.password)
         headers = {
             name: value for name, value in request.headers.items() if name.lower() not in dropped

@@ -84,6 +84,10 @@ class Request:
     given); ``meta`` is carried through untouched to the :class:`Result`.
     ``idempotent`` overrides the method's own idempotency (RFC 9110 §9.2.2),
     which decides whether a failure after the request was sent is retried.
+    ``send_credentials=False`` sends no Authorization, Proxy-Authorization or
+    Cookie header, neither the fetcher's nor the request's own, at any hop:
+    for a URL that a server chose, such as a next page on another origin
+    (a URL's own ``user:password@`` is still its Basic authentication).
 
     A method that is not an HTTP token, or a header whose name is not a token
     or whose value holds a control character other than tab, raises
@@ -104,6 +108,7 @@ class Request:
     key: str | None = None
     meta: Any = None
     idempotent: bool | None = None
+    send_credentials: bool = True
     # parse_url(_parsed_from), kept by fanout.urls.parse_request_url: an input
     # reader checks the URL and the engine needs it parsed a moment later. Two
     # fields, not a tuple: one tracked object less per request for the collector.
@@ -121,6 +126,7 @@ class Request:
         key: str | None = None,
         meta: Any = None,
         idempotent: bool | None = None,
+        send_credentials: bool = True,
     ) -> None:
         if method != "GET":  # the default method and headers need no check
             _refuse(method_problem(method))
@@ -133,6 +139,7 @@ class Request:
         self.key = key
         self.meta = meta
         self.idempotent = idempotent
+        self.send_credentials = send_credentials
         self._parsed_from = None
         self._parsed = None
 
