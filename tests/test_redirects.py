@@ -13,7 +13,7 @@ import orjson
 import pytest
 from yarl import URL
 
-from fanout import Caps, ErrorKind, Fetcher, Limits, Request, Result, RetryPolicy
+from fanout import Caps, ErrorKind, Fetcher, Limits, Request, Result, RetryPolicy, Timeouts
 from fanout.demo import DemoServer, Stats
 from fanout.urls import host_key
 
@@ -216,3 +216,18 @@ async def test_a_request_may_refuse_every_credential(server: DemoServer) -> None
         assert not {name.lower() for name in SECRETS} & set(echoed), echoed
         assert echoed["x-custom"] == "kept"
         assert echoed["user-agent"] == "agent/1"
+
+
+async def test_the_total_deadline_covers_the_redirects_of_an_attempt(server: DemoServer) -> None:
+    # Each exchange alone fits in the deadline; the two of one attempt do not.
+    inner = f"/redirect-to?delay=0.6&url={quote('/items/1', safe='')}"
+    url = f"{server.url}/redirect-to?delay=0.6&url={quote(inner, safe='')}"
+    retry = RetryPolicy(attempts=1)
+    async with Fetcher(timeouts=Timeouts(total=1.0), retry=retry) as fetcher:
+        (late,) = await fetcher.gather([url])
+    assert late.error is not None
+    assert late.error.kind is ErrorKind.TIMEOUT
+    assert "total deadline" in late.error.message
+    async with Fetcher(timeouts=Timeouts(total=30.0), retry=retry) as fetcher:
+        (fine,) = await fetcher.gather([url])
+    assert fine.ok, fine.error

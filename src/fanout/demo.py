@@ -26,9 +26,9 @@ Retry-After), ``/flaky/{n}?key=K`` (503 the first n times for K, then 200),
 ``/drip?interval=S&count=N`` (a byte every S seconds), ``/short``
 (Content-Length 1000, 10 bytes, then the connection closes), ``/reset`` (the
 connection is reset, no answer), ``/redirect/{n}`` (n relative redirects, or
-absolute with ``?absolute=1``), ``/redirect-to?url=U&status=S`` (a redirect
-with status S, 302 by default, to U, any scheme), ``/bytes/{n}`` (byte i is
-``i % 256``; at most 100 MiB),
+absolute with ``?absolute=1``), ``/redirect-to?url=U&status=S&delay=D`` (a
+redirect with status S, 302 by default, to U, any scheme, after D seconds),
+``/bytes/{n}`` (byte i is ``i % 256``; at most 100 MiB),
 ``/gzip-bomb?size=N`` (gzip that inflates to N zero bytes, 1 GiB by default),
 ``/json/bad`` (not JSON, labelled JSON) and ``/echo`` (method, path, headers
 and body as JSON).
@@ -476,6 +476,7 @@ async def _redirect(request: web.Request) -> web.Response:
 async def _redirect_to(request: web.Request) -> web.Response:
     location = _header_value(request.query.get("url", "/"))
     status = _int(request, "status", 302, 300, 399)
+    await _pause(request, _seconds(request, "delay", 0.0))
     return web.Response(status=status, headers={"Location": location})
 
 

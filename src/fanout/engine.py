@@ -126,12 +126,14 @@ class _Item:
 
     __slots__ = (
         "attempts",
+        "due",
         "first_start",
         "following",
         "hop",
         "hops",
         "host",
         "index",
+        "left",
         "origin",
         "request",
         "retry_safe",
@@ -149,6 +151,8 @@ class _Item:
         self.attempts = 0
         self.first_start = 0.0
         self.try_start = 0.0
+        self.due = 0.0  # the loop clock's deadline of the current exchange
+        self.left = 0.0  # of the try's total deadline, when a redirect hop waits
         self.hop: Hop | None = None
         self.hops = 0
         self.following = False
@@ -164,15 +168,17 @@ class _AttemptDeadline:
     asyncio's own loop (benchmarks/instructions.py). Here an attempt
     only notes when it is due; the worker's one timer, when it fires early,
     re-arms itself for the deadline then in force, and finding none it stops.
-    A deadline never moves earlier (every attempt has the same ``seconds``), so
-    the timer armed is never late. When an attempt's deadline passes, the worker
-    task is cancelled, as aiohttp's timer would; :meth:`stop` tells the worker
-    whether that cancellation was the deadline's alone. The timer is the one
+    A new try's deadline never moves earlier (every try has the same
+    ``seconds``); a redirect hop has what its try left of them, which may end
+    before the timer armed, and then re-arms it. So the timer is never late. When an
+    attempt's deadline passes, the worker task is cancelled, as aiohttp's
+    timer would; :meth:`stop` tells the worker whether that cancellation was
+    the deadline's alone. The timer is the one
     of ``transport._LazyReadDeadline``, not shared with it: there the deadline
     moves at every chunk, and a call into a shared class cost 1.4 % of a
     request's instructions (uvloop)."""
 
-    __slots__ = ("_clock", "_handle", "_loop", "_seconds", "_task", "due", "expired")
+    __slots__ = ("_armed", "_clock", "_handle", "_loop", "_seconds", "_task", "due", "expired")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], seconds: float
@@ -182,14 +188,27 @@ class _AttemptDeadline:
         self._task = task
         self._seconds = seconds
         self._handle: asyncio.TimerHandle | None = None
+        self._armed = 0.0  # when the handle fires
         self.due: float | None = None
         self.expired = False
 
-    def start(self) -> None:
-        """An attempt begins: it is due ``seconds`` from now."""
-        due = self.due = self._clock() + self._seconds
+    def start(self, left: float | None = None) -> float:
+        """An exchange begins, due ``seconds`` from now, or ``left`` seconds from
+        now when it is a redirect hop: the try's exchanges share one budget
+        (the time a hop waits for its host between them is not counted).
+        Returns the deadline."""
+        if left is None:
+            due = self._clock() + self._seconds
+        else:
+            due = self._clock() + left
+            if self._handle is not None and due < self._armed:  # the one case it moves earlier
+                self._handle.cancel()
+                self._handle = None
+        self.due = due
         if self._handle is None:
+            self._armed = due
             self._handle = self._loop.call_at(due, self._check)
+        return due
 
     def stop(self) -> bool:
         """The attempt ended. True when its deadline passed and cancelled the task
@@ -218,6 +237,7 @@ class _AttemptDeadline:
             self.expired = True
             self._task.cancel()
         else:
+            self._armed = due
             self._handle = self._loop.call_at(due, self._check)
 
 
@@ -790,8 +810,10 @@ class Fetcher:
                     self._retire(item)
                 else:
                     start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-                    if item.following:  # a redirect hop: the same try goes on
+                    left = None
+                    if item.following:  # a redirect hop: the same try, and its deadline, go on
                         item.following = False
+                        left = item.left
                     else:
                         if item.attempts == 0:
                             item.first_start = start
@@ -800,7 +822,7 @@ class Fetcher:
                     sent = True
                     try:
                         if deadline is not None:
-                            deadline.start()
+                            item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
                             session, item.request, item.url, caps, options, keep_body, item.hop
@@ -991,6 +1013,8 @@ class Fetcher:
         new = self._host(key)
         new.pending += 1
         item.host, item.url, item.hop = new, url, hop
+        if self.timeouts.total is not None:
+            item.left = max(item.due - self._clock(), 0.0)
         item.hops += 1
         item.following = True
         new.ready.appendleft(item)

@@ -85,9 +85,10 @@ class Timeouts:
 
     - ``connect``: to resolve the host and open the connection.
     - ``read``: the longest gap between two reads of the response.
-    - ``total``: one exchange, from sending to the last body byte. Each
-      redirect hop is an exchange of its own, so a try that follows
-      redirects may last up to ``max_redirects + 1`` times this.
+    - ``total``: one attempt, from sending to the last body byte, the
+      redirects it follows included (their exchanges share it; the time a
+      hop waits for its host's slot or rate is not counted). A retry gets a
+      deadline of its own.
     """
 
     connect: float | None = 10.0
