@@ -118,7 +118,7 @@ from fanout.records import redact_text, redact_url
 from fanout.runtime import run_sync
 from fanout.safetext import shown
 from fanout.sources import Rejected
-from fanout.urls import host_key, parse_url
+from fanout.urls import host_key, parse_request_url, parse_url
 
 __all__ = [
     "MAX_EXPANSION",
@@ -1094,7 +1094,7 @@ class Aggregator:
         request = result.request
         # The server chose this URL: the credentials given for the first page's
         # origin go only to that origin, as on a redirect.
-        trusted = request.send_credentials and _same_origin(request.url, target)
+        trusted = request.send_credentials and _same_origin(parse_request_url(request), target)
         return replace(
             request,
             url=target,
@@ -1200,10 +1200,13 @@ def _group_key(value: object) -> GroupKey:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _same_origin(first: str, second: str) -> bool:
-    """Whether two URLs have one origin (scheme, canonical host and port)."""
-    a, b = parse_url(first), parse_url(second)
-    return not isinstance(a, Failure) and not isinstance(b, Failure) and host_key(a) == host_key(b)
+def _same_origin(first: URL | Failure, second: str) -> bool:
+    """Whether a request's parsed URL and another URL have one origin (scheme,
+    canonical host and port)."""
+    other = parse_url(second)
+    if isinstance(first, Failure) or isinstance(other, Failure):
+        return False
+    return host_key(first) == host_key(other)
 
 
 def _link_next(headers: Mapping[str, str], base: str) -> str | None:

@@ -59,7 +59,6 @@ from fanout.safetext import shown
 from fanout.transport import (
     CREDENTIAL_HEADERS,
     REDIRECT_STATUSES,
-    REQUEST_OPTIONS,
     Hop,
     classify,
     exchange,
@@ -122,21 +121,19 @@ class _Item:
     """One admitted request on its way through the engine. ``url`` and ``host``
     are those of the hop to send next; ``hop`` says what that hop sends when it
     is a redirect (None for the request itself), ``hops`` counts the redirects
-    followed, and ``following`` marks a hop of the current try (not a new try)."""
+    followed; ``left``, set while a hop of the current try waits to be sent, is
+    what the try has left of its total deadline."""
 
     __slots__ = (
         "attempts",
         "due",
         "first_start",
-        "following",
         "hop",
         "hops",
         "host",
         "index",
         "left",
-        "origin",
         "request",
-        "retry_safe",
         "run",
         "try_start",
         "url",
@@ -152,12 +149,9 @@ class _Item:
         self.first_start = 0.0
         self.try_start = 0.0
         self.due = 0.0  # the loop clock's deadline of the current exchange
-        self.left = 0.0  # of the try's total deadline, when a redirect hop waits
+        self.left: float | None = None  # of the try's total deadline, for its next hop
         self.hop: Hop | None = None
         self.hops = 0
-        self.following = False
-        self.origin: URL | None = None  # the request's own URL, once it is redirected
-        self.retry_safe: bool | None = None  # of the hop, when it is not the request's
 
 
 class _AttemptDeadline:
@@ -178,7 +172,7 @@ class _AttemptDeadline:
     moves at every chunk, and a call into a shared class cost 1.4 % of a
     request's instructions (uvloop)."""
 
-    __slots__ = ("_armed", "_clock", "_handle", "_loop", "_seconds", "_task", "due", "expired")
+    __slots__ = ("_clock", "_handle", "_loop", "_seconds", "_task", "due", "expired")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], seconds: float
@@ -188,7 +182,6 @@ class _AttemptDeadline:
         self._task = task
         self._seconds = seconds
         self._handle: asyncio.TimerHandle | None = None
-        self._armed = 0.0  # when the handle fires
         self.due: float | None = None
         self.expired = False
 
@@ -201,12 +194,11 @@ class _AttemptDeadline:
             due = self._clock() + self._seconds
         else:
             due = self._clock() + left
-            if self._handle is not None and due < self._armed:  # the one case it moves earlier
+            if self._handle is not None and due < self._handle.when():  # it moves earlier
                 self._handle.cancel()
                 self._handle = None
         self.due = due
         if self._handle is None:
-            self._armed = due
             self._handle = self._loop.call_at(due, self._check)
         return due
 
@@ -237,7 +229,6 @@ class _AttemptDeadline:
             self.expired = True
             self._task.cancel()
         else:
-            self._armed = due
             self._handle = self._loop.call_at(due, self._check)
 
 
@@ -652,12 +643,10 @@ class Fetcher:
             if refused is not None:
                 self._deliver(run, index, Result(request, error=Failure(ErrorKind.DENIED, refused)))
                 return
-        host = self._host(key)
+        host = self._hosts.get(key) or self._host(key)
         item = _Item(run, index, request, parsed, host)
         if not request.send_credentials:  # sent as a hop that leaves them out
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in _CREDENTIALS}
-            skip = self._without_defaults(headers, _CREDENTIALS)
-            item.hop = Hop(request.method, headers, request.body, skip)
+            item.hop = self._hop(request, request.method, request.body, _CREDENTIALS)
         run.outstanding[index] = item
         host.pending += 1
         host.ready.append(item)
@@ -790,7 +779,7 @@ class Fetcher:
         session = self._session
         assert loop is not None
         assert session is not None
-        caps, keep_body, options = self.caps, self._keep_body, REQUEST_OPTIONS
+        caps, keep_body = self.caps, self._keep_body
         me = asyncio.current_task()
         assert me is not None
         total = self.timeouts.total
@@ -810,10 +799,9 @@ class Fetcher:
                     self._retire(item)
                 else:
                     start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-                    left = None
-                    if item.following:  # a redirect hop: the same try, and its deadline, go on
-                        item.following = False
-                        left = item.left
+                    left = item.left
+                    if left is not None:  # a redirect hop: the same try, and its deadline, go on
+                        item.left = None
                     else:
                         if item.attempts == 0:
                             item.first_start = start
@@ -825,17 +813,17 @@ class Fetcher:
                             item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session, item.request, item.url, caps, options, keep_body, item.hop
+                            session, item.request, item.url, caps, keep_body, item.hop
                         )
                     except asyncio.CancelledError:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
                             if run.closed:
                                 self._retire(item)
                             raise
-                        failure, sent = classify(TimeoutError(), timeouts=self.timeouts, caps=caps)
+                        failure, sent = classify(TimeoutError(), timeouts=self.timeouts)
                         result = Result(item.request, error=failure)
                     except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
-                        failure, sent = classify(exc, timeouts=self.timeouts, caps=caps)
+                        failure, sent = classify(exc, timeouts=self.timeouts)
                         if failure.kind is ErrorKind.INTERNAL:
                             self._log_internal(exc)
                         result = Result(item.request, error=failure)
@@ -873,9 +861,7 @@ class Fetcher:
         try:
             if result.error is not None:
                 delay = self._retry_delay(item, result, sent, self._clock())
-            elif result.status in REDIRECT_STATUSES and followed(
-                result.status, result.headers, self.caps
-            ):
+            elif result.status in REDIRECT_STATUSES and followed(result.headers, self.caps):
                 step = self._next_hop(item, result)
                 if isinstance(step, Failure):
                     result = Result(
@@ -925,7 +911,11 @@ class Fetcher:
                     )
         if item.attempts >= policy.attempts or item.run.closed:
             return None
-        retry_safe = item.request.retry_safe if item.retry_safe is None else item.retry_safe
+        request, hop = item.request, item.hop
+        if hop is None or hop.method == request.method:
+            retry_safe = request.retry_safe
+        else:  # a redirect changed the method (to GET)
+            retry_safe = hop.method in IDEMPOTENT_METHODS
         if error.kind is ErrorKind.HTTP_STATUS:
             retryable = status in policy.retry_statuses and retry_safe
         elif error.kind in _RETRYABLE_KINDS:
@@ -960,9 +950,8 @@ class Fetcher:
             if refused is not None:
                 return Failure(ErrorKind.DENIED, f"redirect to {key[1]} refused: {refused}")
         request = item.request
-        if item.origin is None:
-            item.origin = item.url  # the request's own URL, before its first redirect
-        origin = item.origin
+        origin = parse_request_url(request)  # the request's own URL, parsed when admitted
+        assert not isinstance(origin, Failure)
         previous = item.hop
         method = request.method if previous is None else previous.method
         body = request.body if previous is None else previous.body
@@ -975,16 +964,20 @@ class Fetcher:
             dropped |= _CREDENTIALS
         if same_origin and origin.raw_user is not None and target.raw_user is None:
             target = target.with_user(origin.user).with_password(origin.password)
+        return target, key, self._hop(request, method, body, dropped)
+
+    def _hop(
+        self, request: Request, method: str, body: bytes | None, dropped: frozenset[str]
+    ) -> Hop:
+        """A hop of ``request`` that sends ``method`` and ``body``, and leaves out
+        the headers named in ``dropped`` (lower case), its own and the fetcher's."""
         headers = {
             name: value for name, value in request.headers.items() if name.lower() not in dropped
         }
         skip: tuple[str, ...] = ()
         if dropped:
             skip = self._without_defaults(headers, dropped)
-        item.retry_safe = (
-            request.retry_safe if method == request.method else method in IDEMPOTENT_METHODS
-        )
-        return target, key, Hop(method, headers, body, skip)
+        return Hop(method, headers, body, skip)
 
     def _without_defaults(
         self, headers: dict[str, str], dropped: frozenset[str]
@@ -1013,10 +1006,9 @@ class Fetcher:
         new = self._host(key)
         new.pending += 1
         item.host, item.url, item.hop = new, url, hop
-        if self.timeouts.total is not None:
-            item.left = max(item.due - self._clock(), 0.0)
+        total = self.timeouts.total
+        item.left = 0.0 if total is None else max(item.due - self._clock(), 0.0)
         item.hops += 1
-        item.following = True
         new.ready.appendleft(item)
         self._make_runnable(new)
 

@@ -103,8 +103,10 @@ REDACTED: Final = "***@"
 # taken to end only at "/" (not at "?" or "#"): a sloppy password holding "?"
 # or "#" is still hidden, at the price of over-redacting "http://h?a@b".
 # Any number of slashes (or backslashes) may follow the scheme: "http:/u:pw@h/" is
-# a typo whose password must still be hidden.
-_URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?[/\\]+)?")
+# a typo whose password must still be hidden. A run that mixes them must end in
+# "/", so a backslash that opens the user name ("http://\A:pw@h/") is not taken
+# for part of the "//".
+_URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?(?:[/\\]*/|\\+))?")
 _SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 _AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")

@@ -47,9 +47,6 @@ _DISCARD_CHUNK: Final = 64 * 1024
 _SHOWN_CHARS: Final = 200
 _INPUT_BUFFER: Final = 256 * 1024
 
-_SCHEME_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
-_HOST_LABEL_RE: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?")
-_BAD_URL_CHAR_RE: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
 _JSONL_FIELDS: Final = frozenset({"url", "method", "headers", "body", "key", "meta"})
 # A credential header's value in a JSONL line, as a rejected line is shown.

@@ -254,10 +254,10 @@ def _use_lazy_read_deadline(connector: aiohttp.TCPConnector) -> None:
 REQUEST_OPTIONS: Final[Mapping[str, Any]] = MappingProxyType({"allow_redirects": False})
 
 
-def followed(status: int | None, headers: Mapping[str, str], caps: Caps) -> bool:
-    """Whether a response is a redirect the engine follows: one of
-    :data:`REDIRECT_STATUSES`, with a Location, when redirects are followed."""
-    return status in REDIRECT_STATUSES and caps.max_redirects > 0 and "Location" in headers
+def followed(headers: Mapping[str, str], caps: Caps) -> bool:
+    """Whether a response whose status is one of :data:`REDIRECT_STATUSES` is
+    followed by the engine: it has a Location, and redirects are followed."""
+    return caps.max_redirects > 0 and "Location" in headers
 
 
 async def exchange(
@@ -265,16 +265,15 @@ async def exchange(
     request: Request,
     url: URL,
     caps: Caps,
-    options: Mapping[str, Any],
     keep_body: bool,
     hop: Hop | None,
 ) -> Result:
     """Make one HTTP exchange for ``request`` (to ``url``, as ``hop`` says when it
     is a redirect hop): its :class:`Result`, whose ``attempts`` and times the
-    engine fills in. ``options`` are :data:`REQUEST_OPTIONS`. A
-    redirect to follow (see :func:`followed`) comes back with its status and
+    engine fills in. A redirect to follow (see :func:`followed`) comes back with its status and
     headers and no body. Exceptions are the caller's to :func:`classify` (kept
     out of here to spare a coroutine layer per request)."""
+    options = REQUEST_OPTIONS
     if hop is not None:
         method = hop.method
         options = {**options, "headers": _headers_for(url, hop.headers), "data": hop.body}
@@ -292,7 +291,7 @@ async def exchange(
     response = await session.request(method, url, **options)
     try:
         status = response.status
-        if status in REDIRECT_STATUSES and followed(status, response.headers, caps):
+        if status in REDIRECT_STATUSES and followed(response.headers, caps):
             length = response.content_length
             if length is not None and length <= _REDIRECT_BODY_KEPT:
                 await response.read()  # else release() closes the connection
@@ -371,7 +370,7 @@ async def _read_capped(
     return body, size, None if digest is None else digest.hexdigest()
 
 
-def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Failure, bool]:
+def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     """Translate an exception from one attempt into a :class:`Failure`, and whether
     the request may have reached the server (False only when it surely did not,
     so it is safe to retry whatever the method). Messages are escaped and bounded
@@ -396,8 +395,6 @@ def classify(exc: BaseException, *, timeouts: Timeouts, caps: Caps) -> tuple[Fai
         reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
         kind, sent = ErrorKind.CONNECT, False
         message = f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    elif isinstance(exc, aiohttp.NonHttpUrlClientError):
-        kind, message = ErrorKind.UNSUPPORTED_SCHEME, f"not an HTTP URL: {exc}"
     elif isinstance(exc, aiohttp.InvalidURL):
         kind, message = ErrorKind.INVALID_URL, f"invalid URL: {exc}"
     elif isinstance(exc, aiohttp.ClientPayloadError):

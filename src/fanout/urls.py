@@ -47,7 +47,10 @@ def canonical_host(raw_host: str) -> str:
 def host_key(url: URL) -> HostKey:
     """The :data:`HostKey` of a parsed URL: its scheme, canonical host and port
     (the scheme's default port when none is written)."""
-    return (url.scheme, canonical_host(url.raw_host or ""), url.port or 0)
+    host = url.raw_host or ""
+    if ":" in host or host.endswith("."):  # else already its one spelling
+        host = canonical_host(host)
+    return (url.scheme, host, url.port or 0)
 
 
 @functools.lru_cache(maxsize=4096)  # hosts repeat across millions of URLs
