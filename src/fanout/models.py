@@ -59,6 +59,9 @@ class ErrorKind(StrEnum):
     DENIED = "denied"
     """Refused before anything was sent: the host or its address is not allowed
     (``deny_private``, ``allow_hosts``, ``deny_hosts``)."""
+    WRITE = "write"
+    """The body could not be saved under ``--out-dir`` (no space, permission, a
+    refused symlink, a name the file system rejects); the run goes on."""
     CANCELLED = "cancelled"
     """The fetcher was closed before the request finished."""
     INTERNAL = "internal"
