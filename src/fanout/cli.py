@@ -246,12 +246,20 @@ _journal_option = click.option(
 @cli.command()
 @_journal_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="First run SQLite's integrity check; its problems are listed, and exit status 2.",
+)
 @debug_option
-def status(journal: Path, as_json: bool) -> None:
-    """Show what a journal holds: pending, done, and failed by kind."""
+def status(journal: Path, as_json: bool, check: bool) -> None:
+    """Show what a journal holds: pending, done, and failed by kind.
+
+    It reads a journal that a run is using (it takes no lock).
+    """
     from fanout.commands import run_status
 
-    run_status(journal, as_json=as_json)
+    run_status(journal, as_json=as_json, check=check)
 
 
 @cli.command()
@@ -273,7 +281,11 @@ def status(journal: Path, as_json: bool) -> None:
 )
 @debug_option
 def export(journal: Path, output: str, fmt: str) -> None:
-    """Write the results recorded in a journal, one per key, in first-seen order."""
+    """Write the results recorded in a journal, one per key, in first-seen order.
+
+    It reads a journal that a run is using (it takes no lock). A file is
+    replaced only once the whole export is written.
+    """
     from fanout.commands import run_export
 
     check_files(inputs={"--journal": journal}, outputs={"-o": output})

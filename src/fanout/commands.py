@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 import orjson
@@ -287,22 +290,37 @@ def run_bench_command(
         plot(results, plot_path)
 
 
-def run_status(path: Path, *, as_json: bool) -> None:
-    """``fanout status``: the counts of a journal."""
+def run_status(path: Path, *, as_json: bool, check: bool = False) -> None:
+    """``fanout status``: the counts of a journal (with ``check``, SQLite's
+    integrity check first: its problems are printed, then raised as
+    JournalError). Takes no lock: it reads a journal a run is using."""
+    from fanout.errors import JournalError
     from fanout.journal import Journal
 
     with Journal.open(path, key_scheme="", create=False) as journal:
-        counts = journal.counts()
+        problems = journal.check() if check else []
+        counts = None if problems else journal.counts()
+    if counts is None:
+        _print_problems(path, problems, as_json=as_json)
+        raise JournalError(
+            f"journal '{_shown_path(path)}' is damaged: SQLite's integrity check found "
+            f"{'a problem' if len(problems) == 1 else 'problems'} (listed above)"
+        )
     if as_json:
-        click.echo(orjson.dumps(counts.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        data = counts.as_dict()
+        if check:
+            data["integrity"] = {"ok": True, "problems": []}
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
     failed = sum(counts.failed.values())
-    click.echo(f"journal {path}: {counts.runs} run(s), keys by {counts.key_scheme}")
+    click.echo(f"journal {_shown_path(path)}: {counts.runs} run(s), keys by {counts.key_scheme}")
     click.echo(f"  done     {counts.done:,}")
     click.echo(f"  failed   {failed:,}")
     for kind, count in counts.failed.items():
         click.echo(f"    {kind:<20} {count:,}")
     click.echo(f"  pending  {counts.pending:,}  (in flight when a run stopped; fetched on resume)")
+    if check:
+        click.echo("  check    ok (SQLite's integrity check)")
     if counts.plain_keys:
         click.echo(
             f"  note: made by an older fanout (schema {counts.schema_version}): "
@@ -311,8 +329,28 @@ def run_status(path: Path, *, as_json: bool) -> None:
         )
 
 
+def _shown_path(path: Path | str) -> str:
+    from fanout.safetext import shown
+
+    return shown(str(path), 200)
+
+
+def _print_problems(path: Path, problems: list[str], *, as_json: bool) -> None:
+    from fanout.safetext import shown
+
+    if as_json:
+        data = {"integrity": {"ok": False, "problems": problems}}
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"journal {_shown_path(path)}: SQLite's integrity check found problems:")
+    for problem in problems:
+        click.echo(f"  {shown(problem, 300)}")
+
+
 def run_export(path: Path, output: str, fmt: str) -> None:
-    """``fanout export``: the recorded results as JSONL or CSV."""
+    """``fanout export``: the recorded results as JSONL or CSV. Takes no lock:
+    it reads a journal a run is using. A file is written whole or not at all
+    (a damaged journal leaves an existing file as it was)."""
     from fanout.journal import Journal, export
 
     with Journal.open(path, key_scheme="", create=False) as journal:
@@ -321,7 +359,29 @@ def run_export(path: Path, output: str, fmt: str) -> None:
             sys.stdout.flush()
             return
         try:
-            with open(output, "wb") as stream:
+            with _replacing(Path(output)) as stream:
                 export(journal, stream, fmt)
         except OSError as exc:
-            raise SinkError(f"cannot write '{output}': {exc.strerror or exc}") from exc
+            raise SinkError(f"cannot write '{_shown_path(output)}': {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """Write ``path`` through a temporary file beside it that replaces it at the
+    end, if all went well; a link, a device or a pipe is written through, in
+    place."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        with path.open("wb") as stream:
+            yield stream
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.export")
+    # O_EXCL: never through a link someone left there; the mode is a new file's (umask)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "wb") as stream:
+            yield stream
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise

@@ -10,6 +10,20 @@ input key::
     meta(name, value): schema_version, key_scheme, key_salt, runs,
                        output_offset, output_dirty
 
+One run at a time: a run holds an exclusive ``flock`` on ``<journal>.lock``
+(a file of its own next to the journal, holding the run's process id) from
+:meth:`Journal.open` until :meth:`Journal.close`; a second run fails at once
+with JournalError. The kernel drops the lock when the process ends, however
+it ends (kill -9 included). The lock is on a separate file because SQLite
+keeps POSIX record locks on the database file, and closing any descriptor of
+that file drops them all. Reading (``status``, ``export``) takes no lock: WAL
+lets them read while a run writes.
+
+Every SQLite error of a query (a file that is not SQLite, a page overwritten
+by garbage that only a query reaching it finds, an I/O error, a full disk) is
+raised as JournalError naming the file (see :func:`_problem`), never as a
+``sqlite3`` exception.
+
 A key never holds a URL's credentials (see :func:`stored_key`): a URL with
 ``user:password@`` is stored as the URL with ``***@`` in their place, a NUL
 and 32 hex digits of scrypt over the credentials, salted per journal. Two URLs
@@ -40,22 +54,28 @@ import asyncio
 import concurrent.futures
 import contextlib
 import csv
+import functools
 import io
 import os
 import secrets
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Final, TypeVar
+from typing import IO, Any, BinaryIO, Concatenate, Final, ParamSpec, TypeVar
 
 import orjson
 
 from fanout.credentials import SALT_BYTES, KeySource, stored_key
 from fanout.errors import JournalError
 from fanout.models import Request
+from fanout.safetext import shown
 from fanout.sources import Rejected
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -67,6 +87,7 @@ __all__ = [
     "State",
     "Verdict",
     "export",
+    "lock_path",
     "repair_output",
     "stored_key",
 ]
@@ -75,7 +96,10 @@ SCHEMA_VERSION: Final = 2
 """2: keys hold no URL credentials (1 stored them as given; migrated on open for a run)."""
 _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
 _BATCH_BYTES: Final = 1 << 20  # a batch goes once its lines hold this much (large bodies)
+_CHECK_PROBLEMS: Final = 10  # the most problems `status --check` lists
+_PATH_LIMIT: Final = 200  # characters of a path in a message
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 InputItem = Request | Rejected
@@ -146,6 +170,142 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
+def _named(path: Path | str) -> str:
+    """``journal 'PATH'``, for a message."""
+    return f"journal '{shown(str(path), _PATH_LIMIT)}'"
+
+
+def lock_path(journal: str | os.PathLike[str]) -> Path:
+    """The file a run locks to have ``journal`` to itself: ``<journal>.lock``."""
+    where = Path(journal)
+    return where.with_name(where.name + ".lock")
+
+
+class _RunLock:
+    """An exclusive lock on a journal's lock file, held while its descriptor is
+    open. ``flock`` (``msvcrt.locking`` on Windows) locks belong to the open
+    file, so the kernel drops them when the process ends, however it ends."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, journal: Path) -> _RunLock:
+        """Lock ``journal`` for this process, or raise JournalError at once
+        (naming the process that holds it when its lock file says)."""
+        where = lock_path(journal)
+        try:
+            fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write {_named(journal)}: cannot open its lock file "
+                f"'{shown(str(where), _PATH_LIMIT)}': {exc.strerror or exc}"
+            ) from None
+        try:
+            locked = _try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(
+                f"cannot lock {_named(journal)} (its lock file "
+                f"'{shown(str(where), _PATH_LIMIT)}'): {exc.strerror or exc}"
+            ) from None
+        if not locked:
+            holder = _holder(fd)
+            os.close(fd)
+            by = f" (process {holder})" if holder is not None else ""
+            raise JournalError(
+                f"{_named(journal)} is in use by another fanout run{by}: one run at a "
+                "time per journal; wait for it to end, or give another journal"
+            )
+        if sys.platform != "win32":
+            with contextlib.suppress(OSError):  # the process id is only for the message
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        """Drop the lock (closing its descriptor); safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if sys.platform != "win32":
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # no stale process id for the next reader
+            os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False if another holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(fd: int) -> int | None:
+    """The process id a lock file holds, if it holds one."""
+    if sys.platform == "win32":
+        return None  # the locked byte cannot be read there
+    try:
+        text = os.pread(fd, 32, 0)
+    except OSError:
+        return None
+    try:
+        pid = int(text.strip() or b"0")
+    except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def _problem(exc: sqlite3.Error, journal: Path) -> str:
+    """What a SQLite error says about a journal, to follow ``journal 'PATH'``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = shown(str(exc), 200)
+    if name.startswith("SQLITE_NOTADB"):
+        return "is not a fanout journal (not a SQLite database)"
+    if name.startswith("SQLITE_CORRUPT"):
+        return f"is damaged ({text}): 'fanout status --check' lists its problems"
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) and _disk_full(journal):
+        # SQLite says "disk I/O error" when it cannot grow its -shm file
+        return f"cannot be written: the disk holding it is full ({text})"
+    if name.startswith("SQLITE_FULL"):
+        return f"cannot be written: the disk is full ({text})"
+    if name.startswith("SQLITE_IOERR"):
+        return f"cannot be read or written: an I/O error ({text})"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return f"cannot be written: {text}"
+    return f"cannot be used: {text}"
+
+
+def _disk_full(journal: Path) -> bool:
+    try:
+        space = os.statvfs(journal.parent)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return space.f_bavail == 0
+
+
+def _translated(
+    method: Callable[Concatenate[Journal, P], T],
+) -> Callable[Concatenate[Journal, P], T]:
+    """Raise a SQLite error of ``method`` as JournalError naming the journal."""
+
+    @functools.wraps(method)
+    def wrapper(self: Journal, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._errors():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Journal:
     """A run's journal in SQLite. Not thread-safe: use it from one thread
     (:class:`JournaledOutput` gives it one). Open with :meth:`open`.
@@ -164,11 +324,13 @@ class Journal:
         connection: sqlite3.Connection,
         key_scheme: str,
         salt: bytes | None = None,
+        lock: _RunLock | None = None,
     ) -> None:
         self.path = path
         self._db = connection
         self.key_scheme = key_scheme
         self._salt = salt
+        self._lock = lock
         self.commits = 0
 
     @classmethod
@@ -177,36 +339,37 @@ class Journal:
         naming the file. ``key_scheme`` says how input keys are made ("url",
         "jsonl"); a journal made with another scheme is refused.
 
-        Opened for a run (``create``), a journal of schema 1 is migrated first:
+        Opened for a run (``create``), the journal is locked for this run until
+        :meth:`close` (see :func:`lock_path`): a journal in use by another run
+        raises JournalError at once. A journal of schema 1 is then migrated:
         its keys holding URL credentials are rewritten as :func:`stored_key`
         makes them (see :func:`_migrate`). Opened to read (``create=False``,
-        for ``status`` and ``export``), nothing is changed."""
+        for ``status`` and ``export``), nothing is locked or changed."""
         where = Path(path)
-        name = f"journal '{where}'"
+        name = _named(where)
         if not create and not where.exists():
             raise JournalError(f"{name} does not exist")
         if where.is_dir():
             raise JournalError(f"{name} is a directory")
+        lock = _RunLock.take(where) if create else None
         try:
-            connection = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open {name}: {exc}") from None
-        try:
-            scheme, salt = _prepare(connection, key_scheme, create=create)
-        except sqlite3.DatabaseError as exc:
-            connection.close()
-            text = str(exc)
-            if "not a database" in text or "malformed" in text:
-                raise JournalError(
-                    f"{name} is not a fanout journal (not a SQLite database)"
-                ) from None
-            if "readonly" in text or "unable to open" in text or "disk I/O" in text:
-                raise JournalError(f"cannot write {name}: {text}") from None
-            raise JournalError(f"cannot use {name}: {text}") from None
-        except JournalError as exc:
-            connection.close()
-            raise JournalError(f"{name} {exc}") from None
-        return cls(where, connection, scheme, salt)
+            try:
+                connection = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise JournalError(f"{name} {_problem(exc, where)}") from exc
+            try:
+                scheme, salt = _prepare(connection, key_scheme, create=create)
+            except sqlite3.DatabaseError as exc:
+                connection.close()
+                raise JournalError(f"{name} {_problem(exc, where)}") from exc
+            except JournalError as exc:
+                connection.close()
+                raise JournalError(f"{name} {exc}") from None
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return cls(where, connection, scheme, salt, lock)
 
     def __enter__(self) -> Journal:
         return self
@@ -215,8 +378,23 @@ class Journal:
         self.close()
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the database, then let another run have the journal."""
+        try:
+            with self._errors():
+                self._db.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Raise a SQLite error as JournalError naming this journal."""
+        try:
+            yield
+        except sqlite3.ProgrammingError:
+            raise  # a bug in fanout (a closed database, a bad query): not the file's fault
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{_named(self.path)} {_problem(exc, self.path)}") from exc
 
     # ------------------------------------------------------------- writing
 
@@ -234,9 +412,10 @@ class Journal:
         if "@" not in text:
             return text
         if self._salt is None:
-            raise JournalError(f"journal '{self.path}' was opened to read, not for a run")
+            raise JournalError(f"{_named(self.path)} was opened to read, not for a run")
         return stored_key(text, source, self._salt)
 
+    @_translated
     def begin_run(self) -> int:
         """Record the start of a run; return its id (1, 2, ...)."""
         with self._transaction():
@@ -245,6 +424,7 @@ class Journal:
             self._set_meta("runs", str(run))
         return run
 
+    @_translated
     def classify(
         self,
         items: Sequence[tuple[str, int]],
@@ -309,6 +489,7 @@ class Journal:
         key = self.key
         return self.classify([(key(item), line) for item, line in items], run, retry_failed)
 
+    @_translated
     def record(
         self,
         entries: Sequence[tuple[str, State, str | None, bytes]],
@@ -325,10 +506,12 @@ class Journal:
                 self._set_meta("output_offset", str(output_offset))
         self.commits += 1
 
+    @_translated
     def output_offset(self) -> int:
         """The output file's length at the last committed batch (0 if none)."""
         return int(self._meta("output_offset") or 0)
 
+    @_translated
     def set_output_dirty(self, dirty: bool) -> None:
         """Note that the output holds superseded lines (a --retry-failed run
         appends new records for old keys) and must be rewritten."""
@@ -336,12 +519,14 @@ class Journal:
             self._set_meta("output_dirty", "1" if dirty else "0")
 
     @property
+    @_translated
     def output_dirty(self) -> bool:
         """Whether the output must be rewritten from the journal."""
         return self._meta("output_dirty") == "1"
 
     # ------------------------------------------------------------- reading
 
+    @_translated
     def counts(self) -> JournalCounts:
         """How many keys are pending, done, and failed by kind."""
         pending = done = 0
@@ -364,13 +549,29 @@ class Journal:
             ).fetchone()
         return JournalCounts(pending, done, failed, runs, self.key_scheme, version, plain)
 
+    def check(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check`` (every page, row and index entry;
+        about half a second per GB): an empty list when the file is sound, else
+        its first problems. A check that SQLite stops halfway (a page too
+        damaged to read) reports why as its last problem."""
+        problems: list[str] = []
+        try:
+            for (text,) in self._db.execute(f"PRAGMA integrity_check({_CHECK_PROBLEMS})"):
+                problems += [line for line in str(text).splitlines() if not line.startswith("***")]
+        except sqlite3.ProgrammingError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"the check stopped: {exc}")
+        return [] if problems == ["ok"] else problems[:_CHECK_PROBLEMS]
+
     def records(self) -> Iterator[bytes]:
         """Every recorded JSONL record (done and failed), in first-seen order."""
-        cursor = self._db.execute(
-            "SELECT record FROM entries WHERE state != 0 AND record IS NOT NULL ORDER BY id"
-        )
-        for (record,) in cursor:
-            yield bytes(record)
+        with self._errors():  # a damaged page may be met halfway
+            cursor = self._db.execute(
+                "SELECT record FROM entries WHERE state != 0 AND record IS NOT NULL ORDER BY id"
+            )
+            for (record,) in cursor:
+                yield bytes(record)
 
     # ------------------------------------------------------------- helpers
 
@@ -379,10 +580,14 @@ class Journal:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an I/O error):
+            # the error that got here is the one to tell
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
