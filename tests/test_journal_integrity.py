@@ -23,7 +23,7 @@ import pytest
 
 from fanout.demo import ServerThread
 from fanout.errors import JournalError
-from fanout.journal import Journal, lock_path
+from fanout.journal import Journal, State, lock_path
 
 FANOUT = [sys.executable, "-m", "fanout"]
 N_PAGES = 1500
@@ -116,6 +116,7 @@ def test_a_second_run_exits_2_while_the_first_runs_and_kill_9_frees_the_journal(
         assert status.returncode == 0, status.stderr
         counts = json.loads(status.stdout)
         assert counts["pending"] >= 1  # the hanging request, at least
+        assert counts["output"] == "out.jsonl"
         export = _fanout(tmp_path, "export", "--journal", "run.db", "-o", "snapshot.jsonl")
         assert export.returncode == 0, export.stderr
         assert all(r["ok"] for r in _records(tmp_path / "snapshot.jsonl"))
@@ -200,6 +201,7 @@ def test_status_check_of_a_sound_journal(finished: Path) -> None:
     text = done.stdout.decode()
     assert "  check    ok (SQLite's integrity check)" in text
     assert f"  done     {N_PAGES:,}" in text
+    assert "  output   out.jsonl (" in text
     done = _fanout(finished, "status", "--journal", "run.db", "--check", "--json")
     assert json.loads(done.stdout)["integrity"] == {"ok": True, "problems": []}
 
@@ -254,3 +256,116 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_space_is_freed(
             f"{server.url}/pages/1?full",
             f"{server.url}/pages/2?full",
         ]
+
+
+# ------------------------------------------------------------------ recovery
+
+
+def test_a_missing_output_tells_how_to_rebuild_it(
+    tmp_path: Path, finished: Path, server: ServerThread
+) -> None:
+    work = _copy(finished, tmp_path)
+    (work / "out.jsonl").unlink()
+    before = _requests(server, "finished")
+    line = _error_line(_fetch(work, "-i", "urls.txt", "-o", "out.jsonl"))
+    assert "output 'out.jsonl' is missing, but journal 'run.db' recorded" in line
+    assert "rebuild it from the journal with 'fanout export --journal run.db -o out.jsonl'" in line
+    assert not (work / "out.jsonl").exists()
+
+    rebuilt = _fanout(work, "export", "--journal", "run.db", "-o", "out.jsonl")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    resumed = _fetch(work, "-i", "urls.txt", "-o", "out.jsonl")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _requests(server, "finished") == before  # nothing fetched again
+    assert len(_records(work / "out.jsonl")) == N_PAGES
+
+
+def test_a_rebuilt_output_is_taken_when_the_old_one_held_superseded_lines(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    url = f"{server.url}/pages/1?superseded"
+    (tmp_path / "urls.txt").write_text(f"{url}\n{url}\n{server.url}/pages/2?superseded\n")
+    first = _fetch(tmp_path, "-i", "urls.txt", "-o", "out.jsonl", "--no-dedupe")
+    assert first.returncode == 0, first.stderr
+    assert len(_records(tmp_path / "out.jsonl")) == 3  # two lines for one key
+    (tmp_path / "out.jsonl").unlink()
+    assert _fanout(tmp_path, "export", "--journal", "run.db", "-o", "out.jsonl").returncode == 0
+    resumed = _fetch(tmp_path, "-i", "urls.txt", "-o", "out.jsonl")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_records(tmp_path / "out.jsonl")) == 2
+    assert server.stats.count("/pages/1?superseded") == 2  # --no-dedupe, then never again
+
+
+def test_another_output_than_the_journal_wrote_to_is_named(
+    tmp_path: Path, finished: Path, server: ServerThread
+) -> None:
+    work = _copy(finished, tmp_path)
+    before = _requests(server, "finished")
+    line = _error_line(_fetch(work, "-i", "urls.txt", "-o", "b.jsonl"))
+    assert "journal 'run.db' wrote to 'out.jsonl'; this run asks for 'b.jsonl'" in line
+    assert "resume with -o out.jsonl" in line
+    line = _error_line(_fetch(work, "-i", "urls.txt"))
+    assert "wrote to 'out.jsonl'; this run asks for standard output" in line
+    assert not (work / "b.jsonl").exists()
+    assert _requests(server, "finished") == before
+    assert (work / "out.jsonl").read_bytes() == (finished / "out.jsonl").read_bytes()
+
+    # the same files by other names: another directory, a path through it
+    (work / "sub").mkdir()
+    same = _fanout(
+        work / "sub", "fetch", "-i", "../urls.txt", "-o", str(work / "out.jsonl"),
+        "--journal", "../run.db", "-q",
+    )  # fmt: skip
+    assert same.returncode == 0, same.stderr
+
+
+def test_a_journal_of_standard_output_keeps_to_it(tmp_path: Path, server: ServerThread) -> None:
+    first = _fetch(tmp_path, f"{server.url}/pages/1?stdout")
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.splitlines()) == 1
+    line = _error_line(_fetch(tmp_path, f"{server.url}/pages/2?stdout", "-o", "out.jsonl"))
+    assert "wrote to standard output; this run asks for 'out.jsonl'" in line
+    assert "resume without -o" in line
+    again = _fetch(tmp_path, f"{server.url}/pages/1?stdout", f"{server.url}/pages/2?stdout")
+    assert again.returncode == 0, again.stderr
+    assert [r["url"] for r in map(json.loads, again.stdout.splitlines())] == [
+        f"{server.url}/pages/2?stdout"
+    ]
+
+
+def test_until_a_record_is_written_a_run_may_change_the_output(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    with Journal.open(path, key_scheme="url") as journal:
+        journal.claim_output(str(tmp_path / "a.jsonl"))
+        run = journal.begin_run()
+        journal.classify([("k", 1)], run)
+        journal.check_output(str(tmp_path / "b.jsonl"))  # nothing recorded yet
+        journal.claim_output(str(tmp_path / "b.jsonl"))
+        journal.record([("k", State.DONE, None, b"{}\n")], 3)
+        with pytest.raises(JournalError, match=r"wrote to '.*b\.jsonl'; this run asks for"):
+            journal.check_output(str(tmp_path / "a.jsonl"))
+
+
+def test_status_counts_as_pending_the_keys_a_stopped_run_never_sent(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    base = server.url
+    pages = [f"{base}/pages/{i}?failfast" for i in range(50)]
+    (tmp_path / "urls.txt").write_text("\n".join([f"{base}/status/404?failfast", *pages]) + "\n")
+    args = ("-i", "urls.txt", "-o", "out.jsonl", "-c", "1", "--retries", "0")
+    stopped = _fetch(tmp_path, *args, "--fail-fast")
+    assert stopped.returncode == 1, stopped.stderr
+    never_sent = sum(1 for url in pages if server.stats.count(url[len(base) :]) == 0)
+    assert never_sent > 0
+    status = _fanout(tmp_path, "status", "--journal", "run.db")
+    assert status.returncode == 0, status.stderr
+    pending = next(line for line in status.stdout.decode().splitlines() if "pending" in line)
+    assert int(pending.split()[1]) >= never_sent  # not only what was in flight
+    assert "queued" in pending
+    assert "the next run fetches them" in pending
+    resumed = _fetch(tmp_path, *args)
+    assert resumed.returncode == 0, resumed.stderr  # the 404 is an earlier run's failure
+    assert len(_records(tmp_path / "out.jsonl")) == 51
+    counts = [server.stats.count(url[len(base) :]) for url in pages]
+    assert min(counts) == 1
+    assert sum(counts) - len(pages) <= 2  # sent again: what was in flight (-c 1) when it stopped

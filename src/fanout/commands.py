@@ -314,11 +314,16 @@ def run_status(path: Path, *, as_json: bool, check: bool = False) -> None:
         return
     failed = sum(counts.failed.values())
     click.echo(f"journal {_shown_path(path)}: {counts.runs} run(s), keys by {counts.key_scheme}")
+    click.echo(f"  output   {_output_line(counts.output, counts.output_bytes)}")
     click.echo(f"  done     {counts.done:,}")
     click.echo(f"  failed   {failed:,}")
     for kind, count in counts.failed.items():
         click.echo(f"    {kind:<20} {count:,}")
-    click.echo(f"  pending  {counts.pending:,}  (in flight when a run stopped; fetched on resume)")
+    click.echo(
+        f"  pending  {counts.pending:,}  (taken by a run, no result recorded: queued, in flight"
+        " or not yet written when it stopped, or held by a run still going; the next run"
+        " fetches them)"
+    )
     if check:
         click.echo("  check    ok (SQLite's integrity check)")
     if counts.plain_keys:
@@ -333,6 +338,14 @@ def _shown_path(path: Path | str) -> str:
     from fanout.safetext import shown
 
     return shown(str(path), 200)
+
+
+def _output_line(output: str | None, size: int) -> str:
+    if output is None:
+        return "not recorded (a journal of an older fanout)"
+    if output == "-":
+        return "standard output"
+    return f"{_shown_path(output)} ({size:,} bytes recorded)"
 
 
 def _print_problems(path: Path, problems: list[str], *, as_json: bool) -> None:

@@ -410,8 +410,11 @@ async def _run_journaled(
     from fanout.journal import JournaledOutput, repair_output
 
     to_file = job.output != "-"
+    journal.check_output(job.output)  # a journal's records go to one output
     if to_file:
-        stats.repaired_bytes = repair_output(Path(job.output), journal.output_offset())
+        offset = journal.output_offset()
+        stats.repaired_bytes = repair_output(Path(job.output), offset, journal)
+    journal.claim_output(job.output)
     run = journal.begin_run()
     if job.retry_failed is not None:
         journal.set_output_dirty(True)  # retried keys get a second line until the rewrite

@@ -4,11 +4,18 @@ A SQLite database in WAL mode (https://sqlite.org/wal.html) holds one row per
 input key::
 
     entries(id, key UNIQUE, state, run, line, kind, record)
-        state: 0 pending (sent, or about to be, in run `run`)
+        state: 0 pending (classified to be fetched by run `run`, no result
+                          recorded yet: queued, in flight, or its result not
+                          yet committed when that run stopped)
                1 done    (record = its JSONL record)
                2 failed  (kind = its error kind, record = its JSONL record)
     meta(name, value): schema_version, key_scheme, key_salt, runs,
-                       output_offset, output_dirty
+                       output_offset, output_dirty, output
+
+``output`` is where the journal's records go: ``-`` for standard output, else
+the file's path relative to the journal's directory (so a directory holding
+both can be moved). Once the journal holds a record, a run that asks for
+another output is refused (see :meth:`Journal.check_output`).
 
 One run at a time: a run holds an exclusive ``flock`` on ``<journal>.lock``
 (a file of its own next to the journal, holding the run's process id) from
@@ -58,6 +65,7 @@ import functools
 import io
 import os
 import secrets
+import shlex
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -98,6 +106,7 @@ _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
 _BATCH_BYTES: Final = 1 << 20  # a batch goes once its lines hold this much (large bodies)
 _CHECK_PROBLEMS: Final = 10  # the most problems `status --check` lists
 _PATH_LIMIT: Final = 200  # characters of a path in a message
+STDOUT: Final = "-"
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -141,6 +150,11 @@ class JournalCounts:
     plain_keys: int = 0
     """Keys of a schema 1 journal that may hold credentials (an ``@``): the next
     ``fetch --journal`` run rewrites them."""
+    output: str | None = None
+    """Where the records went, as :meth:`Journal.output` shows it: a path,
+    ``-`` for standard output, None when no run recorded it (an older fanout)."""
+    output_bytes: int = 0
+    """The output file's length at the last committed batch."""
 
     def as_dict(self) -> dict[str, object]:
         """Plain data."""
@@ -153,6 +167,8 @@ class JournalCounts:
             "key_scheme": self.key_scheme,
             "schema_version": self.schema_version,
             "plain_keys": self.plain_keys,
+            "output": self.output,
+            "output_bytes": self.output_bytes,
         }
 
 
@@ -507,6 +523,41 @@ class Journal:
         self.commits += 1
 
     @_translated
+    def check_output(self, output: str) -> None:
+        """Raise JournalError if this journal's records went to another output
+        than ``output`` (a path, or ``-`` for standard output). Its output holds
+        one line per key over all its runs, and ``output_offset`` is that file's
+        length: a run writing elsewhere would split the records in two, and
+        would cut the other file to this one's length. Until the journal holds a
+        record, a run may change it (see :meth:`claim_output`)."""
+        recorded = self._meta("output")
+        if recorded is None or recorded == _output_key(output, self.path):
+            return
+        if not self._has_records():
+            return
+        asked = "standard output" if output == STDOUT else _quoted(output)
+        if recorded == STDOUT:
+            was, resume = "standard output", "without -o"
+        else:
+            path = _output_shown(recorded, self.path)
+            was, resume = _quoted(path), f"with -o {shlex.quote(path)}"
+        raise JournalError(
+            f"{_named(self.path)} wrote to {was}; this run asks for {asked}: a journal's "
+            f"records go to one output (resume {resume}, or give another journal; 'fanout "
+            f"export --journal {shlex.quote(str(self.path))} -o FILE' writes every record "
+            "it holds)"
+        )
+
+    @_translated
+    def claim_output(self, output: str) -> None:
+        """Record that this run writes its records to ``output``, once
+        :meth:`check_output` has allowed it."""
+        wanted = _output_key(output, self.path)
+        if self._meta("output") != wanted:
+            with self._transaction():
+                self._set_meta("output", wanted)
+
+    @_translated
     def output_offset(self) -> int:
         """The output file's length at the last committed batch (0 if none)."""
         return int(self._meta("output_offset") or 0)
@@ -547,7 +598,36 @@ class Journal:
             (plain,) = self._db.execute(
                 "SELECT COUNT(*) FROM entries WHERE instr(key, '@') > 0"
             ).fetchone()
-        return JournalCounts(pending, done, failed, runs, self.key_scheme, version, plain)
+        return JournalCounts(
+            pending,
+            done,
+            failed,
+            runs,
+            self.key_scheme,
+            version,
+            plain,
+            output=self.output(),
+            output_bytes=self.output_offset(),
+        )
+
+    @_translated
+    def output(self) -> str | None:
+        """Where the records go: the output file's path (from here, if the
+        journal's path is relative), ``-`` for standard output, or None when no
+        run recorded it (a journal of an older fanout)."""
+        recorded = self._meta("output")
+        if recorded is None or recorded == STDOUT:
+            return recorded
+        return _output_shown(recorded, self.path)
+
+    @_translated
+    def records_size(self) -> int:
+        """The length of every recorded line, as ``export`` writes them."""
+        (size,) = self._db.execute(
+            "SELECT COALESCE(SUM(length(record) + (substr(record, -1) != x'0a')), 0) "
+            "FROM entries WHERE state != 0 AND record IS NOT NULL"
+        ).fetchone()
+        return int(size)
 
     def check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check`` (every page, row and index entry;
@@ -589,6 +669,10 @@ class Journal:
                     self._db.execute("ROLLBACK")
             raise
 
+    def _has_records(self) -> bool:
+        row = self._db.execute("SELECT EXISTS (SELECT 1 FROM entries WHERE state != 0)")
+        return bool(row.fetchone()[0])
+
     def _meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
@@ -599,6 +683,29 @@ class Journal:
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, value),
         )
+
+
+def _quoted(path: str) -> str:
+    return f"'{shown(path, _PATH_LIMIT)}'"
+
+
+def _output_key(output: str, journal: Path) -> str:
+    """How the journal records ``output``: ``-``, or the path from the
+    journal's directory (absolute if there is none, as across Windows drives)."""
+    if output == STDOUT:
+        return STDOUT
+    target = os.path.abspath(output)
+    try:
+        relative = os.path.relpath(target, os.path.abspath(journal.parent))
+    except ValueError:
+        return target
+    return os.path.join(".", relative) if relative == STDOUT else relative
+
+
+def _output_shown(recorded: str, journal: Path) -> str:
+    """A recorded output path as the user would give it (from the current
+    directory when the journal's path is relative)."""
+    return os.path.normpath(os.path.join(journal.parent, recorded))
 
 
 def _prepare(db: sqlite3.Connection, key_scheme: str, *, create: bool) -> tuple[str, bytes | None]:
@@ -723,28 +830,48 @@ def _source_of(key: str, record: bytes | None) -> KeySource:
     return KeySource.GIVEN if shown == key else KeySource.URL
 
 
-def repair_output(path: Path, offset: int) -> int:
+def repair_output(path: Path, offset: int, journal: Journal | None = None) -> int:
     """Cut ``path`` back to ``offset`` bytes (the length at the last committed
     batch); return how many bytes were dropped. A missing file is fine when
     nothing was committed; a file shorter than the journal says was changed
-    outside fanout."""
+    outside fanout (JournalError, telling how to rebuild it from ``journal``).
+
+    With ``journal``, a file of exactly the length ``fanout export`` writes is
+    taken as rebuilt by it, and becomes the recorded length: the export has
+    one line per key, where the file may have had superseded lines (after
+    ``--retry-failed`` or ``--no-dedupe``)."""
+    named = f"output '{shown(str(path), _PATH_LIMIT)}'"
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         if offset:
             raise JournalError(
-                f"output '{path}' is missing but the journal recorded {offset} bytes of it"
+                f"{named} is missing, but "
+                f"{_named(journal.path) if journal else 'the journal'} recorded {offset:,} "
+                f"bytes of it{_rebuild_hint(path, journal)}"
             ) from None
         return 0
     if size < offset:
+        if journal is not None and size == journal.records_size():
+            journal.record([], size)
+            return 0
         raise JournalError(
-            f"output '{path}' is shorter than the journal recorded "
-            f"({size} < {offset} bytes): it was changed outside fanout"
+            f"{named} is shorter than the journal recorded ({size:,} < {offset:,} bytes): "
+            f"it was changed outside fanout{_rebuild_hint(path, journal)}"
         )
     if size > offset:
         with path.open("r+b") as stream:
             stream.truncate(offset)
     return size - offset
+
+
+def _rebuild_hint(path: Path, journal: Journal | None) -> str:
+    if journal is None:
+        return ""
+    command = (
+        f"fanout export --journal {shlex.quote(str(journal.path))} -o {shlex.quote(str(path))}"
+    )
+    return f"; rebuild it from the journal with '{shown(command, 2 * _PATH_LIMIT)}', then run again"
 
 
 class JournaledOutput:
