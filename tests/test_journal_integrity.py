@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout import exit_status
 from fanout.demo import ServerThread
 from fanout.errors import JournalError
 from fanout.journal import Journal, State, lock_path
@@ -38,8 +39,8 @@ def _fetch(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def _error_line(done: subprocess.CompletedProcess[bytes]) -> str:
-    """The one line a usage error (exit 2) prints."""
-    assert done.returncode == 2, done.stderr
+    """The one line a usage error (exit status 2) prints."""
+    assert done.returncode == exit_status.USAGE, done.stderr
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("fanout: error: "), lines
@@ -73,7 +74,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, server: ServerThread) -> 
     urls = [f"{server.url}/pages/{i}?finished" for i in range(N_PAGES)]
     (where / "urls.txt").write_text("\n".join(urls) + "\n")
     done = _fetch(where, "-i", "urls.txt", "-o", "out.jsonl")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == exit_status.OK, done.stderr
     assert not (where / "run.db-wal").exists()  # checkpointed: run.db holds everything
     return where
 
@@ -113,12 +114,12 @@ def test_a_second_run_exits_2_while_the_first_runs_and_kill_9_frees_the_journal(
 
         # reading takes no lock: status and export work while the run holds it
         status = _fanout(tmp_path, "status", "--journal", "run.db", "--json")
-        assert status.returncode == 0, status.stderr
+        assert status.returncode == exit_status.OK, status.stderr
         counts = json.loads(status.stdout)
         assert counts["pending"] >= 1  # the hanging request, at least
         assert counts["output"] == "out.jsonl"
         export = _fanout(tmp_path, "export", "--journal", "run.db", "-o", "snapshot.jsonl")
-        assert export.returncode == 0, export.stderr
+        assert export.returncode == exit_status.OK, export.stderr
         assert all(r["ok"] for r in _records(tmp_path / "snapshot.jsonl"))
         assert first.poll() is None  # neither disturbed the run
     finally:
@@ -126,7 +127,7 @@ def test_a_second_run_exits_2_while_the_first_runs_and_kill_9_frees_the_journal(
         first.communicate(timeout=30)
     assert lock_path(tmp_path / "run.db").exists()  # left behind, holding a dead process id
     third = _fetch(tmp_path, f"{base}/pages/third?inuse", "-o", "out.jsonl")
-    assert third.returncode == 0, third.stderr
+    assert third.returncode == exit_status.OK, third.stderr
     assert server.stats.count("/pages/third?inuse") == 1
 
 
@@ -197,7 +198,7 @@ def test_pages_overwritten_by_garbage_are_one_line_from_every_command(
 
 def test_status_check_of_a_sound_journal(finished: Path) -> None:
     done = _fanout(finished, "status", "--journal", "run.db", "--check")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == exit_status.OK, done.stderr
     text = done.stdout.decode()
     assert "  check    ok (SQLite's integrity check)" in text
     assert f"  done     {N_PAGES:,}" in text
@@ -234,7 +235,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_space_is_freed(
 ) -> None:
     with _small_tmpfs(tmp_path / "disk") as disk:
         first = _fetch(disk, f"{server.url}/pages/1?full", "-o", "out.jsonl")
-        assert first.returncode == 0, first.stderr
+        assert first.returncode == exit_status.OK, first.stderr
         filler = disk / "filler"
         with filler.open("wb") as stream, contextlib.suppress(OSError):
             while True:  # bounded by the 1 MiB of the disk
@@ -251,7 +252,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_space_is_freed(
         assert server.stats.count("/pages/2?full") == 0
         filler.unlink()
         again = _fetch(disk, f"{server.url}/pages/2?full", "-o", "out.jsonl")
-        assert again.returncode == 0, again.stderr
+        assert again.returncode == exit_status.OK, again.stderr
         assert [r["url"] for r in _records(disk / "out.jsonl")] == [
             f"{server.url}/pages/1?full",
             f"{server.url}/pages/2?full",
@@ -273,9 +274,9 @@ def test_a_missing_output_tells_how_to_rebuild_it(
     assert not (work / "out.jsonl").exists()
 
     rebuilt = _fanout(work, "export", "--journal", "run.db", "-o", "out.jsonl")
-    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.returncode == exit_status.OK, rebuilt.stderr
     resumed = _fetch(work, "-i", "urls.txt", "-o", "out.jsonl")
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == exit_status.OK, resumed.stderr
     assert _requests(server, "finished") == before  # nothing fetched again
     assert len(_records(work / "out.jsonl")) == N_PAGES
 
@@ -286,12 +287,15 @@ def test_a_rebuilt_output_is_taken_when_the_old_one_held_superseded_lines(
     url = f"{server.url}/pages/1?superseded"
     (tmp_path / "urls.txt").write_text(f"{url}\n{url}\n{server.url}/pages/2?superseded\n")
     first = _fetch(tmp_path, "-i", "urls.txt", "-o", "out.jsonl", "--no-dedupe")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == exit_status.OK, first.stderr
     assert len(_records(tmp_path / "out.jsonl")) == 3  # two lines for one key
     (tmp_path / "out.jsonl").unlink()
-    assert _fanout(tmp_path, "export", "--journal", "run.db", "-o", "out.jsonl").returncode == 0
+    assert (
+        _fanout(tmp_path, "export", "--journal", "run.db", "-o", "out.jsonl").returncode
+        == exit_status.OK
+    )
     resumed = _fetch(tmp_path, "-i", "urls.txt", "-o", "out.jsonl")
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == exit_status.OK, resumed.stderr
     assert len(_records(tmp_path / "out.jsonl")) == 2
     assert server.stats.count("/pages/1?superseded") == 2  # --no-dedupe, then never again
 
@@ -316,18 +320,18 @@ def test_another_output_than_the_journal_wrote_to_is_named(
         work / "sub", "fetch", "-i", "../urls.txt", "-o", str(work / "out.jsonl"),
         "--journal", "../run.db", "-q",
     )  # fmt: skip
-    assert same.returncode == 0, same.stderr
+    assert same.returncode == exit_status.OK, same.stderr
 
 
 def test_a_journal_of_standard_output_keeps_to_it(tmp_path: Path, server: ServerThread) -> None:
     first = _fetch(tmp_path, f"{server.url}/pages/1?stdout")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == exit_status.OK, first.stderr
     assert len(first.stdout.splitlines()) == 1
     line = _error_line(_fetch(tmp_path, f"{server.url}/pages/2?stdout", "-o", "out.jsonl"))
     assert "wrote to standard output; this run asks for 'out.jsonl'" in line
     assert "resume without -o" in line
     again = _fetch(tmp_path, f"{server.url}/pages/1?stdout", f"{server.url}/pages/2?stdout")
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == exit_status.OK, again.stderr
     assert [r["url"] for r in map(json.loads, again.stdout.splitlines())] == [
         f"{server.url}/pages/2?stdout"
     ]
@@ -354,17 +358,19 @@ def test_status_counts_as_pending_the_keys_a_stopped_run_never_sent(
     (tmp_path / "urls.txt").write_text("\n".join([f"{base}/status/404?failfast", *pages]) + "\n")
     args = ("-i", "urls.txt", "-o", "out.jsonl", "-c", "1", "--retries", "0")
     stopped = _fetch(tmp_path, *args, "--fail-fast")
-    assert stopped.returncode == 1, stopped.stderr
+    assert stopped.returncode == exit_status.FAILURES, stopped.stderr
     never_sent = sum(1 for url in pages if server.stats.count(url[len(base) :]) == 0)
     assert never_sent > 0
     status = _fanout(tmp_path, "status", "--journal", "run.db")
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == exit_status.OK, status.stderr
     pending = next(line for line in status.stdout.decode().splitlines() if "pending" in line)
     assert int(pending.split()[1]) >= never_sent  # not only what was in flight
     assert "queued" in pending
     assert "the next run fetches them" in pending
     resumed = _fetch(tmp_path, *args)
-    assert resumed.returncode == 0, resumed.stderr  # the 404 is an earlier run's failure
+    assert resumed.returncode == exit_status.OK, (
+        resumed.stderr
+    )  # the 404 is an earlier run's failure
     assert len(_records(tmp_path / "out.jsonl")) == 51
     counts = [server.stats.count(url[len(base) :]) for url in pages]
     assert min(counts) == 1
