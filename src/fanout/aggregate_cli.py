@@ -278,7 +278,12 @@ def aggregate(ctx: click.Context, /, **options: Any) -> None:
     _check_combination(options)
     root = ctx.find_root().obj
     debug = bool(root.get("debug")) if isinstance(root, dict) else False
-    report = _run(options, debug=debug)
+    try:
+        report = _run(options, debug=debug)
+    except KeyboardInterrupt as exc:
+        from fanout.commands import interrupted
+
+        ctx.exit(interrupted(exc, "no report (it is printed once every request is done)"))
     fmt = options["output_format"]
     if fmt == "json":
         click.echo(render_json(report))
@@ -327,8 +332,10 @@ def _total(options: dict[str, Any]) -> int | None:
 
 def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     from fanout.aggregation import aggregate_async
+    from fanout.commands import showing
     from fanout.engine import Fetcher
     from fanout.runtime import run
+    from fanout.stats import RunStats
 
     show_bar = not options["quiet"] and _stderr_is_terminal()
     limits, retry, timeouts, caps = policies(options)
@@ -343,23 +350,25 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     if options["user_agent"]:
         fetcher_options["user_agent"] = options["user_agent"]
 
+    stats = RunStats()
+    live = None
+    if show_bar:
+        from fanout.progress import LiveProgress
+
+        live = LiveProgress(stats, _total(options))
+
     async def main() -> AggregateReport:
         async with Fetcher(**fetcher_options) as fetcher:
-            if not show_bar:
+            if live is None:
                 return await _aggregate(fetcher, None)
-            from fanout.progress import LiveProgress
-            from fanout.stats import RunStats
-
-            stats = RunStats()
-            live = LiveProgress(stats, _total(options))
             live.attach(fetcher)
+            shown = live
 
             def seen(result: Any) -> None:
                 stats.add(result)
-                live.refresh()
+                shown.refresh()
 
-            with live.running():
-                return await _aggregate(fetcher, seen)
+            return await _aggregate(fetcher, seen)
 
     async def _aggregate(fetcher: Fetcher, on_result: Any) -> AggregateReport:
         return await aggregate_async(
@@ -384,7 +393,8 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
             on_result=on_result,
         )
 
-    return run(main(), debug=debug)
+    with showing(live):  # around the run: see showing
+        return run(main(), debug=debug)
 
 
 def _source(options: dict[str, Any]) -> AsyncIterator[str | Request | Rejected]:

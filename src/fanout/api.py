@@ -36,6 +36,12 @@ def fetch(
     of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,
     ``deny_hosts``) included.
 
+    Ctrl-C stops the requests in flight and raises KeyboardInterrupt at once,
+    in a notebook too; so do SIGTERM and SIGHUP, as
+    :class:`fanout.runtime.Interrupted` (a KeyboardInterrupt that names the
+    signal), in the main thread where their handlers are Python's defaults.
+    No results are returned then.
+
     >>> results = fetch(["http://127.0.0.1:8080/a", "python://x"])  # doctest: +SKIP
     >>> [r.ok for r in results]  # doctest: +SKIP
     [True, False]

@@ -79,23 +79,23 @@ def demo_server_process(latency: float) -> Iterator[str]:
         "--latency",
         f"{latency}s",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # stderr piped: the line the server writes when terminated is not the bench's
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         url = next((word for word in line.split() if word.startswith("http://")), None)
         if url is None:
-            raise RuntimeError(f"the demo server did not start: {line!r}")
+            _, why = process.communicate(timeout=10)
+            raise RuntimeError(f"the demo server did not start: {line!r} {why.strip()!r}")
         yield url.rstrip("/")
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+            process.communicate()
 
 
 def _get_blocking() -> Callable[[str], None]:

@@ -1,14 +1,18 @@
 """The ``fanout`` command: a thin shell over the library.
 
-Parse options, build policies, run a job, render. Exit status: 0 when every
-request succeeded, 1 when some failed, 2 for a usage error (one line on
-stderr, no traceback), 130 on Ctrl-C after writing what was fetched.
+Parse options, build policies, run a job, render. Exit status
+(:mod:`fanout.exit_status`): 0 when every request succeeded, 1 when some
+failed, 2 for a usage error (one line on stderr, no traceback), and 128 + the
+signal's number on SIGINT (130), SIGTERM (143) or SIGHUP (129), after writing
+what was fetched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +33,11 @@ from fanout.cli_options import (
     parsed,
 )
 from fanout.errors import FanoutError
+from fanout.exit_status import for_signal
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 
 def _retry_kinds(text: str) -> frozenset[str]:
@@ -433,6 +438,15 @@ def _reopen_closed_standard_streams() -> None:
             setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (for the process)
 
 
+def _signal_of(exc: BaseException) -> int:
+    """The signal that ended the command: click turns a KeyboardInterrupt
+    (a :class:`~fanout.runtime.Interrupted` for SIGTERM and SIGHUP) into an Abort."""
+    from fanout.runtime import interrupting_signal
+
+    cause = exc.__cause__ if isinstance(exc, click.Abort) else exc
+    return interrupting_signal(cause) if cause is not None else signal.SIGINT
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``fanout`` console script."""
     _reopen_closed_standard_streams()
@@ -448,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _usage_error(exc.format_message())
     except FanoutError as exc:
         _usage_error(str(exc))
-    except (KeyboardInterrupt, click.Abort):
-        click.echo("fanout: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, click.Abort) as exc:
+        signum = _signal_of(exc)
+        with contextlib.suppress(OSError):  # stderr may be a terminal gone with SIGHUP
+            click.echo(f"fanout: interrupted by {signal.Signals(signum).name}", err=True)
+        sys.exit(for_signal(signum))
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 import orjson
 
+from fanout import exit_status
 from fanout.cli_options import guard_options, policies
 from fanout.errors import ConfigError, SinkError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Limits, RetryPolicy
-from fanout.runtime import run
+from fanout.runtime import interrupting_signal, run
 from fanout.stats import RunStats, format_summary
 
 if TYPE_CHECKING:
@@ -25,19 +27,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_job",
+    "interrupted",
+    "interrupted_by",
     "run_bench_command",
     "run_demo",
     "run_export",
     "run_job",
     "run_serve",
     "run_status",
+    "showing",
 ]
 
-EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILURES = 0, 1
 
 
 def _say(text: str) -> None:
-    click.echo(text, err=True)
+    # stderr can be a terminal that went away (SIGHUP: writes fail with EIO);
+    # the exit status still tells how the run ended
+    with contextlib.suppress(OSError):
+        click.echo(text, err=True)
 
 
 def _stderr_is_terminal() -> bool:
@@ -99,7 +107,7 @@ def run_job(
     stats = RunStats()
     live = _live(stats, total) if show_bar else None
     outcome: JobOutcome | None = None
-    interrupted = False
+    signum: int | None = None  # the signal that ended the run
 
     async def main() -> JobOutcome:
         return await run_fetch_job(
@@ -110,34 +118,64 @@ def run_job(
         )
 
     try:
-        if live is not None:
-            with live.running():
-                outcome = run(main(), debug=debug)
-        else:
+        with showing(live):
             outcome = run(main(), debug=debug)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        signum = interrupting_signal(exc)
     summary = outcome.summary if outcome is not None else stats.summary()
     if not quiet:
         _say(format_summary(summary))
         if outcome is not None and outcome.stopped_early:
             _say("stopped at the first failure (--fail-fast)")
-        if interrupted:
-            _say("interrupted: every result fetched so far was written")
+        if signum is not None:
+            _say(f"{interrupted_by(signum)}: every result fetched so far was written")
     if stats_json is not None:
         try:
             stats_json.write_bytes(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise SinkError(f"cannot write stats file '{stats_json}': {exc.strerror}") from exc
-    if interrupted:
-        return EXIT_INTERRUPTED
+    if signum is not None:
+        return exit_status.for_signal(signum)
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
+
+
+def interrupted_by(signum: int) -> str:
+    """How a message names the signal that ended a run: "interrupted by SIGTERM"."""
+    return f"interrupted by {signal.Signals(signum).name}"
+
+
+def interrupted(exc: KeyboardInterrupt, detail: str) -> int:
+    """Say on stderr which signal ended the run, and ``detail``; return the
+    exit status for it (:func:`fanout.exit_status.for_signal`)."""
+    signum = interrupting_signal(exc)
+    _say(f"{interrupted_by(signum)}: {detail}")
+    return exit_status.for_signal(signum)
+
+
+@contextlib.contextmanager
+def showing(live: LiveProgress | None) -> Iterator[None]:
+    """Show ``live``'s bar (if any) while the block runs a job.
+
+    A signal can come with the terminal gone (SIGHUP: writes fail with EIO),
+    so taking the bar down then fails too: the signal is raised, not that.
+    """
+    if live is None:
+        yield
+        return
+    try:
+        with live.running():
+            yield
+    except OSError as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
+        raise
 
 
 def run_serve(
     *, host: str, port: int, latency: float, jitter: float, error_rate: float, debug: bool
 ) -> int:
-    """Serve the demo app until Ctrl-C; print its base URLs once listening.
+    """Serve the demo app until Ctrl-C (or SIGTERM, SIGHUP: the status says
+    which); print its base URLs once listening.
 
     A port that cannot be listened on (in use, say) is a ConfigError, one line."""
     from fanout.demo import serve_forever
@@ -162,8 +200,8 @@ def run_serve(
             ),
             debug=debug,
         )
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+    except KeyboardInterrupt as exc:
+        return interrupted(exc, "the server stopped")
     except OSError as exc:
         if listening:
             raise
@@ -203,7 +241,7 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
     urls_file = target / "urls.txt"
     output = target / "results.jsonl"
     stats = RunStats()
-    show_bar = not quiet
+    live = None if quiet else _live(stats, count)
 
     async def main() -> tuple[str, JobOutcome]:
         async with DemoServer(latency=0.02, jitter=0.01, error_rate=0.01) as server:
@@ -215,20 +253,20 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
                 limits=Limits(concurrency=64, per_host=64),
                 retry=RetryPolicy(attempts=3, backoff=0.05),
             )
-            live = _live(stats, count) if show_bar else None
-            if live is None:
-                return server.url, await run_fetch_job(job, stats=stats)
-            with live.running():
-                outcome = await run_fetch_job(
-                    job, stats=stats, on_fetcher=live.attach, on_record=live.refresh
-                )
+            outcome = await run_fetch_job(
+                job,
+                stats=stats,
+                on_fetcher=live.attach if live else None,
+                on_record=live.refresh if live else None,
+            )
             return server.url, outcome
 
     try:
-        base, outcome = run(main(), debug=debug)
-    except KeyboardInterrupt:
-        _say("interrupted")
-        return EXIT_INTERRUPTED
+        with showing(live):
+            base, outcome = run(main(), debug=debug)
+    except KeyboardInterrupt as exc:
+        _say(format_summary(stats.summary()))
+        return interrupted(exc, f"the records fetched so far are in {output}")
     _say(f"demo server was {base}")
     _say(format_summary(outcome.summary))
     _say(
