@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -53,11 +54,32 @@ def test_six_gzip_bombs_cost_a_small_multiple_of_max_bytes(server_thread: str) -
     assert peak - baseline < BOMBS * cap * 3, f"{(peak - baseline) / cap:.1f} x max_bytes"
 
 
-def test_journal_batches_go_once_a_mebibyte_waits(tmp_path: Path) -> None:
+class _Held(io.RawIOBase):
+    """An output whose writes wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.go.wait(30)
+        return len(data)
+
+
+async def test_a_journaled_run_waits_once_a_mebibyte_or_two_waits(tmp_path: Path) -> None:
     # 512 lines were queued before a batch went: with text bodies, 512 x 6 x max_bytes.
+    # Now the consumer waits (JournaledOutput.full) once the backlog holds 2 MiB.
     with Journal.open(tmp_path / "run.db", key_scheme="url") as journal:
-        output = JournaledOutput(journal, io.BytesIO(), track_offset=False, batch=512)
+        held = _Held()
+        output = JournaledOutput(journal, cast(BinaryIO, held), track_offset=False)
         output.add(b"{}\n", None, State.DONE, None)
         assert not output.full
         output.add(b"x" * MIB + b"\n", None, State.DONE, None)
+        assert not output.full
+        output.add(b"x" * MIB + b"\n", None, State.DONE, None)
         assert output.full
+        held.go.set()
+        await output.room()
+        await output.close()

@@ -68,10 +68,10 @@ def _check_exact(workdir: Path, urls: list[str]) -> None:
         if record["ok"]:
             data = Path(record["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == record["sha256"]
-    # a kill -9 mid-write can leave a hidden temporary file, never a partial final one
+    # a kill -9 mid-write leaves a temporary only in pages/.fanout-tmp, which the
+    # next run removes: never a partial file under a final name
     for path in (workdir / "pages").rglob("*"):
-        if path.is_file() and not path.name.startswith("."):
-            assert path.suffix != ".tmp"
+        assert path.suffix != ".tmp", path
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path, slow_server: ServerThread) -> None:
@@ -95,8 +95,9 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, slow_server: Serv
     counts = [stats.count(url.split(slow_server.url, 1)[1]) for url in urls]
     assert min(counts) >= 1
     refetched = sum(count - 1 for count in counts)
-    # only requests in flight or not yet committed at a kill are sent again
-    assert refetched <= kills * (512 + 2 * 16)
+    # only requests in flight or not yet committed at a kill are sent again:
+    # at most 2 x concurrency + 64 per kill
+    assert refetched <= kills * (2 * 16 + 64)
 
 
 def test_sigint_stops_cleanly_and_resume_completes(

@@ -16,7 +16,7 @@ import orjson
 
 from fanout import exit_status
 from fanout.cli_options import guard_options, policies
-from fanout.errors import ConfigError, SinkError
+from fanout.errors import ConfigError, SinkError, WriteError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import interrupting_signal, run
@@ -122,6 +122,8 @@ def run_job(
             outcome = run(main(), debug=debug)
     except KeyboardInterrupt as exc:
         signum = interrupting_signal(exc)
+    except WriteError as exc:
+        return _write_failed(exc)
     summary = outcome.summary if outcome is not None else stats.summary()
     if not quiet:
         _say(format_summary(summary))
@@ -169,6 +171,27 @@ def showing(live: LiveProgress | None) -> Iterator[None]:
         if isinstance(exc.__context__, KeyboardInterrupt):
             raise exc.__context__ from None
         raise
+
+
+def _write_failed(exc: WriteError) -> int:
+    """The end of a run whose output or journal could not be written: one line
+    (none for a reader that went away, as for a process killed by SIGPIPE)."""
+    if exc.broken_pipe:
+        _silence_stdout()
+        return exit_status.BROKEN_PIPE
+    _say(f"fanout: error: {exc}")
+    return exit_status.FAILURES
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's flush at exit finds no
+    broken pipe to complain about ("Exception ignored ... BrokenPipeError")."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no stdout to silence
+        pass
 
 
 def run_serve(

@@ -8,12 +8,20 @@ and for sinks or journals that cannot do their job::
      ├── ConfigError     a policy or option has a bad value (also a ValueError)
      ├── SourceError     the input cannot be read
      ├── SinkError       an output cannot be written
+     │    └── WriteError  ... and a run stopped because of it
      └── JournalError    a journal cannot be opened or used
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "FanoutError", "JournalError", "SinkError", "SourceError"]
+__all__ = [
+    "ConfigError",
+    "FanoutError",
+    "JournalError",
+    "SinkError",
+    "SourceError",
+    "WriteError",
+]
 
 
 class FanoutError(Exception):
@@ -34,3 +42,16 @@ class SinkError(FanoutError):
 
 class JournalError(FanoutError):
     """A journal cannot be opened or used."""
+
+
+class WriteError(SinkError):
+    """The JSONL output or the journal could not be written while a run was
+    going (disk full, an I/O error, a reader that went away): the run stopped.
+    Every record the journal marks done was written before it failed.
+
+    ``broken_pipe`` is True when the reader of a pipe (standard output) went
+    away, which is no fault of the output itself."""
+
+    def __init__(self, message: str, *, broken_pipe: bool = False) -> None:
+        super().__init__(message)
+        self.broken_pipe = broken_pipe

@@ -6,11 +6,19 @@ before fetching (a bad line) or skipped as a duplicate. With a journal
 (``--journal``), one record per input *key* over all runs: keys recorded by an
 earlier run are skipped, duplicates are skipped silently, and the output is
 kept exact across crashes (see :mod:`fanout.journal`).
+
+Nothing is written on the event loop: records go to a writer thread
+(:mod:`fanout.writer`), bodies under ``--out-dir`` to a thread of their own,
+so a slow disk or a slow reader never delays the requests in flight. A body
+that cannot be saved makes its record a ``write`` failure and the run goes
+on; an output or journal that cannot be written stops the run with
+:class:`~fanout.errors.WriteError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import sys
@@ -24,9 +32,10 @@ from fanout.blocking_input import ThreadedReader, reads_block
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError, SinkError
 from fanout.httpsyntax import headers_problem, method_problem, value_problem
-from fanout.models import Request, Result
+from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-from fanout.records import JsonlWriter, duplicate_record, json_line, rejected_record, result_record
+from fanout.records import duplicate_record, json_line, rejected_record, result_record
+from fanout.safetext import shown
 from fanout.sources import (
     Deduper,
     Rejected,
@@ -37,6 +46,7 @@ from fanout.sources import (
     shown_input,
 )
 from fanout.stats import RunStats, Summary
+from fanout.writer import LineOutput, WriterThread, output_name
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
     from fanout.journal import InputItem, Journal, JournaledOutput, Verdict
@@ -163,29 +173,49 @@ def count_inputs(job: FetchJob) -> int | None:
 
 
 class _Output(Protocol):
-    """Where records go: plain JSONL, or JSONL kept exact by a journal (which
-    records the key of ``keyed``, the input the record is about)."""
+    """Where records go, on a writer thread: plain JSONL, or JSONL kept exact
+    by a journal (which records the key of ``keyed``, the input the record is
+    about). :meth:`emit` never blocks and never raises; a failure to write is
+    raised by :meth:`room`, :meth:`flush` or :meth:`close`."""
 
     @property
     def full(self) -> bool:
-        """Whether enough is buffered that the caller should await :meth:`flush` now."""
+        """Whether the caller should await :meth:`room` (also true once a write failed)."""
 
     def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None: ...
-    async def flush(self, *, if_full: bool = False) -> None: ...
+    async def room(self) -> None: ...
+    async def flush(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 class _PlainOutput:
-    full = False  # the writer flushes itself every 100 records
+    """JSONL to a file or stdout, written in groups by a thread of its own."""
 
-    def __init__(self, writer: JsonlWriter) -> None:
-        self.writer = writer
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.writer: WriterThread[bytes] = WriterThread(
+            LineOutput(stream, name).write,
+            name="fanout-output",
+            group=_PLAIN_GROUP,
+            backlog=_PLAIN_BACKLOG,
+            hand_over_after=_PLAIN_DELAY,
+        )
+
+    @property
+    def full(self) -> bool:
+        return self.writer.full
 
     def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
-        self.writer.write(record)
+        line = json_line(record)
+        self.writer.put(line, len(line))
 
-    async def flush(self, *, if_full: bool = False) -> None:
-        if not if_full:  # the writer flushes itself every 100 records
-            self.writer.flush()
+    async def room(self) -> None:
+        await self.writer.room()
+
+    async def flush(self) -> None:
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        await self.writer.close()
 
 
 class _JournalOutput:
@@ -203,16 +233,119 @@ class _JournalOutput:
         line = json_line(record)
         self.out.add(line, keyed, self._done if failed is None else self._failed, failed)
 
-    async def flush(self, *, if_full: bool = False) -> None:
-        if not if_full or self.out.full:
-            await self.out.flush()
+    async def room(self) -> None:
+        await self.out.room()
+
+    async def flush(self) -> None:
+        await self.out.flush()
+
+    async def close(self) -> None:
+        await self.out.close()
+
+
+class _Saver:
+    """Saves bodies under --out-dir on a thread of its own while results keep
+    coming. A result's record is emitted once its body is saved, or could not
+    be (then the result is a ``write`` failure), in the order the results came.
+
+    At most ``_SAVE_DEPTH`` results (or ``_SAVE_BYTES`` of bodies) wait here:
+    :attr:`full` says when, and :meth:`room` waits for the oldest save."""
+
+    def __init__(
+        self, out_dir: Path, staging: Path | None, record: Callable[[Result, str | None], None]
+    ) -> None:
+        self._out_dir = out_dir
+        self._staging = staging
+        self._record = record
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fanout-files")
+        self._queue: deque[tuple[Result, asyncio.Future[str] | None]] = deque()
+        self._bytes = 0
+
+    def add(self, result: Result) -> None:
+        """Start saving the body of an ok result; emit the records that are ready."""
+        future = None
+        if result.ok and result.body is not None:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._pool, _save, self._out_dir, self._staging, result)
+            future.add_done_callback(self._saved)
+            self._bytes += len(result.body)
+        self._queue.append((result, future))
+        self._emit_ready()
+
+    @property
+    def full(self) -> bool:
+        return len(self._queue) >= _SAVE_DEPTH or (bool(self._queue) and self._bytes >= _SAVE_BYTES)
+
+    async def room(self) -> None:
+        """Wait until fewer results than the bound wait for their save."""
+        while self.full:
+            await self._oldest()
+
+    async def drain(self) -> None:
+        """Wait until every record is emitted."""
+        while self._queue:
+            await self._oldest()
+
+    async def _oldest(self) -> None:
+        future = self._queue[0][1]
+        if future is None or future.done():
+            self._emit_ready()
+        else:
+            await asyncio.wait([future])
+
+    def close(self) -> None:
+        """Stop the thread (a save under way is finished, none is started)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _saved(self, _: asyncio.Future[str]) -> None:
+        self._emit_ready()
+
+    def _emit_ready(self) -> None:
+        queue = self._queue
+        while queue:
+            result, future = queue[0]
+            if future is not None:
+                if not future.done():
+                    return
+                self._bytes -= len(result.body or b"")
+            queue.popleft()
+            self._record(result, None if future is None else _saved_path(result, future))
+
+
+def _save(out_dir: Path, staging: Path | None, result: Result) -> str:
+    """Save the body of ``result`` (on the saver's thread); return its path."""
+    from fanout.files import safe_relpath, write_atomic
+
+    assert result.body is not None
+    relpath = safe_relpath(result.url, content_type=result.headers.get("Content-Type"))
+    return str(write_atomic(out_dir, relpath, result.body, temp_dir=staging))
+
+
+def _saved_path(result: Result, future: asyncio.Future[str]) -> str | None:
+    """Where the body was saved; None, with the result made a failure, when it was not."""
+    if future.cancelled():
+        result.error = Failure(ErrorKind.CANCELLED, "stopped before its body was saved")
+        return None
+    error = future.exception()
+    if error is None:
+        return future.result()
+    if isinstance(error, SinkError):
+        result.error = Failure(ErrorKind.WRITE, shown(str(error)))
+    else:  # a bug: the run goes on, the record says what it was
+        result.error = Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {error!r}"))
+    return None
 
 
 class _Job:
     """The state of one running job."""
 
     def __init__(
-        self, job: FetchJob, output: _Output, stats: RunStats, journal: _Journaling | None
+        self,
+        job: FetchJob,
+        output: _Output,
+        stats: RunStats,
+        journal: _Journaling | None,
+        staging: Path | None = None,
     ) -> None:
         self.job = job
         self.output = output
@@ -221,12 +354,46 @@ class _Job:
         self.deduper = Deduper() if job.dedupe and journal is None else None
         # --ordered: records of lines that sent no request wait for the results before them
         self.held: deque[tuple[int, Record, InputItem | None, str | None]] = deque()
+        self.saver = None if job.out_dir is None else _Saver(job.out_dir, staging, self.record)
+        self.failed_any = False  # a fetched result failed (for --fail-fast)
 
-    def requests(self) -> Iterator[Request]:
+    @property
+    def full(self) -> bool:
+        """Whether the writers' backlogs are at their bounds (await :meth:`room`)."""
+        return self.output.full or (self.saver is not None and self.saver.full)
+
+    async def room(self) -> None:
+        """Wait until the writers have room; raise WriteError if the output failed."""
+        if self.saver is not None:
+            await self.saver.room()
+        await self.output.room()
+
+    def take(self, result: Result) -> None:
+        """Record a result: at once, or once its body is saved (with --out-dir)."""
+        if self.saver is not None:
+            self.saver.add(result)
+        else:
+            self.record(result)
+
+    async def finish(self, *, stopped: bool) -> None:
+        """Emit every record still waiting (held ones too unless ``stopped``) and
+        wait until the output has written them."""
+        if self.saver is not None:
+            try:
+                await self.saver.drain()
+            finally:
+                self.saver.close()
+        if not stopped:
+            self.release_held(None)
+        await self.output.flush()
+
+    async def requests(self) -> AsyncIterator[Request]:
         """Requests to fetch, writing records for the lines that need no request."""
         for item in _inputs(self.job):
             if (request := self._to_send(item)) is not None:
                 yield request
+            elif self.full:  # a long run of lines that need no request
+                await self.room()
 
     async def streamed_requests(self) -> AsyncIterator[Request]:
         """:meth:`requests` of inputs whose reads can block (a pipe, a terminal),
@@ -235,6 +402,8 @@ class _Job:
             async for item in inputs:
                 if (request := self._to_send(item)) is not None:
                     yield request
+                elif self.full:
+                    await self.room()
 
     def _to_send(self, item: Request | Rejected) -> Request | None:
         """The request to send for an input item, or None once the record of a
@@ -278,7 +447,8 @@ class _Job:
                         else:
                             yield entry
                     batch = []
-                    await self.output.flush(if_full=True)
+                    if self.full:
+                        await self.room()
                 if item is None:
                     return
         finally:
@@ -306,26 +476,14 @@ class _Job:
             _, record, keyed, failed = held.popleft()
             self.output.emit(record, keyed, failed)
 
-    async def save_and_record(self, result: Result) -> None:
-        """With --out-dir: save the body (in a thread), then :meth:`record` the result."""
-        from fanout.files import safe_relpath, write_atomic  # only runs with --out-dir
-
-        job = self.job
-        assert job.out_dir is not None
-        path = None
-        if result.ok and result.body is not None:
-            content_type = result.headers.get("Content-Type")
-            relpath = safe_relpath(result.url, content_type=content_type)
-            written = await asyncio.to_thread(write_atomic, job.out_dir, relpath, result.body)
-            path = str(written)
-        self.record(result, path)
-
     def record(self, result: Result, path: str | None = None) -> None:
         """Count the result and emit its record (``path``: where its body was saved)."""
         job = self.job
         if job.ordered:
             self.release_held(_line(result.request))
         self.stats.add(result)
+        if not result.ok:
+            self.failed_any = True
         record = result_record(result, path=path, body_mode=job.body)
         failed = None if result.error is None or result.ok else str(result.error.kind)
         keyed = result.request if self.journal is not None else None
@@ -333,7 +491,11 @@ class _Job:
 
 
 _CLASSIFY_BATCH = 256
-FLUSH_INTERVAL = 0.5
+# Plain JSONL: groups of up to 256 lines, at most 1,024 lines (or 4 MiB) waiting;
+# lines go to the thread 5 ms after the first waits (fewer wake-ups, fewer writes).
+_PLAIN_GROUP, _PLAIN_BACKLOG, _PLAIN_DELAY = 256, 1024, 0.005
+# --out-dir: at most 16 results (or 16 MiB of bodies) waiting for their save
+_SAVE_DEPTH, _SAVE_BYTES = 16, 16 << 20
 
 
 class _Journaling:
@@ -347,13 +509,6 @@ class _Journaling:
 
     async def classify(self, keys: list[tuple[InputItem, int]]) -> list[Verdict]:
         return await self.out.call(self.journal.classify_inputs, keys, self.run, self.retry_failed)
-
-
-async def _flush_periodically(output: _Output) -> None:
-    """Records reach the file within FLUSH_INTERVAL even when results are slow to come."""
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL)
-        await output.flush()
 
 
 def _line(request: Request) -> int:
@@ -379,31 +534,57 @@ async def run_fetch_job(
     """Run ``job`` to the end (or the first failure with ``fail_fast``).
 
     Records are written as results arrive, so an interrupted run (Ctrl-C
-    cancels this coroutine) keeps everything fetched before it. ``on_fetcher``
-    is handed the Fetcher once it is open and ``on_record`` is called after
-    each record (the progress display uses both).
+    cancels this coroutine) keeps everything fetched before it. An output or
+    journal that cannot be written raises :class:`~fanout.errors.WriteError`
+    (with a journal, nothing is marked done that was not written). With
+    ``out_dir``, the temporary files that killed runs left there are removed
+    first (see :func:`fanout.files.staging_dir`). ``on_fetcher`` is handed the
+    Fetcher once it is open and ``on_record`` is called after each result (the
+    progress display uses both).
     """
     stats = stats or RunStats()
-    if job.journal is None:
-        with JsonlWriter(job.output) as writer:
-            output = _PlainOutput(writer)
-            state = _Job(job, output, stats, None)
+    with contextlib.ExitStack() as stack:
+        journal = None
+        if job.journal is not None:
+            from fanout.journal import Journal
+
+            scheme = "jsonl" if job.jsonl_path else "url"
+            journal = stack.enter_context(Journal.open(job.journal, key_scheme=scheme))
+        staging = None
+        if job.out_dir is not None:
+            from fanout.files import staging_dir
+
+            staging = stack.enter_context(staging_dir(job.out_dir))
+        if journal is None:
+            outcome = await _run_plain(job, stats, staging, on_fetcher, on_record)
+        else:
+            outcome = await _run_journaled(job, journal, stats, staging, on_fetcher, on_record)
+    return outcome
+
+
+async def _run_plain(
+    job: FetchJob,
+    stats: RunStats,
+    staging: Path | None,
+    on_fetcher: Callable[[Fetcher], None] | None,
+    on_record: Callable[[], None] | None,
+) -> JobOutcome:
+    with _open_output(job.output, "wb") as stream:
+        output = _PlainOutput(stream, output_name(job.output))
+        try:
+            state = _Job(job, output, stats, None, staging)
             requests = state.streamed_requests() if job.input_blocks() else state.requests()
             stopped = await _fetch(job, state, requests, on_fetcher, on_record)
-        return JobOutcome(stats.summary(), stopped_early=stopped)
-    from fanout.journal import Journal
-
-    journal = Journal.open(job.journal, key_scheme="jsonl" if job.jsonl_path else "url")
-    try:
-        return await _run_journaled(job, journal, stats, on_fetcher, on_record)
-    finally:
-        journal.close()
+        finally:
+            await output.close()
+    return JobOutcome(stats.summary(), stopped_early=stopped)
 
 
 async def _run_journaled(
     job: FetchJob,
     journal: Journal,
     stats: RunStats,
+    staging: Path | None,
     on_fetcher: Callable[[Fetcher], None] | None,
     on_record: Callable[[], None] | None,
 ) -> JobOutcome:
@@ -414,15 +595,16 @@ async def _run_journaled(
     if to_file:
         offset = journal.output_offset()
         stats.repaired_bytes = repair_output(Path(job.output), offset, journal)
+        _rewrite_temporary(Path(job.output)).unlink(missing_ok=True)  # a killed rewrite's
     journal.claim_output(job.output)
     run = journal.begin_run()
     if job.retry_failed is not None:
         journal.set_output_dirty(True)  # retried keys get a second line until the rewrite
-    with _open_append(job.output) as stream:
-        out = JournaledOutput(journal, stream, track_offset=to_file)
-        journaling = _Journaling(journal, out, run, job)
-        state = _Job(job, _JournalOutput(out), stats, journaling)
+    with _open_output(job.output, "ab") as stream:
+        out = JournaledOutput(journal, stream, track_offset=to_file, name=output_name(job.output))
         try:
+            journaling = _Journaling(journal, out, run, job)
+            state = _Job(job, _JournalOutput(out), stats, journaling, staging)
             stopped = await _fetch(job, state, state.journaled_requests(), on_fetcher, on_record)
         finally:
             await out.close()
@@ -432,23 +614,27 @@ async def _run_journaled(
 
 
 @contextlib.contextmanager
-def _open_append(output: str) -> Iterator[BinaryIO]:
+def _open_output(output: str, mode: Literal["wb", "ab"]) -> Iterator[BinaryIO]:
     if output == "-":
         yield sys.stdout.buffer
         return
     try:
-        stream = Path(output).open("ab")  # noqa: SIM115 (closed by the with below)
+        stream = Path(output).open(mode)  # noqa: SIM115 (closed by the with below)
     except OSError as exc:
         raise SinkError(f"cannot open '{output}' for writing: {exc.strerror or exc}") from exc
     with stream:
         yield stream
 
 
+def _rewrite_temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.rewrite")
+
+
 def _rewrite_output(journal: Journal, path: Path) -> None:
     """Replace the output with one line per key from the journal (atomically)."""
     from fanout.journal import export
 
-    temporary = path.with_name(f".{path.name}.rewrite")
+    temporary = _rewrite_temporary(path)
     with temporary.open("wb") as stream:
         export(journal, stream)
         stream.flush()
@@ -461,7 +647,7 @@ def _rewrite_output(journal: Journal, path: Path) -> None:
 async def _fetch(
     job: FetchJob,
     state: _Job,
-    requests: Iterator[Request] | AsyncIterator[Request],
+    requests: AsyncIterator[Request],
     on_fetcher: Callable[[Fetcher], None] | None,
     on_record: Callable[[], None] | None,
 ) -> bool:
@@ -484,28 +670,16 @@ async def _fetch(
             if on_fetcher is not None:
                 on_fetcher(fetcher)
             stream = fetcher.stream(requests, ordered=job.ordered)
-            flusher = asyncio.create_task(_flush_periodically(state.output))
-            try:
-                async with contextlib.aclosing(stream):
-                    output = state.output
-                    saving = job.out_dir is not None
-                    async for result in stream:
-                        if saving:
-                            await state.save_and_record(result)
-                        else:
-                            state.record(result)
-                        if output.full:
-                            await output.flush()
-                        if on_record is not None:
-                            on_record()
-                        if job.fail_fast and not result.ok:
-                            stopped = True
-                            break
-            finally:
-                flusher.cancel()
-                await asyncio.wait([flusher])
+            async with contextlib.aclosing(stream):
+                async for result in stream:
+                    state.take(result)
+                    if state.full:  # waits for the writers, not for the requests in flight
+                        await state.room()
+                    if on_record is not None:
+                        on_record()
+                    if job.fail_fast and state.failed_any:
+                        stopped = True
+                        break
     finally:
-        if not stopped:
-            state.release_held(None)
-        await state.output.flush()
+        await state.finish(stopped=stopped)
     return stopped

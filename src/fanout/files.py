@@ -39,7 +39,9 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -47,10 +49,16 @@ from urllib.parse import unquote, urlsplit
 from fanout.credentials import KeySource, stored_key
 from fanout.errors import ConfigError, SinkError
 
-__all__ = ["safe_relpath", "write_atomic"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["STAGING", "safe_relpath", "staging_dir", "write_atomic"]
 
 _HASH_HEX: Final = 16
 _O_BINARY: Final[int] = getattr(os, "O_BINARY", 0)
+_O_NOFOLLOW: Final[int] = getattr(os, "O_NOFOLLOW", 0)
 _EXT_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}")
 _SAFE_PUNCTUATION: Final = frozenset("-_.=+,~@")
 # Fixed, so a URL keeps its name across runs; scrypt still makes each guess slow.
@@ -218,43 +226,41 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def write_atomic(root: Path, relpath: str, data: bytes, *, fsync: bool = False) -> Path:
+def write_atomic(
+    root: Path, relpath: str, data: bytes, *, fsync: bool = False, temp_dir: Path | None = None
+) -> Path:
     """Write ``data`` to ``root / relpath`` so the final name never holds a partial file.
 
-    Parent directories are created; the data goes to a hidden temporary file
-    in the same directory, then ``os.replace`` gives it its name. With
+    Parent directories are created; the data goes to a temporary file, then
+    ``os.replace`` gives it its name. The temporary file is made in
+    ``temp_dir`` when given (on the same file system, such as a run's
+    :func:`staging_dir`), else hidden in the target's directory. With
     ``fsync=True`` the file and its directory are synced first (durable
     across power loss, but slower). The target must resolve inside ``root``.
     On any error the temporary file is removed and
-    :class:`~fanout.errors.SinkError` names the path. Blocking: from async
-    code, run it via ``asyncio.to_thread``.
+    :class:`~fanout.errors.SinkError` names the path and the reason.
+    Blocking: from async code, run it in a thread.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
     >>> write_atomic(root, "h.example/a-0123.bin", b"hi").read_bytes()
     b'hi'
     """
-    base = root.resolve()
-    target = base / relpath
     if not relpath or "\x00" in relpath or Path(relpath).is_absolute():
         raise SinkError(f"refusing to write {relpath!r}: not a relative path")
-    resolved = target.resolve()
-    if resolved == base or not resolved.is_relative_to(base):
-        raise SinkError(f"refusing to write {str(target)!r}: outside {str(base)!r}")
-    directory = resolved.parent
+    target = root / relpath
     temp: Path | None = None
     try:
+        base = root.resolve()
+        target = base / relpath
+        resolved = target.resolve()
+        if resolved == base or not resolved.is_relative_to(base):
+            # "..", or a symlink on the way that leads out
+            raise SinkError(f"refusing to write {str(target)!r}: outside {str(base)!r}")
+        target = resolved
+        directory = resolved.parent
         directory.mkdir(parents=True, exist_ok=True)
-        # Created with O_EXCL and the umask's mode, unlike mkstemp's 0600.
-        for _ in range(16):
-            temp = directory / f".{_truncate(resolved.name, 64)}.{secrets.token_hex(6)}.tmp"
-            try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-                break
-            except FileExistsError:
-                temp = None
-        else:
-            raise FileExistsError(f"no free temporary name in {str(directory)!r}")
+        fd, temp = _create_temporary(temp_dir or directory, resolved.name)
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
             if fsync:
@@ -265,9 +271,121 @@ def write_atomic(root: Path, relpath: str, data: bytes, *, fsync: bool = False) 
         if fsync:
             _fsync_dir(directory)
     except OSError as exc:
-        raise SinkError(f"cannot write {str(resolved)!r}: {exc.strerror or exc}") from exc
+        raise SinkError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # a symlink loop, on Pythons before 3.13
+        raise SinkError(f"cannot write {str(target)!r}: {exc}") from None
     finally:
         if temp is not None:
             with contextlib.suppress(OSError):
                 temp.unlink()
     return resolved
+
+
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new temporary file in ``directory``: its descriptor and path.
+
+    Created with O_EXCL and the umask's mode, unlike mkstemp's 0600."""
+    for _ in range(16):
+        temp = directory / f".{_truncate(name, 64)}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {str(directory)!r}")
+
+
+STAGING: Final = ".fanout-tmp"
+"""The directory under ``--out-dir`` that holds the temporary files of runs."""
+
+
+@contextlib.contextmanager
+def staging_dir(root: Path) -> Iterator[Path]:
+    """The directory for a run's temporary files: ``root/.fanout-tmp`` (no
+    saved file can have that name: a component never starts with ``.``).
+
+    Each run holds a shared lock on ``.fanout-tmp/lock`` while it lasts (a
+    lock that any exit releases, kill -9 included). The first run to take it
+    exclusively, none other being there, removes the temporary files that
+    killed runs left; the last one out removes the directory. Where the file
+    system has no locks, nothing is removed. A failure to make the directory
+    raises :class:`~fanout.errors.SinkError` naming it.
+    """
+    staging = root / STAGING
+    fd = _enter_staging(staging)
+    try:
+        yield staging
+    finally:
+        _leave_staging(staging, fd)
+
+
+def _enter_staging(staging: Path) -> int:
+    """Make ``staging`` and hold its lock shared, having cleaned it when alone;
+    return the lock's descriptor."""
+    lock = staging / "lock"
+    for _ in range(64):
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+            if staging.is_symlink():  # its leftovers are removed: never through a link
+                raise SinkError(f"cannot use {str(staging)!r}: it is a symlink")
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | _O_BINARY | _O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise SinkError(f"cannot make {str(staging)!r}: {exc.strerror or exc}") from None
+        if fcntl is None:  # pragma: no cover (Windows)
+            return fd
+        try:
+            if _lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) and _current(fd, lock):
+                _remove_leftovers(staging)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:  # no locks on this file system: leave everything as it is
+            return fd
+        if _current(fd, lock):
+            return fd
+        os.close(fd)  # the last run out removed the directory meanwhile: make it again
+    raise SinkError(f"cannot make {str(staging)!r}: it keeps being removed")
+
+
+def _leave_staging(staging: Path, fd: int) -> None:
+    """Release the lock; remove the directory when no other run is using it."""
+    lock = staging / "lock"
+    try:
+        if fcntl is not None and _lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB) and _current(fd, lock):
+            _remove_leftovers(staging)
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                staging.rmdir()
+    except OSError:  # no locks here after all: leave the directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, operation: int) -> bool:
+    """``flock``; False when another process holds a conflicting lock."""
+    assert fcntl is not None
+    try:
+        fcntl.flock(fd, operation)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _current(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the one at ``path`` (not removed
+    by a run that left meanwhile)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def _remove_leftovers(staging: Path) -> None:
+    """Remove everything in ``staging`` but its lock (with the lock held exclusively)."""
+    for entry in staging.iterdir():
+        if entry.name != "lock":
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()

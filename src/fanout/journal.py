@@ -45,11 +45,14 @@ How a run stays exact (one output line per key, nothing fetched twice):
    in an earlier run are skipped (their line is already in the output); a key
    seen earlier in this run is a duplicate. Fetched keys are marked pending
    with this run's id, so duplicates are found in SQLite, not in memory.
-2. Results go out in batches from one writer thread (:class:`JournaledOutput`):
-   the batch's JSONL lines are appended to the output file and flushed, and
-   only then one transaction marks the batch done or failed and records the
-   output file's new length. A crash between the two leaves lines past the
-   recorded length whose keys are still pending.
+2. Results go out in small groups from one writer thread (:class:`JournaledOutput`):
+   the group's JSONL lines are appended to the output file, and only then one
+   transaction marks the group done or failed and records the output file's
+   new length. A crash between the two leaves lines past the recorded length
+   whose keys are still pending; a failed write or commit stops the run with
+   nothing marked done that was not written. Written to a pipe whose reader
+   goes away, the lines it never read have their keys made pending again
+   (:meth:`Journal.reopen`).
 3. On resume, the output file is cut back to the recorded length
    (:func:`repair_output`), dropping those lines and any torn last line; their
    keys are fetched again and written once.
@@ -57,8 +60,6 @@ How a run stays exact (one output line per key, nothing fetched twice):
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import csv
 import functools
@@ -77,10 +78,11 @@ from typing import IO, Any, BinaryIO, Concatenate, Final, ParamSpec, TypeVar
 import orjson
 
 from fanout.credentials import SALT_BYTES, KeySource, stored_key
-from fanout.errors import JournalError
+from fanout.errors import JournalError, WriteError
 from fanout.models import Request
 from fanout.safetext import shown
 from fanout.sources import Rejected
+from fanout.writer import LineOutput, WriterThread
 
 if sys.platform != "win32":
     import fcntl
@@ -103,7 +105,7 @@ __all__ = [
 SCHEMA_VERSION: Final = 2
 """2: keys hold no URL credentials (1 stored them as given; migrated on open for a run)."""
 _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
-_BATCH_BYTES: Final = 1 << 20  # a batch goes once its lines hold this much (large bodies)
+_BATCH_BYTES: Final = 1 << 20  # a group goes once its lines hold this much (large bodies)
 _CHECK_PROBLEMS: Final = 10  # the most problems `status --check` lists
 _PATH_LIMIT: Final = 200  # characters of a path in a message
 STDOUT: Final = "-"
@@ -279,6 +281,16 @@ def _holder(fd: int) -> int | None:
     except ValueError:
         return None
     return pid if pid > 0 else None
+
+
+# The SQLite errors of a journal that cannot be written (rather than damaged).
+_WRITE_FAILURES: Final = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_READONLY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PERM",
+)
 
 
 def _problem(exc: sqlite3.Error, journal: Path) -> str:
@@ -556,6 +568,18 @@ class Journal:
         if self._meta("output") != wanted:
             with self._transaction():
                 self._set_meta("output", wanted)
+
+    @_translated
+    def reopen(self, keys: Sequence[str]) -> None:
+        """Make done or failed ``keys`` pending again: their records were
+        written to a pipe whose reader went away before reading them."""
+        if not keys:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE entries SET state = 0, kind = NULL, record = NULL WHERE key = ?",
+                [(key,) for key in keys],
+            )
 
     @_translated
     def output_offset(self) -> int:
@@ -876,12 +900,21 @@ def _rebuild_hint(path: Path, journal: Journal | None) -> str:
 
 class JournaledOutput:
     """The one writer of a journaled run: JSONL lines and journal commits, in
-    batches, on one thread, in the order that keeps the output exact (lines
-    written and flushed, then the journal commit that covers them).
+    small groups, on one thread (a :class:`~fanout.writer.WriterThread`), in
+    the order that keeps the output exact: a group's lines are written (and
+    flushed), then one transaction marks its keys done or failed and records
+    the output's new length. A key is never marked done before its line was
+    written; a group whose lines could not all be written is not committed
+    (and its torn lines are cut from a file at once).
 
-    ``add`` is cheap and never blocks; a batch is written once it holds
-    ``batch`` entries or 1 MiB of lines, or on :meth:`flush`; :meth:`close`
-    flushes the rest.
+    A group is what was added while the previous one was written, at most
+    ``group`` results (32) or 1 MiB of lines: so results are committed as
+    soon as the thread is free (within milliseconds), and a kill -9 costs at
+    most the results of the backlog (``backlog``, 48) besides those in flight.
+    :meth:`add` is cheap and never blocks; when :attr:`full`, await
+    :meth:`room`. A failure to write the output or the journal raises
+    :class:`~fanout.errors.WriteError` naming the file from :meth:`room`,
+    :meth:`flush`, :meth:`call` or :meth:`close`; nothing is written after it.
     Without an output path (stdout), lines are written but no offset is kept.
     """
 
@@ -891,71 +924,110 @@ class JournaledOutput:
         output: BinaryIO,
         *,
         track_offset: bool,
-        batch: int = 512,
+        name: str = "the output",
+        group: int = 32,
+        backlog: int = 48,
         fsync: bool = False,
     ) -> None:
         self.journal = journal
-        self._output = output
+        self._output = LineOutput(output, name)
         self._track = track_offset
         self._fsync = fsync
-        self._batch = batch
-        self._lines: list[bytes] = []
-        self._size = 0
-        self._entries: list[tuple[InputItem, State, str | None, bytes]] = []
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="fanout-journal"
+        self._writer: WriterThread[_Entry] = WriterThread(
+            self._write_and_commit,
+            name="fanout-journal",
+            group=group,
+            backlog=backlog,
+            group_bytes=_BATCH_BYTES,
+            backlog_bytes=2 * _BATCH_BYTES,
         )
-        self._pending: asyncio.Future[None] | None = None
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on the journal's thread, after earlier work."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        """Run ``function(*args)`` on the journal's thread, after earlier work;
+        a failure of SQLite there raises WriteError naming the journal."""
+        return await self._writer.call(self._guarded, function, *args)
+
+    def _guarded(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return function(*args)
+        except (sqlite3.Error, JournalError) as exc:
+            raise self._journal_error(exc) from None
 
     def add(self, line: bytes, item: InputItem | None, state: State, kind: str | None) -> None:
         """Queue one output line; with its input, the input's journal entry too
         (its key is made on the journal's thread, see :meth:`Journal.key`)."""
-        self._lines.append(line)
-        self._size += len(line)
-        if item is not None:
-            self._entries.append((item, state, kind, line))
+        self._writer.put((line, item, state, kind), len(line))
 
     @property
     def full(self) -> bool:
-        """Whether a batch is ready to go."""
-        return len(self._lines) >= self._batch or self._size >= _BATCH_BYTES
+        """Whether the backlog is at its bound: await :meth:`room` before adding more."""
+        return self._writer.full
+
+    async def room(self) -> None:
+        """Wait until the backlog has room; raise WriteError if a write failed."""
+        await self._writer.room()
 
     async def flush(self) -> None:
-        """Write and commit what is queued (waits for the previous batch first)."""
-        lines, entries = self._lines, self._entries
-        self._lines, self._entries, self._size = [], [], 0
-        if lines or entries:
-            await self.call(self._write_and_commit, lines, entries)
+        """Wait until everything added is written and committed."""
+        await self._writer.drain()
 
-    def _write_and_commit(
-        self, lines: list[bytes], entries: list[tuple[InputItem, State, str | None, bytes]]
-    ) -> None:
+    def _write_and_commit(self, entries: list[_Entry]) -> None:
         key = self.journal.key
-        stored = [(key(item), state, kind, line) for item, state, kind, line in entries]
-        output = self._output
+        keys = [None if item is None else key(item) for _, item, _, _ in entries]
+        lines = [entry[0] for entry in entries]
+        start = self._output.tell() if self._track else None
         try:
-            output.writelines(lines)  # not joined: that would copy large lines
-            output.flush()
-            if self._fsync:
-                os.fsync(output.fileno())
-        except OSError as exc:
-            from fanout.errors import SinkError
+            self._output.write(lines)
+        except WriteError as exc:
+            if exc.broken_pipe:
+                self._reopen_unread()
+            raise
+        if self._fsync:
+            self._output.sync()
+        offset = self._output.tell() if self._track else None
+        stored = [
+            (stored_key, state, kind, line)
+            for stored_key, (line, _, state, kind) in zip(keys, entries, strict=True)
+            if stored_key is not None
+        ]
+        try:
+            self.journal.record(stored, offset)
+        except (sqlite3.Error, JournalError) as exc:
+            if start is not None:
+                self._output.cut(start)  # lines no commit covers (a resumed run would cut them)
+            raise self._journal_error(exc) from None
+        if self._output.pipe is not None:
+            self._output.pipe.wrote(zip(keys, map(len, lines), strict=True))
 
-            raise SinkError(f"cannot write the output: {exc.strerror or exc}") from exc
-        offset = output.tell() if self._track else None
-        self.journal.record(stored, offset)
+    def _reopen_unread(self) -> None:
+        """The reader of the pipe went away: the records it did not read were
+        not delivered, so their keys are made pending again (the next run
+        fetches and delivers them)."""
+        pipe = self._output.pipe
+        if pipe is None:
+            return
+        keys = [key for key in pipe.unread() if isinstance(key, str)]
+        with contextlib.suppress(sqlite3.Error, JournalError):  # the pipe is what is reported
+            self.journal.reopen(keys)
+
+    def _journal_error(self, exc: sqlite3.Error | JournalError) -> WriteError | JournalError:
+        """What stops a run whose journal failed mid-run: WriteError (exit 1)
+        when it could not be written (a full disk, an I/O error, read-only),
+        JournalError (exit 2) when it is damaged."""
+        cause = exc.__cause__ if isinstance(exc, JournalError) else exc
+        if not isinstance(exc, JournalError):
+            exc = JournalError(f"{_named(self.journal.path)} {_problem(exc, self.journal.path)}")
+        if (getattr(cause, "sqlite_errorname", "") or "").startswith(_WRITE_FAILURES):
+            return WriteError(str(exc))
+        return exc
 
     async def close(self) -> None:
-        """Flush what is left, then stop the writer thread."""
-        try:
-            await self.flush()
-        finally:
-            self._executor.shutdown(wait=True)
+        """Write and commit what is left, then stop the writer thread (a failure
+        not raised yet is raised here)."""
+        await self._writer.close()
+
+
+_Entry = tuple[bytes, InputItem | None, State, str | None]
 
 
 def export(journal: Journal, out: IO[bytes], fmt: str = "jsonl") -> int:

@@ -508,18 +508,19 @@ class JsonlWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write every queued line and flush the stream."""
+        """Write every queued line and flush the stream. The queue is emptied
+        only once written: after a failure (SinkError), a later flush or
+        close writes its lines again."""
         if self._stream is None:
             return
-        lines = self._pending
-        self._pending = []
-        self._pending_bytes = 0
         try:
             # Line by line, not joined: a joined copy of large lines would double them.
-            self._stream.writelines(lines)
+            self._stream.writelines(self._pending)
             self._stream.flush()
         except OSError as exc:
             raise SinkError(f"cannot write {self._name}: {exc.strerror or exc}") from exc
+        self._pending = []
+        self._pending_bytes = 0
 
     def close(self) -> None:
         """Flush, then close the file; safe to call twice."""
