@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# writes.py compares with this revision: the last one that wrote on the event loop
+WRITES_AGAINST ?= 7ace924
 
 .PHONY: test lint typecheck pytest demo bench clean
 
@@ -31,6 +33,8 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python startup.py
 	cd benchmarks && ../$(BIN)/python instructions.py
 	cd benchmarks && ../$(BIN)/python bombs.py
+	cd benchmarks && ../$(BIN)/python kills.py
+	cd benchmarks && ../$(BIN)/python writes.py --against $(WRITES_AGAINST)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
