@@ -217,11 +217,14 @@ async def test_global_cap_holds_on_one_host(server: DemoServer) -> None:
 
 
 def _spacing_ok(times: list[float], rate: float, burst: int = 1) -> bool:
-    """At most burst + rate * t arrivals in any window t (10 ms slack for transit jitter)."""
+    """At most burst + rate * t arrivals in any window t, with 50 ms of slack: the
+    times are the server's, and on a loaded machine one request's transit can lag
+    the next one's by tens of milliseconds. A limiter that lets through even 1.5 times
+    its rate still fails over the tests' spans of half a second and more."""
     times = sorted(times)
     for i in range(len(times)):
         for j in range(i + burst, len(times)):
-            if times[j] - times[i] < (j - i - burst + 1) / rate - 0.010:
+            if times[j] - times[i] < (j - i - burst + 1) / rate - 0.050:
                 return False
     return True
 
