@@ -34,7 +34,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from fanout.transport import DNSError
 
-__all__ = ["DNSError", "DNSStats", "Resolver", "parse_nameserver"]
+__all__ = ["DNSError", "DNSStats", "Resolver"]
 
 _FLAGS: Final = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 # c-ares's getaddrinfo reports NXDOMAIN as ENOTFOUND and NODATA as ENODATA.
@@ -55,32 +55,6 @@ class DNSStats:
     coalesced: int = 0
     queries: int = 0
     failures: int = 0
-
-
-def parse_nameserver(text: str) -> str:
-    """A DNS server given as ``IP`` or ``IP:PORT`` (``[IPv6]:PORT`` for an IPv6
-    address with a port), in the form c-ares takes; ValueError when it is not one."""
-    import ipaddress
-
-    value = text.strip()
-    host, port = value, None
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"expected IP or IP:PORT, got {text!r}")
-        port = rest[1:] if rest else None
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"expected an IP address or IP:PORT, got {text!r}") from None
-    if port is None:
-        return str(address)
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad port in {text!r}: expected 1 to 65535")
-    shown = f"[{address}]" if address.version == 6 else str(address)
-    return f"{shown}:{int(port)}"
 
 
 @dataclass(slots=True)
