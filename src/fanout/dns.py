@@ -22,6 +22,7 @@ A failure raises :class:`DNSError` (an OSError, which aiohttp wraps in
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 from collections import OrderedDict
@@ -202,7 +203,7 @@ class Resolver(AbstractResolver):
         if errno is not None:
             raise DNSError(self._reason(name, errno), negative=errno in _NEGATIVE)
         seen: dict[tuple[int, str], None] = {}
-        ttl: float = self._max_ttl
+        ttl = math.inf
         for node in result.nodes:
             address = node.addr[0]
             text = address.decode() if isinstance(address, bytes) else str(address)
