@@ -311,7 +311,8 @@ def test_dns_server_option_end_to_end(
     options = ["--dns-server", stub_thread.nameserver, "--dns-timeout", "2s", "--retries", "0"]
     out = tmp_path / "out.jsonl"
     if command == "fetch":
-        args = ["fetch", *urls, *options, "-q", "--ordered", "-o", str(out)]
+        stats = tmp_path / "stats.json"
+        args = ["fetch", *urls, *options, "--ordered", "-o", str(out), "--stats-json", str(stats)]
     else:
         args = ["aggregate", *urls, *options, "-q", "-f", "id"]
     result = CliRunner().invoke(cli, args)
@@ -322,6 +323,10 @@ def test_dns_server_option_end_to_end(
         ok, nx = [json.loads(line) for line in out.read_text().splitlines()]
         assert ok["ok"] is True
         assert nx["error"] == {"kind": "dns", "message": "NXDOMAIN for nx.test"}
+        dns = json.loads(stats.read_text())["dns"]
+        assert dns["lookups"] == 2
+        assert dns["failures"] == 1
+        assert "  dns:     2 lookups: " in result.output  # the summary's line
     else:
         assert "NXDOMAIN for nx.test" in result.output
     assert stub_thread.count("nx.test") >= 1

@@ -65,6 +65,7 @@ from fanout.transport import (
     exchange,
     followed,
     make_session,
+    resolver_stats,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url
 
@@ -471,6 +472,13 @@ class Fetcher:
     def in_flight(self) -> int:
         """Requests being sent or received right now."""
         return self._active
+
+    @property
+    def dns_stats(self) -> dict[str, int] | None:
+        """What the resolver did so far (lookups, cache hits, coalesced,
+        queries, failures; see :class:`fanout.dns.DNSStats`), or None when no
+        name was resolved."""
+        return None if self._resolver is None else resolver_stats(self._resolver)
 
     @property
     def waiting(self) -> int:

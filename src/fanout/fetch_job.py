@@ -682,6 +682,7 @@ async def _fetch(
                     if job.fail_fast and state.failed_any:
                         stopped = True
                         break
+            state.stats.dns = fetcher.dns_stats
     finally:
         await state.finish(stopped=stopped)
     return stopped

@@ -149,6 +149,18 @@ def dns_deadline(timeouts: Timeouts) -> float | None:
     return min(bounds) if bounds else None
 
 
+def resolver_stats(resolver: AbstractResolver) -> dict[str, int] | None:
+    """The counters of the :class:`fanout.dns.Resolver` inside ``resolver`` (a
+    session's, maybe wrapped by the guard), or None when it has made none."""
+    inner: Any = resolver
+    while inner is not None and not isinstance(inner, _LazyResolver):
+        inner = getattr(inner, "inner", None)
+    stats = getattr(inner and inner.inner, "stats", None)
+    if stats is None:
+        return None
+    return {name: getattr(stats, name) for name in stats.__slots__}
+
+
 class _LazyResolver(AbstractResolver):
     """fanout's resolver (:class:`fanout.dns.Resolver`, c-ares with a TTL cache),
     made on the first name to resolve: a run of addresses only (aiohttp resolves
