@@ -22,6 +22,7 @@ A failure raises :class:`DNSError` (an OSError, which aiohttp wraps in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import time
@@ -182,7 +183,7 @@ class Resolver(AbstractResolver):
                 future.set_result((result, errno))
 
         def callback(result: Any, errno: int | None) -> None:  # on c-ares's thread
-            if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                 loop.call_soon_threadsafe(settle, result, errno)
 
         try:
