@@ -35,6 +35,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bombs.py
 	cd benchmarks && ../$(BIN)/python kills.py
 	cd benchmarks && ../$(BIN)/python writes.py --against $(WRITES_AGAINST)
+	cd benchmarks && ../$(BIN)/python dns.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

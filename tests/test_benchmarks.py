@@ -32,6 +32,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),
         ("startup.py", ["--repeat", "1"], "fetch"),
         ("bombs.py", ["--bombs", "2", "--max-bytes", "1MiB"], "bombs of 1 MiB, kept"),
+        (
+            "dns.py",
+            ["--names", "500", "--baseline-names", "200", "--repeat", "2", "--hits", "500"],
+            "ratio fanout.dns/aiohttp",
+        ),
         # Without valgrind it says it skipped; with it, four short runs under
         # callgrind, about a minute on a 2-core machine: past the default timeout.
         pytest.param(

@@ -103,6 +103,12 @@ def _header(text: str) -> tuple[str, str]:
     return name, value.strip(" \t")
 
 
+def _dns_server(text: str) -> str:
+    from fanout.nameservers import parse_nameserver
+
+    return parse_nameserver(text)
+
+
 def _user_agent(text: str) -> str:
     from fanout.httpsyntax import value_problem
 
@@ -128,6 +134,7 @@ RATE = parsed(_rate)
 HEADER = parsed(_header)
 USER_AGENT = parsed(_user_agent)
 METHOD = parsed(_method)
+DNS_SERVER = parsed(_dns_server)
 
 _HTTP_OPTIONS = [
     click.option(
@@ -171,6 +178,21 @@ _HTTP_OPTIONS = [
         metavar="DURATION",
         default="30s",
         help="Longest gap between reads.",
+    ),
+    click.option(
+        "--dns-timeout",
+        callback=DURATION,
+        metavar="DURATION",
+        default="5s",
+        help="Deadline of one DNS lookup (at most --connect-timeout).",
+    ),
+    click.option(
+        "--dns-server",
+        "dns_servers",
+        callback=DNS_SERVER,
+        metavar="IP[:PORT]",
+        multiple=True,
+        help="DNS server to ask instead of the system's, repeatable.",
     ),
     click.option(
         "--max-bytes",
@@ -228,7 +250,8 @@ def http_options(command: F) -> F:
 
 def guard_options(options: dict[str, Any]) -> dict[str, Any]:
     """The Fetcher's guard arguments (``deny_private``, ``allow_hosts``,
-    ``deny_hosts``) the shared options describe; a bad pattern is a usage error."""
+    ``deny_hosts``) and its ``nameservers``, as the shared options describe
+    them; a bad pattern is a usage error."""
     from fanout.errors import ConfigError
     from fanout.guard import HostGuard
 
@@ -241,7 +264,7 @@ def guard_options(options: dict[str, Any]) -> dict[str, Any]:
         HostGuard(**guard)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    return guard
+    return {**guard, "nameservers": options["dns_servers"] or None}
 
 
 def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Caps]:
@@ -260,6 +283,7 @@ def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Ca
             connect=options["connect_timeout"],
             read=options["read_timeout"],
             total=options["timeout"],
+            dns=options["dns_timeout"],
         ),
         Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
     )

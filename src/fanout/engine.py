@@ -51,6 +51,7 @@ from fanout.errors import ConfigError
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.httpsyntax import headers_problem, value_problem
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
+from fanout.nameservers import parse_nameservers
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
@@ -64,6 +65,7 @@ from fanout.transport import (
     exchange,
     followed,
     make_session,
+    resolver_stats,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url
 
@@ -365,7 +367,9 @@ class Fetcher:
         addresses connected to, after DNS; ``allow_hosts`` (only these) and
         ``deny_hosts`` (never these) take host name globs and networks. A refused
         request is a ``denied`` result and nothing is sent. ``nameservers``
-        ("IP" or "IP:PORT") replace the system's DNS servers.
+        ("IP" or "IP:PORT") replace the system's DNS servers (see
+        :mod:`fanout.dns` for the resolver and its cache, ``Timeouts.dns`` for
+        its deadline); a bad one raises :class:`~fanout.ConfigError`.
 
         A header name that is not an HTTP token, or a value with a control
         character (other than tab), raises :class:`~fanout.ConfigError` here."""
@@ -379,7 +383,7 @@ class Fetcher:
         self.caps = caps or Caps()
         guard = HostGuard(deny_private=deny_private, allow_hosts=allow_hosts, deny_hosts=deny_hosts)
         self._guard = guard if guard.active else None
-        self._nameservers = None if nameservers is None else list(nameservers)
+        self._nameservers = None if nameservers is None else parse_nameservers(nameservers)
         self._internal_logged: set[type[BaseException]] = set()
         given = dict(headers or {})
         if not any(name.lower() == "user-agent" for name in given):  # a given one wins
@@ -468,6 +472,13 @@ class Fetcher:
     def in_flight(self) -> int:
         """Requests being sent or received right now."""
         return self._active
+
+    @property
+    def dns_stats(self) -> dict[str, int] | None:
+        """What the resolver did so far (lookups, cache hits, coalesced,
+        queries, failures; see :class:`fanout.dns.DNSStats`), or None when no
+        name was resolved."""
+        return None if self._resolver is None else resolver_stats(self._resolver)
 
     @property
     def waiting(self) -> int:

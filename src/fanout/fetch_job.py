@@ -88,6 +88,7 @@ class FetchJob:
     deny_private: bool = False
     allow_hosts: tuple[str, ...] | None = None
     deny_hosts: tuple[str, ...] = ()
+    nameservers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         problem = (
@@ -666,6 +667,7 @@ async def _fetch(
             deny_private=job.deny_private,
             allow_hosts=job.allow_hosts,
             deny_hosts=job.deny_hosts,
+            nameservers=job.nameservers,
         ) as fetcher:
             if on_fetcher is not None:
                 on_fetcher(fetcher)
@@ -680,6 +682,7 @@ async def _fetch(
                     if job.fail_fast and state.failed_any:
                         stopped = True
                         break
+            state.stats.dns = fetcher.dns_stats
     finally:
         await state.finish(stopped=stopped)
     return stopped

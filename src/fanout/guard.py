@@ -235,6 +235,11 @@ class GuardedResolver(AbstractResolver):
         self._inner = inner
         self._guard = guard
 
+    @property
+    def inner(self) -> AbstractResolver:
+        """The resolver whose answers are checked."""
+        return self._inner
+
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:

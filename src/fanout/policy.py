@@ -89,14 +89,18 @@ class Timeouts:
       redirects it follows included (their exchanges share it; the time a
       hop waits for its host's slot or rate is not counted). A retry gets a
       deadline of its own.
+    - ``dns``: one DNS lookup (default 5 s), at most ``connect``, which
+      counts the lookup too. A DNS server that does not answer in time makes
+      a ``dns`` failure that names it.
     """
 
     connect: float | None = 10.0
     read: float | None = 30.0
     total: float | None = 120.0
+    dns: float | None = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("connect", "read", "total"):
+        for name in ("connect", "read", "total", "dns"):
             _positive("Timeouts", name, getattr(self, name), optional=True)
 
 

@@ -72,6 +72,7 @@ class Summary:
     by_error: dict[str, int]
     latency_ms: dict[str, float | None]
     already_done: int = 0
+    dns: dict[str, int] | None = None
 
     @property
     def rate(self) -> float:
@@ -93,6 +94,7 @@ class Summary:
             "by_status": self.by_status,
             "by_error": self.by_error,
             "latency_ms": self.latency_ms,
+            **({} if self.dns is None else {"dns": self.dns}),
         }
 
 
@@ -111,6 +113,7 @@ class RunStats:
     by_status: Counter[int] = field(default_factory=Counter)
     by_error: Counter[str] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    dns: dict[str, int] | None = None  # the resolver's counters, at the end of a run
 
     def add(self, result: Result) -> None:
         """Count one result."""
@@ -158,6 +161,7 @@ class RunStats:
             by_error=dict(sorted(self.by_error.items())),
             latency_ms=latency,
             already_done=self.already_done,
+            dns=self.dns,
         )
 
 
@@ -184,6 +188,13 @@ def format_summary(summary: Summary) -> str:
         lines.append("  status:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_status.items()))
     if summary.by_error:
         lines.append("  errors:  " + ", ".join(f"{k} x{v:,}" for k, v in summary.by_error.items()))
+    dns = summary.dns
+    if dns and dns.get("lookups"):
+        lines.append(
+            f"  dns:     {dns['lookups']:,} lookups: {dns['cache_hits']:,} from the cache,"
+            f" {dns['coalesced']:,} shared, {dns['queries']:,} queries;"
+            f" {dns['failures']:,} failed"
+        )
     latency = summary.latency_ms
     if latency.get("p50") is not None:
         lines.append(

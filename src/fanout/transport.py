@@ -31,6 +31,7 @@ __all__ = [
     "REDIRECT_STATUSES",
     "REQUEST_OPTIONS",
     "AddressDenied",
+    "DNSError",
     "Hop",
     "classify",
     "exchange",
@@ -53,6 +54,19 @@ class _TooLargeError(Exception):
 
 class AddressDenied(OSError):
     """A resolver refused every address of a host (see :mod:`fanout.guard`)."""
+
+
+class DNSError(OSError):
+    """A name could not be resolved (see :mod:`fanout.dns`); the message says why.
+    ``negative`` when the name has no address (NXDOMAIN, NODATA)."""
+
+    def __init__(self, message: str, *, negative: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.negative = negative
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class Hop:
@@ -94,14 +108,15 @@ def make_session(
 
     The resolver comes back with the session: close it after the session
     (aiohttp closes only a resolver it made itself)."""
-    resolver: AbstractResolver = _LazyResolver(None if nameservers is None else list(nameservers))
+    resolver: AbstractResolver = _LazyResolver(
+        None if nameservers is None else list(nameservers), dns_deadline(timeouts)
+    )
     if wrap_resolver is not None:
         resolver = wrap_resolver(resolver)
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         limit_per_host=0,  # fanout's own scheduler enforces per-host limits
-        use_dns_cache=True,
-        ttl_dns_cache=300,
+        use_dns_cache=False,  # fanout.dns caches, honouring TTLs, within bounds
         resolver=resolver,
     )
     _use_lazy_read_deadline(connector)
@@ -126,28 +141,52 @@ def make_session(
     return session, resolver
 
 
-class _LazyResolver(AbstractResolver):
-    """aiohttp's asynchronous resolver (c-ares, through aiodns), made on the first
-    name to resolve. A c-ares channel holds a thread and four file descriptors,
-    released some time after it is closed; a run of addresses only (aiohttp
-    resolves no IP literal) never needs one. Falls back to the threaded
-    getaddrinfo resolver where aiodns cannot be used."""
+def dns_deadline(timeouts: Timeouts) -> float | None:
+    """The deadline of one DNS lookup: ``timeouts.dns``, at most the connect
+    deadline (which counts the lookup too, and would otherwise end it first
+    with a less precise reason)."""
+    bounds = [t for t in (timeouts.dns, timeouts.connect) if t is not None]
+    return min(bounds) if bounds else None
 
-    def __init__(self, nameservers: list[str] | None) -> None:
+
+def resolver_stats(resolver: AbstractResolver) -> dict[str, int] | None:
+    """The counters of the :class:`fanout.dns.Resolver` inside ``resolver`` (a
+    session's, maybe wrapped by the guard), or None when it has made none."""
+    inner: Any = resolver
+    while inner is not None and not isinstance(inner, _LazyResolver):
+        inner = getattr(inner, "inner", None)
+    stats = getattr(inner and inner.inner, "stats", None)
+    if stats is None:
+        return None
+    return {name: getattr(stats, name) for name in stats.__slots__}
+
+
+class _LazyResolver(AbstractResolver):
+    """fanout's resolver (:class:`fanout.dns.Resolver`, c-ares with a TTL cache),
+    made on the first name to resolve: a run of addresses only (aiohttp resolves
+    no IP literal) never imports pycares. Falls back to the threaded
+    getaddrinfo resolver where pycares cannot be used."""
+
+    def __init__(self, nameservers: list[str] | None, deadline: float | None) -> None:
         self._nameservers = nameservers
+        self._deadline = deadline
         self._inner: AbstractResolver | None = None
+
+    @property
+    def inner(self) -> AbstractResolver | None:
+        """The resolver in use, once a name has been resolved."""
+        return self._inner
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         if self._inner is None:
             try:
-                if self._nameservers:
-                    self._inner = aiohttp.AsyncResolver(nameservers=self._nameservers)
-                else:
-                    self._inner = aiohttp.AsyncResolver()
-            except (RuntimeError, ImportError):  # aiodns missing or unusable
+                from fanout.dns import Resolver
+            except ImportError:  # pycares missing or unusable
                 self._inner = aiohttp.ThreadedResolver()
+            else:
+                self._inner = Resolver(self._nameservers, timeout=self._deadline)
         return await self._inner.resolve(host, port, family)
 
     async def close(self) -> None:
@@ -388,7 +427,8 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     elif isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressDenied):
         kind, message, sent = ErrorKind.DENIED, str(exc.os_error), False
     elif isinstance(exc, aiohttp.ClientConnectorDNSError):
-        kind, message, sent = ErrorKind.DNS, _describe(exc), False
+        reason = exc.os_error if isinstance(exc.os_error, DNSError) else _describe(exc)
+        kind, message, sent = ErrorKind.DNS, str(reason), False
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         kind, message, sent = ErrorKind.TLS, _describe(exc), False
     elif isinstance(exc, aiohttp.ClientConnectorError):

@@ -1,0 +1,346 @@
+"""fanout's resolver (fanout.dns) against the stub DNS server on loopback:
+TTLs, negative caching, coalescing, the bound on lookups in flight, the
+deadline, and dns records with the resolver's reason. No real name is ever
+resolved: every Resolver here is pointed at the stub."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fanout import ConfigError, ErrorKind, Fetcher, RetryPolicy, Timeouts
+from fanout import dns as dns_module
+from fanout.cli import cli, main
+from fanout.demo import DemoServer, ServerThread
+from fanout.dns import Resolver
+from fanout.nameservers import parse_nameserver
+from fanout.transport import DNSError, dns_deadline
+from tests.background import in_thread
+from tests.stub_dns import DEFAULT_ZONE, Name, StubDNS
+
+ZONE = {
+    **DEFAULT_ZONE,
+    "t.test": Name.fixed("127.0.0.1", ttl=60),
+    "zero.test": Name.fixed("127.0.0.1", ttl=0),
+    "slow.test": Name.fixed("127.0.0.1"),
+    **{f"h{i}.test": Name.fixed(f"127.0.0.{i + 1}") for i in range(8)},
+    **{f"n{i}.test": Name.fixed("127.0.0.1") for i in range(10)},
+}
+ONCE = RetryPolicy(attempts=1)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[StubDNS]:
+    async with StubDNS(ZONE) as running:
+        yield running
+
+
+@pytest.fixture
+async def clock() -> Clock:
+    return Clock()
+
+
+async def resolve(resolver: Resolver, name: str) -> list[str]:
+    return [r["host"] for r in await resolver.resolve(name, 80, socket.AF_INET)]
+
+
+async def test_answers_are_kept_for_their_ttl(stub: StubDNS, clock: Clock) -> None:
+    resolver = Resolver([stub.nameserver], clock=clock)
+    try:
+        assert await resolve(resolver, "t.test") == ["127.0.0.1"]
+        clock.now += 59
+        assert await resolve(resolver, "T.test") == ["127.0.0.1"]  # any case
+        assert stub.count("t.test") == 1
+        clock.now += 2  # past the TTL of 60 s
+        assert await resolve(resolver, "t.test") == ["127.0.0.1"]
+        assert stub.count("t.test") == 2  # asked again: c-ares's own cache is off
+        assert resolver.query_cache_off
+        assert resolver.stats.cache_hits == 1
+        assert resolver.stats.queries == 2
+    finally:
+        await resolver.close()
+
+
+async def test_ttls_are_clamped(stub: StubDNS, clock: Clock) -> None:
+    resolver = Resolver([stub.nameserver], clock=clock, max_ttl=2, min_ttl=1)
+    try:
+        await resolve(resolver, "t.test")
+        clock.now += 1.5
+        await resolve(resolver, "t.test")
+        assert stub.count("t.test") == 1
+        clock.now += 1  # past the clamp of 2 s, within the record's 60
+        await resolve(resolver, "t.test")
+        assert stub.count("t.test") == 2
+    finally:
+        await resolver.close()
+
+
+async def test_a_ttl_of_zero_is_not_cached(stub: StubDNS, clock: Clock) -> None:
+    resolver = Resolver([stub.nameserver], clock=clock)
+    try:
+        for _ in range(3):
+            assert await resolve(resolver, "zero.test") == ["127.0.0.1"]
+        assert stub.count("zero.test") == 3
+        assert resolver.cached_names == 0
+    finally:
+        await resolver.close()
+
+
+async def test_negative_answers_and_failures_are_remembered(stub: StubDNS, clock: Clock) -> None:
+    resolver = Resolver([stub.nameserver], clock=clock, negative_ttl=30, failure_ttl=5)
+
+    def asked() -> tuple[int, int]:
+        return stub.count("nx.test"), stub.count("fail.test")  # c-ares retries a SERVFAIL
+
+    try:
+        for round in range(2):
+            with pytest.raises(DNSError, match=r"^NXDOMAIN for nx\.test$") as caught:
+                await resolve(resolver, "nx.test")
+            assert caught.value.negative
+            with pytest.raises(DNSError, match=r"^SERVFAIL for fail\.test$"):
+                await resolve(resolver, "fail.test")
+            if round == 0:
+                first = asked()
+        assert asked() == first
+        clock.now += 6  # past the failure's 5 s, within the negative answer's 30
+        for name in ("nx.test", "fail.test"):
+            with pytest.raises(DNSError):
+                await resolve(resolver, name)
+        assert asked()[0] == first[0]
+        assert asked()[1] > first[1]
+        clock.now += 30
+        with pytest.raises(DNSError):
+            await resolve(resolver, "nx.test")
+        assert asked()[0] > first[0]
+        assert resolver.stats.failures == 7
+        assert resolver.stats.queries == 4
+    finally:
+        await resolver.close()
+
+
+async def test_no_address_of_the_family_asked_is_nodata(stub: StubDNS) -> None:
+    resolver = Resolver([stub.nameserver])
+    try:
+        with pytest.raises(DNSError, match=r"^no address for six\.test \(NODATA\)$"):
+            await resolve(resolver, "six.test")
+    finally:
+        await resolver.close()
+
+
+async def test_concurrent_lookups_of_one_name_make_one_query(stub: StubDNS) -> None:
+    resolver = Resolver([stub.nameserver])
+    stub.hold("t.test")  # so that all 100 wait for the same lookup
+    try:
+        lookups = [asyncio.create_task(resolve(resolver, "t.test")) for _ in range(100)]
+        await asyncio.wait_for(stub.until(lambda: stub.count("t.test") == 1), 10)
+        stub.release("t.test")
+        assert await asyncio.gather(*lookups) == [["127.0.0.1"]] * 100
+        assert stub.count("t.test") == 1
+        assert resolver.stats.coalesced == 99
+    finally:
+        await resolver.close()
+
+
+async def test_lookups_in_flight_are_bounded(stub: StubDNS) -> None:
+    names = [f"h{i}.test" for i in range(8)]
+    stub.hold(*names)
+    resolver = Resolver([stub.nameserver], max_in_flight=3, timeout=30)
+
+    def asked() -> list[str]:
+        return list(dict.fromkeys(n for n, _ in stub.queries if n in names))
+
+    def reached(count: int) -> bool:
+        return len(asked()) >= count
+
+    peak = 0
+    try:
+        lookups = [asyncio.create_task(resolve(resolver, name)) for name in names]
+        for released in range(len(names)):
+            expected = min(released + 3, len(names))
+            await asyncio.wait_for(stub.until(functools.partial(reached, expected)), 10)
+            peak = max(peak, len(asked()) - released)
+            stub.release(asked()[released])  # the oldest question held
+        results = await asyncio.gather(*lookups)
+    finally:
+        await resolver.close()
+    assert peak == 3
+    assert results == [[f"127.0.0.{i + 1}"] for i in range(8)]
+
+
+async def test_a_server_that_never_answers_is_a_dns_failure_at_the_deadline(
+    stub: StubDNS,
+) -> None:
+    stub.hold("slow.test")  # never released
+    resolver = Resolver([stub.nameserver], timeout=0.2)
+    try:
+        with pytest.raises(DNSError) as caught:
+            await resolve(resolver, "slow.test")
+    finally:
+        await resolver.close()
+    assert str(caught.value) == f"no answer from DNS server {stub.nameserver} within 0.2 s"
+
+
+async def test_the_cache_is_bounded_least_recently_used_first(stub: StubDNS) -> None:
+    resolver = Resolver([stub.nameserver], max_names=5)
+    try:
+        for i in range(10):
+            await resolve(resolver, f"n{i}.test")
+            await resolve(resolver, "n0.test")  # kept: used every time
+        assert resolver.cached_names == 5
+        await resolve(resolver, "n0.test")
+        await resolve(resolver, "n9.test")
+        assert (stub.count("n0.test"), stub.count("n9.test")) == (1, 1)
+        await resolve(resolver, "n1.test")  # dropped long ago
+        assert stub.count("n1.test") == 2
+    finally:
+        await resolver.close()
+
+
+async def test_without_the_private_switch_the_resolver_still_works(
+    stub: StubDNS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dns_module, "_without_query_cache", lambda channel: False)
+    resolver = Resolver([stub.nameserver])
+    try:
+        assert await resolve(resolver, "t.test") == ["127.0.0.1"]
+        assert not resolver.query_cache_off
+    finally:
+        await resolver.close()
+
+
+def test_the_private_switch_refuses_what_it_does_not_know() -> None:
+    assert dns_module._without_query_cache(object()) is False  # type: ignore[arg-type]
+
+
+async def test_dns_failures_are_dns_records_and_the_run_goes_on(
+    stub: StubDNS, server: DemoServer
+) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    urls = [f"http://{name}:{port}/items/1" for name in ("nx.test", "a.test", "fail.test")]
+    urls.append(f"http://slow.test:{port}/items/2")
+    stub.hold("slow.test")
+    timeouts = Timeouts(dns=0.3)
+    async with Fetcher(nameservers=[stub.nameserver], retry=ONCE, timeouts=timeouts) as fetcher:
+        nx, ok, fail, slow = await fetcher.gather(urls)
+    assert ok.ok, ok.error
+    for result, message in (
+        (nx, "NXDOMAIN for nx.test"),
+        (fail, "SERVFAIL for fail.test"),
+        (slow, f"no answer from DNS server {stub.nameserver} within 0.3 s"),
+    ):
+        assert result.error is not None
+        assert result.error.kind is ErrorKind.DNS
+        assert result.error.message == message
+
+
+async def test_the_guard_still_sees_every_address(stub: StubDNS, server: DemoServer) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    async with Fetcher(nameservers=[stub.nameserver], deny_private=True, retry=ONCE) as fetcher:
+        for _ in range(2):  # the second from the cache
+            (result,) = await fetcher.gather([f"http://a.test:{port}/items/1"])
+            assert result.error is not None
+            assert result.error.kind is ErrorKind.DENIED
+    assert stub.count("a.test") >= 1
+    assert server.stats.seen == []
+
+
+def test_dns_timeout_is_at_most_the_connect_timeout() -> None:
+    assert dns_deadline(Timeouts()) == 5.0
+    assert dns_deadline(Timeouts(connect=2, dns=5)) == 2
+    assert dns_deadline(Timeouts(connect=None, dns=None)) is None
+    with pytest.raises(ConfigError):
+        Timeouts(dns=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1:5353", "127.0.0.1:5353"),
+        ("::1", "::1"),
+        ("[::1]:53", "[::1]:53"),
+    ],
+)
+def test_nameservers_are_ip_or_ip_and_port(text: str, parsed: str) -> None:
+    assert parse_nameserver(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:x", "[::1", ""])
+def test_bad_nameservers_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"expected|bad port"):
+        parse_nameserver(text)
+    with pytest.raises(ConfigError):
+        Fetcher(nameservers=[text])
+
+
+@pytest.fixture
+def stub_thread() -> Iterator[StubDNS]:
+    with in_thread(lambda: StubDNS(ZONE)) as running:
+        yield running
+
+
+@pytest.fixture
+def demo_thread() -> Iterator[ServerThread]:
+    with ServerThread() as running:
+        yield running
+
+
+@pytest.mark.parametrize("command", ["fetch", "aggregate"])
+def test_dns_server_option_end_to_end(
+    stub_thread: StubDNS, demo_thread: ServerThread, tmp_path: Path, command: str
+) -> None:
+    port = demo_thread.url.rsplit(":", 1)[1]
+    urls = [f"http://a.test:{port}/items/1", f"http://nx.test:{port}/items/2"]
+    options = ["--dns-server", stub_thread.nameserver, "--dns-timeout", "2s", "--retries", "0"]
+    out = tmp_path / "out.jsonl"
+    if command == "fetch":
+        stats = tmp_path / "stats.json"
+        args = ["fetch", *urls, *options, "--ordered", "-o", str(out), "--stats-json", str(stats)]
+    else:
+        args = ["aggregate", *urls, *options, "-q", "-f", "id"]
+    result = CliRunner().invoke(cli, args)
+    assert "Traceback" not in result.output
+    assert result.exit_code in (0, 1), result.output
+    assert stub_thread.count("a.test") >= 1
+    if command == "fetch":
+        ok, nx = [json.loads(line) for line in out.read_text().splitlines()]
+        assert ok["ok"] is True
+        assert nx["error"] == {"kind": "dns", "message": "NXDOMAIN for nx.test"}
+        dns = json.loads(stats.read_text())["dns"]
+        assert dns["lookups"] == 2
+        assert dns["failures"] == 1
+        assert "  dns:     2 lookups: " in result.output  # the summary's line
+    else:
+        assert "NXDOMAIN for nx.test" in result.output
+    assert stub_thread.count("nx.test") >= 1
+
+
+@pytest.mark.parametrize("command", ["fetch", "aggregate"])
+@pytest.mark.parametrize("value", ["dns.example", "127.0.0.1:99999"])
+def test_a_bad_dns_server_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "http://127.0.0.1:9/", "--dns-server", value])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, lines
+    assert "--dns-server" in lines[0]
