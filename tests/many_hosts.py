@@ -48,7 +48,8 @@ async def _serve(count: int) -> None:
         sock.listen(128)
         await web.SockSite(runner, sock).start()
         urls.append(f"http://{address}:{sock.getsockname()[1]}")
-    print(json.dumps(urls), flush=True)
+    sys.stdout.write(json.dumps(urls) + "\n")
+    sys.stdout.flush()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
@@ -68,11 +69,10 @@ def many_hosts(count: int) -> Iterator[ManyHosts]:
     """Run the server with ``count`` ports in a subprocess; stop it at the end."""
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     needed = 2 * count + 256  # its listening sockets and the connections accepted
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise RuntimeError(f"ulimit -n {hard} is too low for {count} ports")
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise RuntimeError(f"ulimit -n {hard} is too low for {count} ports")
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--ports", str(count)],
         stdout=subprocess.PIPE,
@@ -88,6 +88,8 @@ def many_hosts(count: int) -> Iterator[ManyHosts]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _raise_soft_limit(needed: int) -> None:
