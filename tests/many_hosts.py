@@ -3,7 +3,7 @@
 
 Each host:port is a distinct host to fanout. Every response's body is the
 client's port as the server saw it, so a test can tell a reused connection
-(same port) from a new one.
+(same port) from a new one; the path /big answers 4 MiB.
 
     with ManyHosts(200) as hosts:   # hosts.urls: 200 base URLs
         ...
@@ -33,6 +33,8 @@ async def _serve(count: int) -> None:
 
     async def peer_port(request: web.Request) -> web.Response:
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        if request.path == "/big":  # still arriving when its headers are read
+            return web.Response(body=b"x" * (4 << 20))
         return web.Response(text=str(peer[1] if peer else 0))
 
     app = web.Application()

@@ -6,6 +6,7 @@ sockets counted in this process are the client's own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import resource
@@ -114,6 +115,33 @@ async def test_the_fallback_keeps_no_connection(
         assert all(result.ok for result in results)
         assert open_sockets() - before <= 4  # only those being closed
     assert first != again
+
+
+async def test_a_connection_being_closed_counts_against_the_limit(hosts: ManyHosts) -> None:
+    connector = make_connector(concurrency=1, resolver=aiohttp.ThreadedResolver())
+    assert isinstance(connector, pool._IdleCapped)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        response = await session.get(f"{hosts.urls[0]}/big")
+        assert response.connection is not None
+        key, protocol = response.connection._key, response.connection.protocol
+        assert protocol is not None
+        closed = protocol.closed
+        assert closed is not None
+        waiting = asyncio.create_task(session.get(f"{hosts.urls[0]}/a"))
+        for _ in range(100):  # until it waits for the one slot (a few loop turns)
+            if connector._waiters:
+                break
+            await asyncio.sleep(0)
+        assert connector._waiters
+        response.close()  # the pool closes the connection; its socket closes later
+        assert connector.closing == 1
+        assert connector._available_connections(key) == 0  # the slot is still taken
+        await closed
+        assert connector.closing == 0
+        # The socket closed, the waiting request goes (bounded: it would hang).
+        again = await asyncio.wait_for(waiting, timeout=30)
+        assert again.status == 200
+        again.release()
 
 
 async def test_canary_aiohttps_private_connector_internals_are_still_there() -> None:
