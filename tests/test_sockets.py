@@ -144,6 +144,25 @@ async def test_a_connection_being_closed_counts_against_the_limit(hosts: ManyHos
         again.release()
 
 
+async def test_a_connection_in_use_is_never_evicted(hosts: ManyHosts) -> None:
+    """aiohttp skips a broken idle connection and takes the host's next one,
+    whose idle entry is then stale while in use: eviction must pass over it."""
+    a, b, c = hosts.urls[:3]
+    connector = pool._IdleCapped(idle_cap=2, limit=4, resolver=aiohttp.ThreadedResolver())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first, second = await asyncio.gather(session.get(f"{a}/a"), session.get(f"{a}/a"))
+        await first.read()
+        await second.read()
+        [kept] = connector._conns.values()
+        assert len(kept) == 2
+        kept[0][0].close()  # as if the server had closed it
+        big = await session.get(f"{a}/big")  # on the other one
+        for url in (b, c):  # two new idle connections: one past the cap
+            done = await session.get(f"{url}/a")
+            await done.read()
+        assert len(await big.read()) == 4 << 20
+
+
 async def test_canary_aiohttps_private_connector_internals_are_still_there() -> None:
     """Fails when a new aiohttp renames what fanout.pool relies on: the run would
     then go on without keep-alive (the fallback). Update fanout.pool."""

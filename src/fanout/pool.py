@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import aiohttp
@@ -84,6 +84,12 @@ def _attributes_missing(connector: aiohttp.TCPConnector) -> list[str]:
     ]
 
 
+# aiohttp's own, called without super(): on CPython 3.11 super() makes an
+# object at every call. None where missing (then _IdleCapped is not used).
+_aiohttp_get: Any = getattr(aiohttp.TCPConnector, "_get", None)
+_aiohttp_release: Any = getattr(aiohttp.TCPConnector, "_release", None)
+
+
 class _IdleCapped(aiohttp.TCPConnector):
     """aiohttp's connector with idle connections capped in total (least recently
     used closed first) and connections being closed counted against ``limit``."""
@@ -92,9 +98,11 @@ class _IdleCapped(aiohttp.TCPConnector):
         super().__init__(**options)
         self._idle_cap = idle_cap
         # Idle connections, least recently released first. An entry may outlive
-        # its connection's stay in the pool (aiohttp drops broken or expired
-        # connections in _get without telling): such an entry only counts one
-        # too many until it is evicted, which then closes nothing new.
+        # its connection's stay in the pool: aiohttp drops broken or expired
+        # connections in _get without telling, and _get forgets only the first
+        # connection of the host, the one aiohttp takes unless it is broken.
+        # A stale entry counts one too many until it is evicted, which then
+        # closes nothing in use (see _evict).
         self._idle: OrderedDict[ResponseHandler, Any] = OrderedDict()
         self._closing: set[ResponseHandler] = set()
 
@@ -108,18 +116,25 @@ class _IdleCapped(aiohttp.TCPConnector):
         """Connections closed by this connector whose socket is not yet closed."""
         return len(self._closing)
 
-    async def _get(self, key: Any, traces: list[Any]) -> Connection | None:
-        connection = await super()._get(key, traces)
-        if connection is not None and self._idle:
-            self._idle.pop(connection.protocol, None)  # type: ignore[arg-type]
-        return connection
+    # Not a coroutine: a coroutine around aiohttp's would cost about 1 % of a
+    # small request's instructions. aiohttp takes the first connection of the
+    # host's deque (oldest first) unless it is broken or expired, then closes it.
+    def _get(self, key: Any, traces: list[Any]) -> Coroutine[Any, Any, Connection | None]:
+        kept = self._conns.get(key)
+        if kept:
+            self._idle.pop(kept[0][0], None)
+        getting: Coroutine[Any, Any, Connection | None] = _aiohttp_get(self, key, traces)
+        return getting
 
     def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
-        super()._release(key, protocol, should_close=should_close)
+        _aiohttp_release(self, key, protocol, should_close=should_close)
         kept = self._conns.get(key)
         if kept and kept[-1][0] is protocol:
             idle = self._idle
-            idle[protocol] = key
+            if protocol in idle:  # a stale entry (see __init__)
+                idle.move_to_end(protocol)
+            else:
+                idle[protocol] = key
             if len(idle) > self._idle_cap:
                 self._evict()
         else:
@@ -142,6 +157,8 @@ class _IdleCapped(aiohttp.TCPConnector):
         idle = self._idle
         while len(idle) > self._idle_cap:
             protocol, key = idle.popitem(last=False)
+            if protocol in self._acquired:  # a stale entry, in use again
+                continue
             kept = self._conns.get(key)
             if kept:
                 # The oldest of its host is first (aiohttp appends and takes from the left).
