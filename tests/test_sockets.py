@@ -101,6 +101,26 @@ async def test_the_least_recently_used_idle_connection_is_closed_first(
     assert first != ports[0]  # closed: a new connection
 
 
+async def test_a_reused_connection_is_not_idle_and_becomes_the_most_recent(
+    hosts: ManyHosts,
+) -> None:
+    cap = idle_cap(1)
+    urls = hosts.urls[:cap]
+    async with Fetcher(limits=Limits(concurrency=1, per_host=1)) as fetcher:
+        connector = _connector(fetcher)
+        assert isinstance(connector, pool._IdleCapped)
+        ports = await _ports(fetcher, urls)  # the cap reached: urls[0] is the oldest
+        session = fetcher._session
+        assert session is not None
+        async with session.get(f"{urls[0]}/big") as response:
+            assert connector.idle == cap - 1  # the one in use is not idle
+            await response.read()
+        await _ports(fetcher, [hosts.urls[cap]])  # one past the cap
+        first, second = await _ports(fetcher, [urls[0], urls[1]])
+    assert first == ports[0]  # used last before the new host: kept
+    assert second != ports[1]  # the oldest then: closed
+
+
 async def test_the_fallback_keeps_no_connection(
     hosts: ManyHosts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
