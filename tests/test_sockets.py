@@ -165,8 +165,8 @@ async def test_a_connection_being_closed_counts_against_the_limit(hosts: ManyHos
 
 
 async def test_a_connection_in_use_is_never_evicted(hosts: ManyHosts) -> None:
-    """aiohttp skips a broken idle connection and takes the host's next one,
-    whose idle entry is then stale while in use: eviction must pass over it."""
+    """aiohttp skips a broken idle connection and takes the host's next one;
+    the evictions that follow close idle connections only."""
     a, b, c = hosts.urls[:3]
     connector = pool._IdleCapped(idle_cap=2, limit=4, resolver=aiohttp.ThreadedResolver())
     async with aiohttp.ClientSession(connector=connector) as session:

@@ -20,29 +20,27 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.client_proto import ResponseHandler
-from aiohttp.connector import Connection
 
 __all__ = ["idle_cap", "make_connector", "private_hooks_missing"]
 
 logger = logging.getLogger("fanout")
 
 # aiohttp's private methods that _IdleCapped overrides or calls, with the
-# parameters it relies on (aiohttp 3.10 to 3.14).
+# parameters it relies on (written against aiohttp 3.14).
 PRIVATE_METHODS: Final[dict[str, tuple[str, ...]]] = {
-    "_get": ("key", "traces"),
     "_release": ("key", "protocol", "should_close"),
     "_available_connections": ("key",),
     "_release_waiter": (),
-    "_cleanup": (),
 }
-# Its private attributes, found on a connector once made: name, type.
+# Its private attributes, found on a connector once made: name, type. ``_conns``
+# maps a connection key to a deque of (protocol, time released), oldest first.
 PRIVATE_ATTRIBUTES: Final[dict[str, type]] = {"_conns": dict, "_acquired": set, "_closed": bool}
 
 
@@ -86,56 +84,46 @@ def _attributes_missing(connector: aiohttp.TCPConnector) -> list[str]:
 
 # aiohttp's own, called without super(): on CPython 3.11 super() makes an
 # object at every call. None where missing (then _IdleCapped is not used).
-_aiohttp_get: Any = getattr(aiohttp.TCPConnector, "_get", None)
 _aiohttp_release: Any = getattr(aiohttp.TCPConnector, "_release", None)
+
+
+def _released(item: tuple[Any, deque[tuple[ResponseHandler, float]]]) -> float:
+    return item[1][0][1]  # when the oldest idle connection of a host was released
 
 
 class _IdleCapped(aiohttp.TCPConnector):
     """aiohttp's connector with idle connections capped in total (least recently
-    used closed first) and connections being closed counted against ``limit``."""
+    used closed first) and connections being closed counted against ``limit``.
+
+    aiohttp keeps the idle connections of each host in a deque, oldest first,
+    with the time each was released, and takes the oldest first: the least
+    recently used connection of all is the first of one of the deques. There
+    are at most ``idle_cap`` deques, so finding it costs little, and only a
+    release past the cap looks for it: the hot path (a connection released
+    to a host that has few) counts the deques and adds nothing else."""
 
     def __init__(self, *, idle_cap: int, **options: Any) -> None:
         super().__init__(**options)
         self._idle_cap = idle_cap
-        # Idle connections, least recently released first. An entry may outlive
-        # its connection's stay in the pool: aiohttp drops broken or expired
-        # connections in _get without telling, and _get forgets only the first
-        # connection of the host, the one aiohttp takes unless it is broken.
-        # A stale entry counts one too many until it is evicted, which then
-        # closes nothing in use (see _evict).
-        self._idle: OrderedDict[ResponseHandler, Any] = OrderedDict()
         self._closing: set[ResponseHandler] = set()
 
     @property
     def idle(self) -> int:
-        """Idle keep-alive connections kept (an upper bound, see ``_idle``)."""
-        return len(self._idle)
+        """Idle keep-alive connections kept."""
+        return sum(map(len, self._conns.values()))
 
     @property
     def closing(self) -> int:
         """Connections closed by this connector whose socket is not yet closed."""
         return len(self._closing)
 
-    # Not a coroutine: a coroutine around aiohttp's would cost about 1 % of a
-    # small request's instructions. aiohttp takes the first connection of the
-    # host's deque (oldest first) unless it is broken or expired, then closes it.
-    def _get(self, key: Any, traces: list[Any]) -> Coroutine[Any, Any, Connection | None]:
-        kept = self._conns.get(key)
-        if kept:
-            self._idle.pop(kept[0][0], None)
-        getting: Coroutine[Any, Any, Connection | None] = _aiohttp_get(self, key, traces)
-        return getting
-
     def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
         _aiohttp_release(self, key, protocol, should_close=should_close)
-        kept = self._conns.get(key)
+        pooled = self._conns
+        kept = pooled.get(key)
         if kept and kept[-1][0] is protocol:
-            idle = self._idle
-            if protocol in idle:  # a stale entry (see __init__)
-                idle.move_to_end(protocol)
-            else:
-                idle[protocol] = key
-            if len(idle) > self._idle_cap:
+            cap = self._idle_cap
+            if len(kept) > cap or (len(pooled) > 1 and sum(map(len, pooled.values())) > cap):
                 self._evict()
         else:
             self._closed_by_us(protocol)
@@ -144,33 +132,15 @@ class _IdleCapped(aiohttp.TCPConnector):
         available: int = super()._available_connections(key)
         return available - len(self._closing) if self._closing else available
 
-    def _cleanup(self) -> None:
-        super()._cleanup()  # closes the connections past their keep-alive timeout
-        if self._idle:
-            pooled = {protocol for kept in self._conns.values() for protocol, _ in kept}
-            for protocol in [protocol for protocol in self._idle if protocol not in pooled]:
-                del self._idle[protocol]
-                self._closed_by_us(protocol)
-
     def _evict(self) -> None:
         """Close the least recently used idle connections past the cap."""
-        idle = self._idle
-        while len(idle) > self._idle_cap:
-            protocol, key = idle.popitem(last=False)
-            if protocol in self._acquired:  # a stale entry, in use again
-                continue
-            kept = self._conns.get(key)
-            if kept:
-                # The oldest of its host is first (aiohttp appends and takes from the left).
-                if kept[0][0] is protocol:
-                    kept.popleft()
-                else:
-                    for index, (pooled, _) in enumerate(kept):
-                        if pooled is protocol:
-                            del kept[index]
-                            break
-                if not kept:
-                    del self._conns[key]
+        pooled = self._conns
+        excess = sum(map(len, pooled.values())) - self._idle_cap
+        for _ in range(excess):
+            key, kept = min(pooled.items(), key=_released)
+            protocol, _ = kept.popleft()
+            if not kept:
+                del pooled[key]
             protocol.close()
             self._closed_by_us(protocol)
 
