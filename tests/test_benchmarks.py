@@ -30,6 +30,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
         ("writes.py", ["--against", "HEAD", "-n", "300", "--repeat", "1"], "ratio"),
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),
+        ("sockets.py", ["--hosts", "200", "-c", "8", "--against", "HEAD"], "peak sockets"),
         ("startup.py", ["--repeat", "1"], "fetch"),
         ("bombs.py", ["--bombs", "2", "--max-bytes", "1MiB"], "bombs of 1 MiB, kept"),
         (

@@ -268,12 +268,19 @@ def guard_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Caps]:
-    """The policies the shared HTTP options describe."""
+    """The policies the shared HTTP options describe. The concurrency is the one
+    the process's file descriptor limit allows, raised first as far as the hard
+    limit lets it (:func:`fanout.fdlimit.fit_process_limit`); when it is lowered,
+    a line on stderr says so."""
+    from fanout.fdlimit import fit_process_limit
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
+    concurrency, lowered = fit_process_limit(options["concurrency"])
+    if lowered is not None:
+        click.echo(f"fanout: {lowered}", err=True)
     return (
         Limits(
-            concurrency=options["concurrency"],
+            concurrency=concurrency,
             per_host=options["per_host"],
             rate=options["rate"],
             per_host_rate=options["per_host_rate"],

@@ -48,6 +48,7 @@ from yarl import URL
 
 from fanout._version import __version__
 from fanout.errors import ConfigError
+from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.httpsyntax import headers_problem, value_problem
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
@@ -425,8 +426,9 @@ class Fetcher:
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         guard = self._guard
+        self._fit_concurrency()
         self._session, self._resolver = make_session(
-            concurrency=self.limits.concurrency,
+            concurrency=self._concurrency,
             timeouts=self.timeouts,
             headers=self._headers,
             wrap_resolver=None if guard is None else lambda inner: GuardedResolver(inner, guard),
@@ -435,6 +437,15 @@ class Fetcher:
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())
         return self
+
+    def _fit_concurrency(self) -> None:
+        """Lower the concurrency to what the process's file descriptor limit allows
+        (see :mod:`fanout.fdlimit`), with a warning: a library does not change
+        the limits of the process it runs in."""
+        concurrency, lowered = fit_concurrency(self._concurrency)
+        if lowered is not None:
+            logger.warning("%s (raise it, or pass a lower Limits.concurrency)", lowered)
+            self._concurrency = concurrency
 
     async def __aexit__(
         self,

@@ -23,6 +23,7 @@ from yarl import URL
 
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Timeouts
+from fanout.pool import make_connector
 from fanout.runtime import loop_clock
 from fanout.safetext import shown
 
@@ -113,12 +114,8 @@ def make_session(
     )
     if wrap_resolver is not None:
         resolver = wrap_resolver(resolver)
-    connector = aiohttp.TCPConnector(
-        limit=concurrency,
-        limit_per_host=0,  # fanout's own scheduler enforces per-host limits
-        use_dns_cache=False,  # fanout.dns caches, honouring TTLs, within bounds
-        resolver=resolver,
-    )
+    # At most ``concurrency`` sockets in use and pool.idle_cap idle, over all hosts.
+    connector = make_connector(concurrency=concurrency, resolver=resolver)
     _use_lazy_read_deadline(connector)
     # The total deadline of an attempt is the engine's (see engine._AttemptDeadline):
     # aiohttp's would arm a timer and enter a timer context for every request.

@@ -1,0 +1,294 @@
+"""Sockets bounded by the concurrency, whatever the number of hosts (fanout.pool),
+and the file descriptor limit checked at start (fanout.fdlimit).
+
+The hosts are the ports of one server process (tests/many_hosts.py), so the
+sockets counted in this process are the client's own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from fanout import Fetcher, Limits, pool
+from fanout.fdlimit import concurrency_for, descriptors_needed, fit_concurrency
+from fanout.pool import idle_cap, make_connector, private_hooks_missing
+from tests.many_hosts import ManyHosts, many_hosts, open_sockets
+
+FANOUT = [sys.executable, "-m", "fanout"]
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[ManyHosts]:
+    with many_hosts(120) as running:
+        yield running
+
+
+def _limited(soft: int, hard: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _run_limited(
+    args: list[str], soft: int, hard: int, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: _limited(soft, hard),
+    )
+
+
+async def _ports(fetcher: Fetcher, urls: list[str]) -> list[str]:
+    """The client port each request was made from, as the server saw it, in order."""
+    ports = []
+    for url in urls:
+        [result] = await fetcher.gather([url])
+        assert result.ok, result.error
+        assert result.body is not None
+        ports.append(result.body.decode())
+    return ports
+
+
+def _connector(fetcher: Fetcher) -> aiohttp.BaseConnector:
+    session = fetcher._session
+    assert session is not None
+    assert session.connector is not None
+    return session.connector
+
+
+# ------------------------------------------------------------------ the pool
+
+
+async def test_idle_sockets_are_capped_over_many_hosts(hosts: ManyHosts) -> None:
+    before = open_sockets()
+    async with Fetcher(limits=Limits(concurrency=4, per_host=1)) as fetcher:
+        results = await fetcher.gather([f"{url}/a" for url in hosts.urls])
+        assert all(result.ok for result in results)
+        connector = _connector(fetcher)
+        assert isinstance(connector, pool._IdleCapped)
+        assert connector.idle <= idle_cap(4)
+        # Open now: the idle ones and those being closed (at most the concurrency).
+        assert 1 <= open_sockets() - before <= idle_cap(4) + 4
+    assert open_sockets() - before <= 4  # closed with the fetcher (but for the closing)
+
+
+async def test_keep_alive_is_kept_for_a_host_that_comes_back(hosts: ManyHosts) -> None:
+    async with Fetcher(limits=Limits(concurrency=2, per_host=1)) as fetcher:
+        first, again = await _ports(fetcher, [hosts.urls[0], hosts.urls[0]])
+    assert first == again
+
+
+async def test_the_least_recently_used_idle_connection_is_closed_first(
+    hosts: ManyHosts,
+) -> None:
+    cap = idle_cap(1)
+    urls = hosts.urls[: cap + 1]
+    async with Fetcher(limits=Limits(concurrency=1, per_host=1)) as fetcher:
+        ports = await _ports(fetcher, urls)  # one past the cap: the first is closed
+        second, first = await _ports(fetcher, [urls[1], urls[0]])
+    assert second == ports[1]  # still kept
+    assert first != ports[0]  # closed: a new connection
+
+
+async def test_a_reused_connection_is_not_idle_and_becomes_the_most_recent(
+    hosts: ManyHosts,
+) -> None:
+    cap = idle_cap(1)
+    urls = hosts.urls[:cap]
+    async with Fetcher(limits=Limits(concurrency=1, per_host=1)) as fetcher:
+        connector = _connector(fetcher)
+        assert isinstance(connector, pool._IdleCapped)
+        ports = await _ports(fetcher, urls)  # the cap reached: urls[0] is the oldest
+        session = fetcher._session
+        assert session is not None
+        async with session.get(f"{urls[0]}/big") as response:
+            assert connector.idle == cap - 1  # the one in use is not idle
+            await response.read()
+        await _ports(fetcher, [hosts.urls[cap]])  # one past the cap
+        first, second = await _ports(fetcher, [urls[0], urls[1]])
+    assert first == ports[0]  # used last before the new host: kept
+    assert second != ports[1]  # the oldest then: closed
+
+
+async def test_the_fallback_keeps_no_connection(
+    hosts: ManyHosts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(pool.PRIVATE_METHODS, "_renamed_in_a_new_aiohttp", ())
+    before = open_sockets()
+    async with Fetcher(limits=Limits(concurrency=4, per_host=1)) as fetcher:
+        connector = _connector(fetcher)
+        assert not isinstance(connector, pool._IdleCapped)
+        assert connector.force_close
+        first, again = await _ports(fetcher, [hosts.urls[0], hosts.urls[0]])
+        results = await fetcher.gather([f"{url}/b" for url in hosts.urls])
+        assert all(result.ok for result in results)
+        assert open_sockets() - before <= 4  # only those being closed
+    assert first != again
+
+
+async def test_a_connection_being_closed_counts_against_the_limit(hosts: ManyHosts) -> None:
+    connector = make_connector(concurrency=1, resolver=aiohttp.ThreadedResolver())
+    assert isinstance(connector, pool._IdleCapped)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        response = await session.get(f"{hosts.urls[0]}/big")
+        assert response.connection is not None
+        key, protocol = response.connection._key, response.connection.protocol
+        assert protocol is not None
+        closed = protocol.closed
+        assert closed is not None
+        waiting = asyncio.create_task(session.get(f"{hosts.urls[0]}/a"))
+        for _ in range(100):  # until it waits for the one slot (a few loop turns)
+            if connector._waiters:
+                break
+            await asyncio.sleep(0)
+        assert connector._waiters
+        response.close()  # the pool closes the connection; its socket closes later
+        assert connector.closing == 1
+        assert connector._available_connections(key) == 0  # the slot is still taken
+        await closed
+        assert connector.closing == 0
+        # The socket closed, the waiting request goes (bounded: it would hang).
+        again = await asyncio.wait_for(waiting, timeout=30)
+        assert again.status == 200
+        again.release()
+
+
+async def test_a_connection_in_use_is_never_evicted(hosts: ManyHosts) -> None:
+    """aiohttp skips a broken idle connection and takes the host's next one;
+    the evictions that follow close idle connections only."""
+    a, b, c = hosts.urls[:3]
+    connector = pool._IdleCapped(idle_cap=2, limit=4, resolver=aiohttp.ThreadedResolver())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first, second = await asyncio.gather(session.get(f"{a}/a"), session.get(f"{a}/a"))
+        await first.read()
+        await second.read()
+        [kept] = connector._conns.values()
+        assert len(kept) == 2
+        kept[0][0].close()  # as if the server had closed it
+        big = await session.get(f"{a}/big")  # on the other one
+        for url in (b, c):  # two new idle connections: one past the cap
+            done = await session.get(f"{url}/a")
+            await done.read()
+        assert len(await big.read()) == 4 << 20
+
+
+async def test_canary_aiohttps_private_connector_internals_are_still_there() -> None:
+    """Fails when a new aiohttp renames what fanout.pool relies on: the run would
+    then go on without keep-alive (the fallback). Update fanout.pool."""
+    assert private_hooks_missing() == []
+    connector = make_connector(concurrency=4, resolver=aiohttp.ThreadedResolver())
+    try:
+        assert isinstance(connector, pool._IdleCapped)
+        assert pool._attributes_missing(connector) == []
+    finally:
+        await connector.close()
+
+
+def test_a_changed_signature_counts_as_missing() -> None:
+    class Changed(aiohttp.TCPConnector):
+        def _release(self, key: object, proto: object) -> None:  # type: ignore[override]
+            pass
+
+    assert private_hooks_missing(Changed) == ["_release"]
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def test_cli_fetches_many_hosts_under_a_low_descriptor_limit(hosts: ManyHosts) -> None:
+    # 120 hosts at -c 8 under ulimit -n 100: every host kept idle would not fit.
+    assert descriptors_needed(8) <= 100 < len(hosts.urls)
+    urls = "".join(f"{url}/c\n" for url in hosts.urls)
+    done = _run_limited([*FANOUT, "fetch", "-c", "8", "-q", "-i", "-"], 100, 100, stdin=urls)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(records) == len(hosts.urls)
+    assert all(record["ok"] for record in records), [r["error"] for r in records][:3]
+
+
+def test_cli_raises_the_soft_limit_toward_the_hard_one(hosts: ManyHosts) -> None:
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        from fanout.cli import main
+        try:
+            main(sys.argv[1:])
+        finally:
+            print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], file=sys.stderr)
+        """
+    )
+    args = [sys.executable, "-c", script, "fetch", "-c", "200", "-q", f"{hosts.urls[0]}/d"]
+    done = _run_limited(args, 100, 1024)
+    assert done.returncode == 0, done.stderr
+    assert "lowered" not in done.stderr
+    assert int(done.stderr.split()[-1]) == descriptors_needed(200)
+    assert json.loads(done.stdout)["ok"]
+
+
+def test_cli_lowers_the_concurrency_when_the_hard_limit_is_low(hosts: ManyHosts) -> None:
+    done = _run_limited([*FANOUT, "fetch", "-c", "64", "-q", f"{hosts.urls[0]}/e"], 100, 100)
+    assert done.returncode == 0, done.stderr
+    lowered = concurrency_for(100)
+    assert done.stderr == f"fanout: ulimit -n is 100: concurrency lowered from 64 to {lowered}\n"
+    assert json.loads(done.stdout)["ok"]
+
+
+def test_aggregate_lowers_the_concurrency_too(server_thread: str) -> None:
+    args = [*FANOUT, "aggregate", "-c", "64", f"{server_thread}/items/1", "-f", "price"]
+    done = _run_limited(args, 100, 100)
+    assert done.returncode == 0, done.stderr
+    lowered = concurrency_for(100)
+    first = done.stderr.splitlines()[0]
+    assert first == f"fanout: ulimit -n is 100: concurrency lowered from 64 to {lowered}"
+    assert "Traceback" not in done.stderr
+
+
+def test_the_library_lowers_its_own_concurrency_and_warns(hosts: ManyHosts) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, resource
+        from fanout import Fetcher, Limits
+        async def main():
+            async with Fetcher(limits=Limits(concurrency=64)) as fetcher:
+                [result] = await fetcher.gather([{hosts.urls[0] + "/f"!r}])
+                print(result.ok, fetcher._concurrency)
+        asyncio.run(main())
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        """
+    )
+    done = _run_limited([sys.executable, "-c", script], 100, 1024)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", str(concurrency_for(100)), "100"]  # limit unchanged
+    assert "ulimit -n is 100: concurrency lowered from 64 to" in done.stderr
+
+
+# ------------------------------------------------------------------ the figures
+
+
+def test_concurrency_for_is_the_highest_that_fits() -> None:
+    for limit in (1, 20, 73, 74, 100, 256, 1024, 4096):
+        found = concurrency_for(limit)
+        assert found >= 1
+        if found > 1:
+            assert descriptors_needed(found) <= limit
+        assert descriptors_needed(found + 1) > limit
+
+
+def test_fit_concurrency_keeps_what_fits(caplog: pytest.LogCaptureFixture) -> None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    small = 1 if soft == resource.RLIM_INFINITY else concurrency_for(soft)
+    with caplog.at_level(logging.WARNING):
+        assert fit_concurrency(small) == (small, None)
+    assert not caplog.records
