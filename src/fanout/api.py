@@ -24,6 +24,7 @@ def fetch(
     deny_private: bool = False,
     allow_hosts: Iterable[str] | None = None,
     deny_hosts: Iterable[str] = (),
+    host_errors: int = 5,
 ) -> list[Result]:
     """Fetch every request and return the results in input order.
 
@@ -34,7 +35,7 @@ def fetch(
     an iterable: a single URL as a str (or bytes) raises TypeError, where it
     would otherwise be fetched one character at a time. The options are those
     of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,
-    ``deny_hosts``) included.
+    ``deny_hosts``) and ``host_errors`` included.
 
     Ctrl-C stops the requests in flight and raises KeyboardInterrupt at once,
     in a notebook too; so do SIGTERM and SIGHUP, as
@@ -58,6 +59,7 @@ def fetch(
             deny_private=deny_private,
             allow_hosts=allow_hosts,
             deny_hosts=deny_hosts,
+            host_errors=host_errors,
         ) as fetcher:
             return await fetcher.gather(requests)
 

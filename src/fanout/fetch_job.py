@@ -88,6 +88,7 @@ class FetchJob:
     deny_private: bool = False
     allow_hosts: tuple[str, ...] | None = None
     deny_hosts: tuple[str, ...] = ()
+    host_errors: int = 5
 
     def __post_init__(self) -> None:
         problem = (
@@ -666,6 +667,7 @@ async def _fetch(
             deny_private=job.deny_private,
             allow_hosts=job.allow_hosts,
             deny_hosts=job.deny_hosts,
+            host_errors=job.host_errors,
         ) as fetcher:
             if on_fetcher is not None:
                 on_fetcher(fetcher)
