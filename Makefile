@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # writes.py compares with this revision: the last one that wrote on the event loop
 WRITES_AGAINST ?= 7ace924
+# hosts.py compares with this revision: the last one that kept every rate-limited host's state
+HOSTS_AGAINST ?= 66268c8
 
 .PHONY: test lint typecheck pytest demo bench clean
 
@@ -35,6 +37,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bombs.py
 	cd benchmarks && ../$(BIN)/python kills.py
 	cd benchmarks && ../$(BIN)/python writes.py --against $(WRITES_AGAINST)
+	cd benchmarks && ../$(BIN)/python hosts.py --against $(HOSTS_AGAINST)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -30,6 +30,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
         ("writes.py", ["--against", "HEAD", "-n", "300", "--repeat", "1"], "ratio"),
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),
+        (
+            "hosts.py",
+            ["--hosts", "100", "300", "--big", "600", "--against", "HEAD"],
+            "growth 100 -> 300 hosts",
+        ),
         ("startup.py", ["--repeat", "1"], "fetch"),
         ("bombs.py", ["--bombs", "2", "--max-bytes", "1MiB"], "bombs of 1 MiB, kept"),
         # Without valgrind it says it skipped; with it, four short runs under

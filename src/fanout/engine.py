@@ -921,7 +921,7 @@ class Fetcher:
         ``internal`` result: no response can end a run."""
         end = time.perf_counter()
         host = item.host
-        if self._host_errors:
+        if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
         delay = None
         hop: tuple[URL, HostKey, Hop] | None = None
