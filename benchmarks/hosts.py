@@ -1,17 +1,20 @@
-"""Many hosts: peak RSS of `fanout fetch` over 20,000 and 100,000 distinct
-hosts with a per-host rate, and over 1,000,000 URLs on 100,000 hosts.
+"""Many hosts: peak RSS of `fanout fetch` with a per-host rate, 100,000 URLs
+over 20,000 and over 100,000 distinct hosts, and 1,000,000 URLs over 100,000.
 
 Each URL is http://127.x.y.z:PORT/ on an address of its own where nothing
 listens: the connection is refused at once, so a run is quick and what grows
 with the hosts is fanout's per-host state. Every run is `fanout fetch -c 64
 --per-host-rate 1 --retries 0` (and `--host-errors 0`, where the revision
 has it) in a fresh process, pinned to CPU 0, output to /dev/null; its peak
-RSS is the kernel's (wait4). The big run takes the hosts in turn (URL i on
-host i mod H), so each host's next URL comes long after its rate allows.
+RSS is the kernel's (wait4). The URLs take the hosts in turn (URL i on host
+i mod H), so each host's next URL comes long after its rate allows. The
+first two runs fetch as many URLs, so that what grows between them is what
+fanout keeps per host, not per URL (the de-duplication of a run's URLs
+costs about 120 bytes per URL).
 With ``--against REV`` the same runs are made with the fanout of git
 revision REV (installed as benchmarks/writes.py does) for the figures before.
 
-    python benchmarks/hosts.py [--hosts 20000 100000] [--big 1000000] [--against REV]
+    python benchmarks/hosts.py [--hosts 20000 100000] [-n 100000] [--big 1000000] [--against REV]
 """
 
 from __future__ import annotations
@@ -78,15 +81,19 @@ def peak_rss(command: list[str], urls: Path, extra: list[str]) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", type=int, nargs=2, default=[20_000, 100_000])
+    parser.add_argument("-n", type=int, default=100_000, help="URLs over each host count")
     parser.add_argument(
         "--big", type=int, default=1_000_000, help="URLs over the larger host count (0: none)"
     )
     parser.add_argument("--against", metavar="REV", help="git revision for the figures before")
+    parser.add_argument(
+        "--no-dedupe", action="store_true", help="pass --no-dedupe: no per-URL memory"
+    )
     args = parser.parse_args()
     pinning = pin_to(0)
     few, many = args.hosts
     port = refused_port()
-    runs = [(few, few), (many, many)] + ([(many, args.big)] if args.big else [])
+    runs = [(few, args.n), (many, args.n)] + ([(many, args.big)] if args.big else [])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         versions = {"current": fanout_command(None)}
@@ -99,6 +106,8 @@ def main() -> None:
             write_urls(urls, hosts, n, port)
             for version, command in versions.items():
                 extra = ["--host-errors", "0"] if has_host_errors(command) else []
+                if args.no_dedupe:
+                    extra.append("--no-dedupe")
                 peak, wall, records = peak_rss(command, urls, extra)
                 if records != n:
                     sys.exit(f"{version}: {records} records for {n} URLs")
@@ -110,7 +119,7 @@ def main() -> None:
                 )
             urls.unlink()
         for version in versions:
-            ratio = peaks[(version, many, many)] / peaks[(version, few, few)]
+            ratio = peaks[(version, many, args.n)] / peaks[(version, few, args.n)]
             line = (
                 f"{version:>10} growth {few:,} -> {many:,} hosts: {ratio:.2f}x (goal within 1.25x)"
             )

@@ -32,7 +32,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),
         (
             "hosts.py",
-            ["--hosts", "100", "300", "--big", "600", "--against", "HEAD"],
+            ["--hosts", "100", "300", "-n", "300", "--big", "600", "--against", "HEAD"],
             "growth 100 -> 300 hosts",
         ),
         ("startup.py", ["--repeat", "1"], "fetch"),
