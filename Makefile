@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 WRITES_AGAINST ?= 7ace924
 # sockets.py compares with this revision: the last one that kept an idle socket per host
 SOCKETS_AGAINST ?= 66268c8
+# hosts.py compares with this revision: the last one that kept every rate-limited host's state
+HOSTS_AGAINST ?= 66268c8
 
 .PHONY: test lint typecheck pytest demo bench clean
 
@@ -39,6 +41,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python writes.py --against $(WRITES_AGAINST)
 	cd benchmarks && ../$(BIN)/python dns.py
 	cd benchmarks && ../$(BIN)/python sockets.py --against $(SOCKETS_AGAINST)
+	cd benchmarks && ../$(BIN)/python hosts.py --against $(HOSTS_AGAINST)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

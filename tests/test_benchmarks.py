@@ -31,6 +31,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("writes.py", ["--against", "HEAD", "-n", "300", "--repeat", "1"], "ratio"),
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),
         ("sockets.py", ["--hosts", "200", "-c", "8", "--against", "HEAD"], "peak sockets"),
+        (
+            "hosts.py",
+            ["--hosts", "100", "300", "-n", "300", "--big", "600", "--against", "HEAD"],
+            "growth 100 -> 300 hosts",
+        ),
         ("startup.py", ["--repeat", "1"], "fetch"),
         ("bombs.py", ["--bombs", "2", "--max-bytes", "1MiB"], "bombs of 1 MiB, kept"),
         (

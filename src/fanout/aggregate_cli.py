@@ -345,6 +345,7 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
         "timeouts": timeouts,
         "caps": caps,
         "headers": dict(options["headers"]),
+        "host_errors": options["host_errors"],
         **guard_options(options),
     }
     if options["user_agent"]:

@@ -25,6 +25,7 @@ def fetch(
     allow_hosts: Iterable[str] | None = None,
     deny_hosts: Iterable[str] = (),
     nameservers: Iterable[str] | None = None,
+    host_errors: int = 5,
 ) -> list[Result]:
     """Fetch every request and return the results in input order.
 
@@ -36,6 +37,7 @@ def fetch(
     would otherwise be fetched one character at a time. The options are those
     of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,
     ``deny_hosts``) and the DNS servers (``nameservers``) included.
+    ``deny_hosts``) and ``host_errors`` included.
 
     Ctrl-C stops the requests in flight and raises KeyboardInterrupt at once,
     in a notebook too; so do SIGTERM and SIGHUP, as
@@ -60,6 +62,7 @@ def fetch(
             allow_hosts=allow_hosts,
             deny_hosts=deny_hosts,
             nameservers=nameservers,
+            host_errors=host_errors,
         ) as fetcher:
             return await fetcher.gather(requests)
 

@@ -220,6 +220,14 @@ _HTTP_OPTIONS = [
         help="User-Agent header.  [default: fanout/VERSION]",
     ),
     click.option(
+        "--host-errors",
+        type=click.IntRange(min=0),
+        default=5,
+        metavar="N",
+        help="Skip a host's other requests (host_down) after N consecutive connection, DNS"
+        " or TLS failures to it; 0 never skips.",
+    ),
+    click.option(
         "--deny-private",
         is_flag=True,
         help="Refuse loopback, private, link-local and multicast addresses (after DNS).",

@@ -88,6 +88,7 @@ def build_job(options: dict[str, Any], *, retry_failed: frozenset[str] | None) -
         caps=caps,
         journal=options["journal"],
         retry_failed=retry_failed,
+        host_errors=options["host_errors"],
         **guard_options(options),
     )
 

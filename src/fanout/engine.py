@@ -50,6 +50,7 @@ from fanout._version import __version__
 from fanout.errors import ConfigError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
+from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
 from fanout.httpsyntax import headers_problem, value_problem
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
 from fanout.nameservers import parse_nameservers
@@ -81,6 +82,9 @@ Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
 
 _RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 _COOL_DOWN_STATUSES = frozenset({429, 503})
+# Failures that say the host cannot be reached (with a connect deadline, which
+# is a TIMEOUT not sent): host_errors of them in a row mark it down.
+_DOWN_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TLS})
 _CREDENTIALS = frozenset(name.lower() for name in CREDENTIAL_HEADERS)
 # A hop that drops the body drops the headers that describe it.
 _BODY_HEADERS = frozenset(
@@ -90,13 +94,20 @@ _END: Final = object()
 
 
 class _Host:
-    """Per-host state: its ready queue, slots in use, rate bucket, cool-down."""
+    """Per-host state: its ready queue, slots in use, rate bucket, cool-down,
+    consecutive connection failures (the last one's message) and, when down,
+    the reason its requests are skipped, until ``down_until``."""
 
     __slots__ = (
         "active",
         "bucket",
         "cool_until",
+        "down",
+        "down_until",
+        "failure",
+        "failures",
         "key",
+        "parked",
         "pending",
         "ready",
         "runnable",
@@ -112,6 +123,11 @@ class _Host:
         self.cool_until = -math.inf
         self.runnable = False  # in the dispatcher's round-robin queue
         self.sleeping = False  # in the wake-up heap
+        self.parked = False  # idle, in the heap of hosts dropped once their bucket is full
+        self.failures = 0
+        self.failure = ""
+        self.down: str | None = None
+        self.down_until = -math.inf
 
     def wait(self, now: float) -> float:
         wait = self.cool_until - now
@@ -352,6 +368,7 @@ class Fetcher:
         allow_hosts: Iterable[str] | None = None,
         deny_hosts: Iterable[str] = (),
         nameservers: Iterable[str] | None = None,
+        host_errors: int = 5,
     ) -> None:
         """``headers`` are sent with every request (Authorization, Proxy-Authorization
         and Cookie only to the request's own origin: see ``docs/security.md``); a
@@ -372,12 +389,21 @@ class Fetcher:
         :mod:`fanout.dns` for the resolver and its cache, ``Timeouts.dns`` for
         its deadline); a bad one raises :class:`~fanout.ConfigError`.
 
+        ``host_errors``: after that many consecutive connection failures to one
+        host (``connect``, ``dns``, ``tls``, or a connect deadline), its other
+        requests, and those that come for the next 5 minutes, fail at once as
+        ``host_down`` and nothing is sent to it; a request that reaches the
+        host starts the count again. ``0`` turns this off.
+
         A header name that is not an HTTP token, or a value with a control
         character (other than tab), raises :class:`~fanout.ConfigError` here."""
         problem = None if headers is None else headers_problem(headers)
         problem = problem or value_problem("user_agent", user_agent)
         if problem is not None:
             raise ConfigError(problem)
+        if isinstance(host_errors, bool) or not isinstance(host_errors, int) or host_errors < 0:
+            raise ConfigError(f"host_errors must be an integer >= 0, got {host_errors!r}")
+        self._host_errors = host_errors
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
@@ -401,6 +427,9 @@ class Fetcher:
         self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
         self._closing = False
         self._hosts: dict[HostKey, _Host] = {}
+        # idle hosts, by when their bucket is full again
+        self._parked: list[tuple[float, int, _Host]] = []
+        self._memory = HostMemory()  # what outlives a dropped host: cool-down, failures
         self._runnable: deque[_Host] = deque()
         self._timers: list[tuple[float, int, _Item]] = []
         self._wakes: list[tuple[float, int, _Host]] = []
@@ -495,6 +524,15 @@ class Fetcher:
     def waiting(self) -> int:
         """Requests waiting for a retry (backoff, Retry-After)."""
         return len(self._timers)
+
+    @property
+    def hosts_held(self) -> int:
+        """Hosts whose state the fetcher holds now: those with requests queued or
+        in flight, and idle ones until their rate bucket is full again. What
+        must outlive them (a cool-down, failure counts) is kept apart, for at
+        most 10,000 hosts."""
+        self._sweep(self._clock())
+        return len(self._hosts)
 
     async def stream(
         self, requests: Source, *, ordered: bool = False
@@ -679,12 +717,39 @@ class Fetcher:
     def _host(self, key: HostKey) -> _Host:
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
+            host = self._new_host(key)
         return host
+
+    def _new_host(self, key: HostKey) -> _Host:
+        """The state of a host not held: made anew with what the memory kept of
+        it. Idle hosts whose bucket is full again are dropped first, so the
+        hosts held stay those that carry information."""
+        now = self._clock()
+        self._sweep(now)
+        host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
+        kept = self._memory.take(key, now)
+        if kept is not None:
+            host.cool_until = kept.cool_until
+            host.failures, host.failure = kept.failures, kept.failure
+            if kept.down_until > now:
+                host.down, host.down_until = kept.down, kept.down_until
+        return host
+
+    def _sweep(self, now: float) -> None:
+        """Drop the parked hosts whose bucket is full by ``now`` and that are still
+        idle (one that is busy again is parked again when it is idle)."""
+        parked = self._parked
+        while parked and parked[0][0] <= now:
+            host = heapq.heappop(parked)[2]
+            host.parked = False
+            if host.pending == 0 and host.active == 0:
+                self._evict(host, now)
 
     # -------------------------------------------------------------- dispatch
 
     def _make_runnable(self, host: _Host) -> None:
+        if host.down is not None and self._skip_down(host):
+            return
         if not host.runnable and not host.sleeping:
             host.runnable = True
             self._runnable.append(host)
@@ -878,6 +943,8 @@ class Fetcher:
         ``internal`` result: no response can end a run."""
         end = time.perf_counter()
         host = item.host
+        if self._host_errors and (result.error is not None or host.failures):
+            self._note_health(host, result, sent)
         delay = None
         hop: tuple[URL, HostKey, Hop] | None = None
         try:
@@ -1045,10 +1112,77 @@ class Fetcher:
 
     def _forget_if_idle(self, host: _Host) -> None:
         if host.pending == 0 and host.active == 0 and self._loop is not None:
-            now = self._clock()
-            bucket_idle = host.bucket is None or host.bucket.idle(now)
-            if host.cool_until <= now and bucket_idle and self._hosts.get(host.key) is host:
-                del self._hosts[host.key]
+            self._evict(host, self._clock())
+
+    def _evict(self, host: _Host, now: float) -> None:
+        """Drop an idle host's state, keeping in the memory what must outlive it;
+        or, while its rate bucket is not full again, park it until it is."""
+        if self._hosts.get(host.key) is not host:
+            return
+        bucket = host.bucket
+        if bucket is not None and not bucket.idle(now):
+            if not host.parked:
+                host.parked = True
+                heapq.heappush(self._parked, (bucket.full_at, next(self._seq), host))
+            return
+        del self._hosts[host.key]
+        down = host.down is not None and host.down_until > now
+        if host.cool_until > now or host.failures or down:
+            counted = now + DOWN_FOR if host.failures else now
+            expires = max(host.cool_until, host.down_until, counted)
+            kept = Remembered(
+                cool_until=host.cool_until,
+                failures=host.failures,
+                failure=host.failure,
+                down=host.down if down else None,
+                down_until=host.down_until if down else -math.inf,
+                expires=expires,
+            )
+            self._memory.put(host.key, kept, now)
+
+    # ------------------------------------------------------------ dead hosts
+
+    def _note_health(self, host: _Host, result: Result, sent: bool) -> None:
+        """Count an attempt's connection failure against its host, and mark the
+        host down at ``host_errors`` in a row; an attempt that reached the host
+        starts the count again."""
+        error = result.error
+        if error is not None and (
+            error.kind in _DOWN_KINDS or (error.kind is ErrorKind.TIMEOUT and not sent)
+        ):
+            host.failures += 1
+            host.failure = error.message
+            if host.failures >= self._host_errors and host.down is None:
+                where = shown_host(host.key)
+                reason = error.message.removeprefix(f"cannot connect to {where}: ")
+                host.down = shown(
+                    f"skipped: {host.failures} consecutive connection failures to {where}"
+                    f" (the last: {reason})"
+                )
+                host.down_until = self._clock() + DOWN_FOR
+                if self._debug:
+                    logger.debug("host %s is down: its requests are skipped", where)
+        elif sent:
+            host.failures = 0
+            host.down = None
+
+    def _skip_down(self, host: _Host) -> bool:
+        """The requests queued for a host that is down fail at once, nothing sent;
+        True. False when its down mark has expired (it is cleared)."""
+        if host.down_until <= self._clock():
+            host.down, host.failures = None, 0
+            return False
+        failure = Failure(ErrorKind.HOST_DOWN, host.down or "")
+        ready = host.ready
+        while ready:
+            item = ready.popleft()
+            result = Result(item.request, error=failure)
+            result.attempts = item.attempts
+            if item.attempts:
+                result.elapsed = time.perf_counter() - item.first_start
+            self._retire(item)
+            self._deliver(item.run, item.index, result)
+        return True
 
     def _log_internal(self, exc: BaseException) -> None:
         """An unexpected exception (a bug): its traceback under --debug, once per

@@ -89,6 +89,7 @@ class FetchJob:
     allow_hosts: tuple[str, ...] | None = None
     deny_hosts: tuple[str, ...] = ()
     nameservers: tuple[str, ...] | None = None
+    host_errors: int = 5
 
     def __post_init__(self) -> None:
         problem = (
@@ -668,6 +669,7 @@ async def _fetch(
             allow_hosts=job.allow_hosts,
             deny_hosts=job.deny_hosts,
             nameservers=job.nameservers,
+            host_errors=job.host_errors,
         ) as fetcher:
             if on_fetcher is not None:
                 on_fetcher(fetcher)

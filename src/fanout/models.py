@@ -59,6 +59,10 @@ class ErrorKind(StrEnum):
     DENIED = "denied"
     """Refused before anything was sent: the host or its address is not allowed
     (``deny_private``, ``allow_hosts``, ``deny_hosts``)."""
+    HOST_DOWN = "host_down"
+    """Not sent: the host failed to connect (connect, DNS, TLS or connect
+    deadline) too many times in a row (``host_errors``), so its other
+    requests were skipped for a while."""
     WRITE = "write"
     """The body could not be saved under ``--out-dir`` (no space, permission, a
     refused symlink, a name the file system rejects); the run goes on."""

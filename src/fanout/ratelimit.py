@@ -40,6 +40,11 @@ class TokenBucket:
         """Take a token at ``now``; call only when :meth:`wait` returned 0."""
         self._tat = max(self._tat, now) + self._interval
 
+    @property
+    def full_at(self) -> float:
+        """When the bucket is full again, if no token is taken meanwhile."""
+        return self._tat
+
     def idle(self, now: float) -> bool:
         """True when the bucket is full again, so it holds no state worth keeping."""
         return self._tat <= now
