@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from fanout import Fetcher, Limits, pool
+from fanout import ErrorKind, Fetcher, Limits, Request, RetryPolicy, Timeouts, pool
 from fanout.fdlimit import concurrency_for, descriptors_needed, fit_concurrency
 from fanout.pool import idle_cap, make_connector, private_hooks_missing
 from tests.many_hosts import ManyHosts, many_hosts, open_sockets
@@ -292,3 +292,48 @@ def test_fit_concurrency_keeps_what_fits(caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.WARNING):
         assert fit_concurrency(small) == (small, None)
     assert not caplog.records
+
+
+# aiohttp warns that a large bytes body is sent in one piece: the point here.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_a_connection_whose_peer_never_reads_does_not_hold_its_slot_forever() -> None:
+    """A server that accepts a large upload and never reads it: the request
+    ends at its deadline and its connection is closed with unsent bytes.
+    Its socket would close only once the peer read them (never), so counting
+    it against the limit until then took the slot for good: every later
+    request, to any host, waited for it and failed its connect deadline
+    (and, counted as a connection failure, could get a healthy host skipped)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # kept open, never read
+
+    sink = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    healthy = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
+    sink_port = sink.sockets[0].getsockname()[1]
+    port = healthy.sockets[0].getsockname()[1]
+    body = b"x" * (32 << 20)  # far more than the socket buffers hold
+    try:
+        timeouts = Timeouts(connect=5.0, read=1.0, total=1.0)
+        limits = Limits(concurrency=1)
+        retry = RetryPolicy(attempts=1)
+        async with Fetcher(limits=limits, timeouts=timeouts, retry=retry) as fetcher:
+            [stuck] = await fetcher.gather(
+                [Request(f"http://127.0.0.1:{sink_port}/up", method="POST", body=body)]
+            )
+            assert stuck.error is not None
+            assert stuck.error.kind is ErrorKind.TIMEOUT
+            [after] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
+            assert after.ok, after.error
+    finally:
+        for writer in accepted:
+            writer.transport.abort()
+        sink.close()
+        healthy.close()
+
+
+async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
+    writer.close()

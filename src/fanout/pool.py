@@ -118,6 +118,7 @@ class _IdleCapped(aiohttp.TCPConnector):
         return len(self._closing)
 
     def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
+        transport = protocol.transport  # aiohttp forgets it when it closes the connection
         _aiohttp_release(self, key, protocol, should_close=should_close)
         pooled = self._conns
         kept = pooled.get(key)
@@ -126,6 +127,11 @@ class _IdleCapped(aiohttp.TCPConnector):
             if len(kept) > cap or (len(pooled) > 1 and sum(map(len, pooled.values())) > cap):
                 self._evict()
         else:
+            if transport is not None and transport.get_write_buffer_size():
+                # Bytes of a request given up on that the peer has not read: the
+                # socket would stay open, holding its slot, until it does (a peer
+                # that never reads would hold it for good). They are dropped.
+                transport.abort()
             self._closed_by_us(protocol)
 
     def _available_connections(self, key: Any) -> int:
