@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fanout import ConfigError, ErrorKind, Fetcher, RetryPolicy, Timeouts
+from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts
 from fanout import dns as dns_module
 from fanout.cli import cli, main
 from fanout.demo import DemoServer, ServerThread
@@ -344,3 +344,29 @@ def test_a_bad_dns_server_is_a_usage_error(
     lines = captured.err.splitlines()
     assert len(lines) == 1, lines
     assert "--dns-server" in lines[0]
+
+
+async def test_names_whose_server_never_answers_do_not_get_another_host_skipped(
+    stub: StubDNS, server: DemoServer
+) -> None:
+    """Many lookups of names whose DNS server is silent (a dead domain in a
+    crawl) hold the resolver's lookups in flight until their deadline. A
+    request to a healthy host then waited behind them for a lookup slot,
+    failed its connect deadline before its name was even asked, and, counted
+    as a connection failure, got the healthy host skipped (host_down)."""
+    port = server.url.rsplit(":", 1)[1]
+    silent = [f"silent{i}.test" for i in range(70)]
+    stub.hold(*silent)  # never released
+    urls = [f"http://{name}:{port}/items/1" for name in silent]
+    urls += [f"http://a.test:{port}/items/{i}" for i in range(1, 7)]
+    timeouts = Timeouts(dns=0.5, connect=0.9)
+    limits = Limits(concurrency=80, per_host=8)
+    async with Fetcher(
+        nameservers=[stub.nameserver], retry=ONCE, timeouts=timeouts, limits=limits
+    ) as fetcher:
+        results = await fetcher.gather(urls)
+    for result in results[len(silent) :]:
+        assert result.ok, result.error
+    for result in results[: len(silent)]:  # each at its own DNS deadline, saying so
+        assert result.error is not None
+        assert result.error.kind is ErrorKind.DNS

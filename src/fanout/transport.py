@@ -110,7 +110,12 @@ def make_session(
     The resolver comes back with the session: close it after the session
     (aiohttp closes only a resolver it made itself)."""
     resolver: AbstractResolver = _LazyResolver(
-        None if nameservers is None else list(nameservers), dns_deadline(timeouts)
+        None if nameservers is None else list(nameservers),
+        dns_deadline(timeouts),
+        # A slot for each request that may be looking up a name: one that waited
+        # for a slot behind names whose server is silent would fail its connect
+        # deadline, counted against its own, healthy, host.
+        max(_DNS_IN_FLIGHT, concurrency),
     )
     if wrap_resolver is not None:
         resolver = wrap_resolver(resolver)
@@ -158,15 +163,22 @@ def resolver_stats(resolver: AbstractResolver) -> dict[str, int] | None:
     return {name: getattr(stats, name) for name in stats.__slots__}
 
 
+# Lookups in flight at once, at least: more when the concurrency is higher.
+_DNS_IN_FLIGHT: Final = 32
+
+
 class _LazyResolver(AbstractResolver):
     """fanout's resolver (:class:`fanout.dns.Resolver`, c-ares with a TTL cache),
     made on the first name to resolve: a run of addresses only (aiohttp resolves
     no IP literal) never imports pycares. Falls back to the threaded
     getaddrinfo resolver where pycares cannot be used."""
 
-    def __init__(self, nameservers: list[str] | None, deadline: float | None) -> None:
+    def __init__(
+        self, nameservers: list[str] | None, deadline: float | None, max_in_flight: int
+    ) -> None:
         self._nameservers = nameservers
         self._deadline = deadline
+        self._max_in_flight = max_in_flight
         self._inner: AbstractResolver | None = None
 
     @property
@@ -183,7 +195,9 @@ class _LazyResolver(AbstractResolver):
             except ImportError:  # pycares missing or unusable
                 self._inner = aiohttp.ThreadedResolver()
             else:
-                self._inner = Resolver(self._nameservers, timeout=self._deadline)
+                self._inner = Resolver(
+                    self._nameservers, timeout=self._deadline, max_in_flight=self._max_in_flight
+                )
         return await self._inner.resolve(host, port, family)
 
     async def close(self) -> None:
