@@ -10,10 +10,12 @@ import asyncio
 import json
 import logging
 import resource
+import ssl
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -337,3 +339,92 @@ async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     await writer.drain()
     writer.close()
+
+
+def _self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a throwaway self-signed certificate (openssl)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "ec"]
+    command += ["-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    command += ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=t"]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def _tls_ignoring_close_notify(
+    context: ssl.SSLContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """TLS by hand: answer one keep-alive request, then read and ignore whatever
+    comes (the client's close_notify included) without answering or closing."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+
+    async def flush() -> None:
+        if data := outgoing.read():
+            writer.write(data)
+            await writer.drain()
+
+    async def more() -> bool:
+        await flush()
+        data = await reader.read(65536)
+        incoming.write(data)
+        return bool(data)
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if not await more():
+                return
+    request = b""
+    while b"\r\n\r\n" not in request:
+        try:
+            request += tls.read(65536)
+        except ssl.SSLWantReadError:
+            if not await more():
+                return
+    tls.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await flush()
+    while await reader.read(65536):
+        pass  # close_notify: no answer, the socket stays open
+
+
+async def test_an_evicted_tls_connection_does_not_hold_a_slot_while_its_peer_is_silent(
+    tmp_path: Path,
+) -> None:
+    """A TLS connection closed by the pool waits for the peer's close_notify
+    (up to asyncio's 30 s) before its socket closes; counted against the limit
+    all that while, a server that never answers it took a slot for 30 s with
+    every connection evicted, and the requests to other hosts waited for them."""
+    context = _self_signed(tmp_path)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await _tls_ignoring_close_notify(context, reader, writer)
+
+    silent = await asyncio.start_server(handle, "127.0.0.1", 0)
+    healthy = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
+    url = f"https://127.0.0.1:{silent.sockets[0].getsockname()[1]}/"
+    other = f"http://127.0.0.1:{healthy.sockets[0].getsockname()[1]}/"
+    connector = pool._IdleCapped(idle_cap=0, limit=1, resolver=aiohttp.ThreadedResolver())
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            first = await session.get(url, ssl=False)
+            assert await first.read() == b"ok"  # released, then evicted: past the cap of 0
+            # Bounded: the slot came back only after 30 s.
+            second = await asyncio.wait_for(session.get(other), timeout=10)
+            assert await second.read() == b"ok"
+    finally:
+        for writer in writers:
+            writer.transport.abort()
+        silent.close()
+        healthy.close()

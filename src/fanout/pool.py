@@ -127,10 +127,11 @@ class _IdleCapped(aiohttp.TCPConnector):
             if len(kept) > cap or (len(pooled) > 1 and sum(map(len, pooled.values())) > cap):
                 self._evict()
         else:
-            if transport is not None and transport.get_write_buffer_size():
+            if transport is not None and (key.is_ssl or transport.get_write_buffer_size()):
                 # Bytes of a request given up on that the peer has not read: the
                 # socket would stay open, holding its slot, until it does (a peer
                 # that never reads would hold it for good). They are dropped.
+                # So is a TLS connection (see _evict).
                 transport.abort()
             self._closed_by_us(protocol)
 
@@ -147,7 +148,13 @@ class _IdleCapped(aiohttp.TCPConnector):
             protocol, _ = kept.popleft()
             if not kept:
                 del pooled[key]
-            protocol.close()
+            # A TLS connection closed gracefully waits for the peer's close_notify
+            # (up to asyncio's 30 s), holding its slot: a silent peer would hold
+            # one for each connection evicted. HTTP needs no close_notify.
+            if key.is_ssl:
+                protocol.abort()
+            else:
+                protocol.close()
             self._closed_by_us(protocol)
 
     def _closed_by_us(self, protocol: ResponseHandler) -> None:
