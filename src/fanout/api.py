@@ -36,8 +36,7 @@ def fetch(
     an iterable: a single URL as a str (or bytes) raises TypeError, where it
     would otherwise be fetched one character at a time. The options are those
     of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,
-    ``deny_hosts``) and the DNS servers (``nameservers``) included.
-    ``deny_hosts``) and ``host_errors`` included.
+    ``deny_hosts``), the DNS servers (``nameservers``) and ``host_errors`` included.
 
     Ctrl-C stops the requests in flight and raises KeyboardInterrupt at once,
     in a notebook too; so do SIGTERM and SIGHUP, as
