@@ -4,6 +4,7 @@ it kept, and dead hosts skipped (``host_errors``), on real loopback sockets."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import fanout
-from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy
+from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, engine
 from fanout.demo import DemoServer, ServerThread
 from fanout.hoststate import HostMemory, Remembered
 
@@ -97,6 +98,41 @@ async def test_a_cool_down_outlives_the_dropped_host(server: DemoServer) -> None
             await waiting
         assert started == [0]
         assert fetcher.hosts_held == 1  # the new request holds it, cooling down
+    assert server.stats.count("/items/1") == 0
+
+
+async def test_a_cool_down_is_not_forgotten_for_failure_counts(
+    server: DemoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory's bound (10,000, here 3) is for hosts cooling down: hosts that
+    merely failed to connect once (kept 5 minutes each, so 10,000 of them in a
+    run with many dead hosts) pushed the cool-downs out, and the host that had
+    asked to be left alone was sent requests again."""
+    monkeypatch.setattr(engine, "HostMemory", functools.partial(HostMemory, capacity=3))
+    retry = RetryPolicy(attempts=1, retry_after_max=3600)
+    port = free_port()
+    refused = [f"http://127.0.3.{i}:{port}/" for i in range(1, 6)]
+    async with Fetcher(retry=retry) as fetcher:
+        (first,) = await fetcher.gather([f"{server.url}/retry-after/3600"])
+        assert first.status == 429
+        failed = await fetcher.gather(refused)
+        assert all(r.error is not None and r.error.kind is ErrorKind.CONNECT for r in failed)
+        assert fetcher.hosts_held == 0
+        started: list[int] = []
+        admitted = asyncio.Event()
+
+        async def source() -> AsyncIterator[str]:
+            yield f"{server.url}/items/1"
+            started.append(fetcher.in_flight)  # its dispatch (or not) was decided
+            admitted.set()
+
+        stream = fetcher.stream(source())
+        waiting = asyncio.ensure_future(anext(stream))
+        await admitted.wait()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert started == [0]
     assert server.stats.count("/items/1") == 0
 
 

@@ -429,7 +429,10 @@ class Fetcher:
         self._hosts: dict[HostKey, _Host] = {}
         # idle hosts, by when their bucket is full again
         self._parked: list[tuple[float, int, _Host]] = []
-        self._memory = HostMemory()  # what outlives a dropped host: cool-down, failures
+        self._memory = HostMemory()  # what outlives a dropped host: cool-down, down mark
+        # Failure counts alone, apart: a run over many dead hosts makes many, and
+        # they must not push the cool-downs out of the memory's bound.
+        self._counts = HostMemory()
         self._runnable: deque[_Host] = deque()
         self._timers: list[tuple[float, int, _Item]] = []
         self._wakes: list[tuple[float, int, _Host]] = []
@@ -530,7 +533,7 @@ class Fetcher:
         """Hosts whose state the fetcher holds now: those with requests queued or
         in flight, and idle ones until their rate bucket is full again. What
         must outlive them (a cool-down, failure counts) is kept apart, for at
-        most 10,000 hosts."""
+        most 10,000 hosts (and 10,000 more with only a failure count)."""
         self._sweep(self._clock())
         return len(self._hosts)
 
@@ -728,6 +731,8 @@ class Fetcher:
         self._sweep(now)
         host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
         kept = self._memory.take(key, now)
+        counted = self._counts.take(key, now)
+        kept = kept or counted
         if kept is not None:
             host.cool_until = kept.cool_until
             host.failures, host.failure = kept.failures, kept.failure
@@ -1138,7 +1143,8 @@ class Fetcher:
                 down_until=host.down_until if down else -math.inf,
                 expires=expires,
             )
-            self._memory.put(host.key, kept, now)
+            memory = self._memory if host.cool_until > now or down else self._counts
+            memory.put(host.key, kept, now)
 
     # ------------------------------------------------------------ dead hosts
 
