@@ -359,10 +359,14 @@ def _self_signed(tmp_path: Path) -> ssl.SSLContext:
 
 
 async def _tls_ignoring_close_notify(
-    context: ssl.SSLContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    context: ssl.SSLContext,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    response: bytes,
 ) -> None:
-    """TLS by hand: answer one keep-alive request, then read and ignore whatever
-    comes (the client's close_notify included) without answering or closing."""
+    """TLS by hand: answer one request with ``response``, then read and ignore
+    whatever comes (the client's close_notify included) without answering or
+    closing."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_side=True)
 
@@ -391,25 +395,28 @@ async def _tls_ignoring_close_notify(
         except ssl.SSLWantReadError:
             if not await more():
                 return
-    tls.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    tls.write(response)
     await flush()
     while await reader.read(65536):
         pass  # close_notify: no answer, the socket stays open
 
 
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
 async def test_an_evicted_tls_connection_does_not_hold_a_slot_while_its_peer_is_silent(
-    tmp_path: Path,
+    tmp_path: Path, connection: str
 ) -> None:
-    """A TLS connection closed by the pool waits for the peer's close_notify
-    (up to asyncio's 30 s) before its socket closes; counted against the limit
-    all that while, a server that never answers it took a slot for 30 s with
-    every connection evicted, and the requests to other hosts waited for them."""
+    """A TLS connection closed by the pool (evicted past the idle cap, or closed
+    as its response asked) waits for the peer's close_notify (up to asyncio's
+    30 s) before its socket closes; counted against the limit all that while,
+    a server that never answers it took a slot for 30 s with every connection
+    closed, and the requests to other hosts waited for them."""
+    response = f"HTTP/1.1 200 OK\r\nConnection: {connection}\r\nContent-Length: 2\r\n\r\nok"
     context = _self_signed(tmp_path)
     writers: list[asyncio.StreamWriter] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
-        await _tls_ignoring_close_notify(context, reader, writer)
+        await _tls_ignoring_close_notify(context, reader, writer, response.encode())
 
     silent = await asyncio.start_server(handle, "127.0.0.1", 0)
     healthy = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
