@@ -32,6 +32,7 @@ ZONE = {
     "slow.test": Name.fixed("127.0.0.1"),
     **{f"h{i}.test": Name.fixed(f"127.0.0.{i + 1}") for i in range(8)},
     **{f"n{i}.test": Name.fixed("127.0.0.1") for i in range(10)},
+    "many.test": Name.fixed(*(f"127.0.{i // 250}.{i % 250 + 1}" for i in range(2000))),
 }
 ONCE = RetryPolicy(attempts=1)
 
@@ -370,3 +371,19 @@ async def test_names_whose_server_never_answers_do_not_get_another_host_skipped(
     for result in results[: len(silent)]:  # each at its own DNS deadline, saying so
         assert result.error is not None
         assert result.error.kind is ErrorKind.DNS
+
+
+async def test_the_addresses_kept_for_a_name_are_bounded(stub: StubDNS) -> None:
+    """A DNS server chooses how many addresses a name has: 2,000 in one answer
+    (c-ares takes a large datagram) were all kept, so the cache's bound on
+    names did not bound its memory (10,000 such names: gigabytes), and every
+    lookup built a list of 2,000 for aiohttp to try in turn."""
+    resolver = Resolver([stub.nameserver])
+    try:
+        addresses = await resolve(resolver, "many.test")
+        again = await resolve(resolver, "many.test")  # from the cache
+    finally:
+        await resolver.close()
+    assert 1 <= len(addresses) <= dns_module.MAX_ADDRESSES
+    assert again == addresses
+    assert all(address.startswith("127.0.") for address in addresses)

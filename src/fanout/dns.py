@@ -42,6 +42,11 @@ _FLAGS: Final = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 # c-ares's getaddrinfo reports NXDOMAIN as ENOTFOUND and NODATA as ENODATA.
 _NEGATIVE: Final = frozenset({pycares.errno.ARES_ENOTFOUND, pycares.errno.ARES_ENODATA})
 _CLOSED: Final = frozenset({pycares.errno.ARES_ECANCELLED, pycares.errno.ARES_EDESTRUCTION})
+MAX_ADDRESSES: Final = 16
+"""Addresses kept for a name, of each family, the first of its answer: a DNS
+server chooses how many it gives (thousands fit in one large datagram), and
+aiohttp tries them one after another, so more would only cost memory in the
+cache."""
 
 
 @dataclass(slots=True)
@@ -204,8 +209,12 @@ class Resolver(AbstractResolver):
         if errno is not None:
             raise DNSError(self._reason(name, errno), negative=errno in _NEGATIVE)
         seen: dict[tuple[int, str], None] = {}
+        kept: dict[int, int] = {}  # addresses of each family
         ttl = math.inf
         for node in result.nodes:
+            if kept.get(node.family, 0) >= MAX_ADDRESSES:
+                continue
+            kept[node.family] = kept.get(node.family, 0) + 1
             address = node.addr[0]
             text = address.decode() if isinstance(address, bytes) else str(address)
             if node.family == socket.AF_INET6 and len(node.addr) > 3 and node.addr[3]:
