@@ -4,6 +4,7 @@ it kept, and dead hosts skipped (``host_errors``), on real loopback sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import fanout
-from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, engine
+from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts, engine
 from fanout.demo import DemoServer, ServerThread
 from fanout.hoststate import HostMemory, Remembered
 
@@ -187,6 +188,41 @@ async def test_nothing_is_sent_to_a_down_host_then_or_later() -> None:
     assert kinds == [ErrorKind.TLS] * 3 + [ErrorKind.HOST_DOWN] * 7
     assert all(r.error is not None and r.error.kind is ErrorKind.HOST_DOWN for r in later)
     assert connections[0] == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the attempt's total deadline, when it ends a connect, counts as a request sent",
+)
+async def test_a_host_that_never_answers_a_connect_is_down_with_a_total_deadline() -> None:
+    """A host whose SYNs go unanswered (here: a listener whose accept queue is
+    full) with ``total`` below ``connect`` (``--timeout 5s``, a common choice):
+    each attempt ends at the total deadline while connecting, which counts as
+    a request that reached the host, so the host is never skipped (and the
+    count of a host that fails both ways starts again)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue: further SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        urls = [f"http://127.0.0.1:{port}/{i}" for i in range(3)]
+        timeouts = Timeouts(total=0.3)  # connect: 10 s
+        limits = Limits(concurrency=1)
+        async with Fetcher(limits=limits, retry=ONCE, timeouts=timeouts, host_errors=2) as fetcher:
+            results = await fetcher.gather(urls)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    kinds = [r.error.kind if r.error else None for r in results]
+    assert kinds == [ErrorKind.TIMEOUT, ErrorKind.TIMEOUT, ErrorKind.HOST_DOWN]
 
 
 async def test_a_retry_in_back_off_ends_as_host_down() -> None:
