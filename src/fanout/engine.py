@@ -68,6 +68,7 @@ from fanout.transport import (
     followed,
     make_session,
     resolver_stats,
+    while_connecting,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url
 
@@ -907,12 +908,14 @@ class Fetcher:
                         result = await exchange(
                             session, item.request, item.url, caps, keep_body, item.hop
                         )
-                    except asyncio.CancelledError:
+                    except asyncio.CancelledError as cancelled:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
                             if run.closed:
                                 self._retire(item)
                             raise
                         failure, sent = classify(TimeoutError(), timeouts=self.timeouts)
+                        if while_connecting(cancelled):  # nothing was sent: a connect failure
+                            sent = False
                         result = Result(item.request, error=failure)
                     except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
                         failure, sent = classify(exc, timeouts=self.timeouts)

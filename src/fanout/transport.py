@@ -465,6 +465,22 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     return Failure(kind, shown(message)), sent
 
 
+# The frame every new connection is made under (DNS, TCP, TLS, the wait for a slot).
+_CONNECT_CODE: Final = aiohttp.BaseConnector.connect.__code__
+
+
+def while_connecting(exc: BaseException) -> bool:
+    """Whether ``exc`` (the engine's deadline cancelling an attempt) ended it
+    while aiohttp was still making its connection: the request was not sent.
+    Looked for in its traceback, only when a deadline fires."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _CONNECT_CODE:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
