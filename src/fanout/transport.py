@@ -465,15 +465,16 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     return Failure(kind, shown(message)), sent
 
 
-# The frame every new connection is made under (DNS, TCP, TLS, the wait for a slot).
-_CONNECT_CODE: Final = aiohttp.BaseConnector.connect.__code__
+# The frame every new connection is made under (DNS, TCP, TLS, the wait for a
+# slot); None where aiohttp has changed it (then a deadline counts as sent).
+_CONNECT_CODE: Final = getattr(getattr(aiohttp.BaseConnector, "connect", None), "__code__", None)
 
 
 def while_connecting(exc: BaseException) -> bool:
     """Whether ``exc`` (the engine's deadline cancelling an attempt) ended it
     while aiohttp was still making its connection: the request was not sent.
     Looked for in its traceback, only when a deadline fires."""
-    tb = exc.__traceback__
+    tb = exc.__traceback__ if _CONNECT_CODE is not None else None
     while tb is not None:
         if tb.tb_frame.f_code is _CONNECT_CODE:
             return True
