@@ -265,7 +265,8 @@ async def test_the_guard_still_sees_every_address(stub: StubDNS, server: DemoSer
 def test_dns_timeout_is_at_most_the_connect_timeout() -> None:
     assert dns_deadline(Timeouts()) == 5.0
     assert dns_deadline(Timeouts(connect=2, dns=5)) == 2
-    assert dns_deadline(Timeouts(connect=None, dns=None)) is None
+    assert dns_deadline(Timeouts(connect=10, dns=5, total=1)) == 1
+    assert dns_deadline(Timeouts(connect=None, dns=None, total=None)) is None
     with pytest.raises(ConfigError):
         Timeouts(dns=0)
 

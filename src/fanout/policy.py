@@ -89,8 +89,8 @@ class Timeouts:
       redirects it follows included (their exchanges share it; the time a
       hop waits for its host's slot or rate is not counted). A retry gets a
       deadline of its own.
-    - ``dns``: one DNS lookup (default 5 s), at most ``connect``, which
-      counts the lookup too. A DNS server that does not answer in time makes
+    - ``dns``: one DNS lookup (default 5 s), at most ``connect`` and
+      ``total``, which count the lookup too. A DNS server that does not answer in time makes
       a ``dns`` failure that names it.
     """
 

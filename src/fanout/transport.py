@@ -145,9 +145,11 @@ def make_session(
 
 def dns_deadline(timeouts: Timeouts) -> float | None:
     """The deadline of one DNS lookup: ``timeouts.dns``, at most the connect
-    deadline (which counts the lookup too, and would otherwise end it first
-    with a less precise reason)."""
-    bounds = [t for t in (timeouts.dns, timeouts.connect) if t is not None]
+    deadline and the total one (each counts the lookup too, and would otherwise
+    end it first with a less precise reason; a lookup whose attempt has ended
+    keeps running for the requests that share it, and must not hold a slot of
+    the resolver longer than an attempt lives)."""
+    bounds = [t for t in (timeouts.dns, timeouts.connect, timeouts.total) if t is not None]
     return min(bounds) if bounds else None
 
 
