@@ -259,6 +259,29 @@ async def test_the_failure_count_outlives_the_dropped_host() -> None:
     assert kinds == [ErrorKind.CONNECT] * 3 + [ErrorKind.HOST_DOWN]
 
 
+async def test_a_host_whose_down_mark_expired_is_counted_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once its down mark has expired, a host dropped and made again gets
+    ``host_errors`` fresh tries, as a host still held does: not one. (The memory
+    keeps a dropped host's count longer than its mark when it was dropped
+    after being marked.) The sleeps let the marks' time run out; with a
+    DOWN_FOR of 1 s each has 0.4 s of margin."""
+    monkeypatch.setattr(engine, "DOWN_FOR", 1.0)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    one = Limits(concurrency=1)
+    async with Fetcher(limits=one, retry=ONCE, host_errors=3) as fetcher:
+        first = await fetcher.gather([f"{url}/{i}" for i in range(3)])  # marked down
+        await asyncio.sleep(0.6)
+        second = await fetcher.gather([f"{url}/3"])  # still down; dropped again later
+        assert fetcher.hosts_held == 0
+        await asyncio.sleep(0.6)  # the mark has expired, what the memory keeps has not
+        third = await fetcher.gather([f"{url}/4", f"{url}/5"])
+    kinds = [r.error.kind if r.error else None for r in (*first, *second, *third)]
+    assert kinds == [ErrorKind.CONNECT] * 3 + [ErrorKind.HOST_DOWN] + [ErrorKind.CONNECT] * 2
+
+
 async def test_host_errors_zero_never_skips() -> None:
     port = free_port()
     urls = [f"http://127.0.0.1:{port}/{i}" for i in range(12)]

@@ -739,6 +739,8 @@ class Fetcher:
             host.failures, host.failure = kept.failures, kept.failure
             if kept.down_until > now:
                 host.down, host.down_until = kept.down, kept.down_until
+            elif self._host_errors and host.failures >= self._host_errors:
+                host.failures = 0  # its down mark expired: counted anew, as for a held host
         return host
 
     def _sweep(self, now: float) -> None:
