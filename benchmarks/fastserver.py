@@ -82,7 +82,8 @@ async def _serve_many(hosts: list[str], ports: int) -> None:
     servers = []
     for i in range(ports):
         servers.append(await loop.create_server(_Http, hosts[i % len(hosts)], 0, backlog=256))
-    print(" ".join("%s:%d" % s.sockets[0].getsockname()[:2] for s in servers), flush=True)
+    pairs = (s.sockets[0].getsockname()[:2] for s in servers)
+    print(" ".join(f"{host}:{port}" for host, port in pairs), flush=True)
     await asyncio.Event().wait()
 
 

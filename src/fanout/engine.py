@@ -683,7 +683,8 @@ class Fetcher:
         host.pending += 1
         host.ready.append(item)
         self._make_runnable(host)
-        if self._active < self._concurrency:  # else a finishing worker dispatches it
+        # Else a finishing worker dispatches it; a parked one waits for its host's wake-up.
+        if self._active < self._concurrency and not (parked and host.sleeping):
             self._pump()
         return parked
 
@@ -970,14 +971,17 @@ class Fetcher:
 
     def _host_waits(self, host: _Host) -> bool:
         """True when a request admitted now to ``host`` would wait for its
-        cool-down or a rate token (not for a slot: a busy host is not parked)."""
+        cool-down or a rate token, or behind requests that do (not for a slot
+        alone: a busy host that was never throttled is not parked)."""
+        if host.sleeping:
+            return True
         bucket = host.bucket
         if bucket is None and host.cool_until == -math.inf:
             return False
-        now = self._clock()
-        if host.cool_until > now:
+        if host.ready:
             return True
-        return bucket is not None and (host.sleeping or bool(host.ready) or bucket.wait(now) > 0.0)
+        now = self._clock()
+        return host.cool_until > now or (bucket is not None and bucket.wait(now) > 0.0)
 
     def _park(self, item: _Item) -> bool:
         """Park a request that must wait, within the fetcher's budget: it gives
