@@ -41,7 +41,11 @@ from common import (  # type: ignore[import-not-found]
 from fanout.runtime import loop_factory
 
 
-async def healthy_rate(healthy: list[str], throttled: str | None, n: int, mix: str) -> float:
+async def healthy_rate(
+    healthy: list[str], throttled: str | None, n: int, mix: str
+) -> tuple[float, float]:
+    """The healthy hosts' requests per second, and the client's CPU seconds per
+    healthy request, both up to the last healthy result."""
     urls: list[str] = []
     for i in range(n):
         for base in healthy:
@@ -55,15 +59,18 @@ async def healthy_rate(healthy: list[str], throttled: str | None, n: int, mix: s
     retry = fanout.RetryPolicy(attempts=2, retry_after_max=1.0)
     done = 0
     start = time.perf_counter()
+    cpu_start = time.process_time()
     last_healthy = start
+    cpu = 0.0
     async with fanout.Fetcher(limits=limits, retry=retry) as fetcher:
         async for result in fetcher.stream(urls):
             if "/h/" in result.url:
                 done += result.ok
                 last_healthy = time.perf_counter()
                 if done == n * len(healthy):
+                    cpu = time.process_time() - cpu_start
                     break  # the throttled host's retries are not what we measure
-    return done / (last_healthy - start)
+    return done / (last_healthy - start), cpu / done
 
 
 def main() -> None:
@@ -95,12 +102,15 @@ def measure(
     pinning: str,
 ) -> None:
     rates: dict[str | None, list[float]] = {None: [], throttled: []}
+    cpus: dict[str | None, list[float]] = {None: [], throttled: []}
     ratios = []
     for round_number in range(repeat):
         order = [None, throttled][:: 1 if round_number % 2 else -1]
         seconds = {other: 0.0 for other in order}
         for other in order + order[::-1]:
-            seconds[other] += 1 / runner.run(healthy_rate(healthy, other, n, mix))
+            rate, cpu = runner.run(healthy_rate(healthy, other, n, mix))
+            seconds[other] += 1 / rate
+            cpus[other].append(cpu)
         for other, spent in seconds.items():
             rates[other].append(2 / spent)
         ratios.append(seconds[None] / seconds[throttled])
@@ -112,6 +122,8 @@ def measure(
     )
     print(f"healthy throughput alone:          {alone:8.0f} req/s (median)")
     print(f"healthy throughput with throttled: {mixed:8.0f} req/s (median)")
+    alone_cpu, mixed_cpu = (statistics.median(cpus[other]) * 1e6 for other in (None, throttled))
+    print(f"client CPU per healthy request: alone {alone_cpu:.0f} us, with {mixed_cpu:.0f} us")
     print(f"ratio: {median_and_middle_half(ratios)} (goal >= 0.9)")
 
 
