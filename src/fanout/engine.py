@@ -310,7 +310,6 @@ class _Run:
         "ordered",
         "outstanding",
         "results",
-        "size",
         "source",
         "tasks",
         "window",
@@ -318,7 +317,6 @@ class _Run:
 
     def __init__(self, window: int, ordered: bool = False) -> None:
         self.window = _Window(window)
-        self.size = window
         self.ordered = ordered
         self.debt = 0  # places taken back by parked requests sent (a sync source's reads to skip)
         self.blocked: list[_Host] = []  # hosts whose next request is parked, held back
@@ -587,14 +585,16 @@ class Fetcher:
         the CPU of benchmarks/latency.py on uvloop). With the collector's threshold
         raised that cost is gone, and the feeder's batches measured cheaper
         on uvloop, so runs with it raised (fanout's own) keep the feeder."""
-        if run.blocked:
-            self._unblock(run)
         if run.debt:  # a parked request took this place back when it was sent
             run.debt -= 1
+            if run.blocked:
+                self._unblock(run)
             return
         source = run.source
         if source is None:
             run.window.release()
+            if run.blocked:
+                self._unblock(run)
             return
         while True:
             try:
@@ -1020,11 +1020,19 @@ class Fetcher:
         else:
             run.window.release()
 
+    def _overdrawn(self, run: _Run) -> bool:
+        """Parked requests sent took back ``concurrency`` places or more beyond
+        the window: what was sent and not yet taken by the caller is then at its
+        bound, window + concurrency."""
+        if run.feeder is None:
+            return run.debt >= self._concurrency
+        return run.window.free <= -self._concurrency
+
     def _hold_back(self, host: _Host, run: _Run) -> bool:
         """A parked request is next at ``host``: hold the host back while its run
-        has a window's worth of results the caller has not taken, so that results
-        waiting for a slow caller stay bounded by the window. True when held."""
-        if len(run.results.items) < run.size:
+        is overdrawn, so that results waiting for a slow caller stay bounded.
+        True when held."""
+        if not self._overdrawn(run):
             return False
         self._runnable.popleft()
         host.runnable = False
@@ -1034,7 +1042,7 @@ class Fetcher:
 
     def _unblock(self, run: _Run, force: bool = False) -> None:
         """The caller took results (or the run ends): hosts held back go on."""
-        if not force and len(run.results.items) >= run.size:
+        if not force and self._overdrawn(run):
             return
         blocked, run.blocked = run.blocked, []
         for host in blocked:
