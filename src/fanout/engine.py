@@ -15,8 +15,14 @@ There is no scheduler task: dispatch runs whenever something changes (a
 request is admitted, an attempt ends, a timer fires) and starts every request
 whose host slot, global slot, rate tokens and not-before time all allow it.
 A request waiting for a retry, a host's cool-down or a rate token sits in a
-heap or a queue and holds no slot. Every task lives in the Fetcher's
-TaskGroup.
+heap or a queue and holds no slot. It is also parked: it gives its place in
+the read-ahead window back, so the window does not fill with waiters while
+other hosts' requests could run, up to ``Limits.parked`` requests (never with
+ordered output). Sent, it takes a place back, past the window's size if
+need be, and the run reads that much less ahead until the caller takes a
+result; a run overdrawn by ``concurrency`` places sends no parked request,
+so what was sent and not yet taken stays within window + concurrency.
+Every task lives in the Fetcher's TaskGroup.
 """
 
 from __future__ import annotations
@@ -501,7 +507,9 @@ class Fetcher:
 
         ``requests`` may be any sync or async iterable of URL strings and
         :class:`Request` objects, of any length: it is read lazily, never more
-        than ``limits.effective_window`` requests ahead of the results taken.
+        than ``limits.effective_window`` requests ahead of the results taken,
+        plus at most ``limits.effective_parked`` parked ones (see
+        :class:`~fanout.policy.Limits`).
         A sync iterable is read on the event loop, one request as each result
         is taken, so its ``next()`` must not block (wrap a blocking one in
         :class:`fanout.blocking_input.ThreadedReader`); an async one is read
