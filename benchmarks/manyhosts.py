@@ -9,21 +9,22 @@ heap holds thousands of hosts), and all to one host (the same rate limiting
 code runs, at a rate it never reaches). The ratio of the two throughputs is
 what the dispatcher's cost per host adds.
 
-One connection per request costs the kernel more when every connection goes
-to one listening port (measured: 3,100 req/s to 1 port, 3,650 to 2, 4,100 to
-8, 4,300 to 64 or more, without any rate limit), which favours the many
-hosts. So a third run spreads the requests over ``--few`` hosts (64) at the
-same never-reached rate: many against few is the scheduling cost alone.
+A third run spreads the requests over ``--few`` hosts (64) at the same
+never-reached rate: many against few separates the dispatcher's cost (hosts
+waiting in its heap, requests parked) from what any spread of hosts costs.
 
-Every answer closes its connection (``Connection: close``), in both runs: a
-keep-alive run over 10,000 hosts would open a connection per host while the
-one-host run reuses 64, and measure connection setup instead of scheduling;
-it would also need 10,000 idle sockets, more than the idle cap of the
-connector allows. The soft limit of open files is raised to the hard one
-(the server holds 10,000 listening sockets).
+Every answer says ``Connection: close``, in every run: a keep-alive run over
+10,000 hosts would open a connection per host while the one-host run reuses
+64, and measure connection setup instead of scheduling; it would also need
+10,000 idle sockets, more than the idle cap of the connector allows. The
+client closes first, so the TIME_WAIT entries are its own, which Linux
+reuses on loopback: closed by the server, they piled up under its one
+listening port and slowed the one-host run by 40 %. The soft limit of open
+files is raised to the hard one (the server holds 10,000 listening sockets).
 
-Each round runs one, many, many, one (or the reverse) so a drift of the
-machine's speed cancels out; the median over ``--repeat`` rounds is reported.
+Each round runs one, few, many, many, few, one (or the reverse), so a drift
+of the machine's speed cancels out; the median over ``--repeat`` rounds is
+reported.
 
     python benchmarks/manyhosts.py [-n 20000] [--hosts 10000] [--repeat 3]
 """
