@@ -38,6 +38,7 @@ from common import (  # type: ignore[import-not-found]
     fast_server,
     median_and_middle_half,
     pin_to,
+    settle_heap,
 )
 from fanout.runtime import loop_factory
 
@@ -59,6 +60,7 @@ async def healthy_rate(
     limits = fanout.Limits(concurrency=64, per_host=16, window=window)
     retry = fanout.RetryPolicy(attempts=2, retry_after_max=1.0)
     done = 0
+    settle_heap()
     start = time.perf_counter()
     cpu_start = time.process_time()
     last_healthy = start
