@@ -60,7 +60,6 @@ async def healthy_rate(
     limits = fanout.Limits(concurrency=64, per_host=16, window=window)
     retry = fanout.RetryPolicy(attempts=2, retry_after_max=1.0)
     done = 0
-    settle_heap()
     start = time.perf_counter()
     cpu_start = time.process_time()
     last_healthy = start
@@ -125,6 +124,7 @@ def measure(
         order = [None, throttled][:: 1 if round_number % 2 else -1]
         seconds = {other: 0.0 for other in order}
         for other in order + order[::-1]:
+            settle_heap()
             with collections_counted() as counted:
                 rate, cpu = runner.run(healthy_rate(healthy, other, n, mix, tuned))
             collections[other] += sum(counted.values())
