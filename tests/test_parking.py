@@ -271,3 +271,35 @@ def test_ctrl_c_leaves_parked_requests_pending(
     counts = json.loads(status.stdout)
     assert counts["done"] == 50
     assert counts["pending"] == 50  # the throttled host's, waiting for its cool-down
+
+
+# ------------------------------------------------------------------ timers
+
+
+def test_the_dispatcher_never_arms_a_timer_of_microseconds(
+    monkeypatch: pytest.MonkeyPatch, server_thread: str
+) -> None:
+    """On uvloop, whose clock ticks in milliseconds, a wake-up armed for a few
+    nanoseconds (a rate of 10^9 per second leaves such waits) fired at once
+    and found the token still not due, again and again until the clock
+    ticked: thousands of wake-ups for a few hundred requests."""
+    uvloop = pytest.importorskip("uvloop")
+    fired = 0
+    on_timer = Fetcher._on_timer
+
+    def counted(self: Fetcher) -> None:
+        nonlocal fired
+        fired += 1
+        on_timer(self)
+
+    monkeypatch.setattr(Fetcher, "_on_timer", counted)
+    limits = Limits(concurrency=16, per_host=None, per_host_rate=1e9)
+    urls = [f"{server_thread}/pages/{i}" for i in range(300)]
+
+    async def main() -> list[bool]:
+        async with Fetcher(limits=limits) as fetcher:
+            return [result.ok async for result in fetcher.stream(urls)]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert all(runner.run(main()))
+    assert fired <= len(urls)  # about one wake-up per two requests

@@ -52,6 +52,9 @@ class Limits:
       and per host, enforced by a token bucket (GCRA) that holds ``burst``
       tokens: at most ``burst + rate * t`` requests start in any window of
       ``t`` seconds. ``burst=1`` spaces requests evenly, ``1 / rate`` apart.
+      A request waiting for a token waits at least a millisecond (and
+      uvloop's clock ticks in milliseconds), so a rate above 1,000 per second
+      needs a ``burst`` of at least ``rate / 1000`` to be reached.
     - ``window``: how many requests fanout reads ahead of the results the
       caller has taken (default ``2 * concurrency``). Memory is bounded by it,
       whatever the length of the input. Raise it when the input is sorted by
