@@ -26,7 +26,12 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
             "ratio fanout/raw wall",
         ),
         ("memory.py", ["--sizes", "1000", "2000"], "fanout growth"),
-        ("fairness.py", ["-n", "200"], "ratio:"),
+        ("fairness.py", ["-n", "200", "--repeat", "1"], "ratio:"),
+        (
+            "manyhosts.py",
+            ["-n", "400", "--hosts", "200", "--few", "8", "--repeat", "1"],
+            "ratio 200 hosts / 1 host",
+        ),
         ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
         ("writes.py", ["--against", "HEAD", "-n", "300", "--repeat", "1"], "ratio"),
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),

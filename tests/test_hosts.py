@@ -366,3 +366,21 @@ def test_journal_retry_kinds_host_down_brings_them_back(tmp_path: Path) -> None:
     assert len(records) == 5
     assert [by_url[f"{base}/items/{i}"]["ok"] for i in range(1, 6)] == [False] * 2 + [True] * 3
     assert [stats.count(f"/items/{i}") for i in range(1, 6)] == [0, 0, 1, 1, 1]
+
+
+async def test_requests_parked_at_a_host_that_goes_down_end_as_host_down() -> None:
+    """Requests parked for the host's rate token (issue 18's parking) are among
+    those skipped once it is down, and leave the parked count."""
+    port = free_port()
+    urls = [f"http://127.0.0.1:{port}/{i}" for i in range(30)]
+    limits = Limits(concurrency=4, per_host_rate=50.0)
+    async with Fetcher(limits=limits, retry=ONCE, host_errors=3) as fetcher:
+        kinds = []
+        peak = 0
+        async for result in fetcher.stream(urls):
+            assert result.error is not None
+            kinds.append(result.error.kind)
+            peak = max(peak, fetcher.parked)
+        assert fetcher.parked == 0
+    assert kinds == [ErrorKind.CONNECT] * 3 + [ErrorKind.HOST_DOWN] * 27
+    assert peak > 0  # they were parked, waiting for their token

@@ -156,6 +156,14 @@ _HTTP_OPTIONS = [
         help="Requests per second per host.  [default: none]",
     ),
     click.option(
+        "--parked",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="Waiting requests (retry, cool-down, rate) held outside the read-ahead,"
+        " so other hosts go on; 0 turns it off.  [default: max(10000, 100 x concurrency)]",
+    ),
+    click.option(
         "--retries", type=click.IntRange(min=0), default=2, help="Retries after the first try."
     ),
     click.option(
@@ -292,6 +300,7 @@ def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Ca
             per_host=options["per_host"],
             rate=options["rate"],
             per_host_rate=options["per_host_rate"],
+            parked=options["parked"],
         ),
         RetryPolicy(attempts=options["retries"] + 1),
         Timeouts(

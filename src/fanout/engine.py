@@ -15,8 +15,14 @@ There is no scheduler task: dispatch runs whenever something changes (a
 request is admitted, an attempt ends, a timer fires) and starts every request
 whose host slot, global slot, rate tokens and not-before time all allow it.
 A request waiting for a retry, a host's cool-down or a rate token sits in a
-heap or a queue and holds no slot. Every task lives in the Fetcher's
-TaskGroup.
+heap or a queue and holds no slot. It is also parked: it gives its place in
+the read-ahead window back, so the window does not fill with waiters while
+other hosts' requests could run, up to ``Limits.parked`` requests (never with
+ordered output). Sent, it takes a place back, past the window's size if
+need be, and the run reads that much less ahead until the caller takes a
+result; a run overdrawn by ``concurrency`` places sends no parked request,
+so what was sent and not yet taken stays within window + concurrency.
+Every task lives in the Fetcher's TaskGroup.
 """
 
 from __future__ import annotations
@@ -92,6 +98,9 @@ _BODY_HEADERS = frozenset(
     {"content-type", "content-length", "content-encoding", "transfer-encoding"}
 )
 _END: Final = object()
+# The shortest wake-up the dispatcher arms: on uvloop, a timer of a few
+# microseconds fires at once and the dispatcher spins until the moment comes.
+_MIN_TIMER: Final = 0.001
 
 
 class _Host:
@@ -105,10 +114,10 @@ class _Host:
         "cool_until",
         "down",
         "down_until",
+        "expiring",
         "failure",
         "failures",
         "key",
-        "parked",
         "pending",
         "ready",
         "runnable",
@@ -124,7 +133,7 @@ class _Host:
         self.cool_until = -math.inf
         self.runnable = False  # in the dispatcher's round-robin queue
         self.sleeping = False  # in the wake-up heap
-        self.parked = False  # idle, in the heap of hosts dropped once their bucket is full
+        self.expiring = False  # idle, in the heap of hosts dropped once their bucket is full
         self.failures = 0
         self.failure = ""
         self.down: str | None = None
@@ -153,6 +162,7 @@ class _Item:
         "host",
         "index",
         "left",
+        "parked",
         "request",
         "run",
         "try_start",
@@ -172,6 +182,7 @@ class _Item:
         self.left: float | None = None  # of the try's total deadline, for its next hop
         self.hop: Hop | None = None
         self.hops = 0
+        self.parked = False  # waiting without a place in its run's window
 
 
 class _AttemptDeadline:
@@ -315,11 +326,14 @@ class _Run:
     """The state of one ``stream`` call: its read-ahead window and its results."""
 
     __slots__ = (
+        "blocked",
         "closed",
+        "debt",
         "error",
         "fed",
         "feeder",
         "next_index",
+        "ordered",
         "outstanding",
         "results",
         "source",
@@ -327,8 +341,11 @@ class _Run:
         "window",
     )
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, ordered: bool = False) -> None:
         self.window = _Window(window)
+        self.ordered = ordered
+        self.debt = 0  # places taken back by parked requests sent (a sync source's reads to skip)
+        self.blocked: list[_Host] = []  # hosts whose next request is parked, held back
         self.results = _Channel()
         self.outstanding: dict[int, _Item] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -429,7 +446,7 @@ class Fetcher:
         self._closing = False
         self._hosts: dict[HostKey, _Host] = {}
         # idle hosts, by when their bucket is full again
-        self._parked: list[tuple[float, int, _Host]] = []
+        self._expiring: list[tuple[float, int, _Host]] = []
         self._memory = HostMemory()  # what outlives a dropped host: cool-down, down mark
         # Failure counts alone, apart: a run over many dead hosts makes many, and
         # they must not push the cool-downs out of the memory's bound.
@@ -450,6 +467,8 @@ class Fetcher:
         self._debug = logger.isEnabledFor(logging.DEBUG)  # --debug: a line per retry and result
         self._concurrency = self.limits.concurrency
         self._per_host: float = self.limits.per_host or math.inf
+        self._parked = 0
+        self._park_budget = self.limits.effective_parked
 
     async def __aenter__(self) -> Fetcher:
         if self._group is not None:
@@ -538,6 +557,12 @@ class Fetcher:
         self._sweep(self._clock())
         return len(self._hosts)
 
+    @property
+    def parked(self) -> int:
+        """Requests waiting (for a retry, a host's cool-down or a rate token)
+        without a place in the read-ahead window: at most ``limits.parked``."""
+        return self._parked
+
     async def stream(
         self, requests: Source, *, ordered: bool = False
     ) -> AsyncGenerator[Result, None]:
@@ -546,7 +571,9 @@ class Fetcher:
 
         ``requests`` may be any sync or async iterable of URL strings and
         :class:`Request` objects, of any length: it is read lazily, never more
-        than ``limits.effective_window`` requests ahead of the results taken.
+        than ``limits.effective_window`` requests ahead of the results taken,
+        plus at most ``limits.effective_parked`` parked ones (see
+        :class:`~fanout.policy.Limits`).
         A sync iterable is read on the event loop, one request as each result
         is taken, so its ``next()`` must not block (wrap a blocking one in
         :class:`fanout.blocking_input.ThreadedReader`); an async one is read
@@ -556,7 +583,7 @@ class Fetcher:
         requests read before it. A single URL given as a str (or bytes) raises
         TypeError at once: wrap it in a list.
         """
-        run = self._start_run(requests)
+        run = self._start_run(requests, ordered)
         refill = self._refill
         items, wait = run.results.items, run.results.wait
         buffer: dict[int, Result] = {}  # ordered: results waiting for earlier ones
@@ -592,7 +619,7 @@ class Fetcher:
 
     # ------------------------------------------------------------- admission
 
-    def _start_run(self, requests: Source) -> _Run:
+    def _start_run(self, requests: Source, ordered: bool = False) -> _Run:
         if self._group is None or self._closing:
             raise RuntimeError("use the Fetcher inside 'async with Fetcher(...) as fetcher:'")
         if isinstance(requests, str | bytes | bytearray):  # iterable, but one URL is meant
@@ -600,7 +627,7 @@ class Fetcher:
                 f"expected an iterable of URLs or Requests, got a {type(requests).__name__};"
                 " wrap a single URL in a list"
             )
-        run = _Run(self.limits.effective_window)
+        run = _Run(self.limits.effective_window, ordered)
         self._runs.add(run)
         if isinstance(requests, AsyncIterable) or collector_raised():
             run.feeder = self._group.create_task(self._feed(run, requests), name="fanout-feeder")
@@ -630,19 +657,28 @@ class Fetcher:
         the CPU of benchmarks/latency.py on uvloop). With the collector's threshold
         raised that cost is gone, and the feeder's batches measured cheaper
         on uvloop, so runs with it raised (fanout's own) keep the feeder."""
+        if run.debt:  # a parked request took this place back when it was sent
+            run.debt -= 1
+            if run.blocked:
+                self._unblock(run)
+            return
         source = run.source
         if source is None:
             run.window.release()
+            if run.blocked:
+                self._unblock(run)
             return
-        try:
-            raw = next(source, _END)
-        except Exception as exc:  # the caller's iterable broke: stop reading, report it
-            run.error = exc
-            raw = _END
-        if raw is _END:
-            self._source_ended(run)
-        else:
-            self._admit(run, raw)
+        while True:
+            try:
+                raw = next(source, _END)
+            except Exception as exc:  # the caller's iterable broke: stop reading, report it
+                run.error = exc
+                raw = _END
+            if raw is _END:
+                self._source_ended(run)
+                return
+            if not self._admit(run, raw) or run.source is None:
+                return  # else it was parked: its place is free, read on
 
     async def _feed(self, run: _Run, requests: Source) -> None:
         """Read a source in a task of its own, never more than the run's window
@@ -660,7 +696,8 @@ class Fetcher:
                         raw = await anext(iterator)
                     except StopAsyncIteration:
                         break
-                    self._admit(run, raw)
+                    if self._admit(run, raw):  # parked: its place is free again
+                        window.free += 1
             else:
                 iterator = iter(requests)
                 while True:
@@ -670,7 +707,8 @@ class Fetcher:
                     item = next(iterator, _END)
                     if item is _END:
                         break
-                    self._admit(run, item)
+                    if self._admit(run, item):
+                        window.free += 1
         except asyncio.CancelledError:
             if iterator is not None:
                 await _close_source(iterator)  # a generator's finally (open files) runs now
@@ -685,7 +723,8 @@ class Fetcher:
         if not run.outstanding:
             run.results.put_nowait(None)
 
-    def _admit(self, run: _Run, raw: object) -> None:
+    def _admit(self, run: _Run, raw: object) -> bool:
+        """Admit a request; True when it was parked (its place in the window is free)."""
         index = run.next_index
         run.next_index += 1
         if isinstance(raw, str):
@@ -697,26 +736,29 @@ class Fetcher:
         else:
             request = Request(repr(raw))
             self._deliver(run, index, Result(request=request, error=_not_a_request(raw)))
-            return
+            return False
         if isinstance(parsed, Failure):
             self._deliver(run, index, Result(request=request, error=parsed))
-            return
+            return False
         key = host_key(parsed)
         if self._guard is not None:
             refused = self._guard.check_host(key[1])
             if refused is not None:
                 self._deliver(run, index, Result(request, error=Failure(ErrorKind.DENIED, refused)))
-                return
+                return False
         host = self._hosts.get(key) or self._host(key)
         item = _Item(run, index, request, parsed, host)
         if not request.send_credentials:  # sent as a hop that leaves them out
             item.hop = self._hop(request, request.method, request.body, _CREDENTIALS)
+        parked = self._park_budget > 0 and self._host_waits(host) and self._park(item)
         run.outstanding[index] = item
         host.pending += 1
         host.ready.append(item)
         self._make_runnable(host)
-        if self._active < self._concurrency:  # else a finishing worker dispatches it
+        # Else a finishing worker dispatches it; a parked one waits for its host's wake-up.
+        if self._active < self._concurrency and not (parked and host.sleeping):
             self._pump()
+        return parked
 
     def _host(self, key: HostKey) -> _Host:
         host = self._hosts.get(key)
@@ -744,12 +786,12 @@ class Fetcher:
         return host
 
     def _sweep(self, now: float) -> None:
-        """Drop the parked hosts whose bucket is full by ``now`` and that are still
-        idle (one that is busy again is parked again when it is idle)."""
-        parked = self._parked
-        while parked and parked[0][0] <= now:
-            host = heapq.heappop(parked)[2]
-            host.parked = False
+        """Drop the idle hosts whose bucket is full by ``now`` and that are still
+        idle (one that is busy again goes back in the heap when it is idle)."""
+        expiring = self._expiring
+        while expiring and expiring[0][0] <= now:
+            host = heapq.heappop(expiring)[2]
+            host.expiring = False
             if host.pending == 0 and host.active == 0:
                 self._evict(host, now)
 
@@ -806,6 +848,8 @@ class Fetcher:
                 runnable.popleft()
                 host.runnable = False
                 continue
+            if ready[0].parked and self._hold_back(host, ready[0].run):
+                continue
             if host.cool_until > now or host.bucket is not None:
                 wait = host.wait(now)
                 if wait > 0.0:
@@ -823,6 +867,8 @@ class Fetcher:
             if host.bucket is not None:
                 host.bucket.take(now)
             item = ready.popleft()
+            if item.parked:
+                self._unpark(item, take_place=True)
             host.active += 1
             self._active += 1
             runnable.popleft()
@@ -848,6 +894,7 @@ class Fetcher:
             when = min(when, self._global_wake)
         if when == math.inf:
             return
+        when = max(when, now + _MIN_TIMER)
         if self._timer is not None:
             if self._timer_when <= when:
                 return  # an earlier wake-up is armed; it will re-arm
@@ -974,6 +1021,8 @@ class Fetcher:
             delay = hop = None
         if delay is not None:
             heapq.heappush(self._timers, (self._clock() + delay, next(self._seq), item))
+            if self._park(item):
+                self._release(item.run)
         elif hop is not None:
             self._move(item, *hop)
         else:
@@ -1024,6 +1073,91 @@ class Fetcher:
         if not retryable:
             return None
         return policy.delay(item.attempts, retry_after, self._rng)
+
+    # -------------------------------------------------------------- parking
+
+    def _host_waits(self, host: _Host) -> bool:
+        """True when a request admitted now to ``host`` would wait for its
+        cool-down or a rate token, or behind requests that do (not for a slot
+        alone: a busy host that was never throttled is not parked)."""
+        if host.sleeping:
+            return True
+        bucket = host.bucket
+        if bucket is None and host.cool_until == -math.inf:
+            return False
+        if host.ready:
+            return True
+        now = self._clock()
+        return host.cool_until > now or (bucket is not None and bucket.wait(now) > 0.0)
+
+    def _park(self, item: _Item) -> bool:
+        """Park a request that must wait, within the fetcher's budget: it gives
+        its place in the run's window back (the caller frees it), so reading
+        ahead goes on and requests to other hosts are not starved by waiters.
+        Not with ordered output, whose buffered results the window bounds."""
+        if item.parked or item.run.ordered or self._parked >= self._park_budget:
+            return False
+        item.parked = True
+        self._parked += 1
+        return True
+
+    def _unpark(self, item: _Item, take_place: bool = False) -> None:
+        """The parked ``item`` is sent (``take_place``: it takes a place in its
+        run's window back, even past the window's size, which then reads less
+        ahead until it is given back) or it is retired."""
+        item.parked = False
+        self._parked -= 1
+        if take_place:
+            run = item.run
+            if run.feeder is None:
+                run.debt += 1
+            else:
+                run.window.free -= 1
+
+    def _unpark_all(self, run: _Run) -> None:
+        for item in run.outstanding.values():
+            if item.parked:
+                self._unpark(item)
+        self._unblock(run, force=True)
+
+    def _release(self, run: _Run) -> None:
+        """A request of ``run`` was parked after it was admitted: read one more."""
+        if run.feeder is None:
+            self._refill(run)
+        else:
+            run.window.release()
+
+    def _overdrawn(self, run: _Run) -> bool:
+        """Parked requests sent took back ``concurrency`` places or more beyond
+        the window: what was sent and not yet taken by the caller is then at its
+        bound, window + concurrency."""
+        if run.feeder is None:
+            return run.debt >= self._concurrency
+        return run.window.free <= -self._concurrency
+
+    def _hold_back(self, host: _Host, run: _Run) -> bool:
+        """A parked request is next at ``host``: hold the host back while its run
+        is overdrawn, so that results waiting for a slow caller stay bounded.
+        True when held."""
+        if not self._overdrawn(run):
+            return False
+        self._runnable.popleft()
+        host.runnable = False
+        host.sleeping = True  # in neither the round-robin queue nor the wake-up heap
+        run.blocked.append(host)
+        return True
+
+    def _unblock(self, run: _Run, force: bool = False) -> None:
+        """The caller took results (or the run ends): hosts held back go on."""
+        if not force and self._overdrawn(run):
+            return
+        blocked, run.blocked = run.blocked, []
+        for host in blocked:
+            host.sleeping = False
+            if host.ready:
+                self._make_runnable(host)
+        if blocked and not force:
+            self._pump()
 
     # -------------------------------------------------------------- redirects
 
@@ -1118,6 +1252,8 @@ class Fetcher:
         host = item.host
         host.pending -= 1
         item.run.outstanding.pop(item.index, None)
+        if item.parked:
+            self._unpark(item)
         self._forget_if_idle(host)
 
     def _forget_if_idle(self, host: _Host) -> None:
@@ -1126,14 +1262,14 @@ class Fetcher:
 
     def _evict(self, host: _Host, now: float) -> None:
         """Drop an idle host's state, keeping in the memory what must outlive it;
-        or, while its rate bucket is not full again, park it until it is."""
+        or, while its rate bucket is not full again, keep it in a heap until it is."""
         if self._hosts.get(host.key) is not host:
             return
         bucket = host.bucket
         if bucket is not None and not bucket.idle(now):
-            if not host.parked:
-                host.parked = True
-                heapq.heappush(self._parked, (bucket.full_at, next(self._seq), host))
+            if not host.expiring:
+                host.expiring = True
+                heapq.heappush(self._expiring, (bucket.full_at, next(self._seq), host))
             return
         del self._hosts[host.key]
         down = host.down is not None and host.down_until > now
@@ -1222,6 +1358,7 @@ class Fetcher:
         """On close, give every request still in flight a CANCELLED result."""
         if run.closed:
             return
+        self._unpark_all(run)
         failure = Failure(ErrorKind.CANCELLED, "the fetcher closed before the request finished")
         for index, item in sorted(run.outstanding.items()):
             run.results.put_nowait(
@@ -1235,6 +1372,7 @@ class Fetcher:
             return
         run.closed = True
         self._runs.discard(run)
+        self._unpark_all(run)
         source, run.source = run.source, None
         if source is not None:
             await _close_source(source)  # a generator's finally (open files) runs now

@@ -52,10 +52,20 @@ class Limits:
       and per host, enforced by a token bucket (GCRA) that holds ``burst``
       tokens: at most ``burst + rate * t`` requests start in any window of
       ``t`` seconds. ``burst=1`` spaces requests evenly, ``1 / rate`` apart.
+      A request waiting for a token waits at least a millisecond (and
+      uvloop's clock ticks in milliseconds), so a rate above 1,000 per second
+      needs a ``burst`` of at least ``rate / 1000`` to be reached.
     - ``window``: how many requests fanout reads ahead of the results the
       caller has taken (default ``2 * concurrency``). Memory is bounded by it,
       whatever the length of the input. Raise it when the input is sorted by
       host and some hosts are slow, so others can be reached.
+    - ``parked``: how many requests that must wait (a retry's back-off, a
+      host's cool-down after 429 or 503, a per-host rate token) may give
+      their place in the window back while they wait, so reading ahead goes
+      on and requests to other hosts are not starved. Each costs about a
+      kilobyte; beyond the budget a waiting request keeps its place, as it
+      does with ``parked=0`` and with ordered output. Default
+      ``max(10_000, 50 * window)``.
     """
 
     concurrency: int = 64
@@ -64,6 +74,7 @@ class Limits:
     per_host_rate: float | None = None
     burst: int = 1
     window: int | None = None
+    parked: int | None = None
 
     def __post_init__(self) -> None:
         _positive_int("Limits", "concurrency", self.concurrency, optional=False)
@@ -72,11 +83,21 @@ class Limits:
         _positive("Limits", "per_host_rate", self.per_host_rate, optional=True)
         _positive_int("Limits", "burst", self.burst, optional=False)
         _positive_int("Limits", "window", self.window, optional=True)
+        if self.parked is not None and (
+            isinstance(self.parked, bool) or not isinstance(self.parked, int) or self.parked < 0
+        ):
+            raise ConfigError(f"Limits.parked must be an integer >= 0, got {self.parked!r}")
 
     @property
     def effective_window(self) -> int:
         """The read-ahead bound in force: ``window`` or ``2 * concurrency``."""
         return self.window if self.window is not None else 2 * self.concurrency
+
+    @property
+    def effective_parked(self) -> int:
+        """The budget of parked requests in force: ``parked`` or
+        ``max(10_000, 50 * effective_window)``."""
+        return self.parked if self.parked is not None else max(10_000, 50 * self.effective_window)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
