@@ -1,12 +1,14 @@
-"""Per-host fairness: one throttled host must not slow the healthy ones.
+"""Per-host fairness: one throttled or slow host must not slow the healthy ones.
 
 Four hosts (127.0.0.1..4, one fastserver each); one answers every request
-with 429 and Retry-After: 1. Fanout fetches N URLs per healthy host, alone
-and then interleaved with the throttled host's URLs; the healthy hosts'
-throughput with the throttled host over their throughput without it. Each
-round runs alone, with, with, alone (or the reverse), so a drift of the
-machine's speed cancels out of the round's ratio; the median over
-``--repeat`` rounds is reported with the middle half of the rounds' ratios.
+with 429 and Retry-After: 1 (``--other throttled``, the default) or only
+after 30 seconds (``--other slow``: its requests wait for its 16 slots).
+Fanout fetches N URLs per healthy host, alone and then interleaved with the
+fourth host's URLs; the healthy hosts' throughput with that host over their
+throughput without it. Each round runs alone, with, with, alone (or the
+reverse), so a drift of the machine's speed cancels out of the round's
+ratio; the median over ``--repeat`` rounds is reported with the middle half
+of the rounds' ratios.
 
 Two mixes (``--mix``, both by default):
 
@@ -21,7 +23,7 @@ last of their results; the run then stops (the throttled host's requests,
 still waiting, are not what is measured). Both runs read their whole input
 up to that point: the interleaved one reads twice as many URLs.
 
-    python benchmarks/fairness.py [-n 3000] [--repeat 5] [--mix alternate]
+    python benchmarks/fairness.py [-n 3000] [--repeat 5] [--mix alternate] [--other slow]
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="rounds")
     parser.add_argument("--mix", choices=["sparse", "alternate", "both"], default="both")
     parser.add_argument(
+        "--other",
+        choices=["throttled", "slow"],
+        default="throttled",
+        help="the fourth host answers 429 with Retry-After: 1, or answers after 30 s",
+    )
+    parser.add_argument(
         "--collector",
         choices=["tuned", "default", "both"],
         default="both",
@@ -94,25 +102,28 @@ def main() -> None:
     factory = loop_factory()
     with contextlib.ExitStack() as stack:
         healthy = [stack.enter_context(fast_server(1, host=f"127.0.0.{i}")) for i in (1, 2, 3)]
-        throttled = stack.enter_context(
-            fast_server(1, "--status", "429", "--retry-after", "1", host="127.0.0.4")
-        )
+        answers = ["--latency", "30"] if args.other == "slow" else ["--status", "429"]
+        if args.other == "throttled":
+            answers += ["--retry-after", "1"]
+        throttled = stack.enter_context(fast_server(1, *answers, host="127.0.0.4"))
+        doing = "answering after 30 s" if args.other == "slow" else "answering 429"
         with asyncio.Runner(loop_factory=factory) as runner:
             for mix in mixes:
                 for tuned in tunings:
-                    measure(runner, healthy, throttled, mix, tuned, args.n, args.repeat, pinning)
+                    measure(runner, healthy, (throttled, doing), mix, tuned, args.n, args.repeat)
+                    print(pinning)
 
 
 def measure(
     runner: asyncio.Runner,
     healthy: list[str],
-    throttled: str,
+    other: tuple[str, str],
     mix: str,
     tuned: bool,
     n: int,
     repeat: int,
-    pinning: str,
 ) -> None:
+    throttled, doing = other
     rates: dict[str | None, list[float]] = {None: [], throttled: []}
     cpus: dict[str | None, list[float]] = {None: [], throttled: []}
     collections = {None: 0, throttled: 0}
@@ -137,8 +148,8 @@ def measure(
     shape = "1 throttled URL per 30" if mix == "sparse" else "every other URL throttled"
     collector = "collector tuned" if tuned else "default collector"
     print(
-        f"# fairness, {mix}, {collector}: 3 healthy hosts x {n} URLs, 1 host answering 429"
-        f" ({shape}), {repeat} palindromic rounds; {pinning}"
+        f"# fairness, {mix}, {collector}: 3 healthy hosts x {n} URLs, 1 host {doing}"
+        f" ({shape}), {repeat} palindromic rounds"
     )
     print(f"healthy throughput alone:          {alone:8.0f} req/s (median)")
     print(f"healthy throughput with throttled: {mixed:8.0f} req/s (median)")

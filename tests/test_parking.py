@@ -86,6 +86,26 @@ async def test_healthy_results_are_not_starved_by_a_throttled_host(
     assert len(two_hosts.stats.arrivals(_host(throttled), "/retry-after/")) <= per_host
 
 
+async def test_healthy_results_are_not_starved_by_a_slow_host(two_hosts: DemoServer) -> None:
+    """A host that never answers holds its own slots; its other requests wait
+    for one, parked, so the healthy host's interleaved URLs all come back."""
+    healthy, slow = two_hosts.urls
+    limits = Limits(concurrency=4, per_host=2, window=8)
+    urls = [url for i in range(100) for url in (f"{slow}/hang?i={i}", f"{healthy}/pages/{i}")]
+    taken = parked_then = 0
+    async with asyncio.timeout(GUARD), Fetcher(limits=limits, retry=ONE_TRY) as fetcher:
+        async for result in fetcher.stream(urls):
+            assert result.url.startswith(healthy), result.error
+            assert result.ok
+            taken += 1
+            if taken == 100:
+                parked_then = fetcher.parked
+                break
+    assert taken == 100
+    assert parked_then >= 90  # all but the slow host's two in flight, at most
+    assert len(two_hosts.stats.arrivals(_host(slow), "/hang")) == 2
+
+
 async def test_parked_requests_stay_within_the_budget(two_hosts: DemoServer) -> None:
     """Beyond ``Limits.parked``, a waiting request keeps its place in the window."""
     healthy, throttled = two_hosts.urls

@@ -160,7 +160,7 @@ _HTTP_OPTIONS = [
         type=click.IntRange(min=0),
         default=None,
         metavar="N",
-        help="Waiting requests (retry, cool-down, rate) held outside the read-ahead,"
+        help="Waiting requests (retry, cool-down, rate, a busy host) held outside the read-ahead,"
         " so other hosts go on; 0 turns it off.  [default: max(10000, 100 x concurrency)]",
     ),
     click.option(

@@ -755,8 +755,11 @@ class Fetcher:
         host.pending += 1
         host.ready.append(item)
         self._make_runnable(host)
-        # Else a finishing worker dispatches it; a parked one waits for its host's wake-up.
-        if self._active < self._concurrency and not (parked and host.sleeping):
+        # Else a finishing worker dispatches it; a parked one waits for its host's
+        # wake-up or a slot of its own.
+        if self._active < self._concurrency and not (
+            parked and (host.sleeping or self._host_full(host))
+        ):
             self._pump()
         return parked
 
@@ -1077,10 +1080,10 @@ class Fetcher:
     # -------------------------------------------------------------- parking
 
     def _host_waits(self, host: _Host) -> bool:
-        """True when a request admitted now to ``host`` would wait for its
-        cool-down or a rate token, or behind requests that do (not for a slot
-        alone: a busy host that was never throttled is not parked)."""
-        if host.sleeping:
+        """True when a request admitted now to ``host`` would wait: for its
+        cool-down or a rate token, for one of the host's own slots (all in use
+        while the fetcher has others: a slow host), or behind requests that do."""
+        if host.sleeping or self._host_full(host):
             return True
         bucket = host.bucket
         if bucket is None and host.cool_until == -math.inf:
@@ -1089,6 +1092,11 @@ class Fetcher:
             return True
         now = self._clock()
         return host.cool_until > now or (bucket is not None and bucket.wait(now) > 0.0)
+
+    def _host_full(self, host: _Host) -> bool:
+        """Every slot of ``host`` is in use, and its limit is below the fetcher's
+        (else its requests wait for any slot, as every host's do)."""
+        return host.active >= self._per_host and self._per_host < self._concurrency
 
     def _park(self, item: _Item) -> bool:
         """Park a request that must wait, within the fetcher's budget: it gives

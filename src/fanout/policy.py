@@ -60,7 +60,8 @@ class Limits:
       whatever the length of the input. Raise it when the input is sorted by
       host and some hosts are slow, so others can be reached.
     - ``parked``: how many requests that must wait (a retry's back-off, a
-      host's cool-down after 429 or 503, a per-host rate token) may give
+      host's cool-down after 429 or 503, a per-host rate token, one of a
+      slow host's own slots when ``per_host`` is below ``concurrency``) may give
       their place in the window back while they wait, so reading ahead goes
       on and requests to other hosts are not starved. Each costs about a
       kilobyte; beyond the budget a waiting request keeps its place, as it
