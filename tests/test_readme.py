@@ -1,0 +1,107 @@
+"""The README's examples run as shown.
+
+Every ```python block and every ```console block with ``$`` prompts is taken
+from README.md and run against the demo server, with ``127.0.0.1:8000`` (the
+address the README's ``fanout serve --port 8000`` gives) replaced by the test
+server's. A ``fanout serve`` line is left out: the test's server stands in for
+it. Signatures and synopses are in ```text blocks, which are not run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fanout.demo import ServerThread
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BIN = Path(sys.executable).parent
+
+
+def _blocks(language: str) -> list[tuple[int, str]]:
+    text = README.read_text(encoding="utf-8")
+    return [
+        (text[: match.start()].count("\n") + 1, match.group(2))
+        for match in BLOCK.finditer(text)
+        if match.group(1) == language
+    ]
+
+
+def _commands(block: str) -> Iterator[str]:
+    """The ``$`` commands of a console block, continuation lines joined."""
+    command: list[str] = []
+    for line in block.splitlines():
+        if command:
+            command.append(line)
+        elif line.startswith("$ "):
+            command.append(line[2:])
+        else:
+            continue
+        if not line.endswith("\\"):
+            yield "\n".join(command)
+            command = []
+
+
+CONSOLE = [(line, block) for line, block in _blocks("console") if "\n$ " in "\n" + block]
+PYTHON = _blocks("python")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    with ServerThread() as running:
+        yield running
+
+
+def _address(server: ServerThread) -> str:
+    return server.url.split("://", 1)[1]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def test_the_readme_has_examples_of_each_kind() -> None:
+    assert len(CONSOLE) >= 5
+    assert len(PYTHON) >= 5
+
+
+@pytest.mark.timeout(300)
+def test_console_examples_run_in_order(server: ServerThread, tmp_path: Path) -> None:
+    """In one directory, in the README's order, as a reader would type them
+    (a later example may use a file an earlier one made)."""
+    for line, block in CONSOLE:
+        for command in _commands(block):
+            if command.startswith("fanout serve"):
+                continue
+            command = command.replace("127.0.0.1:8000", _address(server))
+            done = subprocess.run(
+                ["bash", "-c", command],
+                cwd=tmp_path,
+                env=_environment(),
+                capture_output=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, (
+                f"README line {line}: {command}\nexit {done.returncode}\n{done.stderr.decode()}"
+            )
+            assert b"Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("line", "block"), PYTHON, ids=[f"line {n}" for n, _ in PYTHON])
+def test_python_example_runs(line: int, block: str, server: ServerThread, tmp_path: Path) -> None:
+    code = "import asyncio\nimport fanout\n" + block.replace("127.0.0.1:8000", _address(server))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"README line {line}\n{done.stderr.decode()}"
