@@ -1,7 +1,7 @@
-"""The README's examples run as shown.
+"""The examples of the README and of docs/ run as shown.
 
 Every ```python block and every ```console block with ``$`` prompts is taken
-from README.md and run against the demo server, with ``127.0.0.1:8000`` (the
+from README.md and docs/*.md and run against the demo server, with ``127.0.0.1:8000`` (the
 address the README's ``fanout serve --port 8000`` gives) replaced by the test
 server's. A ``fanout serve`` line is left out: the test's server stands in for
 it. Signatures and synopses are in ```text blocks, which are not run.
@@ -20,15 +20,20 @@ import pytest
 
 from fanout.demo import ServerThread
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 BIN = Path(sys.executable).parent
 
 
-def _blocks(language: str) -> list[tuple[int, str]]:
-    text = README.read_text(encoding="utf-8")
+def _blocks(page: Path, language: str) -> list[tuple[str, str]]:
+    """``(where, text)`` of each block of ``language`` in ``page``."""
+    text = page.read_text(encoding="utf-8")
     return [
-        (text[: match.start()].count("\n") + 1, match.group(2))
+        (
+            f"{page.relative_to(ROOT)} line {text[: match.start()].count(chr(10)) + 1}",
+            match.group(2),
+        )
         for match in BLOCK.finditer(text)
         if match.group(1) == language
     ]
@@ -49,8 +54,12 @@ def _commands(block: str) -> Iterator[str]:
             command = []
 
 
-CONSOLE = [(line, block) for line, block in _blocks("console") if "\n$ " in "\n" + block]
-PYTHON = _blocks("python")
+def _console(page: Path) -> list[tuple[str, str]]:
+    return [(where, block) for where, block in _blocks(page, "console") if "\n$ " in "\n" + block]
+
+
+CONSOLE = {page.name: _console(page) for page in PAGES if _console(page)}
+PYTHON = [block for page in PAGES for block in _blocks(page, "python")]
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +77,16 @@ def _environment() -> dict[str, str]:
 
 
 def test_the_readme_has_examples_of_each_kind() -> None:
-    assert len(CONSOLE) >= 5
-    assert len(PYTHON) >= 5
+    assert len(CONSOLE["README.md"]) >= 4
+    assert sum(where.startswith("README.md") for where, _ in PYTHON) >= 4
 
 
 @pytest.mark.timeout(300)
-def test_console_examples_run_in_order(server: ServerThread, tmp_path: Path) -> None:
-    """In one directory, in the README's order, as a reader would type them
-    (a later example may use a file an earlier one made)."""
-    for line, block in CONSOLE:
+@pytest.mark.parametrize("page", sorted(CONSOLE))
+def test_console_examples_run_in_order(page: str, server: ServerThread, tmp_path: Path) -> None:
+    """A page's examples in one directory, in order, as a reader would type
+    them (a later example may use a file an earlier one made)."""
+    for where, block in CONSOLE[page]:
         for command in _commands(block):
             if command.startswith("fanout serve"):
                 continue
@@ -89,13 +99,13 @@ def test_console_examples_run_in_order(server: ServerThread, tmp_path: Path) -> 
                 timeout=120,
             )
             assert done.returncode == 0, (
-                f"README line {line}: {command}\nexit {done.returncode}\n{done.stderr.decode()}"
+                f"{where}: {command}\nexit {done.returncode}\n{done.stderr.decode()}"
             )
             assert b"Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize(("line", "block"), PYTHON, ids=[f"line {n}" for n, _ in PYTHON])
-def test_python_example_runs(line: int, block: str, server: ServerThread, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("where", "block"), PYTHON, ids=[where for where, _ in PYTHON])
+def test_python_example_runs(where: str, block: str, server: ServerThread, tmp_path: Path) -> None:
     code = "import asyncio\nimport fanout\n" + block.replace("127.0.0.1:8000", _address(server))
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -104,4 +114,4 @@ def test_python_example_runs(line: int, block: str, server: ServerThread, tmp_pa
         capture_output=True,
         timeout=120,
     )
-    assert done.returncode == 0, f"README line {line}\n{done.stderr.decode()}"
+    assert done.returncode == 0, f"{where}\n{done.stderr.decode()}"
