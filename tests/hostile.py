@@ -26,12 +26,20 @@ import inspect
 import itertools
 import socket
 import struct
+import sys
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 from typing import Literal, Self
+
+import brotli
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 __all__ = [
     "ORIGINS",
@@ -423,6 +431,14 @@ def gzip_bomb(decoded: int = 64 << 20, wbits: int = 31) -> bytes:
     return b"".join(parts)
 
 
+@functools.cache
+def zeros_compressed(encoding: Literal["br", "zstd"], decoded: int = 64 << 20) -> bytes:
+    """``decoded`` zero bytes in brotli or zstd (both thousands of times smaller)."""
+    if encoding == "br":
+        return bytes(brotli.compress(bytes(decoded), quality=1))
+    return zstd.compress(bytes(decoded))
+
+
 def deep_json(depth: int, kind: Literal["list", "object"] = "list") -> bytes:
     """Valid JSON nested ``depth`` levels deep: ``[[[...]]]`` or ``{"a":{"a":...}}``."""
     if kind == "list":
@@ -465,8 +481,8 @@ def _with_headers(*headers: HeaderItem, status: int = 200, body: bytes = b"{}") 
     return Reply(response(status, headers, body))
 
 
-def _bomb(encoding: str, wbits: int, *, length: bool = True) -> Reply:
-    bomb = gzip_bomb(64 << 20, wbits)
+def _bomb(encoding: str, wbits: int = 0, *, length: bool = True) -> Reply:
+    bomb = zeros_compressed(encoding) if encoding in ("br", "zstd") else gzip_bomb(64 << 20, wbits)
     if length:
         return Reply(response(200, [("Content-Encoding", encoding)], bomb))
     head = [("Content-Encoding", encoding), ("Transfer-Encoding", "chunked")]
@@ -557,6 +573,13 @@ def catalogue() -> dict[str, Reply]:
         "deflate-bomb": _bomb("deflate", 15),
         "gzip-garbage": _with_headers(("Content-Encoding", "gzip"), body=b"not gzip at all"),
         "br-garbage": _with_headers(("Content-Encoding", "br"), body=b"not brotli"),
+        "br-bomb": _bomb("br"),
+        "br-bomb-chunked": _bomb("br", length=False),
+        "zstd-garbage": _with_headers(
+            ("Content-Encoding", "zstd"), body=b"\x28\xb5\x2f\xfdnot zstd"
+        ),
+        "zstd-bomb": _bomb("zstd"),
+        "zstd-bomb-chunked": _bomb("zstd", length=False),
         "unknown-encoding": _with_headers(("Content-Encoding", "x-evil"), body=b"{}"),
         "identity-over-cap": Reply(response(200, [], bytes(CAP + 1))),
         # JSON

@@ -72,6 +72,12 @@ EXPECTED_KINDS = {
     "deflate-bomb": ErrorKind.TOO_LARGE,
     "identity-over-cap": ErrorKind.TOO_LARGE,
     "gzip-garbage": ErrorKind.PROTOCOL,
+    "br-bomb": ErrorKind.TOO_LARGE,
+    "br-bomb-chunked": ErrorKind.TOO_LARGE,
+    "br-garbage": ErrorKind.PROTOCOL,
+    "zstd-bomb": ErrorKind.TOO_LARGE,
+    "zstd-bomb-chunked": ErrorKind.TOO_LARGE,
+    "zstd-garbage": ErrorKind.PROTOCOL,
     "close-mid-body": ErrorKind.PROTOCOL,
     "reset-after-head": ErrorKind.PROTOCOL,
     "reset-at-once": ErrorKind.PROTOCOL,
@@ -173,7 +179,9 @@ async def test_library_gives_one_result_per_request_whatever_the_response(
 
 
 BODY_TRAPS = sorted(
-    n for n in TRAPS if n.startswith(("charset-", "json-", "gzip-", "deflate-", "identity-"))
+    n
+    for n in TRAPS
+    if n.startswith(("charset-", "json-", "gzip-", "deflate-", "br-", "zstd-", "identity-"))
 )
 # Every trap under --body json (it parses, then writes, the body); those about
 # bodies under --body text too. The other modes are left to the Hypothesis tests.

@@ -1,9 +1,10 @@
-"""Kept bodies are bounded: gzip bombs cost a small multiple of max_bytes.
+"""Kept bodies are bounded: gzip, brotli and zstd bombs cost a small multiple of max_bytes.
 
 Peak RSS of a real ``fanout fetch --body text`` process (from wait4) over six
 bombs of the demo server, each inflating to exactly max_bytes of zeros (the
 largest body kept; text of NUL bytes is 6 bytes of JSON per byte), against
-the same run over six small pages. benchmarks/bombs.py prints the figures.
+the same run over six small pages; and over six bombs of 1 GiB, cut at
+max_bytes. benchmarks/bombs.py prints the figures.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ MIB = 1024 * 1024
 BOMBS = 6
 
 
-def peak_rss(*args: str) -> int:
-    """Peak RSS in bytes of one ``fanout`` process, killed if it runs past 120 s."""
+def peak_rss(*args: str, failed: bool = False) -> int:
+    """Peak RSS in bytes of one ``fanout`` process, killed if it runs past 120 s;
+    ``failed``: its URLs are meant to fail (exit status 1)."""
     command = [sys.executable, "-m", "fanout", *args]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     timer = threading.Timer(120, process.kill)
@@ -38,19 +40,24 @@ def peak_rss(*args: str) -> int:
     assert process.stderr is not None
     errors = process.stderr.read()
     process.stderr.close()
-    assert process.returncode == 0, errors
+    assert process.returncode == (1 if failed else 0), errors
     return int(usage.ru_maxrss) * 1024  # KiB on Linux
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB: Linux")
-def test_six_gzip_bombs_cost_a_small_multiple_of_max_bytes(server_thread: str) -> None:
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_six_bombs_cost_a_small_multiple_of_max_bytes(server_thread: str, encoding: str) -> None:
     cap = 8 * MIB
     fetch = ["fetch", "-q", "--body", "text", "--max-bytes", str(cap), "-o", os.devnull]
     baseline = peak_rss(*fetch, *(f"{server_thread}/pages/{n}" for n in range(BOMBS)))
-    bombs = [f"{server_thread}/gzip-bomb?size={cap}&n={n}" for n in range(BOMBS)]
+    bombs = [f"{server_thread}/{encoding}-bomb?size={cap}&n={n}" for n in range(BOMBS)]
     peak = peak_rss(*fetch, *bombs)
     # Six bodies in flight, and one record (its text, its JSON line) built at a time:
     # about 13 x max_bytes. It was 74 x (a queue of 100 records of 48 MiB lines, joined).
+    assert peak - baseline < BOMBS * cap * 3, f"{(peak - baseline) / cap:.1f} x max_bytes"
+    # Bombs of 1 GiB each are cut at the cap: never inflated whole.
+    cut = [f"{server_thread}/{encoding}-bomb?size={1024**3}&n={n}" for n in range(BOMBS)]
+    peak = peak_rss(*fetch, *cut, failed=True)
     assert peak - baseline < BOMBS * cap * 3, f"{(peak - baseline) / cap:.1f} x max_bytes"
 
 

@@ -329,7 +329,7 @@ def serve(
     Endpoints include /pages/{n}, /items/{id}, /items?page=N, /v0/topstories.json,
     /v0/item/{id}.json, /users, /posts, and misbehaving ones: /status/{code},
     /retry-after/{s}, /flaky/{n}, /slow?delay=S, /hang, /stall, /drip, /short,
-    /reset, /redirect/{n}, /bytes/{n}, /gzip-bomb. See / for the full list.
+    /reset, /redirect/{n}, /bytes/{n}, /gzip-bomb, /br-bomb, /zstd-bomb. See / for the full list.
     """
     from fanout.commands import run_serve
 

@@ -30,6 +30,7 @@ absolute with ``?absolute=1``), ``/redirect-to?url=U&status=S&delay=D`` (a
 redirect with status S, 302 by default, to U, any scheme, after D seconds),
 ``/bytes/{n}`` (byte i is ``i % 256``; at most 100 MiB),
 ``/gzip-bomb?size=N`` (gzip that inflates to N zero bytes, 1 GiB by default),
+``/br-bomb?size=N`` and ``/zstd-bomb?size=N`` (the same in brotli and zstd),
 ``/json/bad`` (not JSON, labelled JSON) and ``/echo`` (method, path, headers
 and body as JSON).
 """
@@ -513,6 +514,56 @@ async def _gzip_bomb(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# A zstd frame by hand (RFC 8878): the magic number, a descriptor with no content
+# size and no checksum, a 128 KiB window, then RLE blocks of 128 KiB of zeros, 4
+# bytes each (a block header and the byte repeated): nothing is compressed.
+_ZSTD_HEADER = b"\x28\xb5\x2f\xfd\x00\x38"
+_ZSTD_BLOCK = 128 * 1024
+
+
+def _zstd_zeros(size: int, *, last: bool) -> bytes:
+    """An RLE block of ``size`` zero bytes (a raw empty block when ``size`` is 0)."""
+    kind = 1 if size else 0
+    header = ((size << 3) | (kind << 1) | int(last)).to_bytes(3, "little")
+    return header + (b"\x00" if size else b"")
+
+
+async def _zstd_bomb(request: web.Request) -> web.StreamResponse:
+    size = _int(request, "size", 1024**3, 0, MAX_BOMB)
+    whole, rest = divmod(size, _ZSTD_BLOCK)
+    response = web.StreamResponse(headers={"Content-Encoding": "zstd"})
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    block = _zstd_zeros(_ZSTD_BLOCK, last=False)
+    with contextlib.suppress(ConnectionError):
+        await response.write(_ZSTD_HEADER)
+        for start in range(0, whole, 1024):  # 4 KiB a write
+            await response.write(block * min(1024, whole - start))
+        await response.write(_zstd_zeros(rest, last=True))
+    return response
+
+
+async def _br_bomb(request: web.Request) -> web.StreamResponse:
+    # brotli has no block to repeat by hand: a fast compressor streams the zeros
+    # (about 0.2 s of CPU per GiB, 300 KiB of output).
+    try:
+        import brotlicffi as brotli  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        import brotli
+    size = _int(request, "size", 1024**3, 0, MAX_BOMB)
+    response = web.StreamResponse(headers={"Content-Encoding": "br"})
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    compressor = brotli.Compressor(quality=1)
+    process = getattr(compressor, "process", None) or compressor.compress
+    block = bytes(ZERO_BLOCK)
+    with contextlib.suppress(ConnectionError):
+        for start in range(0, size, ZERO_BLOCK):
+            await response.write(process(block[: size - start]) + compressor.flush())
+        await response.write(compressor.finish())
+    return response
+
+
 async def _json_bad(request: web.Request) -> web.Response:
     return web.Response(text="{this is not json", content_type="application/json")
 
@@ -585,6 +636,8 @@ def make_app(
         "/redirect-to": _redirect_to,
         "/bytes/{n}": _bytes,
         "/gzip-bomb": _gzip_bomb,
+        "/br-bomb": _br_bomb,
+        "/zstd-bomb": _zstd_bomb,
         "/json/bad": _json_bad,
         "/echo": _echo,
     }

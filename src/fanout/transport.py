@@ -18,6 +18,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, istr
 from yarl import URL
 
@@ -451,7 +452,11 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     elif isinstance(exc, aiohttp.InvalidURL):
         kind, message = ErrorKind.INVALID_URL, f"invalid URL: {exc}"
     elif isinstance(exc, aiohttp.ClientPayloadError):
-        kind, message = ErrorKind.PROTOCOL, f"incomplete or malformed body: {_describe(exc)}"
+        kind = ErrorKind.PROTOCOL
+        if isinstance(exc.__cause__, ContentEncodingError):
+            message = _undecodable(exc.__cause__)
+        else:
+            message = f"incomplete or malformed body: {_describe(exc)}"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
         kind, message = ErrorKind.PROTOCOL, "server disconnected before a complete response"
     elif isinstance(exc, aiohttp.ClientResponseError):
@@ -482,6 +487,19 @@ def while_connecting(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+# aiohttp's message for a body its decoder refuses, the encoding after it
+_UNDECODABLE: Final = "Can not decode content-encoding: "
+
+
+def _undecodable(exc: ContentEncodingError) -> str:
+    """The message of a body that does not decode as its Content-Encoding says."""
+    text = str(exc.message)
+    encoding = text.removeprefix(_UNDECODABLE)
+    if encoding.isalnum():  # "deflate" alone for a deflate stream that ends early
+        return f"corrupt body: not valid {encoding} data (Content-Encoding: {encoding})"
+    return f"undecodable body: {text}"
 
 
 def _describe(exc: BaseException) -> str:
