@@ -62,13 +62,8 @@ message is replaced by ``***@``. Query strings are written as they are.
 from __future__ import annotations
 
 import base64
-import codecs
 import contextlib
-import encodings
-import encodings.aliases
-import functools
 import os
-import pkgutil
 import re
 import sys
 from collections.abc import Mapping
@@ -78,6 +73,7 @@ from typing import BinaryIO, Final, Literal, Self
 
 import orjson
 
+from fanout.bodytext import decode_text
 from fanout.errors import SinkError
 from fanout.models import Request, Result
 from fanout.sources import Rejected
@@ -110,15 +106,6 @@ _URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?(?:
 _SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 _AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
-_CHARSET_RE: Final = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
-# No charset label is longer; a longer one is not looked up at all.
-_MAX_LABEL: Final = 40
-# Codecs Python has that are not character encodings a server could mean: they
-# raise on error handling (idna, punycode, undefined) or turn escapes into
-# characters, warning on bad ones (the escape codecs).
-_NOT_CHARSETS: Final = frozenset(
-    {"idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape"}
-)
 # orjson writes no deeper; _scrub goes no deeper either.
 _MAX_DEPTH: Final = 254
 # JsonlWriter writes its queue once this many bytes are waiting.
@@ -201,51 +188,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-@functools.cache
-def _codec_modules() -> frozenset[str]:
-    """The names of the codec modules in the ``encodings`` package."""
-    return frozenset(module.name for module in pkgutil.iter_modules(encodings.__path__))
-
-
-def _codec(label: str) -> codecs.CodecInfo | None:
-    """The codec a charset label names, or None when it names no text encoding.
-
-    Only a known name is ever passed to :func:`codecs.lookup`: the codec
-    registry caches every name it is asked about, misses included, so looking
-    up whatever labels servers send would grow the cache without bound.
-    """
-    if len(label) > _MAX_LABEL:
-        return None
-    name = encodings.normalize_encoding(label.lower())
-    aliases = encodings.aliases.aliases
-    name = aliases.get(name) or aliases.get(name.replace(".", "_")) or name
-    if name in _NOT_CHARSETS or name not in _codec_modules():
-        return None
-    try:
-        return codecs.lookup(name)
-    except LookupError:  # a module that is no codec here (mbcs off Windows)
-        return None
-
-
-def _charset(content_type: str | None) -> str:
-    """The codec name of the charset in a Content-Type, ``utf-8`` if none is usable."""
-    if content_type:
-        match = _CHARSET_RE.search(content_type)
-        if match is not None:
-            codec = _codec(match.group(1))
-            if codec is not None:
-                return codec.name
-    return "utf-8"
-
-
-def _text(body: bytes, content_type: str | None) -> str:
-    """``body`` decoded as its Content-Type says (see the module docstring)."""
-    try:
-        return body.decode(_charset(content_type), "replace")
-    except (LookupError, UnicodeError):  # a bytes-to-bytes codec such as base64
-        return body.decode("utf-8", "replace")
-
-
 def _json(body: bytes) -> orjson.Fragment | None:
     """``body``'s JSON value as compact JSON text, or None when it is not JSON or
     is too deep to write (orjson reads 1024 levels but writes only 254)."""
@@ -259,7 +201,7 @@ def _body_value(body: bytes | None, content_type: str | None, mode: BodyMode) ->
     if body is None:
         return None
     if mode == "text":
-        return _text(body, content_type)
+        return decode_text(body, content_type)
     if mode == "json":
         return _json(body)
     return base64.b64encode(body).decode("ascii")
