@@ -1408,7 +1408,7 @@ def _log_attempt(
 
 
 def _internal_failure(exc: BaseException) -> Failure:
-    return Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {exc!r}"))
+    return Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {exc!r}"), type(exc).__name__)
 
 
 def _redirect_target(base: URL, location: str) -> URL | Failure:

@@ -332,10 +332,18 @@ def _saved_path(result: Result, future: asyncio.Future[str]) -> str | None:
     if error is None:
         return future.result()
     if isinstance(error, SinkError):
-        result.error = Failure(ErrorKind.WRITE, shown(str(error)))
+        result.error = Failure(ErrorKind.WRITE, shown(str(error)), _cause(error))
     else:  # a bug: the run goes on, the record says what it was
-        result.error = Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {error!r}"))
+        result.error = Failure(
+            ErrorKind.INTERNAL, shown(f"unexpected error: {error!r}"), type(error).__name__
+        )
     return None
+
+
+def _cause(error: BaseException) -> str:
+    """The type name of what made saving fail: the OSError behind a SinkError."""
+    inner = error.__cause__
+    return type(inner if inner is not None else error).__name__
 
 
 class _Job:

@@ -17,7 +17,11 @@ record has every field, in this order::
     content_type  str    the Content-Type header as received, or null
     sha256        str    hex SHA-256 of the body, or null
     path          str    where the body was saved (under --out-dir), or null
-    error         obj    null, or {"kind": <ErrorKind value>, "message": str}
+    error         obj    null, or {"kind": <ErrorKind value>, "message": str,
+                         "cause": str or null}: cause is the type name of
+                         the exception behind the failure, such as
+                         "ClientConnectorError" or "TimeoutError" (null
+                         when none was: an HTTP status, a bad URL...)
     duplicate_of  int    for a duplicate input line, the line of its first
                          occurrence (then ok is null); else null
     body          any    only when a body mode is chosen: the body as text
@@ -256,7 +260,11 @@ def result_record(
         "path": path,
         "error": None
         if error is None
-        else {"kind": error.kind.value, "message": redact_text(error.message)},
+        else {
+            "kind": error.kind.value,
+            "message": redact_text(error.message),
+            "cause": error.cause,
+        },
         "duplicate_of": None,
     }
     if body_mode != "none":
@@ -272,9 +280,9 @@ def rejected_record(rejected: Rejected) -> dict[str, object]:
 
     >>> from fanout.models import ErrorKind
     >>> rejected_record(Rejected(2, "ftp://x", ErrorKind.UNSUPPORTED_SCHEME, "no"))["error"]
-    {'kind': 'unsupported_scheme', 'message': 'no'}
+    {'kind': 'unsupported_scheme', 'message': 'no', 'cause': None}
     """
-    error = {"kind": rejected.kind.value, "message": redact_text(rejected.reason)}
+    error = {"kind": rejected.kind.value, "message": redact_text(rejected.reason), "cause": None}
     url = redact_text(redact_url(rejected.text))
     return _unfetched_record(url, None, rejected.line, ok=False, error=error)
 
@@ -304,7 +312,7 @@ def _unfetched_record(
     line: int | None,
     *,
     ok: bool | None,
-    error: dict[str, str] | None,
+    error: dict[str, str | None] | None,
     duplicate_of: int | None = None,
 ) -> dict[str, object]:
     """The record of an input that sent no request (the schema's empty response fields)."""
