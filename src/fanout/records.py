@@ -24,6 +24,8 @@ record has every field, in this order::
                          when none was: an HTTP status, a bad URL...)
     duplicate_of  int    for a duplicate input line, the line of its first
                          occurrence (then ok is null); else null
+    meta          any    the user data of a --jsonl-input line (its "meta"
+                         with its other unknown fields added), or null
     body          any    only when a body mode is chosen: the body as text
                          ("text"), as a JSON value ("json"), or as base64
                          ("base64"); null when no whole body was read (a
@@ -35,7 +37,8 @@ For example::
     {"url":"https://a.example/x","key":"https://a.example/x","line":1,"ok":true,
      "status":200,"final_url":"https://a.example/x","attempts":1,"elapsed_ms":12.3,
      "bytes":1234,"content_type":"text/html; charset=utf-8","sha256":"9f86…",
-     "path":"a.example/x-3fa9c2e1b04d5a67.html","error":null,"duplicate_of":null}
+     "path":"a.example/x-3fa9c2e1b04d5a67.html","error":null,"duplicate_of":null,
+     "meta":null}
 
 What ``body`` holds, for anything a server can send (a record is always
 written, never an error):
@@ -220,6 +223,14 @@ def _line_of(request: Request) -> int | None:
     return None
 
 
+def _meta_of(request: Request) -> object:
+    """The user data of a request read from input (``meta["meta"]``, see
+    :mod:`fanout.sources`). Any other meta (a library caller's) is not
+    written: it need not be JSON."""
+    meta = request.meta
+    return meta.get("meta") if isinstance(meta, dict) else None
+
+
 def _key_of(request: Request) -> str:
     return redact_url(request.url) if request.key is None else request.key
 
@@ -266,6 +277,7 @@ def result_record(
             "cause": error.cause,
         },
         "duplicate_of": None,
+        "meta": _meta_of(result.request),
     }
     if body_mode != "none":
         record["body"] = _body_value(result.body, content_type, body_mode)
@@ -303,6 +315,7 @@ def duplicate_record(request: Request, first_line: int) -> dict[str, object]:
         ok=None,
         error=None,
         duplicate_of=first_line,
+        meta=_meta_of(request),
     )
 
 
@@ -314,6 +327,7 @@ def _unfetched_record(
     ok: bool | None,
     error: dict[str, str | None] | None,
     duplicate_of: int | None = None,
+    meta: object = None,
 ) -> dict[str, object]:
     """The record of an input that sent no request (the schema's empty response fields)."""
     return {
@@ -331,6 +345,7 @@ def _unfetched_record(
         "path": None,
         "error": error,
         "duplicate_of": duplicate_of,
+        "meta": meta,
     }
 
 
