@@ -193,7 +193,9 @@ def test_credentials_never_appear_in_output(server_thread: str) -> None:
 def test_jsonl_input_and_bodies(server_thread: str, tmp_path: Path) -> None:
     requests = tmp_path / "requests.jsonl"
     requests.write_text(
-        json.dumps({"url": f"{server_thread}/echo", "method": "POST", "body": "hi", "key": "k1"})
+        json.dumps(
+            {"url": f"{server_thread}/echo", "method": "POST", "body": "hi", "key": "k1", "id": 1}
+        )
         + "\n{not json\n"
         + json.dumps({"url": f"{server_thread}/items/4", "key": "k2", "meta": {"a": 1}})
         + "\n"
@@ -205,7 +207,7 @@ def test_jsonl_input_and_bodies(server_thread: str, tmp_path: Path) -> None:
     assert bad["error"]["kind"] == "bad_input"  # type: ignore[index]
     assert bad["line"] == 2
     assert third["body"]["id"] == 4  # type: ignore[index]
-    assert (first["meta"], bad["meta"], third["meta"]) == (None, None, {"a": 1})
+    assert (first["meta"], bad["meta"], third["meta"]) == ({"id": 1}, None, {"a": 1})
 
 
 def test_ctrl_c_writes_what_was_fetched_and_exits_130(server_thread: str, tmp_path: Path) -> None:
