@@ -134,6 +134,11 @@ async def test_failure_cause_names_the_exception_or_is_none(server: DemoServer) 
     assert missing.error.cause is None  # an HTTP status
     assert bad.error is not None
     assert bad.error.cause is None  # refused before sending
+    async with Fetcher(caps=fanout.Caps(max_bytes=10)) as fetcher:
+        [large] = await fetcher.gather([f"{server.url}/bytes/100"])
+    assert large.error is not None
+    assert large.error.kind is fanout.ErrorKind.TOO_LARGE
+    assert large.error.cause is None  # fanout's own refusal, not an exception's
     assert result_record(refused)["error"] == {
         "kind": "connect",
         "message": refused.error.message,
