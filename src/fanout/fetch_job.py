@@ -340,10 +340,12 @@ def _saved_path(result: Result, future: asyncio.Future[str]) -> str | None:
     return None
 
 
-def _cause(error: BaseException) -> str:
-    """The type name of what made saving fail: the OSError behind a SinkError."""
-    inner = error.__cause__
-    return type(inner if inner is not None else error).__name__
+def _cause(error: BaseException) -> str | None:
+    """The type name of the OSError that made saving fail (the files module
+    raises its SinkError ``from None``, so it is the context); None for
+    fanout's own refusal (a path outside the directory)."""
+    inner = error.__cause__ or error.__context__
+    return None if inner is None else type(inner).__name__
 
 
 class _Job:
