@@ -6,8 +6,9 @@ A :class:`Result` maps onto one JSONL record (see ``fanout.records``)::
      "attempts": 1, "elapsed_ms": 12.3, "bytes": 1234, "sha256": ...,
      "error": null}
 
-and on failure ``"error": {"kind": "timeout", "message": "..."}``, where
-``kind`` is one of the :class:`ErrorKind` values.
+and on failure ``"error": {"kind": "timeout", "message": "...", "cause":
+"SocketTimeoutError"}``, where ``kind`` is one of the :class:`ErrorKind`
+values and ``cause`` is :attr:`Failure.cause`.
 """
 
 from __future__ import annotations
