@@ -378,6 +378,7 @@ def test_jsonl_rejects_with_specific_reason(line: bytes, reason: str) -> None:
         ({"id": 7}, {"id": 7}),
         ({"id": 7, "tags": ["a"], "meta": {"user": 1}}, {"user": 1, "id": 7, "tags": ["a"]}),
         ({"meta": [1, 2]}, [1, 2]),
+        ({"meta": ""}, ""),  # a string is data, not a reason to refuse the line
         ({"meta": None, "id": None}, {"id": None}),
     ],
 )

@@ -226,9 +226,9 @@ def _parse_headers(value: object) -> Mapping[str, str] | str:
     return headers
 
 
-def _extra_fields(obj: dict[str, Any]) -> object:
+def _extra_fields(obj: dict[str, Any]) -> tuple[object, str | None]:
     """The line's user data: its ``meta`` value with its unknown fields added
-    (None when it has neither), or the reason it is refused."""
+    (None when it has neither); or None and the reason the line is refused."""
     unknown = {name: value for name, value in obj.items() if name not in _JSONL_FIELDS}
     meta = obj.get("meta")
     if not unknown:
@@ -237,18 +237,17 @@ def _extra_fields(obj: dict[str, Any]) -> object:
         data = unknown
     elif not isinstance(meta, dict):
         names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
-        return (
-            f"'meta' must be an object to hold the other field(s) {names}, got {_json_type(meta)}"
-        )
+        got = _json_type(meta)
+        return None, f"'meta' must be an object to hold the other field(s) {names}, got {got}"
     elif clash := sorted(unknown.keys() & meta.keys()):
-        return f"field {clash[0][:40]!r} is given both at the top level and in 'meta'"
+        return None, f"field {clash[0][:40]!r} is given both at the top level and in 'meta'"
     else:
         data = {**meta, **unknown}
     try:  # nested deeper than a record can hold (orjson writes 254 levels; a record adds 2)
         orjson.dumps([[data]])
     except orjson.JSONEncodeError:
-        return "'meta' is nested too deeply"
-    return data
+        return None, "'meta' is nested too deeply"
+    return data, None
 
 
 def _parse_request(number: int, obj: object) -> Request | str:
@@ -280,9 +279,9 @@ def _parse_request(number: int, obj: object) -> Request | str:
     key = obj.get("key")
     if key is not None and (not isinstance(key, str) or not key):
         return "'key' must be a non-empty string"
-    extra = _extra_fields(obj)
-    if isinstance(extra, str):
-        return extra
+    extra, refused = _extra_fields(obj)
+    if refused is not None:
+        return refused
     meta: dict[str, Any] = {"line": number}
     if extra is not None:
         meta["meta"] = extra
