@@ -51,7 +51,8 @@ def test_bad_lines_become_records_and_the_run_goes_on(server_thread: str, tmp_pa
     assert sorted(got) == [1, 4, 5, 6, 7, 8]
     assert got[1]["ok"] is True
     assert got[8]["ok"] is True
-    assert got[4]["error"] == {"kind": "invalid_url", "message": got[4]["error"]["message"]}  # type: ignore[index]
+    error = got[4]["error"]
+    assert error == {"kind": "invalid_url", "message": error["message"], "cause": None}  # type: ignore[index]
     assert got[5]["error"]["kind"] == "unsupported_scheme"  # type: ignore[index]
     assert "UTF-8" in got[6]["error"]["message"]  # type: ignore[index]
     assert "\\xff" in str(got[6]["url"])
@@ -192,7 +193,9 @@ def test_credentials_never_appear_in_output(server_thread: str) -> None:
 def test_jsonl_input_and_bodies(server_thread: str, tmp_path: Path) -> None:
     requests = tmp_path / "requests.jsonl"
     requests.write_text(
-        json.dumps({"url": f"{server_thread}/echo", "method": "POST", "body": "hi", "key": "k1"})
+        json.dumps(
+            {"url": f"{server_thread}/echo", "method": "POST", "body": "hi", "key": "k1", "id": 1}
+        )
         + "\n{not json\n"
         + json.dumps({"url": f"{server_thread}/items/4", "key": "k2", "meta": {"a": 1}})
         + "\n"
@@ -201,9 +204,10 @@ def test_jsonl_input_and_bodies(server_thread: str, tmp_path: Path) -> None:
     first, bad, third = records(done.stdout)
     assert first["key"] == "k1"
     assert first["body"]["method"] == "POST"  # type: ignore[index]
-    assert bad["error"]["kind"] == "invalid_url"  # type: ignore[index]
+    assert bad["error"]["kind"] == "bad_input"  # type: ignore[index]
     assert bad["line"] == 2
     assert third["body"]["id"] == 4  # type: ignore[index]
+    assert (first["meta"], bad["meta"], third["meta"]) == ({"id": 1}, None, {"a": 1})
 
 
 def test_ctrl_c_writes_what_was_fetched_and_exits_130(server_thread: str, tmp_path: Path) -> None:

@@ -324,7 +324,11 @@ def test_dns_server_option_end_to_end(
     if command == "fetch":
         ok, nx = [json.loads(line) for line in out.read_text().splitlines()]
         assert ok["ok"] is True
-        assert nx["error"] == {"kind": "dns", "message": "NXDOMAIN for nx.test"}
+        assert nx["error"] == {
+            "kind": "dns",
+            "message": "NXDOMAIN for nx.test",
+            "cause": "ClientConnectorDNSError",
+        }
         dns = json.loads(stats.read_text())["dns"]
         assert dns["lookups"] == 2
         assert dns["failures"] == 1

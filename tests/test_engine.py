@@ -588,8 +588,9 @@ async def test_a_broken_source_reports_its_error_after_earlier_results(
             seen.append(result)
 
     async with Fetcher() as fetcher:
-        with pytest.raises(OSError, match="disk on fire"):
+        with pytest.raises(fanout.SourceError, match="raised OSError: disk on fire") as raised:
             await consume(fetcher)
+    assert isinstance(raised.value.__cause__, OSError)
     assert len(seen) == 2
 
 

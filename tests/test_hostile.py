@@ -201,6 +201,7 @@ async def test_a_400_digit_retry_after_is_a_record_not_a_crash() -> None:
     assert found["busy"]["error"] == {
         "kind": "http_status",
         "message": "HTTP 503 Service Unavailable",
+        "cause": None,
     }
 
 

@@ -9,6 +9,7 @@ it. Signatures and synopses are in ```text blocks, which are not run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -115,3 +116,25 @@ def test_python_example_runs(where: str, block: str, server: ServerThread, tmp_p
         timeout=120,
     )
     assert done.returncode == 0, f"{where}\n{done.stderr.decode()}"
+
+
+def test_the_sample_record_is_one_fanout_writes(server: ServerThread, tmp_path: Path) -> None:
+    """The README's sample record has the fields of a real one, in order, with
+    the same values but for the address, the time and the directory."""
+    ((where, sample),) = _blocks(ROOT / "README.md", "json")[:1]
+    shown = json.loads(sample)
+    url = f"{server.url}/items/1"
+    done = subprocess.run(
+        ["fanout", "fetch", url, "--out-dir", "pages", "-q"],
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert list(record) == list(shown), where
+    varying = {"url", "key", "final_url", "elapsed_ms", "path"}
+    assert {k: v for k, v in record.items() if k not in varying} == {
+        k: v for k, v in shown.items() if k not in varying
+    }, where

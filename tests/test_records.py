@@ -48,6 +48,7 @@ SCHEMA = [
     "path",
     "error",
     "duplicate_of",
+    "meta",
 ]
 
 
@@ -88,6 +89,7 @@ def test_result_record_success() -> None:
         "path": "a.example/x-0123.html",
         "error": None,
         "duplicate_of": None,
+        "meta": None,
     }
 
 
@@ -95,7 +97,11 @@ def test_result_record_failure_redacts_credentials() -> None:
     result = Result(
         request=Request("http://bob:hunter2@a.example/x", key="k1"),
         final_url="http://bob:hunter2@b.example/",
-        error=Failure(ErrorKind.CONNECT, "Cannot connect to 'http://bob:hunter2@b.example/'"),
+        error=Failure(
+            ErrorKind.CONNECT,
+            "Cannot connect to 'http://bob:hunter2@b.example/'",
+            "ClientConnectorError",
+        ),
         attempts=3,
     )
     record = result_record(result)
@@ -107,6 +113,7 @@ def test_result_record_failure_redacts_credentials() -> None:
     assert record["error"] == {
         "kind": "connect",
         "message": "Cannot connect to 'http://***@b.example/'",
+        "cause": "ClientConnectorError",
     }
     assert "hunter2" not in orjson.dumps(record).decode()
 
@@ -125,7 +132,7 @@ def test_http_status_failure_keeps_status() -> None:
     result = ok_result(status=404, error=Failure(ErrorKind.HTTP_STATUS, "404 Not Found"))
     record = result_record(result)
     assert (record["ok"], record["status"]) == (False, 404)
-    assert record["error"] == {"kind": "http_status", "message": "404 Not Found"}
+    assert record["error"] == {"kind": "http_status", "message": "404 Not Found", "cause": None}
 
 
 def test_content_type_lookup_ignores_case_and_may_be_missing() -> None:
@@ -419,7 +426,11 @@ def test_rejected_record() -> None:
     assert record["line"] == 7
     assert record["ok"] is False
     assert record["attempts"] == 0
-    assert record["error"] == {"kind": "unsupported_scheme", "message": "unsupported scheme"}
+    assert record["error"] == {
+        "kind": "unsupported_scheme",
+        "message": "unsupported scheme",
+        "cause": None,
+    }
 
 
 def test_rejected_record_redacts_urls_anywhere_in_the_text() -> None:
@@ -428,13 +439,32 @@ def test_rejected_record_redacts_urls_anywhere_in_the_text() -> None:
 
 
 def test_duplicate_record() -> None:
-    record = duplicate_record(Request("http://a.example/", meta={"line": 9}), 2)
+    request = Request("http://a.example/", meta={"line": 9, "meta": {"id": 4}})
+    record = duplicate_record(request, 2)
     assert list(record) == SCHEMA
     assert record["ok"] is None
     assert record["line"] == 9
     assert record["duplicate_of"] == 2
     assert record["attempts"] == 0
     assert record["error"] is None
+    assert record["meta"] == {"id": 4}
+
+
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"line": 1, "meta": {"id": 7, "tags": ["a"]}}, {"id": 7, "tags": ["a"]}),
+        ({"line": 1, "meta": "plain"}, "plain"),
+        ({"line": 1}, None),  # an input line without user data
+        ({"user": 7}, None),  # a library caller's meta is not written
+        (object(), None),
+    ],
+)
+def test_record_meta_is_the_input_lines_user_data(meta: object, expected: object) -> None:
+    record = result_record(Result(request=Request("http://a.example/", meta=meta)))
+    assert list(record) == SCHEMA
+    assert record["meta"] == expected
+    assert orjson.loads(json_line(record))["meta"] == expected
 
 
 # --- redaction --------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def test_a_rejected_jsonl_line_does_not_show_its_credential_headers(tmp_path: Pa
     _grep_outputs(tmp_path, [requests], runs, "SEKRIT")
     records = read_records(out)
     kinds = sorted(r["error"]["kind"] for r in records)
-    assert kinds == ["invalid_url"] * 3 + ["unsupported_scheme"]
+    assert kinds == ["bad_input"] * 3 + ["unsupported_scheme"]
 
 
 # --------------------------------------------------------- international name patterns

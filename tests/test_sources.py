@@ -342,7 +342,9 @@ def test_jsonl_defaults_nulls_blank_lines_bom_and_crlf() -> None:
         (b'"http://a.example/"', "expected a JSON object, got string"),
         (b"{}", "missing required field 'url'"),
         (b'{"url": 5}', "'url' must be a string, got number"),
-        (b'{"url": "http://a.example/", "extra": 1}', "unknown field(s) 'extra'"),
+        (b'{"url": "http://a.example/", "id": 1, "meta": [2]}', "'meta' must be an object"),
+        (b'{"url": "http://a.example/", "id": 1, "meta": {"id": 2}}', "'id' is given both"),
+        (b'{"url": "http://a.example/", "id": ' + b"[" * 300 + b"]" * 300 + b"}", "too deeply"),
         (b'{"url": "http://a.example/", "method": "GE T"}', "'method' must be an HTTP method"),
         (b'{"url": "http://a.example/", "method": 1}', "'method' must be an HTTP method"),
         (b'{"url": "http://a.example/", "headers": []}', "'headers' must be an object"),
@@ -364,10 +366,26 @@ def test_jsonl_rejects_with_specific_reason(line: bytes, reason: str) -> None:
     items = jsonl(line, {"url": "http://next.example/"})
     rejected, after = items
     assert isinstance(rejected, Rejected)
-    assert rejected.kind is ErrorKind.INVALID_URL
+    assert rejected.kind is ErrorKind.BAD_INPUT
     assert reason in rejected.reason
     assert rejected.line == 1
     assert after == Request(url="http://next.example/", meta={"line": 2})
+
+
+@pytest.mark.parametrize(
+    ("fields", "data"),
+    [
+        ({"id": 7}, {"id": 7}),
+        ({"id": 7, "tags": ["a"], "meta": {"user": 1}}, {"user": 1, "id": 7, "tags": ["a"]}),
+        ({"meta": [1, 2]}, [1, 2]),
+        ({"meta": ""}, ""),  # a string is data, not a reason to refuse the line
+        ({"meta": None, "id": None}, {"id": None}),
+    ],
+)
+def test_jsonl_unknown_fields_are_kept_with_meta(fields: dict[str, object], data: object) -> None:
+    [request] = jsonl({"url": "http://a.example/", **fields})
+    assert isinstance(request, Request)
+    assert request.meta == {"line": 1, "meta": data}
 
 
 def test_jsonl_bad_url_keeps_its_kind() -> None:
@@ -381,6 +399,7 @@ def test_jsonl_over_long_line() -> None:
     rejected, after = read_jsonl_requests(io.BytesIO(data), max_line=100)
     assert isinstance(rejected, Rejected)
     assert rejected.reason == "line longer than 100 bytes"
+    assert rejected.kind is ErrorKind.BAD_INPUT
     assert isinstance(after, Request)
 
 
@@ -436,7 +455,7 @@ def test_jsonl_round_trips_fields(obj: dict[str, object]) -> None:
     assert request.body == (body.encode() if isinstance(body, str) else None)
     assert request.key == obj.get("key")
     expected_meta: dict[str, object] = {"line": 1}
-    if "meta" in obj:
+    if obj.get("meta") is not None:  # null for an optional field means it is not given
         expected_meta["meta"] = obj["meta"]
     assert request.meta == expected_meta
 

@@ -85,11 +85,13 @@ def _check_write_errors(rows: list[dict[str, object]], out: Path, outside: Path)
         message = str(row["error"]["message"])  # type: ignore[index]
         if "/items/" in url:
             assert "refusing to write" in message, message
+            assert row["error"]["cause"] is None  # type: ignore[index]
             assert "outside" in message
             assert "/items/" in message
         else:
             assert "cannot write" in message, message
             assert "File exists" in message  # mkdir finds the file
+            assert row["error"]["cause"] == "FileExistsError"  # type: ignore[index]
             assert "/bytes/" in message
     check_saved_files(rows)
     assert list(outside.iterdir()) == []

@@ -18,12 +18,20 @@ if TYPE_CHECKING:
     from fanout.aggregation import AggregateReport, FieldStats, aggregate, aggregate_async
     from fanout.api import fetch
     from fanout.engine import Fetcher
-    from fanout.errors import ConfigError, FanoutError, JournalError, SinkError, SourceError
+    from fanout.errors import (
+        BodyError,
+        ConfigError,
+        FanoutError,
+        JournalError,
+        SinkError,
+        SourceError,
+    )
     from fanout.models import ErrorKind, Failure, Request, Result
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
 __all__ = [
     "AggregateReport",
+    "BodyError",
     "Caps",
     "ConfigError",
     "ErrorKind",
@@ -52,6 +60,7 @@ _HOMES = {
     "aggregate_async": "fanout.aggregation",
     "fetch": "fanout.api",
     "Fetcher": "fanout.engine",
+    "BodyError": "fanout.errors",
     "ConfigError": "fanout.errors",
     "FanoutError": "fanout.errors",
     "JournalError": "fanout.errors",

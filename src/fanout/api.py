@@ -32,7 +32,9 @@ def fetch(
     Works in a plain script (it runs its own event loop, uvloop when
     installed) and where a loop is already running, as in a Jupyter notebook
     (it then runs on a private loop in a worker thread). Failures are results
-    with an ``error``; nothing is raised for a failed request. ``requests`` is
+    with an ``error``; nothing is raised for a failed request. An exception
+    raised by ``requests`` itself (a generator that fails) is raised as
+    :class:`fanout.SourceError`, the original as its ``__cause__``. ``requests`` is
     an iterable: a single URL as a str (or bytes) raises TypeError, where it
     would otherwise be fetched one character at a time. The options are those
     of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,

@@ -46,14 +46,14 @@ from collections.abc import (
     Mapping,
 )
 from types import TracebackType
-from typing import Final
+from typing import Final, NoReturn
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout._version import __version__
-from fanout.errors import ConfigError
+from fanout.errors import ConfigError, SourceError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
@@ -578,10 +578,14 @@ class Fetcher:
         is taken, so its ``next()`` must not block (wrap a blocking one in
         :class:`fanout.blocking_input.ThreadedReader`); an async one is read
         by a task of its own.
-        Failures are results, not exceptions; only an exception raised by
-        the ``requests`` iterable itself propagates, after the results of the
-        requests read before it. A single URL given as a str (or bytes) raises
-        TypeError at once: wrap it in a list.
+        Failures are results, not exceptions. An exception raised by the
+        ``requests`` iterable itself (its ``__iter__`` or ``next()``, such as
+        a generator that raises) stops the reading; once the results of the
+        requests read before it are yielded, it is raised as
+        :class:`fanout.SourceError` naming it, the original as its
+        ``__cause__`` (a SourceError, as fanout's own readers raise, as it
+        is). A single URL given as a str (or bytes) raises TypeError at once:
+        wrap it in a list.
         """
         run = self._start_run(requests, ordered)
         refill = self._refill
@@ -604,12 +608,14 @@ class Fetcher:
                     yield buffer.pop(expected)
                     expected += 1
             if run.error is not None:
-                raise run.error
+                _raise_source_error(run.error)
         finally:
             await self._close_run(run)
 
     async def gather(self, requests: Source) -> list[Result]:
-        """All results, in input order. Failures are results, never raised.
+        """All results, in input order. Failures are results, never raised;
+        an exception of the ``requests`` iterable raises
+        :class:`fanout.SourceError` (see :meth:`stream`).
 
         >>> async def main() -> None:  # doctest: +SKIP
         ...     async with Fetcher() as fetcher:
@@ -1407,8 +1413,16 @@ def _log_attempt(
     logger.debug("%s attempt %d: %s in %.1f ms, %s", url, item.attempts, what, seconds * 1000, then)
 
 
+def _raise_source_error(exc: BaseException) -> NoReturn:
+    """Raise what a run raises for an exception of its requests iterable."""
+    if isinstance(exc, SourceError):
+        raise exc
+    message = shown(f"reading the requests raised {type(exc).__name__}: {exc}")
+    raise SourceError(message) from exc
+
+
 def _internal_failure(exc: BaseException) -> Failure:
-    return Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {exc!r}"))
+    return Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {exc!r}"), type(exc).__name__)
 
 
 def _redirect_target(base: URL, location: str) -> URL | Failure:

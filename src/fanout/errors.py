@@ -9,12 +9,15 @@ and for sinks or journals that cannot do their job::
      ├── SourceError     the input cannot be read
      ├── SinkError       an output cannot be written
      │    └── WriteError  ... and a run stopped because of it
-     └── JournalError    a journal cannot be opened or used
+     ├── JournalError    a journal cannot be opened or used
+     └── BodyError       Result.text()/json() with no body, or a body not JSON
+                         (also a ValueError)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BodyError",
     "ConfigError",
     "FanoutError",
     "JournalError",
@@ -55,3 +58,9 @@ class WriteError(SinkError):
     def __init__(self, message: str, *, broken_pipe: bool = False) -> None:
         super().__init__(message)
         self.broken_pipe = broken_pipe
+
+
+class BodyError(FanoutError, ValueError):
+    """:meth:`fanout.Result.text` or :meth:`fanout.Result.json` cannot answer:
+    the result has no body (the request failed before one arrived, or bodies
+    were not kept), or the body is not JSON."""

@@ -332,10 +332,20 @@ def _saved_path(result: Result, future: asyncio.Future[str]) -> str | None:
     if error is None:
         return future.result()
     if isinstance(error, SinkError):
-        result.error = Failure(ErrorKind.WRITE, shown(str(error)))
+        result.error = Failure(ErrorKind.WRITE, shown(str(error)), _cause(error))
     else:  # a bug: the run goes on, the record says what it was
-        result.error = Failure(ErrorKind.INTERNAL, shown(f"unexpected error: {error!r}"))
+        result.error = Failure(
+            ErrorKind.INTERNAL, shown(f"unexpected error: {error!r}"), type(error).__name__
+        )
     return None
+
+
+def _cause(error: BaseException) -> str | None:
+    """The type name of the OSError that made saving fail (the files module
+    raises its SinkError ``from None``, so it is the context); None for
+    fanout's own refusal (a path outside the directory)."""
+    inner = error.__cause__ or error.__context__
+    return None if inner is None else type(inner).__name__
 
 
 class _Job:

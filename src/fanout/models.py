@@ -6,8 +6,9 @@ A :class:`Result` maps onto one JSONL record (see ``fanout.records``)::
      "attempts": 1, "elapsed_ms": 12.3, "bytes": 1234, "sha256": ...,
      "error": null}
 
-and on failure ``"error": {"kind": "timeout", "message": "..."}``, where
-``kind`` is one of the :class:`ErrorKind` values.
+and on failure ``"error": {"kind": "timeout", "message": "...", "cause":
+"SocketTimeoutError"}``, where ``kind`` is one of the :class:`ErrorKind`
+values and ``cause`` is :attr:`Failure.cause`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from fanout.errors import ConfigError
+from fanout.errors import BodyError, ConfigError
 from fanout.httpsyntax import headers_problem, method_problem
 
 if TYPE_CHECKING:
@@ -70,14 +71,25 @@ class ErrorKind(StrEnum):
     """The fetcher was closed before the request finished."""
     INTERNAL = "internal"
     """A bug in fanout or a library below it; the message holds the repr."""
+    BAD_INPUT = "bad_input"
+    """A ``--jsonl-input`` line could not become a request: not JSON, not an
+    object, not UTF-8, too long, the ``url`` field missing, or a field of the
+    wrong type. (A line of a URL list is its URL: a bad one is ``invalid_url``.)"""
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """What went wrong with a request: a kind and a human-readable message."""
+    """What went wrong with a request: a kind and a human-readable message.
+
+    ``cause`` is the type name of the exception the failure came from (such
+    as ``"ClientConnectorError"`` or ``"TimeoutError"``), for telling apart
+    failures of one kind; None when no exception was involved (an HTTP
+    status, a refused or invalid URL, a host marked down).
+    """
 
     kind: ErrorKind
     message: str
+    cause: str | None = None
 
 
 # Request and Result are plain slotted dataclasses, not frozen ones: a frozen
@@ -237,6 +249,41 @@ class Result:
             self._body_sha256 = hashlib.sha256(self.body).hexdigest()
         return self._body_sha256
 
+    def text(self) -> str:
+        """The body decoded with the charset its Content-Type names (when that
+        is a text encoding Python knows), else as UTF-8; bytes that do not
+        decode become U+FFFD. Raises :class:`fanout.BodyError` when there is
+        no body: none arrived (a connect error, ``too_large``...), or it was
+        not kept (``Fetcher(keep_body=False)``).
+        """
+        from fanout.bodytext import decode_text
+
+        return decode_text(self._body_or_raise(), _content_type(self.headers))
+
+    def json(self) -> Any:
+        """The body parsed as JSON. Raises :class:`fanout.BodyError` when there
+        is no body (see :meth:`text`) or it is not JSON (the message says where
+        parsing failed; the :class:`ValueError` from the parser is its cause).
+        """
+        import orjson
+
+        body = self._body_or_raise()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BodyError(f"the body of {self.key} is not JSON: {exc}") from exc
+
+    def _body_or_raise(self) -> bytes:
+        if self.body is not None:
+            return self.body
+        if self.error is not None and self.status is None:  # no response arrived
+            why = f"the request failed ({self.error.kind}: {self.error.message})"
+        elif self.error is not None and self.error.kind is not ErrorKind.HTTP_STATUS:
+            why = f"no whole body was read ({self.error.kind}: {self.error.message})"
+        else:
+            why = "the body was not kept (Fetcher(keep_body=False))"
+        raise BodyError(f"no body for {self.key}: {why}")
+
     @property
     def ok(self) -> bool:
         """True when the request ended with a response below 400."""
@@ -251,3 +298,13 @@ class Result:
     def key(self) -> str:
         """The request's key (its URL unless one was given)."""
         return self.request.id
+
+
+def _content_type(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("Content-Type")
+    if value is not None:
+        return value
+    for name, item in headers.items():
+        if name.lower() == "content-type":
+            return item
+    return None

@@ -17,9 +17,15 @@ record has every field, in this order::
     content_type  str    the Content-Type header as received, or null
     sha256        str    hex SHA-256 of the body, or null
     path          str    where the body was saved (under --out-dir), or null
-    error         obj    null, or {"kind": <ErrorKind value>, "message": str}
+    error         obj    null, or {"kind": <ErrorKind value>, "message": str,
+                         "cause": str or null}: cause is the type name of
+                         the exception behind the failure, such as
+                         "ClientConnectorError" or "TimeoutError" (null
+                         when none was: an HTTP status, a bad URL...)
     duplicate_of  int    for a duplicate input line, the line of its first
                          occurrence (then ok is null); else null
+    meta          any    the user data of a --jsonl-input line (its "meta"
+                         with its other unknown fields added), or null
     body          any    only when a body mode is chosen: the body as text
                          ("text"), as a JSON value ("json"), or as base64
                          ("base64"); null when no whole body was read (a
@@ -31,7 +37,8 @@ For example::
     {"url":"https://a.example/x","key":"https://a.example/x","line":1,"ok":true,
      "status":200,"final_url":"https://a.example/x","attempts":1,"elapsed_ms":12.3,
      "bytes":1234,"content_type":"text/html; charset=utf-8","sha256":"9f86…",
-     "path":"a.example/x-3fa9c2e1b04d5a67.html","error":null,"duplicate_of":null}
+     "path":"a.example/x-3fa9c2e1b04d5a67.html","error":null,"duplicate_of":null,
+     "meta":null}
 
 What ``body`` holds, for anything a server can send (a record is always
 written, never an error):
@@ -62,13 +69,8 @@ message is replaced by ``***@``. Query strings are written as they are.
 from __future__ import annotations
 
 import base64
-import codecs
 import contextlib
-import encodings
-import encodings.aliases
-import functools
 import os
-import pkgutil
 import re
 import sys
 from collections.abc import Mapping
@@ -78,6 +80,7 @@ from typing import BinaryIO, Final, Literal, Self
 
 import orjson
 
+from fanout.bodytext import decode_text
 from fanout.errors import SinkError
 from fanout.models import Request, Result
 from fanout.sources import Rejected
@@ -110,15 +113,6 @@ _URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?(?:
 _SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
 _AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
-_CHARSET_RE: Final = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
-# No charset label is longer; a longer one is not looked up at all.
-_MAX_LABEL: Final = 40
-# Codecs Python has that are not character encodings a server could mean: they
-# raise on error handling (idna, punycode, undefined) or turn escapes into
-# characters, warning on bad ones (the escape codecs).
-_NOT_CHARSETS: Final = frozenset(
-    {"idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape"}
-)
 # orjson writes no deeper; _scrub goes no deeper either.
 _MAX_DEPTH: Final = 254
 # JsonlWriter writes its queue once this many bytes are waiting.
@@ -201,51 +195,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-@functools.cache
-def _codec_modules() -> frozenset[str]:
-    """The names of the codec modules in the ``encodings`` package."""
-    return frozenset(module.name for module in pkgutil.iter_modules(encodings.__path__))
-
-
-def _codec(label: str) -> codecs.CodecInfo | None:
-    """The codec a charset label names, or None when it names no text encoding.
-
-    Only a known name is ever passed to :func:`codecs.lookup`: the codec
-    registry caches every name it is asked about, misses included, so looking
-    up whatever labels servers send would grow the cache without bound.
-    """
-    if len(label) > _MAX_LABEL:
-        return None
-    name = encodings.normalize_encoding(label.lower())
-    aliases = encodings.aliases.aliases
-    name = aliases.get(name) or aliases.get(name.replace(".", "_")) or name
-    if name in _NOT_CHARSETS or name not in _codec_modules():
-        return None
-    try:
-        return codecs.lookup(name)
-    except LookupError:  # a module that is no codec here (mbcs off Windows)
-        return None
-
-
-def _charset(content_type: str | None) -> str:
-    """The codec name of the charset in a Content-Type, ``utf-8`` if none is usable."""
-    if content_type:
-        match = _CHARSET_RE.search(content_type)
-        if match is not None:
-            codec = _codec(match.group(1))
-            if codec is not None:
-                return codec.name
-    return "utf-8"
-
-
-def _text(body: bytes, content_type: str | None) -> str:
-    """``body`` decoded as its Content-Type says (see the module docstring)."""
-    try:
-        return body.decode(_charset(content_type), "replace")
-    except (LookupError, UnicodeError):  # a bytes-to-bytes codec such as base64
-        return body.decode("utf-8", "replace")
-
-
 def _json(body: bytes) -> orjson.Fragment | None:
     """``body``'s JSON value as compact JSON text, or None when it is not JSON or
     is too deep to write (orjson reads 1024 levels but writes only 254)."""
@@ -259,7 +208,7 @@ def _body_value(body: bytes | None, content_type: str | None, mode: BodyMode) ->
     if body is None:
         return None
     if mode == "text":
-        return _text(body, content_type)
+        return decode_text(body, content_type)
     if mode == "json":
         return _json(body)
     return base64.b64encode(body).decode("ascii")
@@ -272,6 +221,14 @@ def _line_of(request: Request) -> int | None:
         if isinstance(line, int) and not isinstance(line, bool):
             return line
     return None
+
+
+def _meta_of(request: Request) -> object:
+    """The user data of a request read from input (``meta["meta"]``, see
+    :mod:`fanout.sources`). Any other meta (a library caller's) is not
+    written: it need not be JSON."""
+    meta = request.meta
+    return meta.get("meta") if isinstance(meta, dict) else None
 
 
 def _key_of(request: Request) -> str:
@@ -314,8 +271,13 @@ def result_record(
         "path": path,
         "error": None
         if error is None
-        else {"kind": error.kind.value, "message": redact_text(error.message)},
+        else {
+            "kind": error.kind.value,
+            "message": redact_text(error.message),
+            "cause": error.cause,
+        },
         "duplicate_of": None,
+        "meta": _meta_of(result.request),
     }
     if body_mode != "none":
         record["body"] = _body_value(result.body, content_type, body_mode)
@@ -330,9 +292,9 @@ def rejected_record(rejected: Rejected) -> dict[str, object]:
 
     >>> from fanout.models import ErrorKind
     >>> rejected_record(Rejected(2, "ftp://x", ErrorKind.UNSUPPORTED_SCHEME, "no"))["error"]
-    {'kind': 'unsupported_scheme', 'message': 'no'}
+    {'kind': 'unsupported_scheme', 'message': 'no', 'cause': None}
     """
-    error = {"kind": rejected.kind.value, "message": redact_text(rejected.reason)}
+    error = {"kind": rejected.kind.value, "message": redact_text(rejected.reason), "cause": None}
     url = redact_text(redact_url(rejected.text))
     return _unfetched_record(url, None, rejected.line, ok=False, error=error)
 
@@ -353,6 +315,7 @@ def duplicate_record(request: Request, first_line: int) -> dict[str, object]:
         ok=None,
         error=None,
         duplicate_of=first_line,
+        meta=_meta_of(request),
     )
 
 
@@ -362,8 +325,9 @@ def _unfetched_record(
     line: int | None,
     *,
     ok: bool | None,
-    error: dict[str, str] | None,
+    error: dict[str, str | None] | None,
     duplicate_of: int | None = None,
+    meta: object = None,
 ) -> dict[str, object]:
     """The record of an input that sent no request (the schema's empty response fields)."""
     return {
@@ -381,6 +345,7 @@ def _unfetched_record(
         "path": None,
         "error": error,
         "duplicate_of": duplicate_of,
+        "meta": meta,
     }
 
 

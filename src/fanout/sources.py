@@ -144,21 +144,21 @@ def _lines(stream: BinaryIO, max_line: int) -> Iterator[tuple[int, bytes | None,
             yield number, content, content
 
 
-def _decode(number: int, content: bytes) -> str | Rejected:
+def _decode(number: int, content: bytes, kind: ErrorKind) -> str | Rejected:
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejected(
             number,
             shown_input(content),
-            ErrorKind.INVALID_URL,
+            kind,
             f"not valid UTF-8 (byte 0x{content[exc.start]:02x} at offset {exc.start})",
         )
 
 
-def _too_long(number: int, head: bytes, max_line: int) -> Rejected:
+def _too_long(number: int, head: bytes, max_line: int, kind: ErrorKind) -> Rejected:
     reason = f"line longer than {max_line} bytes"
-    return Rejected(number, shown_input(head), ErrorKind.INVALID_URL, reason)
+    return Rejected(number, shown_input(head), kind, reason)
 
 
 def read_url_lines(stream: BinaryIO, *, max_line: int = 64 * 1024) -> Iterator[Request | Rejected]:
@@ -178,9 +178,9 @@ key=None, meta={'line': 2}, idempotent=None)
     """
     for number, content, head in _lines(stream, max_line):
         if content is None:
-            yield _too_long(number, head, max_line)
+            yield _too_long(number, head, max_line, ErrorKind.INVALID_URL)
             continue
-        decoded = _decode(number, content)
+        decoded = _decode(number, content, ErrorKind.INVALID_URL)
         if isinstance(decoded, Rejected):
             yield decoded
             continue
@@ -226,14 +226,34 @@ def _parse_headers(value: object) -> Mapping[str, str] | str:
     return headers
 
 
+def _extra_fields(obj: dict[str, Any]) -> tuple[object, str | None]:
+    """The line's user data: its ``meta`` value with its unknown fields added
+    (None when it has neither); or None and the reason the line is refused."""
+    unknown = {name: value for name, value in obj.items() if name not in _JSONL_FIELDS}
+    meta = obj.get("meta")
+    if not unknown:
+        data: object = meta
+    elif meta is None:
+        data = unknown
+    elif not isinstance(meta, dict):
+        names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
+        got = _json_type(meta)
+        return None, f"'meta' must be an object to hold the other field(s) {names}, got {got}"
+    elif clash := sorted(unknown.keys() & meta.keys()):
+        return None, f"field {clash[0][:40]!r} is given both at the top level and in 'meta'"
+    else:
+        data = {**meta, **unknown}
+    try:  # nested deeper than a record can hold (orjson writes 254 levels; a record adds 2)
+        orjson.dumps([[data]])
+    except orjson.JSONEncodeError:
+        return None, "'meta' is nested too deeply"
+    return data, None
+
+
 def _parse_request(number: int, obj: object) -> Request | str:
     """Build a Request from one decoded JSON value, or return why not."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {_json_type(obj)}"
-    unknown = sorted(set(obj) - _JSONL_FIELDS)
-    if unknown:
-        names = ", ".join(repr(name[:40]) for name in unknown[:5])
-        return f"unknown field(s) {names} (allowed: {', '.join(sorted(_JSONL_FIELDS))})"
     if "url" not in obj:
         return "missing required field 'url'"
     url = obj["url"]
@@ -259,9 +279,12 @@ def _parse_request(number: int, obj: object) -> Request | str:
     key = obj.get("key")
     if key is not None and (not isinstance(key, str) or not key):
         return "'key' must be a non-empty string"
+    extra, refused = _extra_fields(obj)
+    if refused is not None:
+        return refused
     meta: dict[str, Any] = {"line": number}
-    if "meta" in obj:
-        meta["meta"] = obj["meta"]
+    if extra is not None:
+        meta["meta"] = extra
     try:
         return Request(url=url, method=method, headers=headers, body=body, key=key, meta=meta)
     except ConfigError as exc:  # a header value with a control character other than CR, LF, NUL
@@ -276,23 +299,28 @@ def read_jsonl_requests(
     Each line is an object with the fields ``url`` (required), ``method``
     (default GET), ``headers`` (an object of strings), ``body`` (a string,
     sent UTF-8 encoded), ``key`` (a string) and ``meta`` (any JSON value);
-    ``null`` for an optional field means it is not given. The Request's meta
-    is ``{"line": n}`` plus ``"meta"`` when the line had one. Blank lines are
-    skipped. A line that is malformed JSON, has a field of the wrong type or
-    an unknown field, or is not UTF-8 is rejected with kind ``INVALID_URL``
-    (input problems share the kind of a bad URL) and a specific reason; a bad
-    URL is rejected with the kind :func:`check_url` gives. The run goes on.
+    ``null`` for an optional field means it is not given. Any other field
+    (an ``id``, say) is user data kept with ``meta``: the line's data is its
+    ``meta`` with the other fields added (an object of the other fields when
+    it has no ``meta``). The Request's meta is ``{"line": n}`` plus
+    ``"meta"``: that data, when there is any; it reaches the output record.
+    Blank lines are skipped. A line that is malformed JSON, is not an object,
+    lacks ``url``, has a field of the wrong type, other fields beside a
+    ``meta`` that is not an object (or one in both places), or is not UTF-8
+    is rejected with kind ``BAD_INPUT`` and a specific reason; a bad URL is
+    rejected with the kind :func:`check_url` gives. The run goes on.
 
     >>> import io
-    >>> r = next(read_jsonl_requests(io.BytesIO(b'{"url": "http://a.example/", "key": "a"}')))
+    >>> line = b'{"url": "http://a.example/", "key": "a", "id": 7}'
+    >>> r = next(read_jsonl_requests(io.BytesIO(line)))
     >>> (r.url, r.key, r.meta)
-    ('http://a.example/', 'a', {'line': 1})
+    ('http://a.example/', 'a', {'line': 1, 'meta': {'id': 7}})
     """
     for number, content, head in _lines(stream, max_line):
         if content is None:
-            yield _too_long(number, head, max_line)
+            yield _too_long(number, head, max_line, ErrorKind.BAD_INPUT)
             continue
-        decoded = _decode(number, content)
+        decoded = _decode(number, content, ErrorKind.BAD_INPUT)
         if isinstance(decoded, Rejected):
             yield decoded
             continue
@@ -302,12 +330,12 @@ def read_jsonl_requests(
             obj = orjson.loads(decoded)
         except orjson.JSONDecodeError as exc:
             yield Rejected(
-                number, shown_input(decoded), ErrorKind.INVALID_URL, f"invalid JSON: {exc}"
+                number, shown_input(decoded), ErrorKind.BAD_INPUT, f"invalid JSON: {exc}"
             )
             continue
         parsed = _parse_request(number, obj)
         if isinstance(parsed, str):
-            yield Rejected(number, shown_input(decoded), ErrorKind.INVALID_URL, parsed)
+            yield Rejected(number, shown_input(decoded), ErrorKind.BAD_INPUT, parsed)
             continue
         failure = check_request(parsed)
         if failure is None:

@@ -427,7 +427,9 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     """Translate an exception from one attempt into a :class:`Failure`, and whether
     the request may have reached the server (False only when it surely did not,
     so it is safe to retry whatever the method). Messages are escaped and bounded
-    (:func:`fanout.safetext.shown`): servers and resolvers choose some of their words."""
+    (:func:`fanout.safetext.shown`): servers and resolvers choose some of their words.
+    The failure's ``cause`` is the exception's type name, except for fanout's
+    own refusals (a body over ``max_bytes``, a denied address)."""
     kind: ErrorKind
     sent = True
     if isinstance(exc, _TooLargeError):
@@ -469,7 +471,8 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
         kind, message = ErrorKind.TIMEOUT, f"total deadline of {timeouts.total:g}s for one attempt"
     else:
         kind, message = ErrorKind.INTERNAL, f"unexpected error: {exc!r}"
-    return Failure(kind, shown(message)), sent
+    own = kind is ErrorKind.TOO_LARGE or kind is ErrorKind.DENIED
+    return Failure(kind, shown(message), None if own else type(exc).__name__), sent
 
 
 # The frame every new connection is made under (DNS, TCP, TLS, the wait for a
