@@ -29,6 +29,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src tests
 	$(BIN)/pytest -n $(JOBS)
+	@echo "Tests marked slow were not run: make test-slow (or make test-all) runs them."
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
