@@ -13,7 +13,7 @@ HOSTS_AGAINST ?= 66268c8
 
 # make test runs the fast tests on JOBS workers (pytest-xdist); the slow ones
 # (marked slow: processes killed mid-run, benchmark scripts) run serially with
-# make test-slow, and make test-all runs both, as CI does.
+# make test-slow, and make test-all runs both, as CI does. JOBS=0: one process.
 JOBS ?= 2
 
 .PHONY: test test-slow test-all lint typecheck pytest demo bench clean
