@@ -500,6 +500,7 @@ def post(source: str, url: str, tmp_path: Path, *, retries: int = 3) -> dict[str
     return record
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["library", "command"])
 @pytest.mark.parametrize("status", [307, 308])
 def test_a_post_redirected_to_a_dead_port_is_sent_once(
@@ -589,6 +590,7 @@ def hold_route(traps: Traps, base: str) -> Callable[[Seen], Awaitable[Reply]]:
     return held
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["library", "command"])
 def test_per_host_limits_the_host_a_redirect_leads_to(tmp_path: Path, source: str) -> None:
     """Four origins (ports of 127.0.0.1), one request in flight each, all

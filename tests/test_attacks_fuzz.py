@@ -166,6 +166,7 @@ def serve(traps: Traps, reply: Reply) -> tuple[str, str]:
     return traps.base("127.0.0.1") + path, traps.base("127.0.0.2") + "/ok"
 
 
+@pytest.mark.slow
 @LIBRARY_RUNS
 @given(reply=raw_responses())
 def test_library_any_response_gives_one_result(traps: Traps, reply: Reply) -> None:

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FANOUT = [sys.executable, "-m", "fanout"]
 
 
+@pytest.mark.slow
 def test_bench_json_reports_four_modes_against_the_bound() -> None:
     done = subprocess.run(
         [*FANOUT, "bench", "-n", "40", "--latency", "20ms", "-c", "10", "--json"],
@@ -31,6 +34,7 @@ def test_bench_json_reports_four_modes_against_the_bound() -> None:
     assert sequential["speedup"] == 1.0
 
 
+@pytest.mark.slow
 def test_bench_caps_the_sequential_mode_and_says_so() -> None:
     done = subprocess.run(
         [

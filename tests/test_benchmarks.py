@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Each script starts servers and runs a workload: minutes in all, so `make test-all` only.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -318,6 +318,7 @@ async def test_retry_after_is_capped(server: DemoServer) -> None:
     assert result.attempts == 2  # did not wait an hour (the test timeout would fail it)
 
 
+@pytest.mark.slow
 async def test_a_throttled_host_cools_down_and_others_keep_flowing(
     servers: DemoServer,
 ) -> None:

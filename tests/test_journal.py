@@ -74,6 +74,7 @@ def _check_exact(workdir: Path, urls: list[str]) -> None:
         assert path.suffix != ".tmp", path
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path, slow_server: ServerThread) -> None:
     urls = _write_inputs(tmp_path, slow_server.url)
     rng = random.Random(7)
@@ -100,6 +101,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path, slow_server: Serv
     assert refetched <= kills * (2 * 16 + 64)
 
 
+@pytest.mark.slow
 def test_sigint_stops_cleanly_and_resume_completes(
     tmp_path: Path, slow_server: ServerThread
 ) -> None:
@@ -123,6 +125,7 @@ def test_sigint_stops_cleanly_and_resume_completes(
     assert done_before >= 300
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_first_moment(tmp_path: Path, slow_server: ServerThread) -> None:
     urls = _write_inputs(tmp_path, slow_server.url)
     process = _fetch(tmp_path)

@@ -18,6 +18,7 @@ from tests.durability import FANOUT, check_saved_files, count_lines, fanout, rec
 N_URLS = 3000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concurrency", [8, 64])
 def test_a_kill_9_costs_at_most_the_requests_in_flight_and_one_group(
     tmp_path: Path, concurrency: int

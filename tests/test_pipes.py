@@ -77,6 +77,7 @@ def test_records_the_reader_did_not_read_are_not_marked_done(
     assert sorted([first, *delivered]) == sorted(listed)  # every key once, over both runs
 
 
+@pytest.mark.slow
 def test_a_slow_reader_causes_no_false_timeouts_and_gets_every_record_in_order(
     tmp_path: Path,
 ) -> None:

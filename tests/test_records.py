@@ -557,6 +557,7 @@ _json = st.recursive(
 )
 
 
+@pytest.mark.slow
 @given(st.lists(st.dictionaries(st.text(_chars, max_size=10), _json, max_size=5), max_size=20))
 def test_jsonl_round_trips(records: list[dict[str, object]]) -> None:
     sink = io.BytesIO()

@@ -180,6 +180,7 @@ def _relative(root: Path) -> list[str]:
     return [str(path.relative_to(root)) for path in _files(root)]
 
 
+@pytest.mark.slow
 def test_jsonl_input_writes_no_credentials(server_thread: str, tmp_path: Path) -> None:
     cred = _credentialed(server_thread)
     requests = [
@@ -213,6 +214,7 @@ def _journal_keys(path: Path) -> list[str]:
     return keys
 
 
+@pytest.mark.slow
 def test_journal_status_and_export_write_no_credentials(server_thread: str, tmp_path: Path) -> None:
     count = _write_inputs(tmp_path, server_thread)
     command = ["--debug", "fetch", "-i", "urls.txt", "-o", "out.jsonl", "--journal", "run.db"]
@@ -252,6 +254,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_no_credentials_in_the_journal_files(tmp_path: Path) -> None:
     """After kill -9 the -wal and -shm files stay behind: they hold no password either."""
     with ServerThread(latency=0.004) as server:
@@ -399,6 +402,7 @@ def _make_v1_journal(root: Path, base: str) -> bytes:
     return output
 
 
+@pytest.mark.slow
 def test_a_schema_1_journal_is_migrated_and_resumes_exactly(tmp_path: Path) -> None:
     with ServerThread() as server:
         output = _make_v1_journal(tmp_path, server.url)

@@ -218,6 +218,7 @@ async def test_a_request_may_refuse_every_credential(server: DemoServer) -> None
         assert echoed["user-agent"] == "agent/1"
 
 
+@pytest.mark.slow
 async def test_the_total_deadline_covers_the_redirects_of_an_attempt(server: DemoServer) -> None:
     # Each exchange alone fits in the deadline; the two of one attempt do not.
     inner = f"/redirect-to?delay=0.6&url={quote('/items/1', safe='')}"

@@ -107,6 +107,7 @@ def _path_of(url: str, base: str) -> str:
     return url.removeprefix(base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signal_mid_run_writes_what_was_fetched_and_resume_is_exact(
     tmp_path: Path, slow_server: ServerThread, signum: int
@@ -136,6 +137,7 @@ def test_a_signal_mid_run_writes_what_was_fetched_and_resume_is_exact(
     assert max(counts) <= 2  # only what was in flight at the signal is fetched again
 
 
+@pytest.mark.slow
 def test_a_second_signal_while_stopping_changes_nothing(
     tmp_path: Path, slow_server: ServerThread
 ) -> None:
@@ -217,6 +219,7 @@ def _drain(master: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_terminal_that_closes_ends_the_run_as_sighup(
     tmp_path: Path, slow_server: ServerThread
 ) -> None:
