@@ -11,12 +11,13 @@ SOCKETS_AGAINST ?= 66268c8
 # hosts.py compares with this revision: the last one that kept every rate-limited host's state
 HOSTS_AGAINST ?= 66268c8
 
-# make test runs the fast tests on JOBS workers (pytest-xdist); the slow ones
-# (marked slow: processes killed mid-run, benchmark scripts) run serially with
-# make test-slow, and make test-all runs both, as CI does. JOBS=0: one process.
+# make test runs every check: ruff, mypy, the fast tests on JOBS workers
+# (pytest-xdist), then the tests marked slow (processes killed mid-run,
+# benchmark scripts) in one process. make test-fast leaves the slow ones out
+# (about a minute), for the edit-test loop. JOBS=0: one process.
 JOBS ?= 2
 
-.PHONY: test test-slow test-all lint typecheck pytest demo bench clean
+.PHONY: test test-fast test-slow test-all lint typecheck pytest demo bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -24,17 +25,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: test-fast test-slow
+
+test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src tests
 	$(BIN)/pytest -n $(JOBS)
-	@echo "Tests marked slow were not run: make test-slow (or make test-all) runs them."
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
-test-all: test test-slow
+test-all: test
 
 demo: $(STAMP)
 	$(BIN)/fanout demo
