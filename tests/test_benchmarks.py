@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-# Each script starts servers and runs a workload: minutes in all, so `make test-all` only.
+# Each script starts servers and runs a workload: minutes in all, so marked slow
+# (run by make test and make test-slow, not by make test-fast).
 pytestmark = pytest.mark.slow
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
