@@ -73,6 +73,28 @@ async def test_host_state_is_dropped_after_a_run_over_many_hosts(
         assert max(held) <= limits.effective_window
 
 
+async def _in_flight_once_admitted(fetcher: Fetcher, url: str) -> int:
+    """Requests in flight just after ``url`` is admitted (then the stream is
+    cancelled): 0 when it was held back, as a cooling host's request is."""
+    in_flight: list[int] = []
+    admitted = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield url
+        # The feeder asks for the next request just after admitting this one,
+        # whose dispatch (or not) was decided then, synchronously.
+        in_flight.append(fetcher.in_flight)
+        admitted.set()
+
+    waiting = asyncio.ensure_future(anext(fetcher.stream(source())))
+    await admitted.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    (count,) = in_flight
+    return count
+
+
 async def test_a_cool_down_outlives_the_dropped_host(server: DemoServer) -> None:
     """A 429 with Retry-After holds the host even once its state is dropped: the
     next request to it is not started."""
@@ -81,23 +103,7 @@ async def test_a_cool_down_outlives_the_dropped_host(server: DemoServer) -> None
         (first,) = await fetcher.gather([f"{server.url}/retry-after/3600"])
         assert first.status == 429
         assert fetcher.hosts_held == 0  # dropped, its cool-down kept apart
-        started: list[int] = []
-        admitted = asyncio.Event()
-
-        async def source() -> AsyncIterator[str]:
-            yield f"{server.url}/items/1"
-            # The feeder asks for the next request just after admitting this one,
-            # whose dispatch (or not) was decided then, synchronously.
-            started.append(fetcher.in_flight)
-            admitted.set()
-
-        stream = fetcher.stream(source())
-        waiting = asyncio.ensure_future(anext(stream))
-        await admitted.wait()
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        assert started == [0]
+        assert await _in_flight_once_admitted(fetcher, f"{server.url}/items/1") == 0
         assert fetcher.hosts_held == 1  # the new request holds it, cooling down
     assert server.stats.count("/items/1") == 0
 
@@ -119,21 +125,7 @@ async def test_a_cool_down_is_not_forgotten_for_failure_counts(
         failed = await fetcher.gather(refused)
         assert all(r.error is not None and r.error.kind is ErrorKind.CONNECT for r in failed)
         assert fetcher.hosts_held == 0
-        started: list[int] = []
-        admitted = asyncio.Event()
-
-        async def source() -> AsyncIterator[str]:
-            yield f"{server.url}/items/1"
-            started.append(fetcher.in_flight)  # its dispatch (or not) was decided
-            admitted.set()
-
-        stream = fetcher.stream(source())
-        waiting = asyncio.ensure_future(anext(stream))
-        await admitted.wait()
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        assert started == [0]
+        assert await _in_flight_once_admitted(fetcher, f"{server.url}/items/1") == 0
     assert server.stats.count("/items/1") == 0
 
 
