@@ -26,12 +26,11 @@ from fanout.records import (
     JsonlWriter,
     duplicate_record,
     json_line,
-    redact_text,
-    redact_url,
     rejected_record,
     result_record,
 )
 from fanout.sources import Rejected
+from fanout.urls import redact_text, redact_url
 
 SCHEMA = [
     "url",

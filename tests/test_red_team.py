@@ -20,8 +20,7 @@ import pytest
 from fanout import ConfigError, ErrorKind, Fetcher, Request, RetryPolicy, Timeouts, aggregate_async
 from fanout.guard import HostGuard
 from fanout.models import Failure, Result
-from fanout.records import redact_url
-from fanout.urls import parse_url
+from fanout.urls import parse_url, redact_url
 from tests.attack_checks import invoke, read_records
 from tests.background import in_thread
 from tests.hostile import Reply, Traps, mapped_loopback_reachable, redirect, response

@@ -114,11 +114,10 @@ from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-from fanout.records import redact_text, redact_url
 from fanout.runtime import run_sync
 from fanout.safetext import shown
 from fanout.sources import Rejected
-from fanout.urls import host_key, parse_request_url, parse_url
+from fanout.urls import host_key, parse_request_url, parse_url, redact_text, redact_url
 
 __all__ = [
     "MAX_EXPANSION",

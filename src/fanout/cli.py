@@ -419,7 +419,7 @@ def bench(
 
 
 def _usage_error(message: str) -> NoReturn:
-    from fanout.records import redact_text  # options may hold URLs with credentials
+    from fanout.urls import redact_text  # options may hold URLs with credentials
 
     click.echo(f"fanout: error: {redact_text(message)}", err=True)
     sys.exit(EXIT_USAGE)

@@ -14,7 +14,7 @@ import hashlib
 from enum import IntEnum
 from typing import Final
 
-from fanout.records import REDACTED, redact_text, redact_url
+from fanout.urls import REDACTED, redact_text, redact_url
 
 __all__ = ["SALT_BYTES", "KeySource", "stored_key"]
 

@@ -76,7 +76,7 @@ from fanout.transport import (
     resolver_stats,
     while_connecting,
 )
-from fanout.urls import HostKey, host_key, parse_request_url, parse_url
+from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
 
@@ -1401,8 +1401,6 @@ class Fetcher:
 def _log_attempt(
     item: _Item, result: Result, seconds: float, delay: float | None, hopped: bool
 ) -> None:
-    from fanout.records import redact_url
-
     error = result.error
     what = str(result.status) if error is None else f"{error.kind}: {error.message}"
     if hopped:
@@ -1430,8 +1428,6 @@ def _redirect_target(base: URL, location: str) -> URL | Failure:
     like any input URL (only http and https, a valid host and port). A message
     quoting it hides its credentials before it is cut: a cut before a long
     password's "@" would leave its start where redaction cannot see it."""
-    from fanout.records import redact_text, redact_url
-
     try:
         target = URL(location)
         if not target.absolute:

@@ -28,7 +28,7 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The inner formatter's text, credentials hidden."""
-        from fanout.records import redact_text  # only once something is logged
+        from fanout.urls import redact_text  # only once something is logged
 
         return redact_text(self._inner.format(record))
 

@@ -29,7 +29,7 @@ from fanout.errors import ConfigError, SourceError
 from fanout.httpsyntax import TOKEN_RE
 from fanout.models import ErrorKind, Failure, Request
 from fanout.safetext import shown
-from fanout.urls import parse_request_url, parse_url
+from fanout.urls import parse_request_url, parse_url, redact_text, redact_url
 
 __all__ = [
     "Deduper",
@@ -85,8 +85,6 @@ def shown_input(raw: bytes | str) -> str:
     text = _CREDENTIAL_FIELD_RE.sub(r"\1***", text)
     bounded = shown(text, _SHOWN_CHARS)
     if "@" in text and bounded.endswith("…"):
-        from fanout.records import redact_text, redact_url  # records imports this module
-
         bounded = shown(redact_text(redact_url(text)), _SHOWN_CHARS)
     return bounded
 

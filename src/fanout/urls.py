@@ -1,4 +1,6 @@
-"""The one check of what is a fetchable URL, shared by the engine and the input readers."""
+"""The one check of what is a fetchable URL, shared by the engine and the input
+readers, and the redaction of the credentials URLs carry (``user:password@``),
+shared by every output."""
 
 from __future__ import annotations
 
@@ -11,7 +13,16 @@ from yarl import URL
 
 from fanout.models import ErrorKind, Failure, Request
 
-__all__ = ["HostKey", "canonical_host", "host_key", "parse_request_url", "parse_url"]
+__all__ = [
+    "REDACTED",
+    "HostKey",
+    "canonical_host",
+    "host_key",
+    "parse_request_url",
+    "parse_url",
+    "redact_text",
+    "redact_url",
+]
 
 HostKey = tuple[str, str, int]
 """A host as limits see it: (scheme, canonical host, port)."""
@@ -155,3 +166,83 @@ def parse_url(text: str) -> URL | Failure:
     if reason is not None:
         return Failure(ErrorKind.INVALID_URL, reason)
     return url
+
+
+REDACTED: Final = "***@"
+
+# Userinfo is everything up to the *last* "@" of the authority (WHATWG URL
+# §4.4 authority state), so "u:p@ss@host" hides "p@ss" too. The authority is
+# taken to end only at "/" (not at "?" or "#"): a sloppy password holding "?"
+# or "#" is still hidden, at the price of over-redacting "http://h?a@b".
+# Any number of slashes (or backslashes) may follow the scheme: "http:/u:pw@h/" is
+# a typo whose password must still be hidden. A run that mixes them must end in
+# "/", so a backslash that opens the user name ("http://\A:pw@h/") is not taken
+# for part of the "//".
+_URL_START_RE: Final = re.compile(r"\s*(?:(?:[A-Za-z][A-Za-z0-9+.\-]{0,31}:)?(?:[/\\]*/|\\+))?")
+_SCHEME_SEP_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
+_AUTHORITY_END_RE: Final = re.compile(r"[\s/]")
+
+
+def redact_url(url: str) -> str:
+    """Replace the credentials of a URL (``user:password@``) with ``***@``.
+
+    Works on any string, valid URL or not: whatever stands before the last
+    ``@`` of the authority-like start of the string is hidden. Typos are
+    allowed for: any number of slashes after the scheme, and a "/" in the
+    password when what precedes it cannot be a host and port.
+
+    >>> redact_url("https://bob:s3cret@api.example/v1?x=1")
+    'https://***@api.example/v1?x=1'
+    >>> redact_url("http:/bob:pw@api.example/"), redact_url("http://bob:p/w@api.example/")
+    ('http:/***@api.example/', 'http://***@api.example/')
+    >>> redact_url("https://api.example/@bob")
+    'https://api.example/@bob'
+    """
+    if "@" not in url:
+        return url
+    start = _URL_START_RE.match(url)
+    begin = 0 if start is None else start.end()
+    end = url.find("/", begin)
+    at = url.rfind("@", begin, len(url) if end < 0 else end)
+    if at < 0 and end >= 0 and _not_host_port(url[begin:end]):
+        # "http://u:pa/ss@host/": a "/" in a password. The URL is invalid (its
+        # port would be "pa"); hide up to the "@" that ends the userinfo.
+        first = url.find("@", end)
+        if first >= 0:
+            stop = url.find("/", first)
+            at = url.rfind("@", begin, len(url) if stop < 0 else stop)
+    return url if at < 0 else url[:begin] + REDACTED + url[at + 1 :]
+
+
+def _not_host_port(authority: str) -> bool:
+    """Whether an authority without "@" cannot be ``host[:port]``: its port
+    part is there and is not a number."""
+    _, colon, port = authority.rpartition("]")[2].rpartition(":")
+    return bool(colon and port) and not (port.isascii() and port.isdigit())
+
+
+def redact_text(text: str) -> str:
+    """Replace the credentials of every URL found in a free text with ``***@``.
+
+    >>> redact_text("Cannot connect to 'http://bob:pw@host:81/x' (refused)")
+    "Cannot connect to 'http://***@host:81/x' (refused)"
+    """
+    if "@" not in text:
+        return text
+    parts: list[str] = []
+    copied = 0
+    pos = 0
+    while (match := _SCHEME_SEP_RE.search(text, pos)) is not None:
+        begin = match.end()
+        stop = _AUTHORITY_END_RE.search(text, begin)
+        end = len(text) if stop is None else stop.start()
+        at = text.rfind("@", begin, end)
+        if at >= 0:
+            parts += (text[copied:begin], REDACTED)
+            copied = pos = at + 1
+        else:
+            # No "@" up to `end`; a URL starting inside this one can only have its
+            # "://" at `end`, so its scheme starts at most 32 characters before.
+            pos = max(begin, end - 32)
+    parts.append(text[copied:])
+    return "".join(parts)
