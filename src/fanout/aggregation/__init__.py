@@ -118,6 +118,16 @@ from fanout.aggregation.expressions import (
     parse_named,
 )
 from fanout.aggregation.templates import MAX_EXPANSION, check_id_template, expand, fill
+from fanout.aggregation.values import (
+    _INT_MAX,
+    _INT_MIN,
+    GroupKey,
+    Number,
+    _group_key,
+    _group_tag,
+    _number,
+    _writable,
+)
 from fanout.engine import DEFAULT_USER_AGENT, Fetcher
 from fanout.errors import ConfigError
 from fanout.models import ErrorKind, Failure, Request, Result
@@ -152,22 +162,12 @@ __all__ = [
 MAX_PROBLEMS: Final = 10
 """How many problems (failed requests, bad bodies) a report lists by URL."""
 
-GroupKey: TypeAlias = str | int | float | bool | None
-"""A group's key: the group-by value, compact JSON text for a list or object, None if missing."""
 
-Number: TypeAlias = int | float
 Input: TypeAlias = str | Request | Rejected
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-# A decimal number as JSON writes it, with an optional + and surrounding blanks.
-_NUMBER_RE: Final = re.compile(r"\s*[-+]?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*")
 _LINK_RE: Final = re.compile(r"<([^>]*)>([^<]*)")
 _REL_RE: Final = re.compile(r"""(?:^|;)\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
-# The integers orjson writes (and reads) as integers: past them, floats.
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**64 - 1
-# Levels of a report's JSON above a top record's values, with room to spare.
-_VALUE_DEPTH: Final = 8
 
 logger = logging.getLogger("fanout")
 
@@ -591,69 +591,6 @@ class _GroupAcc:
         self.fields = {name: _FieldAcc() for name in names}
 
 
-_MISSING_TAG: Final = 3
-
-
-def _group_tag(key: GroupKey) -> tuple[int, Any]:
-    """A sortable, hashable identity of a group key: numbers first, then strings,
-    booleans, and missing last (``True`` and ``1`` are different groups)."""
-    if key is None:
-        return (_MISSING_TAG, 0)
-    if isinstance(key, bool):
-        return (2, key)
-    if isinstance(key, int | float):
-        return (0, key)
-    return (1, key)
-
-
-def _number(value: object, coerce: bool) -> Number | None:
-    """``value`` as a finite number, or None when it is not one (see the module docs)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return _from_int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if coerce and isinstance(value, str):
-        match = _NUMBER_RE.fullmatch(value)
-        if match is None:
-            return None
-        # int() of a long string is slow, and refused past 4300 digits.
-        if match.group(1) is None and match.group(2) is None and len(value) <= 40:
-            return _from_int(int(value))
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return None
-
-
-def _from_int(value: int) -> Number | None:
-    """An integer as the JSON parser would give it: a float past 64 bits, None
-    past the float range (JMESPath functions can make such integers)."""
-    if _INT_MIN <= value <= _INT_MAX:
-        return value
-    try:
-        return float(value)
-    except OverflowError:
-        return None
-
-
-def _writable(value: object) -> object:
-    """A value for the top list: numbers as :func:`_number` makes them, and None
-    for a list or object too deep for the report's JSON."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return _number(value, False)
-    if not isinstance(value, list | dict):
-        return value
-    nested: object = value
-    for _ in range(_VALUE_DEPTH):
-        nested = [nested]
-    try:
-        orjson.dumps(nested)
-    except orjson.JSONEncodeError:
-        return None
-    return value
-
-
 class Aggregator:
     """The pure core of :func:`aggregate_async`: feed it results, read a report.
 
@@ -980,15 +917,6 @@ def _redacted(problem: Problem) -> Problem:
     """The problem with the credentials of every URL in it hidden (its ``url``
     may be a rejected input line, so a URL anywhere in it)."""
     return Problem(redact_text(redact_url(problem.url)), problem.kind, redact_text(problem.message))
-
-
-def _group_key(value: object) -> GroupKey:
-    """The group of a group-by value (JSONEncodeError, a TypeError, when too deep)."""
-    if value is None or isinstance(value, str | bool):
-        return value
-    if isinstance(value, int | float):
-        return _number(value, False)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _same_origin(first: URL | Failure, second: str) -> bool:
