@@ -600,7 +600,7 @@ def render_table(report: AggregateReport, console: Console) -> None:
         console.print(table)
 
     if report.problems:
-        from fanout.aggregation import MAX_PROBLEMS
+        from fanout.aggregation.report import MAX_PROBLEMS
 
         shown = len(report.problems)
         heading = f"problems (the first {shown})" if shown >= MAX_PROBLEMS else "problems"
