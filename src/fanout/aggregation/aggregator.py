@@ -1,5 +1,34 @@
 """The pure core: :class:`Aggregator` takes results one by one (their
-records, values, next pages, problems) and makes the report. It does no I/O."""
+records, values, next pages, problems) and makes the report. It does no I/O.
+
+The rules, which ``docs/aggregate.md`` states for users too (those for values
+and groups are in :mod:`fanout.aggregation.values`):
+
+- **Records.** Each JSON response body is one record; a body that is a JSON
+  list gives one record per element. ``each`` (a JMESPath) picks the list of
+  records inside a body instead (``items`` for ``{"items": [...]}``); when it
+  gives an object that object is the one record. A body of ``null``, an empty
+  list, or an ``each`` that gives null holds no record and is counted as
+  ``empty``. Bodies are parsed as JSON whatever their Content-Type; those
+  that do not parse count as ``not_json``. Bodies of failed requests (status
+  400 or more, after retries) are not read; the request counts as failed.
+- **Top.** ``top`` records with the highest (``ascending``: lowest) numeric
+  ``sort_by`` field, ties broken by input order. Records whose sort field is
+  not a single number are left out. A value kept for the top list that JSON
+  cannot hold (nested too deep to write) is kept as None.
+- **Pagination.** ``next_page`` (a JMESPath on each page's body) gives the
+  next page: a URL, absolute or relative to the page's URL; or, with
+  ``cursor_param``, a cursor (string or integer) set as that query parameter
+  of the page's URL. ``next_link=True`` follows the ``Link: <...>;
+  rel="next"`` header (RFC 8288) instead. A chain stops when there is no next
+  page (null, absent, ``""``), after ``max_pages`` pages (counted as
+  ``truncated``), or at a value that is not usable or a page seen before in
+  the chain (counted as ``bad_next``).
+
+Whatever a body holds, it becomes one of these counted outcomes, never an
+exception that ends the run: a bug would count as a failed request of kind
+``internal``.
+"""
 
 from __future__ import annotations
 

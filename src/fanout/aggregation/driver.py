@@ -1,6 +1,16 @@
 """The driver: :func:`aggregate_async` (and its synchronous twin :func:`aggregate`)
 fetches the inputs, the id list of the two-step fan-out and every next page,
-and feeds each result to an :class:`~fanout.aggregation.aggregator.Aggregator`."""
+and feeds each result to an :class:`~fanout.aggregation.aggregator.Aggregator`.
+
+The rule, which ``docs/aggregate.md`` states for users too:
+
+- **Two steps.** ``ids_from`` + ``select`` + ``template``: fetch one JSON
+  document, take the list ``select`` gives (``@`` for a plain list), and
+  fetch ``template`` with ``{}`` replaced by each id (integers, and strings
+  percent-encoded; other values are counted as ``skipped``), the first
+  ``limit`` of them. That first request is reported in ``source``, not in the
+  request counts. If it fails, the report says so and has no records.
+"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class AggregateSpec:
     """What to take from each response and how to summarise it; checked on creation.
 
-    See the module documentation for the rules. Expressions are JMESPath;
+    See :mod:`fanout.aggregation` for the rules. Expressions are JMESPath;
     a bad one raises :class:`ConfigError` naming the parameter.
 
     >>> spec = AggregateSpec(fields={"likes": "likes"}, group_by="userId")

@@ -1,5 +1,20 @@
 """The statistics of a field: :class:`FieldStats` from the numbers, and the
-accumulators that collect them per field and group while records are fed."""
+accumulators that collect them per field and group while records are fed.
+
+The rule, which ``docs/aggregate.md`` states for users too:
+
+- **Statistics** (:class:`FieldStats`): ``sum`` (an exact ``int`` when every
+  value is an integer), ``mean`` (:func:`statistics.fmean`), ``median``
+  (:func:`statistics.median`: the middle value, or the mean of the two
+  middle ones), ``min``, ``max``, ``stdev`` (the *sample* standard deviation,
+  :func:`statistics.stdev`; None for fewer than 2 values), ``p90`` and
+  ``p99``: linear interpolation between the closest ranks, exactly
+  ``statistics.quantiles(values, n=100, method="inclusive")`` (numpy's
+  default, Excel's PERCENTILE.INC); with one value they are that value.
+  With no value at all, ``sum`` is 0 and the others are None. Where the
+  float arithmetic overflows (values near 1e308), a statistic is computed
+  exactly instead; one past the float range is ``inf`` (``null`` in JSON).
+"""
 
 from __future__ import annotations
 

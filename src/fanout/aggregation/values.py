@@ -1,6 +1,29 @@
 """What an extracted JSON value counts as: a number for the statistics
 (:func:`_number`), a group key (:func:`_group_key`, ordered by :func:`_group_tag`),
-a value the top list can hold (:func:`_writable`)."""
+a value the top list can hold (:func:`_writable`).
+
+The rules, which ``docs/aggregate.md`` states for users too:
+
+- **Values.** A field's value counts when it is a JSON number. ``null`` or an
+  absent key counts as ``missing``; anything else (a string, a boolean, an
+  object, a JMESPath error on that data, such as one too deep for it)
+  counts as ``wrong_type``. Integers past 64 bits count as floats, as the
+  JSON parser reads them; a number past the float range (``"1e400"`` via
+  ``to_number``, a 400-digit string) is ``wrong_type``. A field whose value
+  is a list contributes each element (one level; an empty list is
+  ``missing``), so ``items[].price`` works without ``each``.
+- **Numbers in strings** are not numbers by default (``"12"`` is
+  ``wrong_type``, so a schema drift shows up). With ``coerce_numbers=True`` a
+  string that is a whole JSON-style decimal number (``"12"``, ``" -3.5e2 "``)
+  counts as that number; ``"0x10"``, ``"1_000"``, ``"nan"`` and ``"inf"`` never do.
+- **Groups.** ``group_by`` is evaluated on each record: strings, numbers and
+  booleans are the group key as they are (``1`` and ``1.0`` are one group),
+  a list or object becomes its compact JSON text (a string, keys sorted), and
+  null or absent is the group ``None`` (shown as ``(missing)``), and so is
+  a value that cannot be a key (nested past 254 levels, a number past the
+  float range). Groups are
+  sorted: numbers, then strings, then booleans, and ``(missing)`` last.
+"""
 
 from __future__ import annotations
 
