@@ -1,5 +1,5 @@
-"""The report as text: :func:`render_table` (rich tables), :func:`render_json`
-and :func:`render_csv`, the three ``--format``\\ s of ``fanout aggregate``.
+"""The report as text, in the three forms of ``fanout aggregate --format``:
+:func:`render_table` (rich tables), :func:`render_json` and :func:`render_csv`.
 
 rich is imported only when a table is rendered."""
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["render_csv", "render_json", "render_table"]
-
 
 STAT_COLUMNS = ("sum", "mean", "median", "min", "max", "stdev", "p90", "p99")
 CSV_COLUMNS = (
