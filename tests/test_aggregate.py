@@ -413,7 +413,7 @@ def feed_and_render(body: bytes, **spec: Any) -> AggregateReport:
     """Feed one body, then render the report in every format, as the command does."""
     from rich.console import Console
 
-    from fanout.aggregate_cli import render_csv, render_json, render_table
+    from fanout.aggregation.render import render_csv, render_json, render_table
 
     agg = Aggregator(AggregateSpec(**spec))
     agg.feed(Result(request=Request("http://h.test/p", meta=agg.origin(0)), status=200, body=body))
@@ -977,7 +977,7 @@ def test_report_mappings_are_read_only(server_thread: str) -> None:
 def test_table_fits_a_narrow_terminal_and_prints_data_not_markup() -> None:
     from rich.console import Console
 
-    from fanout.aggregate_cli import render_table
+    from fanout.aggregation.render import render_table
 
     agg = Aggregator(AggregateSpec(group_by="g", fields={"v": "v"}, sort_by="v", show={"t": "t"}))
     records = [
