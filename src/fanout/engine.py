@@ -43,24 +43,20 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
 )
 from types import TracebackType
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from fanout._version import __version__
-from fanout.errors import ConfigError, SourceError
+from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
+from fanout.errors import SourceError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
-from fanout.httpsyntax import headers_problem, value_problem
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.nameservers import parse_nameservers
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, collector_raised, loop_clock
@@ -78,11 +74,12 @@ from fanout.transport import (
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
+
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
 
 logger = logging.getLogger("fanout")
-
-DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
 
 RequestLike = str | Request
 Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
@@ -371,24 +368,14 @@ class Fetcher:
     """
 
     def __init__(
-        self,
-        *,
-        limits: Limits | None = None,
-        retry: RetryPolicy | None = None,
-        timeouts: Timeouts | None = None,
-        caps: Caps | None = None,
-        headers: Mapping[str, str] | None = None,
-        user_agent: str = DEFAULT_USER_AGENT,
-        keep_body: bool = True,
-        seed: int | None = None,
-        tune_collector: bool = False,
-        deny_private: bool = False,
-        allow_hosts: Iterable[str] | None = None,
-        deny_hosts: Iterable[str] = (),
-        nameservers: Iterable[str] | None = None,
-        host_errors: int = 5,
+        self, config: FetcherConfig | None = None, **options: Unpack[FetcherOptions]
     ) -> None:
-        """``headers`` are sent with every request (Authorization, Proxy-Authorization
+        """``config`` holds the options (:class:`~fanout.config.FetcherConfig`, whose
+        fields they are); keyword ``options`` override its fields, or make one
+        (``Fetcher(limits=...)``). A bad value raises :class:`~fanout.ConfigError`
+        here, an unknown option TypeError. The config in force is :attr:`config`.
+
+        ``headers`` are sent with every request (Authorization, Proxy-Authorization
         and Cookie only to the request's own origin: see ``docs/security.md``); a
         User-Agent among them, in any case, is sent instead of ``user_agent``;
         ``keep_body=False`` drops bodies after hashing them (``Result.body`` is then
@@ -405,7 +392,7 @@ class Fetcher:
         request is a ``denied`` result and nothing is sent. ``nameservers``
         ("IP" or "IP:PORT") replace the system's DNS servers (see
         :mod:`fanout.dns` for the resolver and its cache, ``Timeouts.dns`` for
-        its deadline); a bad one raises :class:`~fanout.ConfigError`.
+        its deadline).
 
         ``host_errors``: after that many consecutive connection failures to one
         host (``connect``, ``dns``, ``tls``, or a connect deadline), its other
@@ -415,29 +402,30 @@ class Fetcher:
 
         A header name that is not an HTTP token, or a value with a control
         character (other than tab), raises :class:`~fanout.ConfigError` here."""
-        problem = None if headers is None else headers_problem(headers)
-        problem = problem or value_problem("user_agent", user_agent)
-        if problem is not None:
-            raise ConfigError(problem)
-        if isinstance(host_errors, bool) or not isinstance(host_errors, int) or host_errors < 0:
-            raise ConfigError(f"host_errors must be an integer >= 0, got {host_errors!r}")
-        self._host_errors = host_errors
-        self.limits = limits or Limits()
-        self.retry = retry or RetryPolicy()
-        self.timeouts = timeouts or Timeouts()
-        self.caps = caps or Caps()
-        guard = HostGuard(deny_private=deny_private, allow_hosts=allow_hosts, deny_hosts=deny_hosts)
+        config = resolve_config(config, options, "Fetcher")
+        self.config: Final = config
+        """The options in force (read-only)."""
+        self._host_errors = config.host_errors
+        self.limits = config.limits
+        self.retry = config.retry
+        self.timeouts = config.timeouts
+        self.caps = config.caps
+        guard = HostGuard(
+            deny_private=config.deny_private,
+            allow_hosts=config.allow_hosts,
+            deny_hosts=config.deny_hosts,
+        )
         self._guard = guard if guard.active else None
-        self._nameservers = None if nameservers is None else parse_nameservers(nameservers)
+        self._nameservers = None if config.nameservers is None else list(config.nameservers)
         self._internal_logged: set[type[BaseException]] = set()
-        given = dict(headers or {})
+        given = dict(config.headers or {})
         if not any(name.lower() == "user-agent" for name in given):  # a given one wins
-            given = {"User-Agent": user_agent, **given}
+            given = {"User-Agent": config.user_agent, **given}
         self._headers = given
-        self._keep_body = keep_body
-        self._tune_collector = tune_collector
+        self._keep_body = config.keep_body
+        self._tune_collector = config.tune_collector
         self._collector = contextlib.ExitStack()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(config.seed)
         self._session: aiohttp.ClientSession | None = None
         self._resolver: AbstractResolver | None = None
         self._group: asyncio.TaskGroup | None = None
