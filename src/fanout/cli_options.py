@@ -254,6 +254,30 @@ _HTTP_OPTIONS = [
         metavar="PATTERN",
         help="Never fetch these hosts: a name glob or a network, repeatable.",
     ),
+    click.option(
+        "--cacert",
+        type=click.Path(exists=True, dir_okay=False, readable=True),
+        metavar="FILE",
+        help="Trust the CA certificates in this PEM file instead of the system's.",
+    ),
+    click.option(
+        "-k",
+        "--insecure",
+        is_flag=True,
+        help="Check no TLS certificate (anyone on the path can read and change the traffic).",
+    ),
+    click.option(
+        "--cert",
+        type=click.Path(exists=True, dir_okay=False, readable=True),
+        metavar="FILE",
+        help="Client certificate (PEM) to present; with its key unless --key is given.",
+    ),
+    click.option(
+        "--key",
+        type=click.Path(exists=True, dir_okay=False, readable=True),
+        metavar="FILE",
+        help="Private key (PEM) of the --cert certificate.",
+    ),
 ]
 
 
@@ -276,6 +300,9 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
     from fanout.fdlimit import fit_process_limit
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
+    cert, key = options["cert"], options["key"]
+    if key is not None and cert is None:
+        raise click.UsageError("--key needs --cert (the certificate it is the key of)")
     try:
         config = FetcherConfig(
             retry=RetryPolicy(attempts=options["retries"] + 1),
@@ -293,6 +320,9 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             deny_hosts=options["deny_hosts"],
             nameservers=options["dns_servers"] or None,
             host_errors=options["host_errors"],
+            cacert=options["cacert"],
+            verify=not options["insecure"],
+            client_cert=None if cert is None else (cert, key or cert),
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -14,6 +14,7 @@ False
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,6 +24,7 @@ from fanout._version import __version__
 from fanout.errors import ConfigError
 from fanout.httpsyntax import headers_problem, value_problem
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.tls import StrPath, tls_context
 
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
 
@@ -58,6 +60,12 @@ class FetcherConfig:
       kept in the form c-ares takes.
     - ``host_errors``: consecutive connection failures to a host before its
       other requests fail at once as ``host_down``; ``0`` never.
+    - TLS (:mod:`fanout.tls`), with curl's meanings: ``cacert``, a PEM file of
+      the CAs to trust instead of the system's (``--cacert``);
+      ``verify=False`` checks no certificate (``--insecure``: a warning is
+      logged once per Fetcher); ``client_cert``, a (certificate file, key
+      file) pair to present (``--cert``/``--key``; one file holding both
+      may be given twice). The files are read, and checked, here.
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -76,6 +84,9 @@ class FetcherConfig:
     deny_hosts: Iterable[str] = ()
     nameservers: Iterable[str] | None = None
     host_errors: int = 5
+    cacert: StrPath | None = None
+    verify: bool = True
+    client_cert: tuple[StrPath, StrPath] | None = None
 
     def __post_init__(self) -> None:
         from fanout.guard import HostGuard
@@ -103,6 +114,9 @@ class FetcherConfig:
         )
         if self.nameservers is not None:
             self._set("nameservers", tuple(parse_nameservers(self.nameservers)))
+        if self.client_cert is not None and not isinstance(self.client_cert, str | os.PathLike):
+            self._set("client_cert", tuple(self.client_cert))
+        tls_context(cacert=self.cacert, verify=self.verify, client_cert=self.client_cert)
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -129,6 +143,9 @@ class FetcherOptions(TypedDict, total=False):
     deny_hosts: Iterable[str]
     nameservers: Iterable[str] | None
     host_errors: int
+    cacert: StrPath | None
+    verify: bool
+    client_cert: tuple[StrPath, StrPath] | None
 
 
 def resolve_config(

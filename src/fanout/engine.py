@@ -52,7 +52,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
-from fanout.errors import SourceError
+from fanout.errors import ConfigError, SourceError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
@@ -61,15 +61,18 @@ from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, collector_raised, loop_clock
 from fanout.safetext import shown
+from fanout.tls import tls_context
 from fanout.transport import (
     CREDENTIAL_HEADERS,
     REDIRECT_STATUSES,
+    ForeignSession,
     Hop,
     classify,
     exchange,
     followed,
     make_session,
     resolver_stats,
+    session_problem,
     while_connecting,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url
@@ -354,6 +357,36 @@ class _Run:
         self.source: Iterator[RequestLike] | None = None  # a sync source not yet at its end
 
 
+# The options that act through fanout's own connector: its resolver (the guard,
+# the DNS servers) and its TLS context. Each, with its value when not in use.
+_CONNECTOR_OPTIONS: Final = {
+    "deny_private": False,
+    "allow_hosts": None,
+    "deny_hosts": (),
+    "nameservers": None,
+    "cacert": None,
+    "verify": True,
+    "client_cert": None,
+}
+
+
+def _check_session(session: aiohttp.ClientSession, config: FetcherConfig) -> None:
+    """ConfigError when ``session`` cannot be used, or ``config`` asks for what a
+    session given does not get: fanout's own connector."""
+    if not isinstance(session, aiohttp.ClientSession):
+        raise TypeError(f"session must be an aiohttp.ClientSession, got {type(session).__name__}")
+    used = [name for name, off in _CONNECTOR_OPTIONS.items() if getattr(config, name) != off]
+    if used:
+        raise ConfigError(
+            f"session= cannot be combined with {', '.join(used)}: they act through fanout's"
+            " own connector, which a session given does not use (set them on your"
+            " session's connector, or leave out session=)"
+        )
+    problem = session_problem(session)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
 class Fetcher:
     """Fetches any number of requests concurrently, politely, in bounded memory.
 
@@ -368,7 +401,11 @@ class Fetcher:
     """
 
     def __init__(
-        self, config: FetcherConfig | None = None, **options: Unpack[FetcherOptions]
+        self,
+        config: FetcherConfig | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        **options: Unpack[FetcherOptions],
     ) -> None:
         """``config`` holds the options (:class:`~fanout.config.FetcherConfig`, whose
         fields they are); keyword ``options`` override its fields, or make one
@@ -401,8 +438,23 @@ class Fetcher:
         host starts the count again. ``0`` turns this off.
 
         A header name that is not an HTTP token, or a value with a control
-        character (other than tab), raises :class:`~fanout.ConfigError` here."""
+        character (other than tab), raises :class:`~fanout.ConfigError` here.
+
+        TLS: ``cacert``, ``verify`` and ``client_cert`` (see
+        :class:`~fanout.config.FetcherConfig`) make one SSL context, here.
+
+        ``session``: an aiohttp session of yours to send the requests through,
+        on the loop the Fetcher runs in; fanout does not close it. Its connector
+        (pool limits, DNS, TLS, proxies) and cookie jar are yours, so the options
+        that need fanout's own connector (the guard, ``nameservers``, the TLS
+        options) raise :class:`~fanout.ConfigError` with it, as does a session
+        with default credentials (``auth``, an Authorization, Cookie or
+        Proxy-Authorization header). fanout's deadlines, caps, redirects,
+        retries and headers still apply, per request."""
         config = resolve_config(config, options, "Fetcher")
+        if session is not None:
+            _check_session(session, config)
+        self._given_session = session
         self.config: Final = config
         """The options in force (read-only)."""
         self._host_errors = config.host_errors
@@ -417,6 +469,10 @@ class Fetcher:
         )
         self._guard = guard if guard.active else None
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
+        self._ssl = tls_context(
+            cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
+        )
+        self._foreign: ForeignSession | None = None
         self._internal_logged: set[type[BaseException]] = set()
         given = dict(config.headers or {})
         if not any(name.lower() == "user-agent" for name in given):  # a given one wins
@@ -467,13 +523,24 @@ class Fetcher:
         await self._group.__aenter__()
         guard = self._guard
         self._fit_concurrency()
-        self._session, self._resolver = make_session(
-            concurrency=self._concurrency,
-            timeouts=self.timeouts,
-            headers=self._headers,
-            wrap_resolver=None if guard is None else lambda inner: GuardedResolver(inner, guard),
-            nameservers=self._nameservers,
-        )
+        if not self.config.verify:
+            logger.warning(
+                "TLS certificates are not checked (verify=False, --insecure): anyone on"
+                " the network path can read and change the traffic"
+            )
+        if self._given_session is not None:
+            self._session = self._given_session
+            self._foreign = ForeignSession(self._session, self.timeouts, self._headers)
+        else:
+            wrap = None if guard is None else lambda inner: GuardedResolver(inner, guard)
+            self._session, self._resolver = make_session(
+                concurrency=self._concurrency,
+                timeouts=self.timeouts,
+                headers=self._headers,
+                wrap_resolver=wrap,
+                nameservers=self._nameservers,
+                ssl=self._ssl,
+            )
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())
         return self
@@ -508,7 +575,8 @@ class Fetcher:
                     idle.set_result(None)  # idle workers end
             self._idle.clear()
         finally:
-            await self._session.close()
+            if self._given_session is None:  # a session given is its owner's to close
+                await self._session.close()
             if self._resolver is not None:
                 await self._resolver.close()
             self._collector.close()
@@ -918,7 +986,7 @@ class Fetcher:
         session = self._session
         assert loop is not None
         assert session is not None
-        caps, keep_body = self.caps, self._keep_body
+        caps, keep_body, foreign = self.caps, self._keep_body, self._foreign
         me = asyncio.current_task()
         assert me is not None
         total = self.timeouts.total
@@ -952,7 +1020,7 @@ class Fetcher:
                             item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session, item.request, item.url, caps, keep_body, item.hop
+                            session, item.request, item.url, caps, keep_body, item.hop, foreign
                         )
                     except asyncio.CancelledError as cancelled:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
