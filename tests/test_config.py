@@ -15,6 +15,7 @@ from fanout import Caps, FetcherConfig, Limits, RetryPolicy, Timeouts
 from fanout.cli import main
 from fanout.config import FetcherOptions
 from fanout.engine import Fetcher
+from tests.tls_server import TLSFiles
 
 # A value unlike the default for every field of FetcherConfig.
 CHANGED: dict[str, Any] = {
@@ -32,6 +33,9 @@ CHANGED: dict[str, Any] = {
     "deny_hosts": ("10.0.0.0/8",),
     "nameservers": ("127.0.0.1:5353",),
     "host_errors": 2,
+    "cacert": "{cacert}",  # the files of the tls_files fixture: see _filled
+    "verify": False,
+    "client_cert": ("{cert}", "{key}"),
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -49,7 +53,12 @@ CLI_ARGS: dict[str, list[str]] = {
     "deny_hosts": ["--deny-host", "10.0.0.0/8"],
     "nameservers": ["--dns-server", "127.0.0.1:5353"],
     "host_errors": ["--host-errors", "2"],
+    "cacert": ["--cacert", "{cacert}"],
+    "verify": ["--insecure"],
+    "client_cert": ["--cert", "{cert}", "--key", "{key}"],
 }  # fmt: skip
+# cacert and verify=False exclude each other: each run leaves one of them out.
+LEFT_OUT = ("verify", "cacert")
 # Fields the command line sets its own way: keep_body follows --body (fetch) or is
 # always on (aggregate); a run tunes the collector for the whole process; retry
 # jitter is not seeded.
@@ -91,23 +100,32 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[FetcherConfig]:
     return configs
 
 
-def _through_fetcher(url: str) -> FetcherConfig:
-    return Fetcher(**CHANGED).config
+def _filled(value: Any, files: TLSFiles) -> Any:
+    """``value`` with the names of the TLS files in place of {cacert}, {cert}, {key}."""
+    if isinstance(value, tuple | list):
+        return type(value)(_filled(v, files) for v in value)
+    if isinstance(value, str):
+        return value.format(cacert=files.cacert, cert=files.cert, key=files.key)
+    return value
 
 
-def _through_fetch(url: str) -> None:
-    fanout.fetch([url], **CHANGED)
+def _through_fetcher(url: str, options: dict[str, Any], args: list[str]) -> FetcherConfig:
+    return Fetcher(**options).config
+
+
+def _through_fetch(url: str, options: dict[str, Any], args: list[str]) -> None:
+    fanout.fetch([url], **options)
 
 
 def _through_cli(command: list[str]) -> Any:
-    def run(url: str) -> None:
-        args = [arg for name in CLI_ARGS for arg in CLI_ARGS[name]]
+    def run(url: str, options: dict[str, Any], args: list[str]) -> None:
         with pytest.raises(SystemExit):
             main([*command, url, *args, "--quiet"])
 
     return run
 
 
+@pytest.mark.parametrize("left_out", LEFT_OUT)
 @pytest.mark.parametrize(
     ("entry", "library"),
     [
@@ -119,13 +137,20 @@ def _through_cli(command: list[str]) -> Any:
     ids=["Fetcher", "fetch", "fanout-fetch", "fanout-aggregate"],
 )
 def test_every_option_reaches_every_entry_point(
-    entry: Any, library: bool, seen: list[FetcherConfig], server_thread: str
+    entry: Any,
+    library: bool,
+    left_out: str,
+    seen: list[FetcherConfig],
+    server_thread: str,
+    tls_files: TLSFiles,
 ) -> None:
-    config = entry(f"{server_thread}/users")
+    options = {n: _filled(v, tls_files) for n, v in CHANGED.items() if n != left_out}
+    args = [_filled(a, tls_files) for n, group in CLI_ARGS.items() if n != left_out for a in group]
+    config = entry(f"{server_thread}/users", options, args)
     if config is None:
         [config] = seen
-    names = FIELDS if library else list(CLI_ARGS)
-    expected = FetcherConfig(**CHANGED)
+    names = [n for n in (FIELDS if library else CLI_ARGS) if n != left_out]
+    expected = FetcherConfig(**options)
     assert {n: getattr(config, n) for n in names} == {n: getattr(expected, n) for n in names}
 
 
