@@ -136,6 +136,14 @@ USER_AGENT = parsed(_user_agent)
 METHOD = parsed(_method)
 DNS_SERVER = parsed(_dns_server)
 
+
+def _file_option(name: str, help: str) -> Callable[[F], F]:
+    """An option naming a file to read, checked (it exists and is readable) by click."""
+    return click.option(
+        name, type=click.Path(exists=True, dir_okay=False, readable=True), metavar="FILE", help=help
+    )
+
+
 _HTTP_OPTIONS = [
     click.option(
         "-c", "--concurrency", type=click.IntRange(min=1), default=64, help="Requests in flight."
@@ -254,30 +262,15 @@ _HTTP_OPTIONS = [
         metavar="PATTERN",
         help="Never fetch these hosts: a name glob or a network, repeatable.",
     ),
-    click.option(
-        "--cacert",
-        type=click.Path(exists=True, dir_okay=False, readable=True),
-        metavar="FILE",
-        help="Trust the CA certificates in this PEM file instead of the system's.",
-    ),
+    _file_option("--cacert", "Trust the CA certificates in this PEM file instead of the system's."),
     click.option(
         "-k",
         "--insecure",
         is_flag=True,
         help="Check no TLS certificate (anyone on the path can read and change the traffic).",
     ),
-    click.option(
-        "--cert",
-        type=click.Path(exists=True, dir_okay=False, readable=True),
-        metavar="FILE",
-        help="Client certificate (PEM) to present; with its key unless --key is given.",
-    ),
-    click.option(
-        "--key",
-        type=click.Path(exists=True, dir_okay=False, readable=True),
-        metavar="FILE",
-        help="Private key (PEM) of the --cert certificate.",
-    ),
+    _file_option("--cert", "Client certificate (PEM) to present; with its key unless --key."),
+    _file_option("--key", "Private key (PEM) of the --cert certificate."),
 ]
 
 
