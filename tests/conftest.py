@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
 from fanout.demo import DemoServer, ServerThread
+
+if TYPE_CHECKING:
+    from tests.tls_server import TLSFiles
 
 # No per-example deadline: on a loaded 2-core CI machine a slow example is not a bug.
 settings.register_profile("fanout", deadline=None)
@@ -33,6 +37,15 @@ def server_thread() -> Iterator[str]:
     """The demo server in a thread of its own, for sync code and subprocesses."""
     with ServerThread() as running:
         yield running.url
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A test CA (trustme), a server certificate for 127.0.0.1 and a client
+    certificate, with their PEM files."""
+    from tests.tls_server import make_tls_files  # trustme only for the tests that use it
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 def _host_of(base: str) -> str:

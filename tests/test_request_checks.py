@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 import fanout
+from fanout.config import FetcherConfig
 from fanout.demo import ServerThread
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError
@@ -90,8 +91,8 @@ def test_a_jsonl_header_with_a_control_character_is_a_rejected_line() -> None:
 def test_a_fetch_job_is_checked_when_made() -> None:
     with pytest.raises(ConfigError, match="method"):
         FetchJob(urls=("http://127.0.0.1:1/",), method="GE T")
-    with pytest.raises(ConfigError, match="User-Agent"):
-        FetchJob(urls=("http://127.0.0.1:1/",), user_agent="bot\r\nX: 1")
+    with pytest.raises(ConfigError, match="user_agent"):
+        FetchJob(urls=("http://127.0.0.1:1/",), config=FetcherConfig(user_agent="bot\r\nX: 1"))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from fanout._version import __version__
 if TYPE_CHECKING:
     from fanout.aggregation import AggregateReport, FieldStats, aggregate, aggregate_async
     from fanout.api import fetch
+    from fanout.config import FetcherConfig
     from fanout.engine import Fetcher
     from fanout.errors import (
         BodyError,
@@ -38,6 +39,7 @@ __all__ = [
     "Failure",
     "FanoutError",
     "Fetcher",
+    "FetcherConfig",
     "FieldStats",
     "JournalError",
     "Limits",
@@ -59,6 +61,7 @@ _HOMES = {
     "aggregate": "fanout.aggregation",
     "aggregate_async": "fanout.aggregation",
     "fetch": "fanout.api",
+    "FetcherConfig": "fanout.config",
     "Fetcher": "fanout.engine",
     "BodyError": "fanout.errors",
     "ConfigError": "fanout.errors",

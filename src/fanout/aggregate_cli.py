@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fanout.cli_options import FilePath, debug_option, guard_options, http_options, policies
+from fanout.cli_options import FilePath, debug_option, fetcher_config, http_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -327,18 +327,7 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     from fanout.stats import RunStats
 
     show_bar = not options["quiet"] and _stderr_is_terminal()
-    limits, retry, timeouts, caps = policies(options)
-    fetcher_options: dict[str, Any] = {
-        "limits": limits,
-        "retry": retry,
-        "timeouts": timeouts,
-        "caps": caps,
-        "headers": dict(options["headers"]),
-        "host_errors": options["host_errors"],
-        **guard_options(options),
-    }
-    if options["user_agent"]:
-        fetcher_options["user_agent"] = options["user_agent"]
+    config = fetcher_config(options)
 
     stats = RunStats()
     live = None
@@ -348,7 +337,7 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
         live = LiveProgress(stats, _total(options))
 
     async def main() -> AggregateReport:
-        async with Fetcher(**fetcher_options) as fetcher:
+        async with Fetcher(config) as fetcher:
             if live is None:
                 return await _aggregate(fetcher, None)
             live.attach(fetcher)

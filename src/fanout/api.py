@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from fanout.engine import DEFAULT_USER_AGENT, Fetcher, RequestLike
+from fanout.config import FetcherConfig, FetcherOptions, resolve_config
+from fanout.engine import Fetcher, RequestLike
 from fanout.models import Result
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.runtime import run_sync
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 __all__ = ["fetch"]
 
 
 def fetch(
     requests: Iterable[RequestLike],
-    *,
-    limits: Limits | None = None,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-    caps: Caps | None = None,
-    headers: Mapping[str, str] | None = None,
-    user_agent: str = DEFAULT_USER_AGENT,
-    deny_private: bool = False,
-    allow_hosts: Iterable[str] | None = None,
-    deny_hosts: Iterable[str] = (),
-    nameservers: Iterable[str] | None = None,
-    host_errors: int = 5,
+    config: FetcherConfig | None = None,
+    **options: Unpack[FetcherOptions],
 ) -> list[Result]:
     """Fetch every request and return the results in input order.
 
@@ -37,8 +31,9 @@ def fetch(
     :class:`fanout.SourceError`, the original as its ``__cause__``. ``requests`` is
     an iterable: a single URL as a str (or bytes) raises TypeError, where it
     would otherwise be fetched one character at a time. The options are those
-    of :class:`Fetcher`, the guard (``deny_private``, ``allow_hosts``,
-    ``deny_hosts``), the DNS servers (``nameservers``) and ``host_errors`` included.
+    of :class:`Fetcher`: a :class:`~fanout.FetcherConfig`, keyword options over
+    its fields, or both; a bad one raises :class:`~fanout.ConfigError` (an
+    unknown one TypeError) before anything is fetched.
 
     Ctrl-C stops the requests in flight and raises KeyboardInterrupt at once,
     in a notebook too; so do SIGTERM and SIGHUP, as
@@ -51,20 +46,10 @@ def fetch(
     [True, False]
     """
 
+    resolved = resolve_config(config, options, "fetch")  # checked before any loop runs
+
     async def main() -> list[Result]:
-        async with Fetcher(
-            limits=limits,
-            retry=retry,
-            timeouts=timeouts,
-            caps=caps,
-            headers=headers,
-            user_agent=user_agent,
-            deny_private=deny_private,
-            allow_hosts=allow_hosts,
-            deny_hosts=deny_hosts,
-            nameservers=nameservers,
-            host_errors=host_errors,
-        ) as fetcher:
+        async with Fetcher(resolved) as fetcher:
             return await fetcher.gather(requests)
 
     return run_sync(main)

@@ -1,10 +1,11 @@
 """Option parsing shared by the commands: one definition of each HTTP option
 (concurrency, rates, retries, deadlines, caps, method, headers), of ``--debug``,
-of file names and their checks, and of how the options become policies. Only
+of file names and their checks, and of how the options become a FetcherConfig. Only
 click is imported here (and fanout's light modules, when an option needs one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+    from fanout.config import FetcherConfig
 
 __all__ = [
     "DELAY",
@@ -30,10 +31,9 @@ __all__ = [
     "check_files",
     "debug_option",
     "enable_debug",
-    "guard_options",
+    "fetcher_config",
     "http_options",
     "parsed",
-    "policies",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,6 +135,14 @@ HEADER = parsed(_header)
 USER_AGENT = parsed(_user_agent)
 METHOD = parsed(_method)
 DNS_SERVER = parsed(_dns_server)
+
+
+def _file_option(name: str, help: str) -> Callable[[F], F]:
+    """An option naming a file to read, checked (it exists and is readable) by click."""
+    return click.option(
+        name, type=click.Path(exists=True, dir_okay=False, readable=True), metavar="FILE", help=help
+    )
+
 
 _HTTP_OPTIONS = [
     click.option(
@@ -254,6 +262,15 @@ _HTTP_OPTIONS = [
         metavar="PATTERN",
         help="Never fetch these hosts: a name glob or a network, repeatable.",
     ),
+    _file_option("--cacert", "Trust the CA certificates in this PEM file instead of the system's."),
+    click.option(
+        "-k",
+        "--insecure",
+        is_flag=True,
+        help="Check no TLS certificate (anyone on the path can read and change the traffic).",
+    ),
+    _file_option("--cert", "Client certificate (PEM) to present; with its key unless --key."),
+    _file_option("--key", "Private key (PEM) of the --cert certificate."),
 ]
 
 
@@ -264,53 +281,55 @@ def http_options(command: F) -> F:
     return command
 
 
-def guard_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The Fetcher's guard arguments (``deny_private``, ``allow_hosts``,
-    ``deny_hosts``) and its ``nameservers``, as the shared options describe
-    them; a bad pattern is a usage error."""
+def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
+    """The :class:`~fanout.FetcherConfig` the shared HTTP options describe, for
+    every command that fetches; a value it refuses is a usage error. The
+    concurrency is the one the process's file descriptor limit allows, raised
+    first as far as the hard limit lets it
+    (:func:`fanout.fdlimit.fit_process_limit`); when it is lowered, a line on
+    stderr says so."""
+    from fanout.config import DEFAULT_USER_AGENT, FetcherConfig
     from fanout.errors import ConfigError
-    from fanout.guard import HostGuard
-
-    guard = {
-        "deny_private": options["deny_private"],
-        "allow_hosts": options["allow_hosts"] or None,
-        "deny_hosts": options["deny_hosts"],
-    }
-    try:
-        HostGuard(**guard)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    return {**guard, "nameservers": options["dns_servers"] or None}
-
-
-def policies(options: dict[str, Any]) -> tuple[Limits, RetryPolicy, Timeouts, Caps]:
-    """The policies the shared HTTP options describe. The concurrency is the one
-    the process's file descriptor limit allows, raised first as far as the hard
-    limit lets it (:func:`fanout.fdlimit.fit_process_limit`); when it is lowered,
-    a line on stderr says so."""
     from fanout.fdlimit import fit_process_limit
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
-    concurrency, lowered = fit_process_limit(options["concurrency"])
+    cert, key = options["cert"], options["key"]
+    if key is not None and cert is None:
+        raise click.UsageError("--key needs --cert (the certificate it is the key of)")
+    try:
+        config = FetcherConfig(
+            retry=RetryPolicy(attempts=options["retries"] + 1),
+            timeouts=Timeouts(
+                connect=options["connect_timeout"],
+                read=options["read_timeout"],
+                total=options["timeout"],
+                dns=options["dns_timeout"],
+            ),
+            caps=Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+            headers=dict(options["headers"]),
+            user_agent=options["user_agent"] or DEFAULT_USER_AGENT,
+            deny_private=options["deny_private"],
+            allow_hosts=options["allow_hosts"] or None,
+            deny_hosts=options["deny_hosts"],
+            nameservers=options["dns_servers"] or None,
+            host_errors=options["host_errors"],
+            cacert=options["cacert"],
+            verify=not options["insecure"],
+            client_cert=None if cert is None else (cert, key or cert),
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    concurrency, lowered = fit_process_limit(options["concurrency"])  # once the rest is valid
     if lowered is not None:
         click.echo(f"fanout: {lowered}", err=True)
-    return (
-        Limits(
-            concurrency=concurrency,
-            per_host=options["per_host"],
-            rate=options["rate"],
-            per_host_rate=options["per_host_rate"],
-            parked=options["parked"],
-        ),
-        RetryPolicy(attempts=options["retries"] + 1),
-        Timeouts(
-            connect=options["connect_timeout"],
-            read=options["read_timeout"],
-            total=options["timeout"],
-            dns=options["dns_timeout"],
-        ),
-        Caps(max_bytes=options["max_bytes"], max_redirects=options["max_redirects"]),
+    limits = Limits(
+        concurrency=concurrency,
+        per_host=options["per_host"],
+        rate=options["rate"],
+        per_host_rate=options["per_host_rate"],
+        parked=options["parked"],
     )
+    return dataclasses.replace(config, limits=limits)
 
 
 # ------------------------------------------------------------------ --debug

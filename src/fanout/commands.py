@@ -15,7 +15,8 @@ import click
 import orjson
 
 from fanout import exit_status
-from fanout.cli_options import guard_options, policies
+from fanout.cli_options import fetcher_config
+from fanout.config import FetcherConfig
 from fanout.errors import ConfigError, SinkError, WriteError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.policy import Limits, RetryPolicy
@@ -64,9 +65,7 @@ def _live(stats: RunStats, total: int | None) -> LiveProgress:
 def build_job(options: dict[str, Any], *, retry_failed: frozenset[str] | None) -> FetchJob:
     """Turn ``fanout fetch`` options into a checked :class:`FetchJob`
     (``retry_failed``: see :attr:`FetchJob.retry_failed`)."""
-    user_agent = options["user_agent"]
     data = options["data"]
-    limits, retry, timeouts, caps = policies(options)
     return FetchJob(
         urls=tuple(options["urls"]),
         input_path=options["input_path"],
@@ -80,16 +79,9 @@ def build_job(options: dict[str, Any], *, retry_failed: frozenset[str] | None) -
         method=options["method"],
         # surrogateescape: bytes of the command line that are not UTF-8 are sent as given
         data=None if data is None else data.encode("utf-8", "surrogateescape"),
-        headers=dict(options["headers"]),
-        **({"user_agent": user_agent} if user_agent else {}),
-        limits=limits,
-        retry=retry,
-        timeouts=timeouts,
-        caps=caps,
+        config=fetcher_config(options),
         journal=options["journal"],
         retry_failed=retry_failed,
-        host_errors=options["host_errors"],
-        **guard_options(options),
     )
 
 
@@ -274,8 +266,10 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
                 input_path=str(urls_file),
                 output=str(output),
                 out_dir=target / "pages",
-                limits=Limits(concurrency=64, per_host=64),
-                retry=RetryPolicy(attempts=3, backoff=0.05),
+                config=FetcherConfig(
+                    limits=Limits(concurrency=64, per_host=64),
+                    retry=RetryPolicy(attempts=3, backoff=0.05),
+                ),
             )
             outcome = await run_fetch_job(
                 job,

@@ -43,46 +43,46 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
 )
 from types import TracebackType
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from fanout._version import __version__
+from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.errors import ConfigError, SourceError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
-from fanout.httpsyntax import headers_problem, value_problem
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.nameservers import parse_nameservers
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, collector_raised, loop_clock
 from fanout.safetext import shown
+from fanout.tls import tls_context
 from fanout.transport import (
     CREDENTIAL_HEADERS,
     REDIRECT_STATUSES,
+    ForeignSession,
     Hop,
     classify,
     exchange,
     followed,
     make_session,
     resolver_stats,
+    session_problem,
     while_connecting,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
+
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "RequestLike", "Source"]
 
 logger = logging.getLogger("fanout")
-
-DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
 
 RequestLike = str | Request
 Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
@@ -357,6 +357,36 @@ class _Run:
         self.source: Iterator[RequestLike] | None = None  # a sync source not yet at its end
 
 
+# The options that act through fanout's own connector: its resolver (the guard,
+# the DNS servers) and its TLS context. Each, with its value when not in use.
+_CONNECTOR_OPTIONS: Final = {
+    "deny_private": False,
+    "allow_hosts": None,
+    "deny_hosts": (),
+    "nameservers": None,
+    "cacert": None,
+    "verify": True,
+    "client_cert": None,
+}
+
+
+def _check_session(session: aiohttp.ClientSession, config: FetcherConfig) -> None:
+    """ConfigError when ``session`` cannot be used, or ``config`` asks for what a
+    session given does not get: fanout's own connector."""
+    if not isinstance(session, aiohttp.ClientSession):
+        raise TypeError(f"session must be an aiohttp.ClientSession, got {type(session).__name__}")
+    used = [name for name, off in _CONNECTOR_OPTIONS.items() if getattr(config, name) != off]
+    if used:
+        raise ConfigError(
+            f"session= cannot be combined with {', '.join(used)}: they act through fanout's"
+            " own connector, which a session given does not use (set them on your"
+            " session's connector, or leave out session=)"
+        )
+    problem = session_problem(session)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
 class Fetcher:
     """Fetches any number of requests concurrently, politely, in bounded memory.
 
@@ -372,23 +402,17 @@ class Fetcher:
 
     def __init__(
         self,
+        config: FetcherConfig | None = None,
         *,
-        limits: Limits | None = None,
-        retry: RetryPolicy | None = None,
-        timeouts: Timeouts | None = None,
-        caps: Caps | None = None,
-        headers: Mapping[str, str] | None = None,
-        user_agent: str = DEFAULT_USER_AGENT,
-        keep_body: bool = True,
-        seed: int | None = None,
-        tune_collector: bool = False,
-        deny_private: bool = False,
-        allow_hosts: Iterable[str] | None = None,
-        deny_hosts: Iterable[str] = (),
-        nameservers: Iterable[str] | None = None,
-        host_errors: int = 5,
+        session: aiohttp.ClientSession | None = None,
+        **options: Unpack[FetcherOptions],
     ) -> None:
-        """``headers`` are sent with every request (Authorization, Proxy-Authorization
+        """``config`` holds the options (:class:`~fanout.config.FetcherConfig`, whose
+        fields they are); keyword ``options`` override its fields, or make one
+        (``Fetcher(limits=...)``). A bad value raises :class:`~fanout.ConfigError`
+        here, an unknown option TypeError. The config in force is :attr:`config`.
+
+        ``headers`` are sent with every request (Authorization, Proxy-Authorization
         and Cookie only to the request's own origin: see ``docs/security.md``); a
         User-Agent among them, in any case, is sent instead of ``user_agent``;
         ``keep_body=False`` drops bodies after hashing them (``Result.body`` is then
@@ -405,7 +429,7 @@ class Fetcher:
         request is a ``denied`` result and nothing is sent. ``nameservers``
         ("IP" or "IP:PORT") replace the system's DNS servers (see
         :mod:`fanout.dns` for the resolver and its cache, ``Timeouts.dns`` for
-        its deadline); a bad one raises :class:`~fanout.ConfigError`.
+        its deadline).
 
         ``host_errors``: after that many consecutive connection failures to one
         host (``connect``, ``dns``, ``tls``, or a connect deadline), its other
@@ -414,30 +438,50 @@ class Fetcher:
         host starts the count again. ``0`` turns this off.
 
         A header name that is not an HTTP token, or a value with a control
-        character (other than tab), raises :class:`~fanout.ConfigError` here."""
-        problem = None if headers is None else headers_problem(headers)
-        problem = problem or value_problem("user_agent", user_agent)
-        if problem is not None:
-            raise ConfigError(problem)
-        if isinstance(host_errors, bool) or not isinstance(host_errors, int) or host_errors < 0:
-            raise ConfigError(f"host_errors must be an integer >= 0, got {host_errors!r}")
-        self._host_errors = host_errors
-        self.limits = limits or Limits()
-        self.retry = retry or RetryPolicy()
-        self.timeouts = timeouts or Timeouts()
-        self.caps = caps or Caps()
-        guard = HostGuard(deny_private=deny_private, allow_hosts=allow_hosts, deny_hosts=deny_hosts)
+        character (other than tab), raises :class:`~fanout.ConfigError` here.
+
+        TLS: ``cacert``, ``verify`` and ``client_cert`` (see
+        :class:`~fanout.config.FetcherConfig`) make one SSL context, here.
+
+        ``session``: an aiohttp session of yours to send the requests through,
+        on the loop the Fetcher runs in; fanout does not close it. Its connector
+        (pool limits, DNS, TLS, proxies) and cookie jar are yours, so the options
+        that need fanout's own connector (the guard, ``nameservers``, the TLS
+        options) raise :class:`~fanout.ConfigError` with it, as does a session
+        with default credentials (``auth``, an Authorization, Cookie or
+        Proxy-Authorization header). fanout's deadlines, caps, redirects,
+        retries and headers still apply, per request."""
+        config = resolve_config(config, options, "Fetcher")
+        if session is not None:
+            _check_session(session, config)
+        self._given_session = session
+        self.config: Final = config
+        """The options in force (read-only)."""
+        self._host_errors = config.host_errors
+        self.limits = config.limits
+        self.retry = config.retry
+        self.timeouts = config.timeouts
+        self.caps = config.caps
+        guard = HostGuard(
+            deny_private=config.deny_private,
+            allow_hosts=config.allow_hosts,
+            deny_hosts=config.deny_hosts,
+        )
         self._guard = guard if guard.active else None
-        self._nameservers = None if nameservers is None else parse_nameservers(nameservers)
+        self._nameservers = None if config.nameservers is None else list(config.nameservers)
+        self._ssl = tls_context(
+            cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
+        )
+        self._foreign: ForeignSession | None = None
         self._internal_logged: set[type[BaseException]] = set()
-        given = dict(headers or {})
+        given = dict(config.headers or {})
         if not any(name.lower() == "user-agent" for name in given):  # a given one wins
-            given = {"User-Agent": user_agent, **given}
+            given = {"User-Agent": config.user_agent, **given}
         self._headers = given
-        self._keep_body = keep_body
-        self._tune_collector = tune_collector
+        self._keep_body = config.keep_body
+        self._tune_collector = config.tune_collector
         self._collector = contextlib.ExitStack()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(config.seed)
         self._session: aiohttp.ClientSession | None = None
         self._resolver: AbstractResolver | None = None
         self._group: asyncio.TaskGroup | None = None
@@ -479,13 +523,24 @@ class Fetcher:
         await self._group.__aenter__()
         guard = self._guard
         self._fit_concurrency()
-        self._session, self._resolver = make_session(
-            concurrency=self._concurrency,
-            timeouts=self.timeouts,
-            headers=self._headers,
-            wrap_resolver=None if guard is None else lambda inner: GuardedResolver(inner, guard),
-            nameservers=self._nameservers,
-        )
+        if not self.config.verify:
+            logger.warning(
+                "TLS certificates are not checked (verify=False, --insecure): anyone on"
+                " the network path can read and change the traffic"
+            )
+        if self._given_session is not None:
+            self._session = self._given_session
+            self._foreign = ForeignSession(self._session, self.timeouts, self._headers)
+        else:
+            wrap = None if guard is None else lambda inner: GuardedResolver(inner, guard)
+            self._session, self._resolver = make_session(
+                concurrency=self._concurrency,
+                timeouts=self.timeouts,
+                headers=self._headers,
+                wrap_resolver=wrap,
+                nameservers=self._nameservers,
+                ssl=self._ssl,
+            )
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())
         return self
@@ -520,7 +575,8 @@ class Fetcher:
                     idle.set_result(None)  # idle workers end
             self._idle.clear()
         finally:
-            await self._session.close()
+            if self._given_session is None:  # a session given is its owner's to close
+                await self._session.close()
             if self._resolver is not None:
                 await self._resolver.close()
             self._collector.close()
@@ -930,7 +986,7 @@ class Fetcher:
         session = self._session
         assert loop is not None
         assert session is not None
-        caps, keep_body = self.caps, self._keep_body
+        caps, keep_body, foreign = self.caps, self._keep_body, self._foreign
         me = asyncio.current_task()
         assert me is not None
         total = self.timeouts.total
@@ -964,7 +1020,7 @@ class Fetcher:
                             item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session, item.request, item.url, caps, keep_body, item.hop
+                            session, item.request, item.url, caps, keep_body, item.hop, foreign
                         )
                     except asyncio.CancelledError as cancelled:
                         if deadline is None or not deadline.stop():  # not the deadline's alone

@@ -23,17 +23,17 @@ import contextlib
 import dataclasses
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from fanout.blocking_input import ThreadedReader, reads_block
-from fanout.engine import DEFAULT_USER_AGENT, Fetcher
+from fanout.config import FetcherConfig
+from fanout.engine import Fetcher
 from fanout.errors import ConfigError, SinkError
-from fanout.httpsyntax import headers_problem, method_problem, value_problem
+from fanout.httpsyntax import method_problem
 from fanout.models import ErrorKind, Failure, Request, Result
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.records import duplicate_record, json_line, rejected_record, result_record
 from fanout.safetext import shown
 from fanout.sources import (
@@ -58,8 +58,9 @@ BodyMode = Literal["none", "text", "json", "base64"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchJob:
-    """Everything one ``fanout fetch`` run needs, already checked: a method or
-    header that HTTP does not allow raises ConfigError here, not mid-run.
+    """Everything one ``fanout fetch`` run needs, already checked: a method
+    (or, in ``config``, a header) that HTTP does not allow raises ConfigError
+    here, not mid-run.
 
     ``retry_failed`` (with ``journal``): None fetches no recorded key again; an
     empty set fetches again every key that failed in an earlier run; a set of
@@ -77,26 +78,12 @@ class FetchJob:
     body: BodyMode = "none"
     method: str = "GET"
     data: bytes | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    user_agent: str = DEFAULT_USER_AGENT
-    limits: Limits = field(default_factory=Limits)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    caps: Caps = field(default_factory=Caps)
+    config: FetcherConfig = field(default_factory=FetcherConfig)
     journal: Path | None = None
     retry_failed: frozenset[str] | None = None
-    deny_private: bool = False
-    allow_hosts: tuple[str, ...] | None = None
-    deny_hosts: tuple[str, ...] = ()
-    nameservers: tuple[str, ...] | None = None
-    host_errors: int = 5
 
     def __post_init__(self) -> None:
-        problem = (
-            method_problem(self.method)
-            or headers_problem(self.headers)
-            or value_problem("User-Agent header", self.user_agent)
-        )
+        problem = method_problem(self.method)
         if problem is not None:
             raise ConfigError(problem)
 
@@ -667,20 +654,7 @@ async def _fetch(
     keep_body = job.out_dir is not None or job.body != "none"
     stopped = False
     try:
-        async with Fetcher(
-            limits=job.limits,
-            retry=job.retry,
-            timeouts=job.timeouts,
-            caps=job.caps,
-            headers=job.headers,
-            user_agent=job.user_agent,
-            keep_body=keep_body,
-            deny_private=job.deny_private,
-            allow_hosts=job.allow_hosts,
-            deny_hosts=job.deny_hosts,
-            nameservers=job.nameservers,
-            host_errors=job.host_errors,
-        ) as fetcher:
+        async with Fetcher(job.config, keep_body=keep_body) as fetcher:
             if on_fetcher is not None:
                 on_fetcher(fetcher)
             stream = fetcher.stream(requests, ordered=job.ordered)

@@ -22,6 +22,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any, Final
 
 import aiohttp
@@ -176,9 +177,11 @@ def make_connector(
     concurrency: int,
     resolver: AbstractResolver,
     hooks_missing: Callable[[], list[str]] = private_hooks_missing,
+    ssl: SSLContext | None = None,
 ) -> aiohttp.TCPConnector:
     """The connector of a run's session: at most ``concurrency`` connections in use
-    or closing, at most :func:`idle_cap` idle ones, DNS through ``resolver``.
+    or closing, at most :func:`idle_cap` idle ones, DNS through ``resolver``, TLS
+    with ``ssl`` (None: aiohttp's default context).
     Falls back to a connector without keep-alive when aiohttp's internals are not
     the ones :class:`_IdleCapped` was written against."""
     options: dict[str, Any] = {
@@ -187,6 +190,8 @@ def make_connector(
         "use_dns_cache": False,  # fanout.dns caches, honouring TTLs, within bounds
         "resolver": resolver,
     }
+    if ssl is not None:
+        options["ssl"] = ssl
     missing = hooks_missing()
     if not missing:
         connector = _IdleCapped(idle_cap=idle_cap(concurrency), **options)

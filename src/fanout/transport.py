@@ -12,6 +12,7 @@ import hashlib
 import io
 import socket
 from collections.abc import Callable, Mapping, Sequence
+from ssl import SSLContext
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -34,10 +35,12 @@ __all__ = [
     "REQUEST_OPTIONS",
     "AddressDenied",
     "DNSError",
+    "ForeignSession",
     "Hop",
     "classify",
     "exchange",
     "make_session",
+    "session_problem",
 ]
 
 
@@ -99,13 +102,15 @@ def make_session(
     headers: Mapping[str, str],
     wrap_resolver: Callable[[AbstractResolver], AbstractResolver] | None = None,
     nameservers: Sequence[str] | None = None,
+    ssl: SSLContext | None = None,
 ) -> tuple[aiohttp.ClientSession, AbstractResolver]:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
     the connect deadline and the lazy read deadline of :class:`_LazyReadDeadline`.
     The total deadline of an attempt is not the session's but the engine's.
     ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
-    ("IP" or "IP:PORT") replace the system's DNS servers. No cookie is kept:
+    ("IP" or "IP:PORT") replace the system's DNS servers; ``ssl`` is the TLS
+    context (:func:`fanout.tls.tls_context`; None for aiohttp's). No cookie is kept:
     a Set-Cookie of one response is never sent with another request.
 
     The resolver comes back with the session: close it after the session
@@ -121,19 +126,11 @@ def make_session(
     if wrap_resolver is not None:
         resolver = wrap_resolver(resolver)
     # At most ``concurrency`` sockets in use and pool.idle_cap idle, over all hosts.
-    connector = make_connector(concurrency=concurrency, resolver=resolver)
+    connector = make_connector(concurrency=concurrency, resolver=resolver, ssl=ssl)
     _use_lazy_read_deadline(connector)
-    # The total deadline of an attempt is the engine's (see engine._AttemptDeadline):
-    # aiohttp's would arm a timer and enter a timer context for every request.
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=timeouts.connect,
-        sock_connect=timeouts.connect,
-        sock_read=timeouts.read,
-    )
     session = aiohttp.ClientSession(
         connector=connector,
-        timeout=timeout,
+        timeout=_session_timeout(timeouts),
         request_class=_request_class(headers),
         cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
@@ -142,6 +139,74 @@ def make_session(
     )
     _no_hidden_retry(session)
     return session, resolver
+
+
+def _session_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    # No total: the total deadline of an attempt is the engine's (see
+    # engine._AttemptDeadline); aiohttp's would arm a timer and enter a timer
+    # context for every request.
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=timeouts.connect,
+        sock_connect=timeouts.connect,
+        sock_read=timeouts.read,
+    )
+
+
+class ForeignSession:
+    """What each request carries itself on a session the user gave
+    (``Fetcher(session=...)``), where fanout's own session has it built in: the
+    connect and read deadlines, statuses and Content-Encoding left to fanout
+    (no ``raise_for_status``, bodies decoded, so ``max_bytes`` counts decoded
+    bytes), and the fetcher's default headers (User-Agent, ``headers``), which
+    fanout's session sends through its request class.
+
+    The session's hidden retry is turned off, as on fanout's own (see
+    :func:`_no_hidden_retry`). A session whose own defaults carry credentials
+    (``auth``, an Authorization, Cookie or Proxy-Authorization header) would send
+    them to every origin a redirect leads to, so it is refused
+    (:func:`session_problem`)."""
+
+    __slots__ = ("defaults", "options")
+
+    def __init__(
+        self, session: aiohttp.ClientSession, timeouts: Timeouts, defaults: Mapping[str, str]
+    ) -> None:
+        _no_hidden_retry(session)
+        self.defaults = defaults
+        self.options: Mapping[str, Any] = MappingProxyType(
+            {
+                **REQUEST_OPTIONS,
+                "timeout": _session_timeout(timeouts),
+                "raise_for_status": False,
+                "auto_decompress": True,
+            }
+        )
+
+    def headers(self, given: Mapping[str, str] | None, skip: tuple[str, ...]) -> dict[str, str]:
+        """``given``, and the default headers it does not set and ``skip`` does not name."""
+        headers = dict(given or {})
+        named = {name.lower() for name in (*headers, *skip)}
+        for name, value in self.defaults.items():
+            if name.lower() not in named:
+                headers[name] = value
+        return headers
+
+
+def session_problem(session: aiohttp.ClientSession) -> str | None:
+    """Why fanout cannot send requests through ``session``, or None."""
+    if session.closed:
+        return "session= is closed"
+    credentials = [name for name in CREDENTIAL_HEADERS if name in session.headers]
+    if session.auth is not None:
+        credentials.insert(0, "auth")
+    if credentials:
+        return (
+            f"session= has default credentials ({', '.join(credentials)}), which would reach"
+            " every origin a redirect leads to: give them as Fetcher(headers=...), sent to"
+            " each request's own origin only"
+        )
+    return None
 
 
 def dns_deadline(timeouts: Timeouts) -> float | None:
@@ -320,22 +385,31 @@ async def exchange(
     caps: Caps,
     keep_body: bool,
     hop: Hop | None,
+    foreign: ForeignSession | None = None,
 ) -> Result:
     """Make one HTTP exchange for ``request`` (to ``url``, as ``hop`` says when it
     is a redirect hop): its :class:`Result`, whose ``attempts`` and times the
     engine fills in. A redirect to follow (see :func:`followed`) comes back with its status and
     headers and no body. Exceptions are the caller's to :func:`classify` (kept
-    out of here to spare a coroutine layer per request)."""
-    options = REQUEST_OPTIONS
+    out of here to spare a coroutine layer per request). ``foreign`` when
+    ``session`` is the user's, not fanout's."""
+    if foreign is None:
+        options = REQUEST_OPTIONS
+        hop_headers = None if hop is None else hop.headers
+        given = request.headers
+    else:
+        options = foreign.options
+        hop_headers = None if hop is None else foreign.headers(hop.headers, hop.skip)
+        given = foreign.headers(request.headers, ())
     if hop is not None:
         method = hop.method
-        options = {**options, "headers": _headers_for(url, hop.headers), "data": hop.body}
+        options = {**options, "headers": _headers_for(url, hop_headers), "data": hop.body}
         if hop.skip:
             options["skip_auto_headers"] = hop.skip
     else:
         method = request.method
-        if request.headers or request.body is not None:
-            headers = _headers_for(url, request.headers)
+        if given or request.body is not None:
+            headers = _headers_for(url, given)
             options = {**options, "headers": headers, "data": request.body}
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
     # between this one and the request's, a layer that each resumption passes

@@ -1,0 +1,163 @@
+"""The fetch options as one value: :class:`FetcherConfig`.
+
+Every entry point takes it: ``Fetcher(config)``, ``fanout.fetch(urls, config)``,
+and the ``fetch`` and ``aggregate`` commands build one from their options
+(:func:`fanout.cli_options.fetcher_config`). An option is added here, once, and
+reaches all four. Keyword options given beside a config override its fields.
+
+>>> from dataclasses import replace
+>>> config = FetcherConfig(limits=Limits(concurrency=8), user_agent="bot/1")
+>>> replace(config, keep_body=False).keep_body
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, TypedDict
+
+from fanout._version import __version__
+from fanout.errors import ConfigError
+from fanout.httpsyntax import headers_problem, value_problem
+from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+from fanout.tls import StrPath, tls_context
+
+__all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
+
+DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
+
+# A field given as None means its default: the policies take None as they always have.
+_POLICY_DEFAULTS: Final = {
+    "limits": Limits,
+    "retry": RetryPolicy,
+    "timeouts": Timeouts,
+    "caps": Caps,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetcherConfig:
+    """Everything a :class:`~fanout.Fetcher` is told, checked once, here: a bad
+    value raises :class:`~fanout.ConfigError` when the config is made.
+
+    - ``limits``, ``retry``, ``timeouts``, ``caps``: the policies
+      (:mod:`fanout.policy`); None is the default policy.
+    - ``headers`` (None: none): sent with every request (Authorization, Proxy-Authorization
+      and Cookie only to the request's own origin: see ``docs/security.md``); a
+      User-Agent among them, in any case, is sent instead of ``user_agent``.
+      Kept as a read-only copy.
+    - ``keep_body=False`` drops bodies after hashing them (``Result.body`` is
+      then None); ``seed`` fixes the retry jitter.
+    - ``tune_collector=True`` raises the garbage collector's first threshold
+      while the fetcher is open (see :func:`fanout.runtime.tune_collector`).
+    - The guard (:mod:`fanout.guard`): ``deny_private``, ``allow_hosts``,
+      ``deny_hosts`` (host name globs and networks; kept as tuples).
+    - ``nameservers`` ("IP" or "IP:PORT") replace the system's DNS servers;
+      kept in the form c-ares takes.
+    - ``host_errors``: consecutive connection failures to a host before its
+      other requests fail at once as ``host_down``; ``0`` never.
+    - TLS (:mod:`fanout.tls`), with curl's meanings: ``cacert``, a PEM file of
+      the CAs to trust instead of the system's (``--cacert``);
+      ``verify=False`` checks no certificate (``--insecure``: a warning is
+      logged once per Fetcher); ``client_cert``, a (certificate file, key
+      file) pair to present (``--cert``/``--key``; one file holding both
+      may be given twice). The files are read, and checked, here.
+
+    Change one with :func:`dataclasses.replace`, which checks the result again.
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    caps: Caps = field(default_factory=Caps)
+    headers: Mapping[str, str] | None = field(default_factory=dict)
+    user_agent: str = DEFAULT_USER_AGENT
+    keep_body: bool = True
+    seed: int | None = None
+    tune_collector: bool = False
+    deny_private: bool = False
+    allow_hosts: Iterable[str] | None = None
+    deny_hosts: Iterable[str] = ()
+    nameservers: Iterable[str] | None = None
+    host_errors: int = 5
+    cacert: StrPath | None = None
+    verify: bool = True
+    client_cert: tuple[StrPath, StrPath] | None = None
+
+    def __post_init__(self) -> None:
+        from fanout.guard import HostGuard
+        from fanout.nameservers import parse_nameservers
+
+        for name, default in _POLICY_DEFAULTS.items():
+            if getattr(self, name) is None:
+                self._set(name, default())
+        headers = self.headers
+        problem = None if headers is None else headers_problem(headers)
+        problem = problem or value_problem("user_agent", self.user_agent)
+        if problem is not None:
+            raise ConfigError(problem)
+        self._set("headers", MappingProxyType(dict(headers or {})))
+        host_errors = self.host_errors
+        if isinstance(host_errors, bool) or not isinstance(host_errors, int) or host_errors < 0:
+            raise ConfigError(f"host_errors must be an integer >= 0, got {host_errors!r}")
+        # Tuples: a generator given is read once, and the value can be compared.
+        if self.allow_hosts is not None:
+            self._set("allow_hosts", tuple(self.allow_hosts))
+        self._set("deny_hosts", tuple(self.deny_hosts))
+        # made again by the Fetcher; here it checks the patterns
+        HostGuard(
+            deny_private=self.deny_private, allow_hosts=self.allow_hosts, deny_hosts=self.deny_hosts
+        )
+        if self.nameservers is not None:
+            self._set("nameservers", tuple(parse_nameservers(self.nameservers)))
+        if self.client_cert is not None and not isinstance(self.client_cert, str | os.PathLike):
+            self._set("client_cert", tuple(self.client_cert))
+        tls_context(cacert=self.cacert, verify=self.verify, client_cert=self.client_cert)
+
+    def _set(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+
+
+_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(FetcherConfig))
+
+
+class FetcherOptions(TypedDict, total=False):
+    """The keyword options of :class:`~fanout.Fetcher` and :func:`fanout.fetch`:
+    the fields of :class:`FetcherConfig`. tests/test_config.py checks that the two agree."""
+
+    limits: Limits | None
+    retry: RetryPolicy | None
+    timeouts: Timeouts | None
+    caps: Caps | None
+    headers: Mapping[str, str] | None
+    user_agent: str
+    keep_body: bool
+    seed: int | None
+    tune_collector: bool
+    deny_private: bool
+    allow_hosts: Iterable[str] | None
+    deny_hosts: Iterable[str]
+    nameservers: Iterable[str] | None
+    host_errors: int
+    cacert: StrPath | None
+    verify: bool
+    client_cert: tuple[StrPath, StrPath] | None
+
+
+def resolve_config(
+    config: FetcherConfig | None, options: Mapping[str, Any], caller: str
+) -> FetcherConfig:
+    """``config`` (or the default one) with the keyword ``options`` of ``caller``
+    over its fields; TypeError naming an unknown one, as Python would."""
+    unknown = sorted(options.keys() - _FIELDS)
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    if config is None:
+        return FetcherConfig(**options)
+    if not isinstance(config, FetcherConfig):
+        raise TypeError(f"{caller}(): config must be a FetcherConfig, got {type(config).__name__}")
+    return dataclasses.replace(config, **options) if options else config
