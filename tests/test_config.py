@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import fanout
+import fanout.aggregation
 from fanout import Caps, FetcherConfig, Limits, RetryPolicy, Timeouts
 from fanout.cli import main
 from fanout.config import FetcherOptions
@@ -117,6 +118,10 @@ def _through_fetch(url: str, options: dict[str, Any], args: list[str]) -> None:
     fanout.fetch([url], **options)
 
 
+def _through_aggregate(url: str, options: dict[str, Any], args: list[str]) -> None:
+    fanout.aggregation.aggregate([url], fields={"id": "id"}, **options)
+
+
 def _through_cli(command: list[str]) -> Any:
     def run(url: str, options: dict[str, Any], args: list[str]) -> None:
         with pytest.raises(SystemExit):
@@ -131,10 +136,11 @@ def _through_cli(command: list[str]) -> Any:
     [
         (_through_fetcher, True),
         (_through_fetch, True),
+        (_through_aggregate, True),
         (_through_cli(["fetch"]), False),
         (_through_cli(["aggregate", "-f", "id=id"]), False),
     ],
-    ids=["Fetcher", "fetch", "fanout-fetch", "fanout-aggregate"],
+    ids=["Fetcher", "fetch", "aggregate", "fanout-fetch", "fanout-aggregate"],
 )
 def test_every_option_reaches_every_entry_point(
     entry: Any,

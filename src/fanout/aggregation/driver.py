@@ -19,7 +19,7 @@ import itertools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import jmespath.parser
 import orjson
@@ -35,12 +35,15 @@ from fanout.aggregation.expressions import (
 from fanout.aggregation.report import AggregateReport, SourceInfo
 from fanout.aggregation.spec import AggregateSpec
 from fanout.aggregation.templates import check_id_template, fill
-from fanout.engine import DEFAULT_USER_AGENT, Fetcher
+from fanout.config import FetcherConfig, FetcherOptions, resolve_config
+from fanout.engine import Fetcher
 from fanout.errors import ConfigError
 from fanout.models import Request, Result
-from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 from fanout.runtime import run_sync
 from fanout.sources import Rejected
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 Input: TypeAlias = str | Request | Rejected
 
@@ -167,13 +170,9 @@ async def aggregate_async(
     template: str | None = None,
     limit: int | None = None,
     fetcher: Fetcher | None = None,
-    limits: Limits | None = None,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-    caps: Caps | None = None,
-    headers: Mapping[str, str] | None = None,
-    user_agent: str = DEFAULT_USER_AGENT,
+    config: FetcherConfig | None = None,
     on_result: Callable[[Result], None] | None = None,
+    **options: Unpack[FetcherOptions],
 ) -> AggregateReport:
     """Fetch ``urls`` (and the pages they lead to), extract, group, summarise.
 
@@ -181,10 +180,11 @@ async def aggregate_async(
     input line is counted as a failed request), read lazily. The extraction
     options are those of :class:`AggregateSpec`; ``ids_from``, ``select``,
     ``template`` and ``limit`` add the URLs of the two-step fan-out after
-    ``urls``. Requests go through ``fetcher`` when given (its limits and
-    retries apply; then ``limits`` and the other fetch options must not be
-    given, and it must keep bodies, as it does by default), else through a new
-    :class:`Fetcher` built from those options.
+    ``urls``. Requests go through ``fetcher`` when given (its options apply;
+    then ``config`` and the fetch options must not be given, and it must keep
+    bodies, as it does by default), else through a new :class:`Fetcher` made
+    from ``config`` and the keyword fetch options over it, as
+    ``Fetcher(config, **options)`` would be.
     ``on_result`` sees every result, for a progress display. Failed requests
     and bad bodies are counted in the report, never raised; a bad option
     raises :class:`ConfigError`.
@@ -210,11 +210,9 @@ async def aggregate_async(
         max_pages=max_pages,
     )
     compiled_select = _check_source(ids_from, select, template, limit)
-    own_options = (limits, retry, timeouts, caps, headers)
-    if fetcher is not None and (
-        any(o is not None for o in own_options) or user_agent != DEFAULT_USER_AGENT
-    ):
-        raise ConfigError("give a fetcher or fetch options (limits, retry...), not both")
+    if fetcher is not None and (config is not None or options):
+        raise ConfigError("give a fetcher or fetch options (config, limits...), not both")
+    own_config = None if fetcher is not None else resolve_config(config, options, "aggregate")
     aggregator = Aggregator(spec)
     started = time.perf_counter()
 
@@ -240,14 +238,7 @@ async def aggregate_async(
     if fetcher is not None:
         source_info = await run(fetcher)
     else:
-        async with Fetcher(
-            limits=limits,
-            retry=retry,
-            timeouts=timeouts,
-            caps=caps,
-            headers=headers,
-            user_agent=user_agent,
-        ) as own:
+        async with Fetcher(own_config) as own:
             source_info = await run(own)
     return aggregator.report(elapsed=time.perf_counter() - started, source=source_info)
 
@@ -286,12 +277,8 @@ def aggregate(
     select: str = "@",
     template: str | None = None,
     limit: int | None = None,
-    limits: Limits | None = None,
-    retry: RetryPolicy | None = None,
-    timeouts: Timeouts | None = None,
-    caps: Caps | None = None,
-    headers: Mapping[str, str] | None = None,
-    user_agent: str = DEFAULT_USER_AGENT,
+    config: FetcherConfig | None = None,
+    **options: Unpack[FetcherOptions],
 ) -> AggregateReport:
     """The synchronous twin of :func:`aggregate_async` (same options, same report).
 
@@ -309,7 +296,8 @@ def aggregate(
     ... )
     >>> report.fields["score"].median  # doctest: +SKIP
     """
-    options: dict[str, Any] = {
+    fetch_config = resolve_config(config, options, "aggregate")  # checked before a loop starts
+    spec_options: dict[str, Any] = {
         "fields": fields,
         "group_by": group_by,
         "each": each,
@@ -326,11 +314,5 @@ def aggregate(
         "select": select,
         "template": template,
         "limit": limit,
-        "limits": limits,
-        "retry": retry,
-        "timeouts": timeouts,
-        "caps": caps,
-        "headers": headers,
-        "user_agent": user_agent,
     }
-    return run_sync(lambda: aggregate_async(urls, **options))
+    return run_sync(lambda: aggregate_async(urls, config=fetch_config, **spec_options))
