@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout import exit_status
+from fanout.cli import exit_status
 from fanout.demo import ServerThread
 from fanout.errors import JournalError
 from fanout.journal import Journal, State, lock_path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout import exit_status
+from fanout.cli import exit_status
 from fanout.demo import ServerThread
 from tests.durability import FANOUT, error_kind, records
 

@@ -614,7 +614,7 @@ def test_errors_logged_without_debug_hide_credentials(tmp_path: Path) -> None:
     url = f"http://{USERINFO}@127.0.0.1:1/x"
     script = (
         "import logging\n"
-        "from fanout.logs import redact_logs\n"
+        "from fanout.cli.logs import redact_logs\n"
         "redact_logs()\n"
         f"logging.getLogger('fanout').error('failed: %s', {url!r}, exc_info=ValueError({url!r}))\n"
     )

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from fanout.cli.exit_status import for_signal
 from fanout.demo import ServerThread
-from fanout.exit_status import for_signal
 from fanout.runtime import Interrupted, interrupting_signal, run
 
 FANOUT = [sys.executable, "-m", "fanout"]

@@ -2,7 +2,7 @@
 
 Every entry point takes it: ``Fetcher(config)``, ``fanout.fetch(urls, config)``,
 and the ``fetch`` and ``aggregate`` commands build one from their options
-(:func:`fanout.cli_options.fetcher_config`). An option is added here, once, and
+(:func:`fanout.cli.options.fetcher_config`). An option is added here, once, and
 reaches all four. Keyword options given beside a config override its fields.
 
 >>> from dataclasses import replace

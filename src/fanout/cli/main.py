@@ -1,7 +1,7 @@
 """The ``fanout`` command: a thin shell over the library.
 
 Parse options, build policies, run a job, render. Exit status
-(:mod:`fanout.exit_status`): 0 when every request succeeded, 1 when some
+(:mod:`fanout.cli.exit_status`): 0 when every request succeeded, 1 when some
 failed, 2 for a usage error (one line on stderr, no traceback), and 128 + the
 signal's number on SIGINT (130), SIGTERM (143) or SIGHUP (129), after writing
 what was fetched.
@@ -21,7 +21,8 @@ from typing import Any, Final, NoReturn
 import click
 
 from fanout._version import __version__
-from fanout.cli_options import (
+from fanout.cli.exit_status import for_signal
+from fanout.cli.options import (
     DELAY,
     DURATION,
     METHOD,
@@ -33,7 +34,6 @@ from fanout.cli_options import (
     parsed,
 )
 from fanout.errors import FanoutError
-from fanout.exit_status import for_signal
 
 __all__ = ["main"]
 
@@ -87,7 +87,7 @@ class _Commands(click.Group):
     """The command group; ``aggregate`` (many options, and its own modules) is
     loaded only when it is asked for, so other commands start faster."""
 
-    _LAZY: Final = {"aggregate": "fanout.aggregate_cli"}
+    _LAZY: Final = {"aggregate": "fanout.cli.aggregate"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._LAZY])
@@ -117,7 +117,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": False}
     if debug:
         enable_debug(ctx)
-    from fanout.logs import redact_logs
+    from fanout.cli.logs import redact_logs
 
     redact_logs()  # a URL's credentials never reach a log
 
@@ -213,7 +213,7 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
       fanout fetch -i urls.txt -o results.jsonl --out-dir pages -c 100 --per-host 8
       cat urls.txt | fanout fetch -i - --rate 50 --retries 4 --ordered
     """
-    from fanout.commands import build_job, run_job
+    from fanout.cli.commands import build_job, run_job
 
     retried = _retried_kinds(options)
     if not (options["urls"] or options["input_path"] or options["jsonl_input"]):
@@ -262,7 +262,7 @@ def status(journal: Path, as_json: bool, check: bool) -> None:
 
     It reads a journal that a run is using (it takes no lock).
     """
-    from fanout.commands import run_status
+    from fanout.cli.commands import run_status
 
     run_status(journal, as_json=as_json, check=check)
 
@@ -291,7 +291,7 @@ def export(journal: Path, output: str, fmt: str) -> None:
     It reads a journal that a run is using (it takes no lock). A file is
     replaced only once the whole export is written.
     """
-    from fanout.commands import run_export
+    from fanout.cli.commands import run_export
 
     check_files(inputs={"--journal": journal}, outputs={"-o": output})
     run_export(journal, output, fmt)
@@ -331,7 +331,7 @@ def serve(
     /retry-after/{s}, /flaky/{n}, /slow?delay=S, /hang, /stall, /drip, /short,
     /reset, /redirect/{n}, /bytes/{n}, /gzip-bomb, /br-bomb, /zstd-bomb. See / for the full list.
     """
-    from fanout.commands import run_serve
+    from fanout.cli.commands import run_serve
 
     ctx.exit(
         run_serve(
@@ -359,7 +359,7 @@ def serve(
 @click.pass_context
 def demo(ctx: click.Context, count: int, out_dir: Path | None, quiet: bool) -> None:
     """The whole job offline: serve, fetch with progress, save pages, summarise."""
-    from fanout.commands import run_demo
+    from fanout.cli.commands import run_demo
 
     check_files(inputs={}, outputs={}, out_dir=out_dir)
     ctx.exit(run_demo(count=count, out_dir=out_dir, quiet=quiet, debug=ctx.obj["debug"]))
@@ -405,7 +405,7 @@ def bench(
     The server runs on 127.0.0.1 in a subprocess with the given latency; the
     lower bound is ceil(n / c) x latency.
     """
-    from fanout.commands import run_bench_command
+    from fanout.cli.commands import run_bench_command
 
     check_files(inputs={}, outputs={"--plot": plot})
     run_bench_command(

@@ -344,7 +344,7 @@ def enable_debug(ctx: click.Context) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from fanout.logs import redact_logs
+    from fanout.cli.logs import redact_logs
 
     redact_logs()  # also for --debug after the command's name: credentials never reach a log
 

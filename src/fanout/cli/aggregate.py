@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fanout.cli_options import FilePath, debug_option, fetcher_config, http_options
+from fanout.cli.options import FilePath, debug_option, fetcher_config, http_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -268,7 +268,7 @@ def aggregate(ctx: click.Context, /, **options: Any) -> None:
     try:
         report = _run(options, debug=debug)
     except KeyboardInterrupt as exc:
-        from fanout.commands import interrupted
+        from fanout.cli.commands import interrupted
 
         ctx.exit(interrupted(exc, "no report (it is printed once every request is done)"))
     from fanout.aggregation.render import render_csv, render_json, render_table
@@ -321,7 +321,7 @@ def _total(options: dict[str, Any]) -> int | None:
 
 def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     from fanout.aggregation import aggregate_async
-    from fanout.commands import showing
+    from fanout.cli.commands import showing
     from fanout.engine import Fetcher
     from fanout.runtime import run
     from fanout.stats import RunStats
@@ -332,7 +332,7 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     stats = RunStats()
     live = None
     if show_bar:
-        from fanout.progress import LiveProgress
+        from fanout.cli.progress import LiveProgress
 
         live = LiveProgress(stats, _total(options))
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import click
 import orjson
 
-from fanout import exit_status
-from fanout.cli_options import fetcher_config
+from fanout.cli import exit_status
+from fanout.cli.options import fetcher_config
 from fanout.config import FetcherConfig
 from fanout.errors import ConfigError, SinkError, WriteError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
@@ -24,7 +24,7 @@ from fanout.runtime import interrupting_signal, run
 from fanout.stats import RunStats, format_summary
 
 if TYPE_CHECKING:
-    from fanout.progress import LiveProgress
+    from fanout.cli.progress import LiveProgress
 
 __all__ = [
     "build_job",
@@ -57,7 +57,7 @@ def _stderr_is_terminal() -> bool:
 
 
 def _live(stats: RunStats, total: int | None) -> LiveProgress:
-    from fanout.progress import LiveProgress
+    from fanout.cli.progress import LiveProgress
 
     return LiveProgress(stats, total)
 
@@ -141,7 +141,7 @@ def interrupted_by(signum: int) -> str:
 
 def interrupted(exc: KeyboardInterrupt, detail: str) -> int:
     """Say on stderr which signal ended the run, and ``detail``; return the
-    exit status for it (:func:`fanout.exit_status.for_signal`)."""
+    exit status for it (:func:`fanout.cli.exit_status.for_signal`)."""
     signum = interrupting_signal(exc)
     _say(f"{interrupted_by(signum)}: {detail}")
     return exit_status.for_signal(signum)
