@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from fanout.errors import SinkError
 from fanout.fetch_job import _JournalOutput
 from fanout.journal import JournaledOutput
+from fanout.jsonl_writer import JsonlWriter
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.records import (
     BodyMode,
-    JsonlWriter,
     duplicate_record,
     json_line,
     rejected_record,

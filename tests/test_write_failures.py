@@ -19,7 +19,7 @@ import pytest
 from fanout.demo import ServerThread
 from fanout.errors import SinkError, WriteError
 from fanout.files import STAGING
-from fanout.records import JsonlWriter
+from fanout.jsonl_writer import JsonlWriter
 from fanout.writer import LineOutput, WriterThread
 from tests.durability import (
     assert_one_line,
