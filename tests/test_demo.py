@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from fanout.demo import MAX_BYTES, STATS_KEY, DemoServer, ServerThread, Stats, make_app
+from fanout.demo import STATS_KEY, DemoServer, ServerThread, Stats, make_app
+from fanout.demo.faults import MAX_BYTES
 from fanout.errors import ConfigError
 
 from .conftest import peak_in_flight

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from fanout import Caps, ErrorKind, Fetcher, RetryPolicy, Timeouts
-from fanout.demo import DemoServer, page_html
+from fanout.demo import DemoServer
+from fanout.demo.data import page_html
 from tests.attack_checks import invoke, read_records
 from tests.background import in_thread
 
