@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.errors import SinkError
-from fanout.fetch_job import _JournalOutput
+from fanout.job_output import _JournalOutput
 from fanout.journal import JournaledOutput
 from fanout.jsonl_writer import JsonlWriter
 from fanout.models import ErrorKind, Failure, Request, Result

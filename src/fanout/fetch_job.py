@@ -18,7 +18,6 @@ on; an output or journal that cannot be written stops the run with
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import sys
@@ -26,16 +25,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from fanout.blocking_input import ThreadedReader, reads_block
+from fanout.body_saver import _Saver
 from fanout.config import FetcherConfig
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError, SinkError
 from fanout.httpsyntax import method_problem
-from fanout.models import ErrorKind, Failure, Request, Result
-from fanout.records import duplicate_record, json_line, rejected_record, result_record
-from fanout.safetext import shown
+from fanout.job_output import Record, _JournalOutput, _Output, _PlainOutput
+from fanout.models import Request, Result
+from fanout.records import duplicate_record, rejected_record, result_record
 from fanout.sources import (
     Deduper,
     Rejected,
@@ -46,7 +46,7 @@ from fanout.sources import (
     shown_input,
 )
 from fanout.stats import RunStats, Summary
-from fanout.writer import LineOutput, WriterThread, output_name
+from fanout.writer import output_name
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
     from fanout.journal import InputItem, Journal, JournaledOutput, Verdict
@@ -111,9 +111,6 @@ class JobOutcome:
     stopped_early: bool = False
 
 
-Record = dict[str, object]
-
-
 def _inputs(job: FetchJob) -> Iterator[Request | Rejected]:
     """Every input item in order: URL arguments, then -i lines, then JSONL lines.
 
@@ -159,180 +156,6 @@ def count_inputs(job: FetchJob) -> int | None:
                 if text and not (path == job.input_path and text.startswith(b"#")):
                     total += 1
     return total
-
-
-class _Output(Protocol):
-    """Where records go, on a writer thread: plain JSONL, or JSONL kept exact
-    by a journal (which records the key of ``keyed``, the input the record is
-    about). :meth:`emit` never blocks and never raises; a failure to write is
-    raised by :meth:`room`, :meth:`flush` or :meth:`close`."""
-
-    @property
-    def full(self) -> bool:
-        """Whether the caller should await :meth:`room` (also true once a write failed)."""
-
-    def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None: ...
-    async def room(self) -> None: ...
-    async def flush(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-class _PlainOutput:
-    """JSONL to a file or stdout, written in groups by a thread of its own."""
-
-    def __init__(self, stream: BinaryIO, name: str) -> None:
-        self.writer: WriterThread[bytes] = WriterThread(
-            LineOutput(stream, name).write,
-            name="fanout-output",
-            group=_PLAIN_GROUP,
-            backlog=_PLAIN_BACKLOG,
-            hand_over_after=_PLAIN_DELAY,
-        )
-
-    @property
-    def full(self) -> bool:
-        return self.writer.full
-
-    def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
-        line = json_line(record)
-        self.writer.put(line, len(line))
-
-    async def room(self) -> None:
-        await self.writer.room()
-
-    async def flush(self) -> None:
-        await self.writer.drain()
-
-    async def close(self) -> None:
-        await self.writer.close()
-
-
-class _JournalOutput:
-    def __init__(self, out: JournaledOutput) -> None:
-        from fanout.journal import State
-
-        self.out = out
-        self._done, self._failed = State.DONE, State.FAILED
-
-    @property
-    def full(self) -> bool:
-        return self.out.full
-
-    def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
-        line = json_line(record)
-        self.out.add(line, keyed, self._done if failed is None else self._failed, failed)
-
-    async def room(self) -> None:
-        await self.out.room()
-
-    async def flush(self) -> None:
-        await self.out.flush()
-
-    async def close(self) -> None:
-        await self.out.close()
-
-
-class _Saver:
-    """Saves bodies under --out-dir on a thread of its own while results keep
-    coming. A result's record is emitted once its body is saved, or could not
-    be (then the result is a ``write`` failure), in the order the results came.
-
-    At most ``_SAVE_DEPTH`` results (or ``_SAVE_BYTES`` of bodies) wait here:
-    :attr:`full` says when, and :meth:`room` waits for the oldest save."""
-
-    def __init__(
-        self, out_dir: Path, staging: Path | None, record: Callable[[Result, str | None], None]
-    ) -> None:
-        self._out_dir = out_dir
-        self._staging = staging
-        self._record = record
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fanout-files")
-        self._queue: deque[tuple[Result, asyncio.Future[str] | None]] = deque()
-        self._bytes = 0
-
-    def add(self, result: Result) -> None:
-        """Start saving the body of an ok result; emit the records that are ready."""
-        future = None
-        if result.ok and result.body is not None:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._pool, _save, self._out_dir, self._staging, result)
-            future.add_done_callback(self._saved)
-            self._bytes += len(result.body)
-        self._queue.append((result, future))
-        self._emit_ready()
-
-    @property
-    def full(self) -> bool:
-        return len(self._queue) >= _SAVE_DEPTH or (bool(self._queue) and self._bytes >= _SAVE_BYTES)
-
-    async def room(self) -> None:
-        """Wait until fewer results than the bound wait for their save."""
-        while self.full:
-            await self._oldest()
-
-    async def drain(self) -> None:
-        """Wait until every record is emitted."""
-        while self._queue:
-            await self._oldest()
-
-    async def _oldest(self) -> None:
-        future = self._queue[0][1]
-        if future is None or future.done():
-            self._emit_ready()
-        else:
-            await asyncio.wait([future])
-
-    def close(self) -> None:
-        """Stop the thread (a save under way is finished, none is started)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _saved(self, _: asyncio.Future[str]) -> None:
-        self._emit_ready()
-
-    def _emit_ready(self) -> None:
-        queue = self._queue
-        while queue:
-            result, future = queue[0]
-            if future is not None:
-                if not future.done():
-                    return
-                self._bytes -= len(result.body or b"")
-            queue.popleft()
-            self._record(result, None if future is None else _saved_path(result, future))
-
-
-def _save(out_dir: Path, staging: Path | None, result: Result) -> str:
-    """Save the body of ``result`` (on the saver's thread); return its path."""
-    from fanout.files import safe_relpath, write_atomic
-
-    assert result.body is not None
-    relpath = safe_relpath(result.url, content_type=result.headers.get("Content-Type"))
-    return str(write_atomic(out_dir, relpath, result.body, temp_dir=staging))
-
-
-def _saved_path(result: Result, future: asyncio.Future[str]) -> str | None:
-    """Where the body was saved; None, with the result made a failure, when it was not."""
-    if future.cancelled():
-        result.error = Failure(ErrorKind.CANCELLED, "stopped before its body was saved")
-        return None
-    error = future.exception()
-    if error is None:
-        return future.result()
-    if isinstance(error, SinkError):
-        result.error = Failure(ErrorKind.WRITE, shown(str(error)), _cause(error))
-    else:  # a bug: the run goes on, the record says what it was
-        result.error = Failure(
-            ErrorKind.INTERNAL, shown(f"unexpected error: {error!r}"), type(error).__name__
-        )
-    return None
-
-
-def _cause(error: BaseException) -> str | None:
-    """The type name of the OSError that made saving fail (the files module
-    raises its SinkError ``from None``, so it is the context); None for
-    fanout's own refusal (a path outside the directory)."""
-    inner = error.__cause__ or error.__context__
-    return None if inner is None else type(inner).__name__
 
 
 class _Job:
@@ -490,11 +313,6 @@ class _Job:
 
 
 _CLASSIFY_BATCH = 256
-# Plain JSONL: groups of up to 256 lines, at most 1,024 lines (or 4 MiB) waiting;
-# lines go to the thread 5 ms after the first waits (fewer wake-ups, fewer writes).
-_PLAIN_GROUP, _PLAIN_BACKLOG, _PLAIN_DELAY = 256, 1024, 0.005
-# --out-dir: at most 16 results (or 16 MiB of bodies) waiting for their save
-_SAVE_DEPTH, _SAVE_BYTES = 16, 16 << 20
 
 
 class _Journaling:
