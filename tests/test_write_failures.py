@@ -20,7 +20,8 @@ from fanout.demo import ServerThread
 from fanout.errors import SinkError, WriteError
 from fanout.files import STAGING
 from fanout.jsonl_writer import JsonlWriter
-from fanout.writer import LineOutput, WriterThread
+from fanout.line_output import LineOutput
+from fanout.writer import WriterThread
 from tests.durability import (
     assert_one_line,
     check_saved_files,

@@ -34,6 +34,7 @@ from fanout.engine import Fetcher
 from fanout.errors import ConfigError, SinkError
 from fanout.httpsyntax import method_problem
 from fanout.job_output import Record, _JournalOutput, _Output, _PlainOutput
+from fanout.line_output import output_name
 from fanout.models import Request, Result
 from fanout.records import duplicate_record, rejected_record, result_record
 from fanout.sources import (
@@ -46,7 +47,6 @@ from fanout.sources import (
     shown_input,
 )
 from fanout.stats import RunStats, Summary
-from fanout.writer import output_name
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
     from fanout.journal import InputItem, Journal, JournaledOutput, Verdict

@@ -14,8 +14,9 @@ from fanout.errors import JournalError, WriteError
 from fanout.journal.problems import _PATH_LIMIT, _WRITE_FAILURES, _named, _problem
 from fanout.journal.schema import State
 from fanout.journal.store import InputItem, Journal
+from fanout.line_output import LineOutput
 from fanout.safetext import shown
-from fanout.writer import LineOutput, WriterThread
+from fanout.writer import WriterThread
 
 _BATCH_BYTES: Final = 1 << 20  # a group goes once its lines hold this much (large bodies)
 T = TypeVar("T")
