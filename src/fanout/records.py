@@ -1,5 +1,4 @@
-"""The JSONL output: one record per input line (written by
-:class:`~fanout.jsonl_writer.JsonlWriter`).
+"""The JSONL output: one record per input line.
 
 Schema (stable; new fields may be added, none are renamed or removed). Every
 record has every field, in this order::
