@@ -52,6 +52,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout._version import __version__
+from fanout.aiohttp_internals import while_connecting
 from fanout.errors import ConfigError, SourceError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
@@ -73,7 +74,6 @@ from fanout.transport import (
     followed,
     make_session,
     resolver_stats,
-    while_connecting,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url
 
