@@ -142,6 +142,7 @@ async def test_the_fallback_keeps_no_connection(
     hosts: ManyHosts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(internals.PRIVATE_METHODS, "_renamed_in_a_new_aiohttp", ())
+    monkeypatch.setattr(internals, "_fallen_back", dict(internals._fallen_back))
     before = open_sockets()
     async with Fetcher(limits=Limits(concurrency=4, per_host=1)) as fetcher:
         connector = _connector(fetcher)

@@ -198,7 +198,7 @@ class _AttemptDeadline:
     attempt's deadline passes, the worker task is cancelled, as aiohttp's
     timer would; :meth:`stop` tells the worker whether that cancellation was
     the deadline's alone. The timer is the one
-    of ``transport._LazyReadDeadline``, not shared with it: there the deadline
+    of ``aiohttp_internals._LazyReadDeadline``, not shared with it: there the deadline
     moves at every chunk, and a call into a shared class cost 1.4 % of a
     request's instructions (uvloop)."""
 
