@@ -12,7 +12,8 @@ SOCKETS_AGAINST ?= 66268c8
 HOSTS_AGAINST ?= 66268c8
 
 # make test runs every check: ruff, mypy, the fast tests on JOBS workers
-# (pytest-xdist), then the tests marked slow (processes killed mid-run,
+# (pytest-xdist), those crossing aiohttp's internals again with every fallback
+# forced (make test-fallback), then the tests marked slow (processes killed mid-run,
 # benchmark scripts) in one process. make test-fast leaves the slow ones out
 # (about a minute), for the edit-test loop. JOBS=0: one process.
 JOBS ?= 2
