@@ -12,12 +12,22 @@ SOCKETS_AGAINST ?= 66268c8
 HOSTS_AGAINST ?= 66268c8
 
 # make test runs every check: ruff, mypy, the fast tests on JOBS workers
-# (pytest-xdist), then the tests marked slow (processes killed mid-run,
+# (pytest-xdist), those crossing aiohttp's internals again with every fallback
+# forced (make test-fallback), then the tests marked slow (processes killed mid-run,
 # benchmark scripts) in one process. make test-fast leaves the slow ones out
 # (about a minute), for the edit-test loop. JOBS=0: one process.
 JOBS ?= 2
 
-.PHONY: test test-fast test-slow test-all lint typecheck pytest demo bench clean
+# make test-fallback runs the tests that go through aiohttp's private internals
+# with every fallback forced (see src/fanout/aiohttp_internals.py).
+FALLBACK_TESTS := tests/test_aiohttp_internals.py tests/test_sockets.py tests/test_dns.py \
+	tests/test_engine.py tests/test_hosts.py tests/test_attacks.py tests/test_hostile.py \
+	tests/test_bombs.py tests/test_redirects.py tests/test_runtime.py tests/test_session.py \
+	tests/test_tls.py
+# Left out there: the long runs, which cross no other internal path.
+FALLBACK_SKIP := not (thousands_of_good_ones or six_bombs or journaled_runs_and_their_resume)
+
+.PHONY: test test-fast test-slow test-fallback test-all lint typecheck pytest demo bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +35,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: test-fast test-slow
+test: test-fast test-fallback test-slow
 
 test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src tests
 	$(BIN)/pytest -n $(JOBS)
+
+test-fallback: $(STAMP)
+	FANOUT_AIOHTTP_INTERNALS=off $(BIN)/pytest -n $(JOBS) -k '$(FALLBACK_SKIP)' $(FALLBACK_TESTS)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

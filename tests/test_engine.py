@@ -415,13 +415,17 @@ async def test_an_idle_kept_alive_connection_outlives_the_read_deadline(
 
 async def test_the_lazy_read_deadline_is_in_use() -> None:
     """A canary: if aiohttp changes the internals the lazy read deadline replaces,
-    fanout falls back to aiohttp's own (correct, slower) and this says so."""
-    from fanout.transport import _LazyReadDeadline, make_session
+    fanout falls back to aiohttp's own (correct, slower) and this says so.
+    With FANOUT_AIOHTTP_INTERNALS=off, aiohttp's own is what is used."""
+    from aiohttp.client_proto import ResponseHandler
+
+    from fanout.aiohttp_internals import IN_USE, _LazyReadDeadline
+    from fanout.transport import make_session
 
     session, resolver = make_session(concurrency=1, timeouts=Timeouts(), headers={})
     try:
         factory = session.connector._factory  # type: ignore[union-attr]
-        assert factory.func is _LazyReadDeadline
+        assert factory.func is (_LazyReadDeadline if IN_USE["read_deadline"] else ResponseHandler)
     finally:
         await session.close()
         await resolver.close()

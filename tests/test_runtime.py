@@ -11,12 +11,12 @@ import pytest
 import uvloop
 from yarl import URL
 
-from fanout import Fetcher
+from fanout import Fetcher, Limits
+from fanout.demo import DemoServer
 from fanout.models import ErrorKind, Failure, Request
 from fanout.runtime import (
     COLLECTOR_THRESHOLD,
     _collector_tuned,
-    collector_raised,
     loop_clock,
     run,
     tune_collector,
@@ -45,23 +45,6 @@ def test_tune_collector_leaves_a_disabled_or_higher_threshold(first: int) -> Non
     gc.set_threshold(first, 10, 10)
     tune_collector()
     assert gc.get_threshold()[0] == first
-
-
-@pytest.mark.usefixtures("thresholds")
-def test_collector_raised_says_whether_waves_still_cost_collections() -> None:
-    gc.set_threshold(700, 10, 10)
-    assert not collector_raised()
-    with _collector_tuned():
-        assert collector_raised()
-    assert not collector_raised()
-    gc.set_threshold(0, 10, 10)  # collection off
-    assert collector_raised()
-    gc.set_threshold(700, 10, 10)
-    gc.disable()
-    try:
-        assert collector_raised()
-    finally:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("thresholds")
@@ -141,3 +124,25 @@ async def test_a_fetcher_raises_the_threshold_only_when_asked_and_while_open() -
     async with Fetcher(tune_collector=True):
         assert gc.get_threshold() == (COLLECTOR_THRESHOLD, 10, 10)
     assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.usefixtures("thresholds")
+@pytest.mark.parametrize("first", [700, COLLECTOR_THRESHOLD, 0])
+async def test_a_sync_source_is_read_by_the_consumer_whatever_the_collector(
+    server: DemoServer, first: int
+) -> None:
+    """One way for sync sources: each next() runs in the task that takes the
+    results (one request per result taken), never in a feeder task, whether
+    the collector's threshold is CPython's, raised, or collection is off."""
+    gc.set_threshold(first, 10, 10)
+    readers: set[asyncio.Task[object] | None] = set()
+
+    def source() -> Iterator[str]:
+        for i in range(20):
+            readers.add(asyncio.current_task())
+            yield f"{server.url}/item/{i}"
+
+    async with Fetcher(limits=Limits(concurrency=4, window=8)) as fetcher:
+        results = [result async for result in fetcher.stream(source())]
+    assert len(results) == 20
+    assert readers == {asyncio.current_task()}

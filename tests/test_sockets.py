@@ -20,12 +20,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from fanout import ErrorKind, Fetcher, Limits, Request, RetryPolicy, Timeouts, pool
+from fanout import ErrorKind, Fetcher, Limits, Request, RetryPolicy, Timeouts
+from fanout import aiohttp_internals as internals
+from fanout.aiohttp_internals import IN_USE, private_hooks_missing
 from fanout.fdlimit import concurrency_for, descriptors_needed, fit_concurrency
-from fanout.pool import idle_cap, make_connector, private_hooks_missing
+from fanout.pool import idle_cap, make_connector
 from tests.many_hosts import ManyHosts, many_hosts, open_sockets
 
 FANOUT = [sys.executable, "-m", "fanout"]
+# The idle cap and the counting of closing connections are the patched pool's;
+# its fallback keeps no connection (test_the_fallback_keeps_no_connection).
+patched_pool = pytest.mark.skipif(
+    not IN_USE["pool"], reason="the patched pool's property (FANOUT_AIOHTTP_INTERNALS=off)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,24 +80,31 @@ def _connector(fetcher: Fetcher) -> aiohttp.BaseConnector:
 
 
 async def test_idle_sockets_are_capped_over_many_hosts(hosts: ManyHosts) -> None:
+    """The idle cap is the patched pool's; the fallback keeps no idle socket."""
     before = open_sockets()
     async with Fetcher(limits=Limits(concurrency=4, per_host=1)) as fetcher:
         results = await fetcher.gather([f"{url}/a" for url in hosts.urls])
         assert all(result.ok for result in results)
         connector = _connector(fetcher)
-        assert isinstance(connector, pool._IdleCapped)
-        assert connector.idle <= idle_cap(4)
-        # Open now: the idle ones and those being closed (at most the concurrency).
-        assert 1 <= open_sockets() - before <= idle_cap(4) + 4
+        if IN_USE["pool"]:
+            assert isinstance(connector, internals._IdleCapped)
+            assert connector.idle <= idle_cap(4)
+            # Open now: the idle ones and those being closed (at most the concurrency).
+            assert 1 <= open_sockets() - before <= idle_cap(4) + 4
+        else:
+            assert connector.force_close
+            assert open_sockets() - before <= 4  # only those being closed
     assert open_sockets() - before <= 4  # closed with the fetcher (but for the closing)
 
 
 async def test_keep_alive_is_kept_for_a_host_that_comes_back(hosts: ManyHosts) -> None:
+    """Keep-alive is the patched pool's; the fallback opens a new connection."""
     async with Fetcher(limits=Limits(concurrency=2, per_host=1)) as fetcher:
         first, again = await _ports(fetcher, [hosts.urls[0], hosts.urls[0]])
-    assert first == again
+    assert (first == again) is IN_USE["pool"]
 
 
+@patched_pool
 async def test_the_least_recently_used_idle_connection_is_closed_first(
     hosts: ManyHosts,
 ) -> None:
@@ -103,6 +117,7 @@ async def test_the_least_recently_used_idle_connection_is_closed_first(
     assert first != ports[0]  # closed: a new connection
 
 
+@patched_pool
 async def test_a_reused_connection_is_not_idle_and_becomes_the_most_recent(
     hosts: ManyHosts,
 ) -> None:
@@ -110,7 +125,7 @@ async def test_a_reused_connection_is_not_idle_and_becomes_the_most_recent(
     urls = hosts.urls[:cap]
     async with Fetcher(limits=Limits(concurrency=1, per_host=1)) as fetcher:
         connector = _connector(fetcher)
-        assert isinstance(connector, pool._IdleCapped)
+        assert isinstance(connector, internals._IdleCapped)
         ports = await _ports(fetcher, urls)  # the cap reached: urls[0] is the oldest
         session = fetcher._session
         assert session is not None
@@ -126,11 +141,12 @@ async def test_a_reused_connection_is_not_idle_and_becomes_the_most_recent(
 async def test_the_fallback_keeps_no_connection(
     hosts: ManyHosts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(pool.PRIVATE_METHODS, "_renamed_in_a_new_aiohttp", ())
+    monkeypatch.setitem(internals.PRIVATE_METHODS, "_renamed_in_a_new_aiohttp", ())
+    monkeypatch.setattr(internals, "_fallen_back", dict(internals._fallen_back))
     before = open_sockets()
     async with Fetcher(limits=Limits(concurrency=4, per_host=1)) as fetcher:
         connector = _connector(fetcher)
-        assert not isinstance(connector, pool._IdleCapped)
+        assert not isinstance(connector, internals._IdleCapped)
         assert connector.force_close
         first, again = await _ports(fetcher, [hosts.urls[0], hosts.urls[0]])
         results = await fetcher.gather([f"{url}/b" for url in hosts.urls])
@@ -139,9 +155,10 @@ async def test_the_fallback_keeps_no_connection(
     assert first != again
 
 
+@patched_pool
 async def test_a_connection_being_closed_counts_against_the_limit(hosts: ManyHosts) -> None:
     connector = make_connector(concurrency=1, resolver=aiohttp.ThreadedResolver())
-    assert isinstance(connector, pool._IdleCapped)
+    assert isinstance(connector, internals._IdleCapped)
     async with aiohttp.ClientSession(connector=connector) as session:
         response = await session.get(f"{hosts.urls[0]}/big")
         assert response.connection is not None
@@ -170,7 +187,7 @@ async def test_a_connection_in_use_is_never_evicted(hosts: ManyHosts) -> None:
     """aiohttp skips a broken idle connection and takes the host's next one;
     the evictions that follow close idle connections only."""
     a, b, c = hosts.urls[:3]
-    connector = pool._IdleCapped(idle_cap=2, limit=4, resolver=aiohttp.ThreadedResolver())
+    connector = internals._IdleCapped(idle_cap=2, limit=4, resolver=aiohttp.ThreadedResolver())
     async with aiohttp.ClientSession(connector=connector) as session:
         first, second = await asyncio.gather(session.get(f"{a}/a"), session.get(f"{a}/a"))
         await first.read()
@@ -186,13 +203,15 @@ async def test_a_connection_in_use_is_never_evicted(hosts: ManyHosts) -> None:
 
 
 async def test_canary_aiohttps_private_connector_internals_are_still_there() -> None:
-    """Fails when a new aiohttp renames what fanout.pool relies on: the run would
-    then go on without keep-alive (the fallback). Update fanout.pool."""
+    """Fails when a new aiohttp renames what fanout's pool relies on: the run would
+    then go on without keep-alive (the fallback). Update fanout.aiohttp_internals.
+    With FANOUT_AIOHTTP_INTERNALS=off, the fallback is what is made."""
     assert private_hooks_missing() == []
     connector = make_connector(concurrency=4, resolver=aiohttp.ThreadedResolver())
     try:
-        assert isinstance(connector, pool._IdleCapped)
-        assert pool._attributes_missing(connector) == []
+        assert internals._attributes_missing(connector) == []
+        assert isinstance(connector, internals._IdleCapped) is IN_USE["pool"]
+        assert connector.force_close is not IN_USE["pool"]
     finally:
         await connector.close()
 
@@ -422,7 +441,7 @@ async def test_an_evicted_tls_connection_does_not_hold_a_slot_while_its_peer_is_
     healthy = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
     url = f"https://127.0.0.1:{silent.sockets[0].getsockname()[1]}/"
     other = f"http://127.0.0.1:{healthy.sockets[0].getsockname()[1]}/"
-    connector = pool._IdleCapped(idle_cap=0, limit=1, resolver=aiohttp.ThreadedResolver())
+    connector = internals._IdleCapped(idle_cap=0, limit=1, resolver=aiohttp.ThreadedResolver())
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
             first = await session.get(url, ssl=False)

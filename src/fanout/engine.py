@@ -8,8 +8,7 @@ Data flow, all on one event loop::
 
 The read-ahead of a sync source is done by the consumer itself, one request
 for each result it takes, so a request is made as a result is dropped (see
-``Fetcher._refill``), unless the collector's threshold is raised. An async
-source, or any source then, is read by a feeder task in batches.
+``Fetcher._refill``). An async source is read by a feeder task in batches.
 
 There is no scheduler task: dispatch runs whenever something changes (a
 request is admitted, an attempt ends, a timer fires) and starts every request
@@ -51,6 +50,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from fanout.aiohttp_internals import while_connecting
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.errors import ConfigError, SourceError
 from fanout.fdlimit import fit_concurrency
@@ -59,7 +59,7 @@ from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
-from fanout.runtime import _collector_tuned, collector_raised, loop_clock
+from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
 from fanout.tls import tls_context
 from fanout.transport import (
@@ -73,7 +73,6 @@ from fanout.transport import (
     make_session,
     resolver_stats,
     session_problem,
-    while_connecting,
 )
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
 
@@ -199,7 +198,7 @@ class _AttemptDeadline:
     attempt's deadline passes, the worker task is cancelled, as aiohttp's
     timer would; :meth:`stop` tells the worker whether that cancellation was
     the deadline's alone. The timer is the one
-    of ``transport._LazyReadDeadline``, not shared with it: there the deadline
+    of ``aiohttp_internals._LazyReadDeadline``, not shared with it: there the deadline
     moves at every chunk, and a call into a shared class cost 1.4 % of a
     request's instructions (uvloop)."""
 
@@ -691,7 +690,7 @@ class Fetcher:
             )
         run = _Run(self.limits.effective_window, ordered)
         self._runs.add(run)
-        if isinstance(requests, AsyncIterable) or collector_raised():
+        if isinstance(requests, AsyncIterable):
             run.feeder = self._group.create_task(self._feed(run, requests), name="fanout-feeder")
             return run
         try:
@@ -716,9 +715,8 @@ class Fetcher:
         allocations net of frees toward its next collection but forgets the
         frees that come just after one, so each batch started extra
         collections, each scanning a wave of requests in flight (about 5 % of
-        the CPU of benchmarks/latency.py on uvloop). With the collector's threshold
-        raised that cost is gone, and the feeder's batches measured cheaper
-        on uvloop, so runs with it raised (fanout's own) keep the feeder."""
+        the CPU of benchmarks/latency.py on uvloop). This way is kept whatever
+        the collector's threshold (see docs/performance.md)."""
         if run.debt:  # a parked request took this place back when it was sent
             run.debt -= 1
             if run.blocked:
@@ -742,35 +740,23 @@ class Fetcher:
             if not self._admit(run, raw) or run.source is None:
                 return  # else it was parked: its place is free, read on
 
-    async def _feed(self, run: _Run, requests: Source) -> None:
-        """Read a source in a task of its own, never more than the run's window
-        ahead of the results taken; woken once a quarter of it is free."""
+    async def _feed(self, run: _Run, requests: AsyncIterable[RequestLike]) -> None:
+        """Read an async source in a task of its own, never more than the run's
+        window ahead of the results taken; woken once a quarter of it is free."""
         window = run.window
-        iterator: Iterator[RequestLike] | AsyncIterator[RequestLike] | None = None
+        iterator: AsyncIterator[RequestLike] | None = None
         try:
-            if isinstance(requests, AsyncIterable):
-                iterator = aiter(requests)
-                while True:
-                    if window.free <= 0:
-                        await window.wait()
-                    window.free -= 1
-                    try:
-                        raw = await anext(iterator)
-                    except StopAsyncIteration:
-                        break
-                    if self._admit(run, raw):  # parked: its place is free again
-                        window.free += 1
-            else:
-                iterator = iter(requests)
-                while True:
-                    if window.free <= 0:
-                        await window.wait()
-                    window.free -= 1
-                    item = next(iterator, _END)
-                    if item is _END:
-                        break
-                    if self._admit(run, item):
-                        window.free += 1
+            iterator = aiter(requests)
+            while True:
+                if window.free <= 0:
+                    await window.wait()
+                window.free -= 1
+                try:
+                    raw = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                if self._admit(run, raw):  # parked: its place is free again
+                    window.free += 1
         except asyncio.CancelledError:
             if iterator is not None:
                 await _close_source(iterator)  # a generator's finally (open files) runs now

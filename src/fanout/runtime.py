@@ -24,7 +24,6 @@ from typing import Any, Final, TypeVar
 __all__ = [
     "STOP_SIGNALS",
     "Interrupted",
-    "collector_raised",
     "interrupting_signal",
     "interruption",
     "loop_clock",
@@ -279,13 +278,6 @@ def tune_collector() -> None:
     first, *rest = gc.get_threshold()
     if 0 < first < COLLECTOR_THRESHOLD:
         gc.set_threshold(COLLECTOR_THRESHOLD, *rest)
-
-
-def collector_raised() -> bool:
-    """Whether the collector's first threshold is at :data:`COLLECTOR_THRESHOLD`
-    or above (as :func:`tune_collector` leaves it), or collection is off."""
-    first = gc.get_threshold()[0]
-    return not gc.isenabled() or first == 0 or first >= COLLECTOR_THRESHOLD
 
 
 _tuning = threading.Lock()

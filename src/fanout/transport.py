@@ -6,8 +6,6 @@ turns each into an :class:`ErrorKind`, most specific first.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import io
 import socket
@@ -18,15 +16,19 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, istr
 from yarl import URL
 
+from fanout.aiohttp_internals import (
+    log_fallbacks,
+    no_hidden_retry,
+    send_once,
+    use_lazy_read_deadline,
+)
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Timeouts
 from fanout.pool import make_connector
-from fanout.runtime import loop_clock
 from fanout.safetext import shown
 
 __all__ = [
@@ -106,7 +108,8 @@ def make_session(
 ) -> tuple[aiohttp.ClientSession, AbstractResolver]:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
-    the connect deadline and the lazy read deadline of :class:`_LazyReadDeadline`.
+    the connect deadline and a lazy read deadline, and aiohttp's hidden resend off
+    (see :mod:`fanout.aiohttp_internals`).
     The total deadline of an attempt is not the session's but the engine's.
     ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
     ("IP" or "IP:PORT") replace the system's DNS servers; ``ssl`` is the TLS
@@ -127,7 +130,7 @@ def make_session(
         resolver = wrap_resolver(resolver)
     # At most ``concurrency`` sockets in use and pool.idle_cap idle, over all hosts.
     connector = make_connector(concurrency=concurrency, resolver=resolver, ssl=ssl)
-    _use_lazy_read_deadline(connector)
+    use_lazy_read_deadline(connector)
     session = aiohttp.ClientSession(
         connector=connector,
         timeout=_session_timeout(timeouts),
@@ -137,7 +140,8 @@ def make_session(
         auto_decompress=True,
         trust_env=False,
     )
-    _no_hidden_retry(session)
+    no_hidden_retry(session)
+    log_fallbacks()
     return session, resolver
 
 
@@ -162,8 +166,9 @@ class ForeignSession:
     fanout's session sends through its request class.
 
     The session's hidden retry is turned off, as on fanout's own (see
-    :func:`_no_hidden_retry`). A session whose own defaults carry credentials
-    (``auth``, an Authorization, Cookie or Proxy-Authorization header) would send
+    :func:`fanout.aiohttp_internals.no_hidden_retry`). A session whose own
+    defaults carry credentials (``auth``, an Authorization, Cookie or
+    Proxy-Authorization header) would send
     them to every origin a redirect leads to, so it is refused
     (:func:`session_problem`)."""
 
@@ -172,7 +177,7 @@ class ForeignSession:
     def __init__(
         self, session: aiohttp.ClientSession, timeouts: Timeouts, defaults: Mapping[str, str]
     ) -> None:
-        _no_hidden_retry(session)
+        no_hidden_retry(session)
         self.defaults = defaults
         self.options: Mapping[str, Any] = MappingProxyType(
             {
@@ -273,19 +278,6 @@ class _LazyResolver(AbstractResolver):
             await self._inner.close()
 
 
-def _no_hidden_retry(session: aiohttp.ClientSession) -> None:
-    """Stop aiohttp from sending a request again by itself. When a connection
-    drops or is reset, aiohttp resends a GET, HEAD, OPTIONS, TRACE, PUT or DELETE
-    once, at once and unseen. fanout's own retry decides instead: it counts the
-    attempt, waits its backoff, and honours ``Request(idempotent=False)``, which
-    aiohttp cannot know. The switch is a private attribute (aiohttp 3.10 to
-    3.14); where it is missing aiohttp's retry stays, and then only a request
-    marked not idempotent whose method is could be sent twice
-    (tests/test_attacks.py checks that it is not)."""
-    if hasattr(session, "_retry_connection"):
-        session._retry_connection = False
-
-
 def _request_class(headers: Mapping[str, str]) -> type[aiohttp.ClientRequest]:
     """aiohttp's request class with ``headers`` among its defaults, which a request
     sets only where its own headers do not. Session default headers would do the
@@ -298,70 +290,6 @@ def _request_class(headers: Mapping[str, str]) -> type[aiohttp.ClientRequest]:
         DEFAULT_HEADERS = defaults
 
     return _Request
-
-
-class _LazyReadDeadline(ResponseHandler):
-    """aiohttp's connection protocol with a cheaper read deadline, same meaning.
-
-    aiohttp cancels its read-deadline timer and schedules a new one at every
-    chunk received, and cancels it again at the end of each response: about 2.5 %
-    of a small request's cost. Here a chunk only moves the deadline forward; one
-    timer per connection, when it fires early, re-arms itself for the deadline
-    then in force, and finding none it stops. The two methods replaced are the
-    only ones through which aiohttp starts and stops the deadline. A deadline
-    never moves earlier, because every request of a fanout session has the
-    same read timeout, so the timer armed is never late.
-    """
-
-    _read_deadline: float | None = None
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
-        self._clock = loop_clock(loop)
-
-    def _reschedule_timeout(self) -> None:
-        timeout = self._read_timeout
-        if not timeout:
-            self._read_deadline = None
-            return
-        self._read_deadline = self._clock() + timeout
-        if self._read_timeout_handle is None:
-            self._read_timeout_handle = self._loop.call_at(self._read_deadline, self._check)
-
-    def _drop_timeout(self) -> None:
-        self._read_deadline = None  # the timer, if any, fires and finds nothing to do
-
-    def _check(self) -> None:
-        self._read_timeout_handle = None
-        deadline = self._read_deadline
-        if deadline is None:
-            return
-        if self._clock() >= deadline:
-            self._read_deadline = None
-            self._on_read_timeout()
-        else:
-            self._read_timeout_handle = self._loop.call_at(deadline, self._check)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._read_timeout_handle is not None:  # it would keep this protocol alive
-            self._read_timeout_handle.cancel()
-            self._read_timeout_handle = None
-        super().connection_lost(exc)
-
-
-# aiohttp's own methods that _LazyReadDeadline replaces or calls.
-_REPLACED_AND_USED = ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout", "start_timeout")
-
-
-def _use_lazy_read_deadline(connector: aiohttp.TCPConnector) -> None:
-    """Make ``connector`` build :class:`_LazyReadDeadline` protocols, when its
-    protocol factory is the one this was written against (else aiohttp's own
-    read deadline stays, correct and a little slower)."""
-    factory = getattr(connector, "_factory", None)
-    known = all(hasattr(ResponseHandler, name) for name in _REPLACED_AND_USED)
-    if known and isinstance(factory, functools.partial) and factory.func is ResponseHandler:
-        build: Callable[..., ResponseHandler] = _LazyReadDeadline
-        connector._factory = functools.partial(build, *factory.args, **factory.keywords)
 
 
 # The keyword arguments of every aiohttp request. aiohttp never follows a
@@ -411,6 +339,8 @@ async def exchange(
         if given or request.body is not None:
             headers = _headers_for(url, given)
             options = {**options, "headers": headers, "data": request.body}
+    if send_once is not None:  # aiohttp's hidden resend could not be turned off
+        options = {**options, **send_once()}
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
     # between this one and the request's, a layer that each resumption passes
     # through, and call two more coroutines at the end (its __aexit__ does what
@@ -547,23 +477,6 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
         kind, message = ErrorKind.INTERNAL, f"unexpected error: {exc!r}"
     own = kind is ErrorKind.TOO_LARGE or kind is ErrorKind.DENIED
     return Failure(kind, shown(message), None if own else type(exc).__name__), sent
-
-
-# The frame every new connection is made under (DNS, TCP, TLS, the wait for a
-# slot); None where aiohttp has changed it (then a deadline counts as sent).
-_CONNECT_CODE: Final = getattr(getattr(aiohttp.BaseConnector, "connect", None), "__code__", None)
-
-
-def while_connecting(exc: BaseException) -> bool:
-    """Whether ``exc`` (the engine's deadline cancelling an attempt) ended it
-    while aiohttp was still making its connection: the request was not sent.
-    Looked for in its traceback, only when a deadline fires."""
-    tb = exc.__traceback__ if _CONNECT_CODE is not None else None
-    while tb is not None:
-        if tb.tb_frame.f_code is _CONNECT_CODE:
-            return True
-        tb = tb.tb_next
-    return False
 
 
 # aiohttp's message for a body its decoder refuses, the encoding after it
