@@ -11,11 +11,14 @@ for each result it takes, so a request is made as a result is dropped (see
 ``Fetcher._refill``), unless the collector's threshold is raised. An async
 source, or any source then, is read by a feeder task in batches.
 
-There is no scheduler task: dispatch runs whenever something changes (a
-request is admitted, an attempt ends, a timer fires) and starts every request
-whose host slot, global slot, rate tokens and not-before time all allow it.
-A request waiting for a retry, a host's cool-down or a rate token sits in a
-heap or a queue and holds no slot. It is also parked: it gives its place in
+The scheduling (host slots, rate gates, cool-downs, retry timers, dead hosts,
+the parking budget) is :class:`fanout.scheduling.Scheduler`'s, which knows
+nothing of HTTP; the Fetcher does the I/O. There is no scheduler task:
+dispatch runs whenever something changes (a request is admitted, an attempt
+ends, a timer fires) and starts every request whose host slot, global slot,
+rate tokens and not-before time all allow it. A request waiting for a retry,
+a host's cool-down or a rate token sits in a heap or a queue and holds no
+slot. It is also parked: it gives its place in
 the read-ahead window back, so the window does not fill with waiters while
 other hosts' requests could run, up to ``Limits.parked`` requests (never with
 ordered output). Sent, it takes a place back, past the window's size if
