@@ -341,12 +341,13 @@ class Scheduler(Generic[T]):
         host.cool_until = max(host.cool_until, self.clock() + seconds)
 
     def host_failed(self, host: Host[T], message: str) -> bool:
-        """A connection failure to ``host``; at ``host_errors`` in a row it is
-        marked down for ``down_for`` seconds. True when
+        """A connection failure to ``host``; at ``host_errors`` in a row (never
+        when it is 0) it is marked down for ``down_for`` seconds. True when
         this failure marked it down."""
         host.failures += 1
         host.failure = message
-        if host.failures >= self._host_errors and host.down is None:
+        errors = self._host_errors
+        if errors and host.failures >= errors and host.down is None:
             where = shown_host(host.key)
             reason = message.removeprefix(f"cannot connect to {where}: ")
             host.down = shown(
