@@ -385,16 +385,6 @@ def test_an_idle_host_is_kept_until_its_bucket_is_full() -> None:
     assert h.sched.hosts_held() == 0
 
 
-def test_a_host_busy_again_is_not_dropped_from_the_expiry_heap() -> None:
-    h = Harness(Limits(per_host_rate=1.0, burst=1))
-    first = h.add("a/1")
-    h.finish(first)
-    h.advance(1.0)
-    second = h.add("a/2")  # busy again when its expiry comes
-    assert h.sched.hosts_held() == 1
-    assert h.sched.hosts[key("a")] is second.host is first.host
-
-
 # ---------------------------------------------------------------- parking
 
 
@@ -509,3 +499,66 @@ def test_a_redirect_moves_to_the_front_of_its_new_host() -> None:
     assert h.sched.hosts_held() == 1  # a, idle, is dropped
     assert h.finish(busy) is hop
     assert h.finish(hop) is queued
+
+
+def test_a_held_hosts_down_mark_expires() -> None:
+    h = Harness(host_errors=1, down_for=60.0)
+    busy = h.add("a/1")  # in flight: the host's state is held throughout
+    h.sched.host_failed(busy.host, "x")
+    h.add("a/2")
+    h.advance(60.0)
+    again = h.add("a/3")
+    assert [name for name, _ in h.skipped] == ["a/2"]
+    assert h.names() == ["a/1", "a/3"]
+    assert again.host is busy.host
+    assert busy.host.down is None
+
+
+def test_failure_counts_do_not_push_cool_downs_out_of_the_memory() -> None:
+    h = Harness(memory=HostMemory(capacity=1), counts=HostMemory(capacity=1))
+    cooled = h.add("a/1")
+    h.sched.cool_down(cooled.host, 30.0)
+    h.finish(cooled)
+    failed = h.add("b/1")
+    h.sched.host_failed(failed.host, "x")
+    h.finish(failed)
+    h.add("a/2")
+    assert h.names() == ["a/1", "b/1"]  # a still cools down
+
+
+def test_a_host_busy_again_is_kept_when_its_bucket_is_full() -> None:
+    h = Harness(Limits(per_host_rate=1.0, burst=1))
+    first = h.add("a/1")
+    h.finish(first)
+    h.advance(1.0)  # its bucket is full, its expiry due
+    h.sched.cool_down(first.host, 5.0)
+    waiting = h.add("a/2")
+    assert h.sched.hosts_held() == 1
+    h.advance(5.0)
+    assert h.names() == ["a/1", "a/2"]
+    assert waiting.host is first.host
+
+
+def test_a_retry_goes_before_its_hosts_newer_requests() -> None:
+    h = Harness(Limits(concurrency=10))
+    first = h.add("a/1")
+    h.end(first)
+    h.sched.cool_down(first.host, 1.0)  # a 503 with Retry-After: 1
+    h.sched.retry_later(first, 1.0)
+    h.take()
+    h.add("a/2")
+    h.advance(1.0)
+    assert h.names() == ["a/1", "a/1", "a/2"]
+
+
+def test_a_parked_request_dropped_with_its_run_leaves_the_budget() -> None:
+    h = Harness(Limits(concurrency=10, per_host=1))
+    closing = Run()
+    busy = h.add("a/1")
+    waiting = h.add("a/2", closing)
+    assert h.sched.parked == 1
+    closing.closed = True
+    assert h.finish(busy) is None
+    assert h.dropped == ["a/2"]
+    assert h.sched.parked == 0
+    assert not waiting.parked
