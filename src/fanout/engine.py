@@ -10,11 +10,14 @@ The read-ahead of a sync source is done by the consumer itself, one request
 for each result it takes, so a request is made as a result is dropped (see
 ``Fetcher._refill``). An async source is read by a feeder task in batches.
 
-There is no scheduler task: dispatch runs whenever something changes (a
-request is admitted, an attempt ends, a timer fires) and starts every request
-whose host slot, global slot, rate tokens and not-before time all allow it.
-A request waiting for a retry, a host's cool-down or a rate token sits in a
-heap or a queue and holds no slot. It is also parked: it gives its place in
+The scheduling (host slots, rate gates, cool-downs, retry timers, dead hosts,
+the parking budget) is :class:`fanout.scheduling.Scheduler`'s, which knows
+nothing of HTTP; the Fetcher does the I/O. There is no scheduler task:
+dispatch runs whenever something changes (a request is admitted, an attempt
+ends, a timer fires) and starts every request whose host slot, global slot,
+rate tokens and not-before time all allow it. A request waiting for a retry,
+a host's cool-down or a rate token sits in a heap or a queue and holds no
+slot. It is also parked: it gives its place in
 the read-ahead window back, so the window does not fill with waiters while
 other hosts' requests could run, up to ``Limits.parked`` requests (never with
 ordered output). Sent, it takes a place back, past the window's size if
@@ -28,10 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -55,12 +55,12 @@ from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, res
 from fanout.errors import ConfigError, SourceError
 from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
-from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
+from fanout.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
+from fanout.scheduling import Host, Scheduler
 from fanout.tls import tls_context
 from fanout.transport import (
     CREDENTIAL_HEADERS,
@@ -97,52 +97,6 @@ _BODY_HEADERS = frozenset(
     {"content-type", "content-length", "content-encoding", "transfer-encoding"}
 )
 _END: Final = object()
-# The shortest wake-up the dispatcher arms: on uvloop, a timer of a few
-# microseconds fires at once and the dispatcher spins until the moment comes.
-_MIN_TIMER: Final = 0.001
-
-
-class _Host:
-    """Per-host state: its ready queue, slots in use, rate bucket, cool-down,
-    consecutive connection failures (the last one's message) and, when down,
-    the reason its requests are skipped, until ``down_until``."""
-
-    __slots__ = (
-        "active",
-        "bucket",
-        "cool_until",
-        "down",
-        "down_until",
-        "expiring",
-        "failure",
-        "failures",
-        "key",
-        "pending",
-        "ready",
-        "runnable",
-        "sleeping",
-    )
-
-    def __init__(self, key: HostKey, rate: float | None, burst: int) -> None:
-        self.key = key
-        self.ready: deque[_Item] = deque()
-        self.active = 0
-        self.pending = 0  # items of this host not yet retired
-        self.bucket = TokenBucket(rate, burst) if rate is not None else None
-        self.cool_until = -math.inf
-        self.runnable = False  # in the dispatcher's round-robin queue
-        self.sleeping = False  # in the wake-up heap
-        self.expiring = False  # idle, in the heap of hosts dropped once their bucket is full
-        self.failures = 0
-        self.failure = ""
-        self.down: str | None = None
-        self.down_until = -math.inf
-
-    def wait(self, now: float) -> float:
-        wait = self.cool_until - now
-        if self.bucket is not None:
-            wait = max(wait, self.bucket.wait(now))
-        return max(wait, 0.0)
 
 
 class _Item:
@@ -168,7 +122,9 @@ class _Item:
         "url",
     )
 
-    def __init__(self, run: _Run, index: int, request: Request, url: URL, host: _Host) -> None:
+    def __init__(
+        self, run: _Run, index: int, request: Request, url: URL, host: Host[_Item]
+    ) -> None:
         self.run = run
         self.index = index
         self.request = request
@@ -344,7 +300,7 @@ class _Run:
         self.window = _Window(window)
         self.ordered = ordered
         self.debt = 0  # places taken back by parked requests sent (a sync source's reads to skip)
-        self.blocked: list[_Host] = []  # hosts whose next request is parked, held back
+        self.blocked: list[Host[_Item]] = []  # hosts whose next request is parked, held back
         self.results = _Channel()
         self.outstanding: dict[int, _Item] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -487,37 +443,32 @@ class Fetcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
         self._closing = False
-        self._hosts: dict[HostKey, _Host] = {}
-        # idle hosts, by when their bucket is full again
-        self._expiring: list[tuple[float, int, _Host]] = []
-        self._memory = HostMemory()  # what outlives a dropped host: cool-down, down mark
-        # Failure counts alone, apart: a run over many dead hosts makes many, and
-        # they must not push the cool-downs out of the memory's bound.
-        self._counts = HostMemory()
-        self._runnable: deque[_Host] = deque()
-        self._timers: list[tuple[float, int, _Item]] = []
-        self._wakes: list[tuple[float, int, _Host]] = []
-        self._seq = itertools.count()
-        self._active = 0
-        self._bucket = (
-            TokenBucket(self.limits.rate, self.limits.burst) if self.limits.rate else None
+        # Host slots, rate gates, cool-downs, retry timers, parking: see fanout.scheduling.
+        self._sched: Scheduler[_Item] = Scheduler(
+            self.limits,
+            host_errors=config.host_errors,
+            clock=self._clock,
+            arm=self._arm,
+            start=self._start,
+            drop=self._retire,
+            hold=self._hold_back,
+            unparked=self._take_place,
+            skip=self._skip,
+            down_for=DOWN_FOR,
+            memory=HostMemory(),
+            counts=HostMemory(),
         )
-        self._global_wake: float | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = math.inf
         self._runs: set[_Run] = set()
         self._idle: list[asyncio.Future[_Item | None]] = []
         self._debug = logger.isEnabledFor(logging.DEBUG)  # --debug: a line per retry and result
         self._concurrency = self.limits.concurrency
-        self._per_host: float = self.limits.per_host or math.inf
-        self._parked = 0
-        self._park_budget = self.limits.effective_parked
 
     async def __aenter__(self) -> Fetcher:
         if self._group is not None:
             raise RuntimeError("a Fetcher can be entered only once")
         self._loop = asyncio.get_running_loop()
-        self._clock = loop_clock(self._loop)
+        self._clock = self._sched.clock = loop_clock(self._loop)
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         guard = self._guard
@@ -551,7 +502,7 @@ class Fetcher:
         concurrency, lowered = fit_concurrency(self._concurrency)
         if lowered is not None:
             logger.warning("%s (raise it, or pass a lower Limits.concurrency)", lowered)
-            self._concurrency = concurrency
+            self._concurrency = self._sched.concurrency = concurrency
 
     async def __aexit__(
         self,
@@ -565,6 +516,7 @@ class Fetcher:
             for run in list(self._runs):
                 self._cancel_outstanding(run)
             self._closing = True
+            self._sched.close()
             if self._timer is not None:
                 self._timer.cancel()
             for run in list(self._runs):
@@ -589,7 +541,7 @@ class Fetcher:
     @property
     def in_flight(self) -> int:
         """Requests being sent or received right now."""
-        return self._active
+        return self._sched.active
 
     @property
     def dns_stats(self) -> dict[str, int] | None:
@@ -601,7 +553,7 @@ class Fetcher:
     @property
     def waiting(self) -> int:
         """Requests waiting for a retry (backoff, Retry-After)."""
-        return len(self._timers)
+        return self._sched.waiting
 
     @property
     def hosts_held(self) -> int:
@@ -609,14 +561,13 @@ class Fetcher:
         in flight, and idle ones until their rate bucket is full again. What
         must outlive them (a cool-down, failure counts) is kept apart, for at
         most 10,000 hosts (and 10,000 more with only a failure count)."""
-        self._sweep(self._clock())
-        return len(self._hosts)
+        return self._sched.hosts_held()
 
     @property
     def parked(self) -> int:
         """Requests waiting (for a retry, a host's cool-down or a rate token)
         without a place in the read-ahead window: at most ``limits.parked``."""
-        return self._parked
+        return self._sched.parked
 
     async def stream(
         self, requests: Source, *, ordered: bool = False
@@ -794,170 +745,34 @@ class Fetcher:
             if refused is not None:
                 self._deliver(run, index, Result(request, error=Failure(ErrorKind.DENIED, refused)))
                 return False
-        host = self._hosts.get(key) or self._host(key)
+        sched = self._sched
+        host = sched.hosts.get(key) or sched.host(key)
         item = _Item(run, index, request, parsed, host)
         if not request.send_credentials:  # sent as a hop that leaves them out
             item.hop = self._hop(request, request.method, request.body, _CREDENTIALS)
-        parked = self._park_budget > 0 and self._host_waits(host) and self._park(item)
         run.outstanding[index] = item
-        host.pending += 1
-        host.ready.append(item)
-        self._make_runnable(host)
-        # Else a finishing worker dispatches it; a parked one waits for its host's
-        # wake-up or a slot of its own.
-        if self._active < self._concurrency and not (
-            parked and (host.sleeping or self._host_full(host))
-        ):
-            self._pump()
-        return parked
-
-    def _host(self, key: HostKey) -> _Host:
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._new_host(key)
-        return host
-
-    def _new_host(self, key: HostKey) -> _Host:
-        """The state of a host not held: made anew with what the memory kept of
-        it. Idle hosts whose bucket is full again are dropped first, so the
-        hosts held stay those that carry information."""
-        now = self._clock()
-        self._sweep(now)
-        host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
-        kept = self._memory.take(key, now)
-        counted = self._counts.take(key, now)
-        kept = kept or counted
-        if kept is not None:
-            host.cool_until = kept.cool_until
-            host.failures, host.failure = kept.failures, kept.failure
-            if kept.down_until > now:
-                host.down, host.down_until = kept.down, kept.down_until
-            elif self._host_errors and host.failures >= self._host_errors:
-                host.failures = 0  # its down mark expired: counted anew, as for a held host
-        return host
-
-    def _sweep(self, now: float) -> None:
-        """Drop the idle hosts whose bucket is full by ``now`` and that are still
-        idle (one that is busy again goes back in the heap when it is idle)."""
-        expiring = self._expiring
-        while expiring and expiring[0][0] <= now:
-            host = heapq.heappop(expiring)[2]
-            host.expiring = False
-            if host.pending == 0 and host.active == 0:
-                self._evict(host, now)
+        return sched.add(item)
 
     # -------------------------------------------------------------- dispatch
 
-    def _make_runnable(self, host: _Host) -> None:
-        if host.down is not None and self._skip_down(host):
-            return
-        if not host.runnable and not host.sleeping:
-            host.runnable = True
-            self._runnable.append(host)
+    def _start(self, item: _Item) -> None:
+        """The scheduler started ``item``: an idle worker sends it, or a new one."""
+        if self._idle:
+            self._idle.pop().set_result(item)
+        else:
+            assert self._group is not None
+            self._group.create_task(self._worker(item), name="fanout-worker")
 
-    def _pump(self, take: bool = False) -> _Item | None:
-        """Promote what is due, start what may start, and arm the next wake-up.
-        With ``take``, the first item started is returned to the caller (a worker
-        that just finished one) instead of being handed to another worker."""
-        if self._closing:
-            return None
-        now = self._clock()
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            item = heapq.heappop(timers)[2]
-            if item.run.closed:
-                self._retire(item)
-                continue
-            item.host.ready.appendleft(item)
-            self._make_runnable(item.host)
-        wakes = self._wakes
-        while wakes and wakes[0][0] <= now:
-            host = heapq.heappop(wakes)[2]
-            host.sleeping = False
-            if host.ready:
-                self._make_runnable(host)
-        mine = self._dispatch(now, take)
-        if timers or wakes or self._global_wake is not None:
-            self._arm(now)
-        return mine
-
-    def _dispatch(self, now: float, take: bool) -> _Item | None:
-        group = self._group
-        assert group is not None
-        runnable = self._runnable
-        concurrency = self._concurrency
-        per_host = self._per_host
-        bucket = self._bucket
-        self._global_wake = None
-        mine = None
-        while runnable and self._active < concurrency:
-            host = runnable[0]
-            ready = host.ready
-            while ready and ready[0].run.closed:
-                self._retire(ready.popleft())
-            if not ready or host.active >= per_host:
-                runnable.popleft()
-                host.runnable = False
-                continue
-            if ready[0].parked and self._hold_back(host, ready[0].run):
-                continue
-            if host.cool_until > now or host.bucket is not None:
-                wait = host.wait(now)
-                if wait > 0.0:
-                    runnable.popleft()
-                    host.runnable = False
-                    host.sleeping = True
-                    heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
-                    continue
-            if bucket is not None:
-                global_wait = bucket.wait(now)
-                if global_wait > 0.0:
-                    self._global_wake = now + global_wait
-                    break
-                bucket.take(now)
-            if host.bucket is not None:
-                host.bucket.take(now)
-            item = ready.popleft()
-            if item.parked:
-                self._unpark(item, take_place=True)
-            host.active += 1
-            self._active += 1
-            runnable.popleft()
-            if ready and host.active < per_host:
-                runnable.append(host)  # round-robin between hosts
-            else:
-                host.runnable = False
-            if take:
-                mine, take = item, False
-            elif self._idle:
-                self._idle.pop().set_result(item)
-            else:
-                group.create_task(self._worker(item), name="fanout-worker")
-        return mine
-
-    def _arm(self, now: float) -> None:
-        when = math.inf
-        if self._timers:
-            when = self._timers[0][0]
-        if self._wakes:
-            when = min(when, self._wakes[0][0])
-        if self._global_wake is not None:
-            when = min(when, self._global_wake)
-        if when == math.inf:
-            return
-        when = max(when, now + _MIN_TIMER)
+    def _arm(self, when: float) -> None:
+        """The scheduler's next wake-up, at ``when`` on the loop's clock."""
         if self._timer is not None:
-            if self._timer_when <= when:
-                return  # an earlier wake-up is armed; it will re-arm
             self._timer.cancel()
         assert self._loop is not None
-        self._timer_when = when
         self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_when = math.inf
-        self._pump()
+        self._sched.wake()
 
     # -------------------------------------------------------------- attempts
 
@@ -977,6 +792,7 @@ class Fetcher:
         assert me is not None
         total = self.timeouts.total
         deadline = None if total is None else _AttemptDeadline(loop, me, total)
+        sched = self._sched
         run: _Run | None = None
         try:
             while item is not None:
@@ -988,7 +804,7 @@ class Fetcher:
                 host = item.host
                 if run.closed:  # handed to this worker just before its run was closed
                     host.active -= 1
-                    self._active -= 1
+                    sched.active -= 1
                     self._retire(item)
                 else:
                     start = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
@@ -1026,7 +842,7 @@ class Fetcher:
                         if deadline is not None:
                             deadline.stop()
                         host.active -= 1
-                        self._active -= 1
+                        sched.active -= 1
                     try:
                         self._attempt_done(item, result, sent, start)
                     except Exception as exc:  # the last-resort guard: one result, the run goes on
@@ -1034,7 +850,7 @@ class Fetcher:
                         self._internal_result(item, exc)
                 if self._closing:
                     return  # the fetcher has already released its idle workers
-                item = self._pump(take=True)
+                item = sched.pump(True)
                 if item is None:
                     run.tasks.discard(me)
                     run = None
@@ -1057,7 +873,7 @@ class Fetcher:
         hop: tuple[URL, HostKey, Hop] | None = None
         try:
             if result.error is not None:
-                delay = self._retry_delay(item, result, sent, self._clock())
+                delay = self._retry_delay(item, result, sent)
             elif result.status in REDIRECT_STATUSES and followed(result.headers, self.caps):
                 step = self._next_hop(item, result)
                 if isinstance(step, Failure):
@@ -1071,8 +887,7 @@ class Fetcher:
             result = Result(item.request, error=_internal_failure(exc))
             delay = hop = None
         if delay is not None:
-            heapq.heappush(self._timers, (self._clock() + delay, next(self._seq), item))
-            if self._park(item):
+            if self._sched.retry_later(item, delay):
                 self._release(item.run)
         elif hop is not None:
             self._move(item, *hop)
@@ -1085,9 +900,9 @@ class Fetcher:
         if self._debug:
             _log_attempt(item, result, end - start, delay, hop is not None)
         if host.ready:
-            self._make_runnable(host)
+            self._sched.make_runnable(host)
 
-    def _retry_delay(self, item: _Item, result: Result, sent: bool, now: float) -> float | None:
+    def _retry_delay(self, item: _Item, result: Result, sent: bool) -> float | None:
         """Seconds until the next try of a failed attempt, or None when it is final.
         ``sent`` is False when the request surely never reached the server. A
         redirect hop is tried again by itself (the hops before it are not sent
@@ -1103,7 +918,7 @@ class Fetcher:
                 # The server asked the whole host to slow down (RFC 9110 §10.2.3,
                 # RFC 6585 §4): hold every request to it, not just this one.
                 cool = min(retry_after, policy.retry_after_max)
-                item.host.cool_until = max(item.host.cool_until, now + cool)
+                self._sched.cool_down(item.host, cool)
                 if self._debug:
                     logger.debug(
                         "host %s:%s cools down for %.2f s (%s)", *item.host.key[1:], cool, status
@@ -1127,53 +942,20 @@ class Fetcher:
 
     # -------------------------------------------------------------- parking
 
-    def _host_waits(self, host: _Host) -> bool:
-        """True when a request admitted now to ``host`` would wait: for its
-        cool-down or a rate token, for one of the host's own slots (all in use
-        while the fetcher has others: a slow host), or behind requests that do."""
-        if host.sleeping or self._host_full(host):
-            return True
-        bucket = host.bucket
-        if bucket is None and host.cool_until == -math.inf:
-            return False
-        if host.ready:
-            return True
-        now = self._clock()
-        return host.cool_until > now or (bucket is not None and bucket.wait(now) > 0.0)
-
-    def _host_full(self, host: _Host) -> bool:
-        """Every slot of ``host`` is in use, and its limit is below the fetcher's
-        (else its requests wait for any slot, as every host's do)."""
-        return host.active >= self._per_host and self._per_host < self._concurrency
-
-    def _park(self, item: _Item) -> bool:
-        """Park a request that must wait, within the fetcher's budget: it gives
-        its place in the run's window back (the caller frees it), so reading
-        ahead goes on and requests to other hosts are not starved by waiters.
-        Not with ordered output, whose buffered results the window bounds."""
-        if item.parked or item.run.ordered or self._parked >= self._park_budget:
-            return False
-        item.parked = True
-        self._parked += 1
-        return True
-
-    def _unpark(self, item: _Item, take_place: bool = False) -> None:
-        """The parked ``item`` is sent (``take_place``: it takes a place in its
-        run's window back, even past the window's size, which then reads less
-        ahead until it is given back) or it is retired."""
-        item.parked = False
-        self._parked -= 1
-        if take_place:
-            run = item.run
-            if run.feeder is None:
-                run.debt += 1
-            else:
-                run.window.free -= 1
+    def _take_place(self, item: _Item) -> None:
+        """The parked ``item`` is sent: it takes a place in its run's window back,
+        even past the window's size, which then reads less ahead until it is
+        given back."""
+        run = item.run
+        if run.feeder is None:
+            run.debt += 1
+        else:
+            run.window.free -= 1
 
     def _unpark_all(self, run: _Run) -> None:
         for item in run.outstanding.values():
             if item.parked:
-                self._unpark(item)
+                self._sched.unpark(item)
         self._unblock(run, force=True)
 
     def _release(self, run: _Run) -> None:
@@ -1191,15 +973,13 @@ class Fetcher:
             return run.debt >= self._concurrency
         return run.window.free <= -self._concurrency
 
-    def _hold_back(self, host: _Host, run: _Run) -> bool:
-        """A parked request is next at ``host``: hold the host back while its run
-        is overdrawn, so that results waiting for a slow caller stay bounded.
+    def _hold_back(self, item: _Item, host: Host[_Item]) -> bool:
+        """The parked ``item`` is next at ``host``: hold the host back while its
+        run is overdrawn, so that results waiting for a slow caller stay bounded.
         True when held."""
+        run = item.run
         if not self._overdrawn(run):
             return False
-        self._runnable.popleft()
-        host.runnable = False
-        host.sleeping = True  # in neither the round-robin queue nor the wake-up heap
         run.blocked.append(host)
         return True
 
@@ -1208,12 +988,9 @@ class Fetcher:
         if not force and self._overdrawn(run):
             return
         blocked, run.blocked = run.blocked, []
-        for host in blocked:
-            host.sleeping = False
-            if host.ready:
-                self._make_runnable(host)
+        self._sched.resume(blocked)
         if blocked and not force:
-            self._pump()
+            self._sched.pump()
 
     # -------------------------------------------------------------- redirects
 
@@ -1289,63 +1066,22 @@ class Fetcher:
     def _move(self, item: _Item, url: URL, key: HostKey, hop: Hop) -> None:
         """Send the next hop of ``item`` to its host: it takes that host's slot,
         tokens and cool-down like any request, ahead of the host's new ones."""
-        old = item.host
-        old.pending -= 1
-        self._forget_if_idle(old)
-        new = self._host(key)
-        new.pending += 1
-        item.host, item.url, item.hop = new, url, hop
+        item.url, item.hop = url, hop
         total = self.timeouts.total
         item.left = 0.0 if total is None else max(item.due - self._clock(), 0.0)
         item.hops += 1
-        new.ready.appendleft(item)
-        self._make_runnable(new)
+        self._sched.move(item, key)
 
     # -------------------------------------------------------------- results
 
     def _retire(self, item: _Item) -> None:
         """Forget an item; drop its host's state once nothing refers to it."""
-        host = item.host
-        host.pending -= 1
         item.run.outstanding.pop(item.index, None)
-        if item.parked:
-            self._unpark(item)
-        self._forget_if_idle(host)
-
-    def _forget_if_idle(self, host: _Host) -> None:
-        if host.pending == 0 and host.active == 0 and self._loop is not None:
-            self._evict(host, self._clock())
-
-    def _evict(self, host: _Host, now: float) -> None:
-        """Drop an idle host's state, keeping in the memory what must outlive it;
-        or, while its rate bucket is not full again, keep it in a heap until it is."""
-        if self._hosts.get(host.key) is not host:
-            return
-        bucket = host.bucket
-        if bucket is not None and not bucket.idle(now):
-            if not host.expiring:
-                host.expiring = True
-                heapq.heappush(self._expiring, (bucket.full_at, next(self._seq), host))
-            return
-        del self._hosts[host.key]
-        down = host.down is not None and host.down_until > now
-        if host.cool_until > now or host.failures or down:
-            counted = now + DOWN_FOR if host.failures else now
-            expires = max(host.cool_until, host.down_until, counted)
-            kept = Remembered(
-                cool_until=host.cool_until,
-                failures=host.failures,
-                failure=host.failure,
-                down=host.down if down else None,
-                down_until=host.down_until if down else -math.inf,
-                expires=expires,
-            )
-            memory = self._memory if host.cool_until > now or down else self._counts
-            memory.put(host.key, kept, now)
+        self._sched.retire(item)
 
     # ------------------------------------------------------------ dead hosts
 
-    def _note_health(self, host: _Host, result: Result, sent: bool) -> None:
+    def _note_health(self, host: Host[_Item], result: Result, sent: bool) -> None:
         """Count an attempt's connection failure against its host, and mark the
         host down at ``host_errors`` in a row; an attempt that reached the host
         starts the count again."""
@@ -1353,39 +1089,19 @@ class Fetcher:
         if error is not None and (
             error.kind in _DOWN_KINDS or (error.kind is ErrorKind.TIMEOUT and not sent)
         ):
-            host.failures += 1
-            host.failure = error.message
-            if host.failures >= self._host_errors and host.down is None:
-                where = shown_host(host.key)
-                reason = error.message.removeprefix(f"cannot connect to {where}: ")
-                host.down = shown(
-                    f"skipped: {host.failures} consecutive connection failures to {where}"
-                    f" (the last: {reason})"
-                )
-                host.down_until = self._clock() + DOWN_FOR
-                if self._debug:
-                    logger.debug("host %s is down: its requests are skipped", where)
+            if self._sched.host_failed(host, error.message) and self._debug:
+                logger.debug("host %s is down: its requests are skipped", shown_host(host.key))
         elif sent:
-            host.failures = 0
-            host.down = None
+            self._sched.host_reached(host)
 
-    def _skip_down(self, host: _Host) -> bool:
-        """The requests queued for a host that is down fail at once, nothing sent;
-        True. False when its down mark has expired (it is cleared)."""
-        if host.down_until <= self._clock():
-            host.down, host.failures = None, 0
-            return False
-        failure = Failure(ErrorKind.HOST_DOWN, host.down or "")
-        ready = host.ready
-        while ready:
-            item = ready.popleft()
-            result = Result(item.request, error=failure)
-            result.attempts = item.attempts
-            if item.attempts:
-                result.elapsed = time.perf_counter() - item.first_start
-            self._retire(item)
-            self._deliver(item.run, item.index, result)
-        return True
+    def _skip(self, item: _Item, reason: str) -> None:
+        """``item``'s host is down: it fails at once, nothing sent."""
+        result = Result(item.request, error=Failure(ErrorKind.HOST_DOWN, reason))
+        result.attempts = item.attempts
+        if item.attempts:
+            result.elapsed = time.perf_counter() - item.first_start
+        self._retire(item)
+        self._deliver(item.run, item.index, result)
 
     def _log_internal(self, exc: BaseException) -> None:
         """An unexpected exception (a bug): its traceback under --debug, once per
@@ -1437,7 +1153,7 @@ class Fetcher:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        self._pump()
+        self._sched.pump()
 
 
 def _log_attempt(

@@ -1,0 +1,537 @@
+"""The Fetcher's scheduling: which queued request starts next, and when.
+
+:class:`Scheduler` holds the state of every host (its ready queue, slots in
+use, rate bucket, cool-down, connection failures, down mark), the requests
+waiting for a retry, the round-robin queue of hosts that may start one, the
+global rate bucket and the parking budget. It knows nothing of HTTP, sessions,
+tasks or results: it reads the time from an injected ``clock`` and asks for a
+wake-up through an injected ``arm(when)``; what it decides it hands back
+through the other callables it was given (start this request, drop that one,
+fail those of a host that is down). So it runs, and is tested, without an
+event loop: ``tests/test_scheduling.py`` drives it with a clock it advances.
+
+There is no scheduler task: :meth:`Scheduler.pump` runs whenever something
+changes (a request is added, an attempt ends, the armed wake-up comes) and
+starts every request whose host slot, global slot, rate tokens and not-before
+time all allow it. A request waiting for a retry, a host's cool-down or a rate
+token sits in a heap or a queue and holds no slot. See ``docs/many-hosts.md``
+for host eviction, the memory that outlives it, dead hosts and parking.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Generic, Protocol, TypeVar
+
+from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
+from fanout.policy import Limits
+from fanout.ratelimit import TokenBucket
+from fanout.safetext import shown
+from fanout.urls import HostKey
+
+__all__ = ["MIN_TIMER", "Host", "Job", "Scheduler"]
+
+# The shortest wake-up the scheduler arms: on uvloop, a timer of a few
+# microseconds fires at once and the dispatcher spins until the moment comes.
+MIN_TIMER: Final = 0.001
+
+
+class _RunLike(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def ordered(self) -> bool: ...
+
+
+class Job(Protocol):
+    """What the scheduler reads and sets of a request it schedules: its host,
+    whether it is parked, and its run (closed: drop it; ordered: never park)."""
+
+    host: Host[Any]
+    parked: bool
+
+    @property
+    def run(self) -> _RunLike: ...
+
+
+T = TypeVar("T", bound=Job)
+
+
+class Host(Generic[T]):
+    """Per-host state: its ready queue, slots in use, rate bucket, cool-down,
+    consecutive connection failures (the last one's message) and, when down,
+    the reason its requests are skipped, until ``down_until``."""
+
+    __slots__ = (
+        "active",
+        "bucket",
+        "cool_until",
+        "down",
+        "down_until",
+        "expiring",
+        "failure",
+        "failures",
+        "key",
+        "pending",
+        "ready",
+        "runnable",
+        "sleeping",
+    )
+
+    def __init__(self, key: HostKey, rate: float | None, burst: int) -> None:
+        self.key = key
+        self.ready: deque[T] = deque()
+        self.active = 0
+        self.pending = 0  # requests of this host not yet retired
+        self.bucket = TokenBucket(rate, burst) if rate is not None else None
+        self.cool_until = -math.inf
+        self.runnable = False  # in the dispatcher's round-robin queue
+        self.sleeping = False  # in the wake-up heap (or held back)
+        self.expiring = False  # idle, in the heap of hosts dropped once their bucket is full
+        self.failures = 0
+        self.failure = ""
+        self.down: str | None = None
+        self.down_until = -math.inf
+
+    def wait(self, now: float) -> float:
+        """Seconds from ``now`` until the host's cool-down and rate allow a start."""
+        wait = self.cool_until - now
+        if self.bucket is not None:
+            wait = max(wait, self.bucket.wait(now))
+        return max(wait, 0.0)
+
+
+class Scheduler(Generic[T]):
+    """Host slots, rate gates, cool-downs, retry timers, dead hosts and the
+    parking budget of one Fetcher, on an injected clock.
+
+    ``clock()`` gives the time in seconds (a public attribute: the Fetcher sets
+    its event loop's clock once it runs). ``arm(when)`` asks for one call of
+    :meth:`wake` at ``when`` on that clock; it replaces any wake-up armed
+    before (the scheduler asks again only for an earlier one). ``down_for``
+    is how long a host stays marked down (and a failure count is kept);
+    ``memory`` and ``counts`` keep what outlives a dropped host (cool-downs
+    and down marks; failure counts alone). The other callables are the
+    owner's side of a decision:
+
+    - ``start(item)``: send it (a slot is taken for it: :attr:`active` and its
+      host's ``active``; the owner gives both back when the attempt ends);
+    - ``drop(item)``: its run is closed; forget it (and call :meth:`retire`);
+    - ``hold(item, host)``: ``item``, parked, is next at ``host``; return True
+      to hold the host back (the owner later calls :meth:`resume` with it);
+    - ``unparked(item)``: a parked item is being started;
+    - ``skip(item, reason)``: its host is down; fail it (and call :meth:`retire`).
+    """
+
+    __slots__ = (
+        "_arm_at",
+        "_armed",
+        "_bucket",
+        "_burst",
+        "_counts",
+        "_down_for",
+        "_drop",
+        "_expiring",
+        "_global_wake",
+        "_hold",
+        "_host_errors",
+        "_memory",
+        "_per_host",
+        "_per_host_rate",
+        "_runnable",
+        "_seq",
+        "_skip",
+        "_start",
+        "_timers",
+        "_unparked",
+        "_wakes",
+        "active",
+        "clock",
+        "closed",
+        "concurrency",
+        "hosts",
+        "park_budget",
+        "parked",
+    )
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        host_errors: int,
+        clock: Callable[[], float],
+        arm: Callable[[float], None],
+        start: Callable[[T], None],
+        drop: Callable[[T], None],
+        hold: Callable[[T, Host[T]], bool],
+        unparked: Callable[[T], None],
+        skip: Callable[[T, str], None],
+        down_for: float = DOWN_FOR,
+        memory: HostMemory | None = None,
+        counts: HostMemory | None = None,
+    ) -> None:
+        self.clock = clock
+        self._arm_at = arm
+        self._start = start
+        self._drop = drop
+        self._hold = hold
+        self._unparked = unparked
+        self._skip = skip
+        self._host_errors = host_errors
+        self.concurrency = limits.concurrency  # the owner may lower it before the first start
+        self._per_host: float = limits.per_host or math.inf
+        self._per_host_rate = limits.per_host_rate
+        self._burst = limits.burst
+        self._bucket = TokenBucket(limits.rate, limits.burst) if limits.rate else None
+        self.hosts: dict[HostKey, Host[T]] = {}
+        # idle hosts, by when their bucket is full again
+        self._expiring: list[tuple[float, int, Host[T]]] = []
+        self._down_for = down_for
+        # What outlives a dropped host: cool-down, down mark.
+        self._memory = HostMemory() if memory is None else memory
+        # Failure counts alone, apart: a run over many dead hosts makes many, and
+        # they must not push the cool-downs out of the memory's bound.
+        self._counts = HostMemory() if counts is None else counts
+        self._runnable: deque[Host[T]] = deque()
+        self._timers: list[tuple[float, int, T]] = []
+        self._wakes: list[tuple[float, int, Host[T]]] = []
+        self._seq = itertools.count()
+        self._global_wake: float | None = None
+        self._armed = math.inf
+        self.active = 0  # requests started and not yet given back
+        self.parked = 0
+        self.park_budget = limits.effective_parked
+        self.closed = False
+
+    # ----------------------------------------------------------------- hosts
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a retry."""
+        return len(self._timers)
+
+    def hosts_held(self) -> int:
+        """Hosts whose state is held now, once those that may go have gone."""
+        self._sweep(self.clock())
+        return len(self.hosts)
+
+    def host(self, key: HostKey) -> Host[T]:
+        """The state of the host ``key``, made (with what the memory kept of it)
+        when it is not held."""
+        host = self.hosts.get(key)
+        if host is None:
+            host = self._new_host(key)
+        return host
+
+    def _new_host(self, key: HostKey) -> Host[T]:
+        """The state of a host not held: made anew with what the memory kept of
+        it. Idle hosts whose bucket is full again are dropped first, so the
+        hosts held stay those that carry information."""
+        now = self.clock()
+        self._sweep(now)
+        host = self.hosts[key] = Host(key, self._per_host_rate, self._burst)
+        kept = self._memory.take(key, now)
+        counted = self._counts.take(key, now)
+        kept = kept or counted
+        if kept is not None:
+            host.cool_until = kept.cool_until
+            host.failures, host.failure = kept.failures, kept.failure
+            if kept.down_until > now:
+                host.down, host.down_until = kept.down, kept.down_until
+            elif self._host_errors and host.failures >= self._host_errors:
+                host.failures = 0  # its down mark expired: counted anew, as for a held host
+        return host
+
+    def _sweep(self, now: float) -> None:
+        """Drop the idle hosts whose bucket is full by ``now`` and that are still
+        idle (one that is busy again goes back in the heap when it is idle)."""
+        expiring = self._expiring
+        while expiring and expiring[0][0] <= now:
+            host = heapq.heappop(expiring)[2]
+            host.expiring = False
+            if host.pending == 0 and host.active == 0:
+                self._evict(host, now)
+
+    def _evict(self, host: Host[T], now: float) -> None:
+        """Drop an idle host's state, keeping in the memory what must outlive it;
+        or, while its rate bucket is not full again, keep it in a heap until it is."""
+        if self.hosts.get(host.key) is not host:
+            return
+        bucket = host.bucket
+        if bucket is not None and not bucket.idle(now):
+            if not host.expiring:
+                host.expiring = True
+                heapq.heappush(self._expiring, (bucket.full_at, next(self._seq), host))
+            return
+        del self.hosts[host.key]
+        down = host.down is not None and host.down_until > now
+        if host.cool_until > now or host.failures or down:
+            counted = now + self._down_for if host.failures else now
+            expires = max(host.cool_until, host.down_until, counted)
+            kept = Remembered(
+                cool_until=host.cool_until,
+                failures=host.failures,
+                failure=host.failure,
+                down=host.down if down else None,
+                down_until=host.down_until if down else -math.inf,
+                expires=expires,
+            )
+            memory = self._memory if host.cool_until > now or down else self._counts
+            memory.put(host.key, kept, now)
+
+    def _forget_if_idle(self, host: Host[T]) -> None:
+        if host.pending == 0 and host.active == 0:
+            self._evict(host, self.clock())
+
+    # ------------------------------------------------------------- requests
+
+    def add(self, item: T) -> bool:
+        """Queue a new request at its host (``item.host``, from :meth:`host`) and
+        start what may start; True when it was parked."""
+        host = item.host
+        parked = self.park_budget > 0 and self._host_waits(host) and self.park(item)
+        host.pending += 1
+        host.ready.append(item)
+        self.make_runnable(host)
+        # Else a finishing attempt dispatches it; a parked one waits for its host's
+        # wake-up or a slot of its own.
+        if self.active < self.concurrency and not (
+            parked and (host.sleeping or self._host_full(host))
+        ):
+            self.pump()
+        return parked
+
+    def retire(self, item: T) -> None:
+        """``item`` is done (or dropped): drop its host's state once nothing
+        refers to it."""
+        host = item.host
+        host.pending -= 1
+        if item.parked:
+            self.unpark(item)
+        if host.pending == 0 and host.active == 0:
+            self._evict(host, self.clock())
+
+    def retry_later(self, item: T, delay: float) -> bool:
+        """Queue ``item`` again at its host in ``delay`` seconds; True when it
+        was parked (the caller frees its place)."""
+        heapq.heappush(self._timers, (self.clock() + delay, next(self._seq), item))
+        return self.park(item)
+
+    def move(self, item: T, key: HostKey) -> None:
+        """Send ``item`` next to the host ``key`` (a redirect): it takes that
+        host's slot, tokens and cool-down like any request, ahead of the host's
+        new ones."""
+        old = item.host
+        old.pending -= 1
+        self._forget_if_idle(old)
+        new = self.host(key)
+        new.pending += 1
+        item.host = new
+        new.ready.appendleft(item)
+        self.make_runnable(new)
+
+    def cool_down(self, host: Host[T], seconds: float) -> None:
+        """The server asked ``host`` to slow down: start none of its requests for
+        ``seconds`` (a later, longer cool-down wins)."""
+        host.cool_until = max(host.cool_until, self.clock() + seconds)
+
+    def host_failed(self, host: Host[T], message: str) -> bool:
+        """A connection failure to ``host``; at ``host_errors`` in a row (never
+        when it is 0) it is marked down for ``down_for`` seconds. True when
+        this failure marked it down."""
+        host.failures += 1
+        host.failure = message
+        errors = self._host_errors
+        if errors and host.failures >= errors and host.down is None:
+            where = shown_host(host.key)
+            reason = message.removeprefix(f"cannot connect to {where}: ")
+            host.down = shown(
+                f"skipped: {host.failures} consecutive connection failures to {where}"
+                f" (the last: {reason})"
+            )
+            host.down_until = self.clock() + self._down_for
+            return True
+        return False
+
+    @staticmethod
+    def host_reached(host: Host[T]) -> None:
+        """An attempt reached ``host``: its failure count starts again."""
+        host.failures = 0
+        host.down = None
+
+    def make_runnable(self, host: Host[T]) -> None:
+        """``host`` has requests ready: put it in the round-robin queue (unless
+        it sleeps); when it is down, its requests are skipped instead."""
+        if host.down is not None and self._skip_down(host):
+            return
+        if not host.runnable and not host.sleeping:
+            host.runnable = True
+            self._runnable.append(host)
+
+    def _skip_down(self, host: Host[T]) -> bool:
+        """The requests queued for a host that is down fail at once, nothing sent;
+        True. False when its down mark has expired (it is cleared)."""
+        if host.down_until <= self.clock():
+            host.down, host.failures = None, 0
+            return False
+        reason = host.down or ""
+        ready = host.ready
+        skip = self._skip
+        while ready:
+            skip(ready.popleft(), reason)
+        return True
+
+    # -------------------------------------------------------------- parking
+
+    def _host_waits(self, host: Host[T]) -> bool:
+        """True when a request added now to ``host`` would wait: for its
+        cool-down or a rate token, for one of the host's own slots (all in use
+        while there are others: a slow host), or behind requests that do."""
+        if host.sleeping or self._host_full(host):
+            return True
+        bucket = host.bucket
+        if bucket is None and host.cool_until == -math.inf:
+            return False
+        if host.ready:
+            return True
+        now = self.clock()
+        return host.cool_until > now or (bucket is not None and bucket.wait(now) > 0.0)
+
+    def _host_full(self, host: Host[T]) -> bool:
+        """Every slot of ``host`` is in use, and its limit is below the global
+        one (else its requests wait for any slot, as every host's do)."""
+        return host.active >= self._per_host and self._per_host < self.concurrency
+
+    def park(self, item: T) -> bool:
+        """Park a request that must wait, within the budget; True when parked.
+        Not with ordered output, whose buffered results the window bounds."""
+        if item.parked or item.run.ordered or self.parked >= self.park_budget:
+            return False
+        item.parked = True
+        self.parked += 1
+        return True
+
+    def unpark(self, item: T) -> None:
+        """The parked ``item`` is no longer (started, retired or its run closed)."""
+        item.parked = False
+        self.parked -= 1
+
+    def resume(self, hosts: Iterable[Host[T]]) -> None:
+        """Hosts held back (see ``hold``) go on; call :meth:`pump` after."""
+        for host in hosts:
+            host.sleeping = False
+            if host.ready:
+                self.make_runnable(host)
+
+    # -------------------------------------------------------------- dispatch
+
+    def close(self) -> None:
+        """Start nothing more."""
+        self.closed = True
+
+    def wake(self) -> None:
+        """The wake-up armed through ``arm`` has come."""
+        self._armed = math.inf
+        self.pump()
+
+    def pump(self, take: bool = False) -> T | None:
+        """Promote what is due, start what may start, and arm the next wake-up.
+        With ``take``, the first item started is returned to the caller (one
+        that just finished an attempt) instead of being handed to ``start``."""
+        if self.closed:
+            return None
+        now = self.clock()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            item = heapq.heappop(timers)[2]
+            if item.run.closed:
+                self._drop(item)
+                continue
+            item.host.ready.appendleft(item)
+            self.make_runnable(item.host)
+        wakes = self._wakes
+        while wakes and wakes[0][0] <= now:
+            host = heapq.heappop(wakes)[2]
+            host.sleeping = False
+            if host.ready:
+                self.make_runnable(host)
+        mine = self._dispatch(now, take)
+        if timers or wakes or self._global_wake is not None:
+            self._arm(now)
+        return mine
+
+    def _dispatch(self, now: float, take: bool) -> T | None:
+        runnable = self._runnable
+        concurrency = self.concurrency
+        per_host = self._per_host
+        bucket = self._bucket
+        self._global_wake = None
+        mine = None
+        while runnable and self.active < concurrency:
+            host = runnable[0]
+            ready = host.ready
+            while ready and ready[0].run.closed:
+                self._drop(ready.popleft())
+            if not ready or host.active >= per_host:
+                runnable.popleft()
+                host.runnable = False
+                continue
+            if ready[0].parked and self._hold(ready[0], host):
+                runnable.popleft()
+                host.runnable = False
+                host.sleeping = True  # in neither the round-robin queue nor the wake-up heap
+                continue
+            if host.cool_until > now or host.bucket is not None:
+                wait = host.wait(now)
+                if wait > 0.0:
+                    runnable.popleft()
+                    host.runnable = False
+                    host.sleeping = True
+                    heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
+                    continue
+            if bucket is not None:
+                global_wait = bucket.wait(now)
+                if global_wait > 0.0:
+                    self._global_wake = now + global_wait
+                    break
+                bucket.take(now)
+            if host.bucket is not None:
+                host.bucket.take(now)
+            item = ready.popleft()
+            if item.parked:
+                item.parked = False
+                self.parked -= 1
+                self._unparked(item)
+            host.active += 1
+            self.active += 1
+            runnable.popleft()
+            if ready and host.active < per_host:
+                runnable.append(host)  # round-robin between hosts
+            else:
+                host.runnable = False
+            if take:
+                mine, take = item, False
+            else:
+                self._start(item)
+        return mine
+
+    def _arm(self, now: float) -> None:
+        when = math.inf
+        if self._timers:
+            when = self._timers[0][0]
+        if self._wakes:
+            when = min(when, self._wakes[0][0])
+        if self._global_wake is not None:
+            when = min(when, self._global_wake)
+        if when == math.inf:
+            return
+        when = max(when, now + MIN_TIMER)
+        if self._armed <= when:
+            return  # an earlier wake-up is armed; it will re-arm
+        self._armed = when
+        self._arm_at(when)
