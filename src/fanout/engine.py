@@ -57,6 +57,7 @@ from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
+from fanout.proxy import Proxy, proxies_for
 from fanout.ratelimit import TokenBucket
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, collector_raised, loop_clock
@@ -93,6 +94,10 @@ _COOL_DOWN_STATUSES = frozenset({429, 503})
 # is a TIMEOUT not sent): host_errors of them in a row mark it down.
 _DOWN_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TLS})
 _CREDENTIALS = frozenset(name.lower() for name in CREDENTIAL_HEADERS)
+# The causes of a proxy failure where the proxy answered (a 407, a refused
+# CONNECT): not retried, as the proxy would answer the same. A proxy that could
+# not be reached is tried again, as a connection failure is.
+_PROXY_ANSWERS = frozenset({None, "ClientHttpProxyError"})
 # A hop that drops the body drops the headers that describe it.
 _BODY_HEADERS = frozenset(
     {"content-type", "content-length", "content-encoding", "transfer-encoding"}
@@ -119,6 +124,7 @@ class _Host:
         "failures",
         "key",
         "pending",
+        "proxy",
         "ready",
         "runnable",
         "sleeping",
@@ -138,6 +144,7 @@ class _Host:
         self.failure = ""
         self.down: str | None = None
         self.down_until = -math.inf
+        self.proxy: Proxy | None = None  # the proxy its requests go through
 
     def wait(self, now: float) -> float:
         wait = self.cool_until - now
@@ -367,6 +374,9 @@ _CONNECTOR_OPTIONS: Final = {
     "cacert": None,
     "verify": True,
     "client_cert": None,
+    # the session's own proxies and cookie jar are used
+    "proxy": None,
+    "cookies": False,
 }
 
 
@@ -379,8 +389,8 @@ def _check_session(session: aiohttp.ClientSession, config: FetcherConfig) -> Non
     if used:
         raise ConfigError(
             f"session= cannot be combined with {', '.join(used)}: they act through fanout's"
-            " own connector, which a session given does not use (set them on your"
-            " session's connector, or leave out session=)"
+            " own connector or cookie jar, which a session given does not use (set them"
+            " on your session, or leave out session=)"
         )
     problem = session_problem(session)
     if problem is not None:
@@ -469,6 +479,8 @@ class Fetcher:
         )
         self._guard = guard if guard.active else None
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
+        # The environment's proxies are read now; a session given uses its own.
+        self._proxies = None if session is not None else proxies_for(config)
         self._ssl = tls_context(
             cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
         )
@@ -532,6 +544,10 @@ class Fetcher:
             self._session = self._given_session
             self._foreign = ForeignSession(self._session, self.timeouts, self._headers)
         else:
+            # Through a proxy only name patterns are left (proxies_for refuses
+            # the others), checked on names: the resolver then resolves the proxy.
+            if self._proxies is not None:
+                guard = None
             wrap = None if guard is None else lambda inner: GuardedResolver(inner, guard)
             self._session, self._resolver = make_session(
                 concurrency=self._concurrency,
@@ -838,6 +854,8 @@ class Fetcher:
         now = self._clock()
         self._sweep(now)
         host = self._hosts[key] = _Host(key, self.limits.per_host_rate, self.limits.burst)
+        if self._proxies is not None:
+            host.proxy = self._proxies.for_target(key)
         kept = self._memory.take(key, now)
         counted = self._counts.take(key, now)
         kept = kept or counted
@@ -1020,7 +1038,14 @@ class Fetcher:
                             item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session, item.request, item.url, caps, keep_body, item.hop, foreign
+                            session,
+                            item.request,
+                            item.url,
+                            caps,
+                            keep_body,
+                            item.hop,
+                            foreign,
+                            host.proxy,
                         )
                     except asyncio.CancelledError as cancelled:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
@@ -1032,7 +1057,7 @@ class Fetcher:
                             sent = False
                         result = Result(item.request, error=failure)
                     except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
-                        failure, sent = classify(exc, timeouts=self.timeouts)
+                        failure, sent = classify(exc, timeouts=self.timeouts, proxy=host.proxy)
                         if failure.kind is ErrorKind.INTERNAL:
                             self._log_internal(exc)
                         result = Result(item.request, error=failure)
@@ -1133,6 +1158,8 @@ class Fetcher:
             retryable = status in policy.retry_statuses and retry_safe
         elif error.kind in _RETRYABLE_KINDS:
             retryable = not sent or retry_safe
+        elif error.kind is ErrorKind.PROXY:
+            retryable = error.cause not in _PROXY_ANSWERS
         else:
             retryable = False
         if not retryable:
