@@ -4,8 +4,9 @@ It forwards requests in absolute form (``GET http://host:port/path``) to their
 host, one request per connection (``Connection: close`` both ways), without
 the hop-by-hop headers (``Proxy-Authorization`` among them, as a proxy must),
 and tunnels ``CONNECT host:port``. It can require a ``Proxy-Authorization``
-(407 otherwise), answer CONNECT with an error status, and records the request
-line and headers of everything it was sent.
+(407 otherwise), answer CONNECT with an error status, resolve names of its
+own (``hosts``, so a test can name hosts fanout cannot resolve), and records
+the request line and headers of everything it was sent.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ForwardProxy:
 
     authorization: str | None = None  # the Proxy-Authorization required, if any
     connect_status: int | None = None  # answer every CONNECT with this status instead
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> address, before DNS
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -87,7 +89,7 @@ class ForwardProxy:
             return
         host, _, port = target.rpartition(":")
         try:
-            up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            up_reader, up_writer = await self._open(host, port)
         except OSError:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
             await writer.drain()
@@ -114,13 +116,19 @@ class ForwardProxy:
         body = await reader.readexactly(length) if length else b""
         kept = [(n, v) for n, v in headers.items() if n not in _HOP_BY_HOP]
         request = f"{method} {slash}{path} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in kept)
-        up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        up_reader, up_writer = await self._open(host, port)
         try:
             up_writer.write(request.encode("latin-1") + b"Connection: close\r\n\r\n" + body)
             await up_writer.drain()
             await _pipe(up_reader, writer)
         finally:
             up_writer.close()
+
+    async def _open(
+        self, host: str, port: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host = host.strip("[]")
+        return await asyncio.open_connection(self.hosts.get(host, host), int(port))
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -137,10 +145,15 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 @contextlib.asynccontextmanager
 async def forward_proxy(
-    *, authorization: str | None = None, connect_status: int | None = None
+    *,
+    authorization: str | None = None,
+    connect_status: int | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> AsyncIterator[ForwardProxy]:
     """A forward proxy on 127.0.0.1, its URL in ``.url`` (no credentials)."""
-    proxy = ForwardProxy(authorization=authorization, connect_status=connect_status)
+    proxy = ForwardProxy(
+        authorization=authorization, connect_status=connect_status, hosts=dict(hosts or {})
+    )
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     proxy.url = f"http://127.0.0.1:{port}"

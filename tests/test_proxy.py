@@ -31,13 +31,6 @@ BOB = aiohttp.encode_basic_auth("bob", SECRET)
 ONCE = fanout.RetryPolicy(attempts=1)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-
-
 class Target:
     """A loopback server that answers ``/`` with the headers it was sent, and
     keeps them."""
@@ -231,7 +224,7 @@ def test_a_bad_proxy_in_the_environment_names_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
-    with pytest.raises(ConfigError, match=r"^HTTPS_PROXY \(--no-env-proxy"):
+    with pytest.raises(ConfigError, match=r"^HTTPS_PROXY: only .*; --no-env-proxy \(env_proxy"):
         Fetcher()
     Fetcher(env_proxy=False)
 
@@ -243,7 +236,7 @@ def test_a_proxy_with_the_address_guard_is_refused(monkeypatch: pytest.MonkeyPat
         Fetcher(proxy="http://127.0.0.1:3128", allow_hosts=["10.0.0.0/8"])
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:3128")
     config = FetcherConfig(deny_hosts=["127.0.0.0/8"])  # the environment is read by Fetcher
-    with pytest.raises(ConfigError, match=r"environment \(https_proxy; --no-env-proxy"):
+    with pytest.raises(ConfigError, match=r"environment \(https_proxy\): .*; --no-env-proxy"):
         Fetcher(config)
     Fetcher(config, env_proxy=False)
 
@@ -259,6 +252,17 @@ async def test_name_patterns_still_hold_through_a_proxy() -> None:
     assert denied.error is not None
     assert denied.error.kind is ErrorKind.DENIED
     assert len(proxy.seen) == 1
+
+
+async def test_the_proxy_resolves_the_names_and_is_not_checked_against_the_patterns() -> None:
+    """Only ``app.test`` is allowed, a name fanout cannot resolve: the proxy
+    does, and the proxy's own name (localhost) is not held to the pattern."""
+    async with target_server() as target, forward_proxy(hosts={"app.test": "127.0.0.1"}) as proxy:
+        port = target.url.rsplit(":", 1)[1]
+        via = proxy.url.replace("127.0.0.1", "localhost")
+        result = await _get(f"http://app.test:{port}/", proxy=via, allow_hosts=["app.test"])
+    assert result.status == 200, result.error
+    assert proxy.seen[0].target == f"http://app.test:{port}/"
 
 
 async def test_a_session_given_keeps_its_own_proxies() -> None:
@@ -349,7 +353,7 @@ def test_a_proxy_down_is_a_record_per_request_and_exit_1(
         (["--proxy", "socks5://bob:pw-x@127.0.0.1:1"], {}, "proxy: only http:// and https://"),
         (["--deny-private"], {"HTTP_PROXY": "http://127.0.0.1:1"}, "--no-env-proxy"),
         (["--proxy", "http://127.0.0.1:1", "--allow-host", "10.0.0.0/8"], {}, "--proxy"),
-        ([], {"https_proxy": "ftp://127.0.0.1:1"}, "https_proxy (--no-env-proxy"),
+        ([], {"https_proxy": "ftp://127.0.0.1:1"}, "https_proxy: only http:// and https://"),
     ],
 )
 @pytest.mark.parametrize("command", ["fetch", "aggregate"])
@@ -367,6 +371,7 @@ def test_bad_proxy_settings_are_usage_errors(
     code, out, err = _cli(capsys, command, "http://127.0.0.1:1/", *extra, *args)
     assert code == 2
     assert expected in err
+    assert f"see 'fanout {command} --help'" in err  # refused before the run
     assert "pw-x" not in err
     assert "Traceback" not in err
     assert out == ""

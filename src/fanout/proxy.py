@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENV_HINT", "Proxies", "Proxy", "parse_proxy", "proxies_for"]
 
-ENV_HINT: Final = "--no-env-proxy (env_proxy=False) ignores the environment"
+ENV_HINT: Final = "; --no-env-proxy (env_proxy=False) ignores the environment"
 
 
 class Proxy:
@@ -80,14 +80,15 @@ class Proxy:
         return applied
 
 
-def parse_proxy(text: str, source: str) -> Proxy:
+def parse_proxy(text: str, source: str, hint: str = "") -> Proxy:
     """The proxy a URL names (a URL without a scheme is an http one, as curl
     takes it); ConfigError naming ``source`` (the option or the variable) when
-    it is not an http or https proxy with a host. Messages hide credentials."""
+    it is not an http or https proxy with a host, ``hint`` after the reason.
+    Messages hide credentials."""
     from fanout.records import redact_url
 
     def refuse(reason: str) -> ConfigError:
-        return ConfigError(f"{source}: {reason}, got {shown(redact_url(text), 200)!r}")
+        return ConfigError(f"{source}: {reason}, got {shown(redact_url(text), 200)!r}{hint}")
 
     if not isinstance(text, str):
         raise ConfigError(f"{source} must be a URL string, got {type(text).__name__}")
@@ -187,7 +188,7 @@ def proxies_for(config: FetcherConfig) -> Proxies | None:
         for scheme in ("http", "https"):
             value = environment.get(scheme)
             if value:
-                by_scheme[scheme] = parse_proxy(value, f"{_variable(scheme)} ({ENV_HINT})")
+                by_scheme[scheme] = parse_proxy(value, _variable(scheme), ENV_HINT)
         if "no" in environment:
             no_proxy["no"] = environment["no"]
     if given is None and not by_scheme:
@@ -201,15 +202,14 @@ def proxies_for(config: FetcherConfig) -> Proxies | None:
     )
     checks = guard.address_checks
     if checks:
-        if given is not None:
-            where = "proxy (--proxy)"
-        else:
+        where, hint = "proxy (--proxy)", ""
+        if given is None:
             names = ", ".join(_variable(scheme) for scheme in by_scheme)
-            where = f"a proxy from the environment ({names}; {ENV_HINT})"
+            where, hint = f"a proxy from the environment ({names})", ENV_HINT
         raise ConfigError(
             f"{' and '.join(checks)} cannot be combined with {where}: the proxy, not"
-            " fanout, resolves and connects to each host, so the addresses cannot be"
-            " checked (host name patterns can)"
+            " fanout, resolves and connects to each host, so their addresses cannot be"
+            f" checked (host name patterns can){hint}"
         )
     return Proxies(given, by_scheme, no_proxy)
 
