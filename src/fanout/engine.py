@@ -556,6 +556,7 @@ class Fetcher:
                 wrap_resolver=wrap,
                 nameservers=self._nameservers,
                 ssl=self._ssl,
+                cookies=self.config.cookies,
             )
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractCookieJar, AbstractResolver, ResolveResult
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, istr
@@ -106,6 +106,7 @@ def make_session(
     wrap_resolver: Callable[[AbstractResolver], AbstractResolver] | None = None,
     nameservers: Sequence[str] | None = None,
     ssl: SSLContext | None = None,
+    cookies: bool = False,
 ) -> tuple[aiohttp.ClientSession, AbstractResolver]:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
@@ -113,8 +114,9 @@ def make_session(
     The total deadline of an attempt is not the session's but the engine's.
     ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
     ("IP" or "IP:PORT") replace the system's DNS servers; ``ssl`` is the TLS
-    context (:func:`fanout.tls.tls_context`; None for aiohttp's). No cookie is kept:
-    a Set-Cookie of one response is never sent with another request.
+    context (:func:`fanout.tls.tls_context`; None for aiohttp's). No cookie is kept
+    (a Set-Cookie of one response is never sent with another request) unless
+    ``cookies``: then each origin's are kept for it (:mod:`fanout.cookies`).
 
     The resolver comes back with the session: close it after the session
     (aiohttp closes only a resolver it made itself)."""
@@ -135,13 +137,21 @@ def make_session(
         connector=connector,
         timeout=_session_timeout(timeouts),
         request_class=_request_class(headers),
-        cookie_jar=aiohttp.DummyCookieJar(),
+        cookie_jar=_cookie_jar(cookies),
         raise_for_status=False,
         auto_decompress=True,
         trust_env=False,
     )
     _no_hidden_retry(session)
     return session, resolver
+
+
+def _cookie_jar(cookies: bool) -> AbstractCookieJar:
+    if not cookies:
+        return aiohttp.DummyCookieJar()
+    from fanout.cookies import OriginCookieJar
+
+    return OriginCookieJar()
 
 
 def _session_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
