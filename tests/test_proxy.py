@@ -42,6 +42,8 @@ class Target:
     async def hello(self, request: web.Request) -> web.Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
         self.seen.append(headers)
+        if "to" in request.query:
+            raise web.HTTPSeeOther(request.query["to"])
         return web.json_response({"path": request.path})
 
 
@@ -122,6 +124,29 @@ async def test_proxy_credentials_go_to_the_proxy_only(https: bool, tls_files: TL
     [headers] = target.seen
     assert "proxy-authorization" not in headers
     _no_secret(headers, result_record(result), repr(FetcherConfig(proxy=given)))
+
+
+async def test_redirect_hops_go_through_the_proxy_with_its_credentials() -> None:
+    """Each hop is its own request to the proxy, with the proxy's credentials,
+    also the hop to another origin (where the request's own credentials are
+    dropped); no target sees them."""
+    async with (
+        target_server() as first,
+        target_server() as second,
+        forward_proxy(authorization=BOB) as proxy,
+    ):
+        url = f"{first.url}/go?to={second.url}/landed"
+        request = fanout.Request(url, headers={"Authorization": "Bearer t0ken"})
+        async with Fetcher(proxy=_with_credentials(proxy.url), retry=ONCE) as fetcher:
+            [result] = await fetcher.gather([request])
+    assert result.status == 200, result.error
+    assert result.json() == {"path": "/landed"}
+    assert [seen.target for seen in proxy.seen] == [url, f"{second.url}/landed"]
+    assert all(seen.headers["proxy-authorization"] == BOB for seen in proxy.seen)
+    assert first.seen[0]["authorization"] == "Bearer t0ken"
+    assert "authorization" not in second.seen[0]
+    for headers in (*first.seen, *second.seen):
+        assert "proxy-authorization" not in headers
 
 
 @pytest.mark.parametrize("https", [False, True])
