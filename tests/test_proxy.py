@@ -230,6 +230,26 @@ async def test_a_given_proxy_wins_over_the_environment(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize(
+    ("given", "shown", "authorization"),
+    [
+        ("http://[::1]:3128", "http://[::1]:3128", None),
+        ("proxy.example:3128", "http://proxy.example:3128", None),  # http://, as curl
+        ("https://bob:p%40ss@proxy.example/", "https://proxy.example", "Ym9iOnBAc3M="),
+    ],
+)
+def test_proxy_urls(given: str, shown: str, authorization: str | None) -> None:
+    from fanout.proxy import parse_proxy
+
+    proxy = parse_proxy(given, "proxy")
+    assert proxy.shown == shown
+    assert str(proxy.options["proxy"]).rstrip("/") == shown  # no credentials for aiohttp
+    headers = proxy.options["proxy_headers"]
+    assert (headers and headers["Proxy-Authorization"]) == (
+        authorization and f"Basic {authorization}"
+    )
+
+
+@pytest.mark.parametrize(
     ("proxy", "expected"),
     [
         ("socks5://bob:pw-x@127.0.0.1:1080", "only http:// and https:// proxies"),

@@ -453,11 +453,19 @@ class Fetcher:
         TLS: ``cacert``, ``verify`` and ``client_cert`` (see
         :class:`~fanout.config.FetcherConfig`) make one SSL context, here.
 
+        ``proxy``: every request goes through this HTTP proxy; else, with
+        ``env_proxy`` (the default), the environment's ``http_proxy``,
+        ``https_proxy`` and ``no_proxy`` are read here (:mod:`fanout.proxy`).
+        A proxy that cannot be reached or refuses is a ``proxy`` result.
+        ``cookies=True`` keeps cookies, each for its own origin
+        (:mod:`fanout.cookies`).
+
         ``session``: an aiohttp session of yours to send the requests through,
         on the loop the Fetcher runs in; fanout does not close it. Its connector
         (pool limits, DNS, TLS, proxies) and cookie jar are yours, so the options
         that need fanout's own connector (the guard, ``nameservers``, the TLS
-        options) raise :class:`~fanout.ConfigError` with it, as does a session
+        options, ``proxy``, ``cookies``) raise :class:`~fanout.ConfigError`
+        with it (and the environment's proxies are not read), as does a session
         with default credentials (``auth``, an Authorization, Cookie or
         Proxy-Authorization header). fanout's deadlines, caps, redirects,
         retries and headers still apply, per request."""

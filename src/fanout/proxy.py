@@ -111,7 +111,7 @@ def parse_proxy(text: str, source: str, hint: str = "") -> Proxy:
     authorization = None
     if url.user is not None or url.password is not None:
         authorization = aiohttp.encode_basic_auth(url.user or "", url.password or "")
-    bare = URL.build(scheme=url.scheme, host=host, port=url.explicit_port, encoded=True)
+    bare = url.with_user(None)  # the password goes too
     return Proxy(bare, authorization)
 
 
@@ -158,7 +158,7 @@ def _bypassed(host: str, port: int, environment: Mapping[str, str]) -> bool:
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        # public and documented, though typeshed does not list it
+        # urllib's own no_proxy test: public, though typeshed does not list it
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
         return bool(bypass(f"{host}:{port}", dict(environment)))
     for entry in no_proxy.split(","):
