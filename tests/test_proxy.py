@@ -431,3 +431,18 @@ def test_no_env_proxy_lets_the_guard_run(
     )
     assert code == 1
     assert json.loads(out)["error"]["kind"] == "denied"
+
+
+def test_the_commands_read_the_environment_unless_told_not_to(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _servers() as (target, proxy):
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        url = f"{target.url}/x"
+        through = _cli(capsys, "fetch", url, "-q")
+        direct = _cli(capsys, "fetch", url, "-q", "--no-env-proxy")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        bypassed = _cli(capsys, "aggregate", url, "-f", "path=path", "--format", "json")
+    assert [code for code, _, _ in (through, direct, bypassed)] == [0, 0, 0]
+    assert [seen.target for seen in proxy.seen] == [url]
+    assert len(target.seen) == 3
