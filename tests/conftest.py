@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,11 @@ from fanout.demo import DemoServer, ServerThread
 
 if TYPE_CHECKING:
     from tests.tls_server import TLSFiles
+
+# fanout goes through the proxies the environment names: the tests fetch from
+# loopback, directly (tests/test_proxy.py sets them where it means to).
+for _name in [n for n in os.environ if n.lower() in {"http_proxy", "https_proxy", "no_proxy"}]:
+    del os.environ[_name]
 
 # No per-example deadline: on a loaded 2-core CI machine a slow example is not a bug.
 settings.register_profile("fanout", deadline=None)

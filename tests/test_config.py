@@ -37,6 +37,9 @@ CHANGED: dict[str, Any] = {
     "cacert": "{cacert}",  # the files of the tls_files fixture: see _filled
     "verify": False,
     "client_cert": ("{cert}", "{key}"),
+    "proxy": "http://127.0.0.1:9",
+    "env_proxy": False,
+    "cookies": True,
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -57,9 +60,13 @@ CLI_ARGS: dict[str, list[str]] = {
     "cacert": ["--cacert", "{cacert}"],
     "verify": ["--insecure"],
     "client_cert": ["--cert", "{cert}", "--key", "{key}"],
+    "proxy": ["--proxy", "http://127.0.0.1:9"],
+    "env_proxy": ["--no-env-proxy"],
+    "cookies": ["--cookies"],
 }  # fmt: skip
-# cacert and verify=False exclude each other: each run leaves one of them out.
-LEFT_OUT = ("verify", "cacert")
+# cacert and verify=False exclude each other, as a proxy and the guard's address
+# checks do: each run leaves one of each pair out.
+LEFT_OUT = (("verify", "proxy"), ("cacert", "deny_private", "allow_hosts", "deny_hosts"))
 # Fields the command line sets its own way: keep_body follows --body (fetch) or is
 # always on (aggregate); a run tunes the collector for the whole process; retry
 # jitter is not seeded.
@@ -145,17 +152,19 @@ def _through_cli(command: list[str]) -> Any:
 def test_every_option_reaches_every_entry_point(
     entry: Any,
     library: bool,
-    left_out: str,
+    left_out: tuple[str, ...],
     seen: list[FetcherConfig],
     server_thread: str,
     tls_files: TLSFiles,
 ) -> None:
-    options = {n: _filled(v, tls_files) for n, v in CHANGED.items() if n != left_out}
-    args = [_filled(a, tls_files) for n, group in CLI_ARGS.items() if n != left_out for a in group]
+    options = {n: _filled(v, tls_files) for n, v in CHANGED.items() if n not in left_out}
+    args = [
+        _filled(a, tls_files) for n, group in CLI_ARGS.items() if n not in left_out for a in group
+    ]
     config = entry(f"{server_thread}/users", options, args)
     if config is None:
         [config] = seen
-    names = [n for n in (FIELDS if library else CLI_ARGS) if n != left_out]
+    names = [n for n in (FIELDS if library else CLI_ARGS) if n not in left_out]
     expected = FetcherConfig(**options)
     assert {n: getattr(config, n) for n in names} == {n: getattr(expected, n) for n in names}
 

@@ -66,6 +66,15 @@ class FetcherConfig:
       logged once per Fetcher); ``client_cert``, a (certificate file, key
       file) pair to present (``--cert``/``--key``; one file holding both
       may be given twice). The files are read, and checked, here.
+    - Proxies and cookies (:mod:`fanout.proxy`, :mod:`fanout.cookies`):
+      ``proxy``, an ``http://`` or ``https://`` proxy URL (credentials in it
+      go to the proxy only) that every request goes through (``--proxy``);
+      ``env_proxy=False`` ignores ``http_proxy``/``https_proxy``/``no_proxy``
+      in the environment, which are read when a Fetcher is made (a given
+      ``proxy`` wins over them). A proxy cannot be combined with the guard's
+      address checks (``deny_private``, networks in the host patterns): the
+      proxy connects, not fanout. ``cookies=True`` keeps cookies, per origin
+      (``--cookies``).
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -87,6 +96,10 @@ class FetcherConfig:
     cacert: StrPath | None = None
     verify: bool = True
     client_cert: tuple[StrPath, StrPath] | None = None
+    # repr=False: a proxy URL may hold credentials
+    proxy: str | None = field(default=None, repr=False)
+    env_proxy: bool = True
+    cookies: bool = False
 
     def __post_init__(self) -> None:
         from fanout.guard import HostGuard
@@ -117,6 +130,13 @@ class FetcherConfig:
         if self.client_cert is not None and not isinstance(self.client_cert, str | os.PathLike):
             self._set("client_cert", tuple(self.client_cert))
         tls_context(cacert=self.cacert, verify=self.verify, client_cert=self.client_cert)
+        for name in ("env_proxy", "cookies"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.proxy is not None:  # the environment is read by each Fetcher, not here
+            from fanout.proxy import proxies_for
+
+            proxies_for(self)
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -146,6 +166,9 @@ class FetcherOptions(TypedDict, total=False):
     cacert: StrPath | None
     verify: bool
     client_cert: tuple[StrPath, StrPath] | None
+    proxy: str | None
+    env_proxy: bool
+    cookies: bool
 
 
 def resolve_config(

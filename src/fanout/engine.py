@@ -57,6 +57,7 @@ from fanout.fdlimit import fit_concurrency
 from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
+from fanout.proxy import proxies_for
 from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
@@ -92,6 +93,10 @@ _COOL_DOWN_STATUSES = frozenset({429, 503})
 # is a TIMEOUT not sent): host_errors of them in a row mark it down.
 _DOWN_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TLS})
 _CREDENTIALS = frozenset(name.lower() for name in CREDENTIAL_HEADERS)
+# The causes of a proxy failure where the proxy answered (a 407, a refused
+# CONNECT): not retried, as the proxy would answer the same. A proxy that could
+# not be reached is tried again, as a connection failure is.
+_PROXY_ANSWERS = frozenset({None, "ClientHttpProxyError"})
 # A hop that drops the body drops the headers that describe it.
 _BODY_HEADERS = frozenset(
     {"content-type", "content-length", "content-encoding", "transfer-encoding"}
@@ -322,6 +327,9 @@ _CONNECTOR_OPTIONS: Final = {
     "cacert": None,
     "verify": True,
     "client_cert": None,
+    # the session's own proxies and cookie jar are used
+    "proxy": None,
+    "cookies": False,
 }
 
 
@@ -334,8 +342,8 @@ def _check_session(session: aiohttp.ClientSession, config: FetcherConfig) -> Non
     if used:
         raise ConfigError(
             f"session= cannot be combined with {', '.join(used)}: they act through fanout's"
-            " own connector, which a session given does not use (set them on your"
-            " session's connector, or leave out session=)"
+            " own connector or cookie jar, which a session given does not use (set them"
+            " on your session, or leave out session=)"
         )
     problem = session_problem(session)
     if problem is not None:
@@ -398,11 +406,19 @@ class Fetcher:
         TLS: ``cacert``, ``verify`` and ``client_cert`` (see
         :class:`~fanout.config.FetcherConfig`) make one SSL context, here.
 
+        ``proxy``: every request goes through this HTTP proxy; else, with
+        ``env_proxy`` (the default), the environment's ``http_proxy``,
+        ``https_proxy`` and ``no_proxy`` are read here (:mod:`fanout.proxy`).
+        A proxy that cannot be reached or refuses is a ``proxy`` result.
+        ``cookies=True`` keeps cookies, each for its own origin
+        (:mod:`fanout.cookies`).
+
         ``session``: an aiohttp session of yours to send the requests through,
         on the loop the Fetcher runs in; fanout does not close it. Its connector
         (pool limits, DNS, TLS, proxies) and cookie jar are yours, so the options
         that need fanout's own connector (the guard, ``nameservers``, the TLS
-        options) raise :class:`~fanout.ConfigError` with it, as does a session
+        options, ``proxy``, ``cookies``) raise :class:`~fanout.ConfigError`
+        with it (and the environment's proxies are not read), as does a session
         with default credentials (``auth``, an Authorization, Cookie or
         Proxy-Authorization header). fanout's deadlines, caps, redirects,
         retries and headers still apply, per request."""
@@ -424,6 +440,8 @@ class Fetcher:
         )
         self._guard = guard if guard.active else None
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
+        # The environment's proxies are read now; a session given uses its own.
+        self._proxies = None if session is not None else proxies_for(config)
         self._ssl = tls_context(
             cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
         )
@@ -457,6 +475,7 @@ class Fetcher:
             down_for=DOWN_FOR,
             memory=HostMemory(),
             counts=HostMemory(),
+            route=None if self._proxies is None else self._proxies.for_target,
         )
         self._timer: asyncio.TimerHandle | None = None
         self._runs: set[_Run] = set()
@@ -482,6 +501,10 @@ class Fetcher:
             self._session = self._given_session
             self._foreign = ForeignSession(self._session, self.timeouts, self._headers)
         else:
+            # Through a proxy only name patterns are left (proxies_for refuses
+            # the others), checked on names: the resolver then resolves the proxy.
+            if self._proxies is not None:
+                guard = None
             wrap = None if guard is None else lambda inner: GuardedResolver(inner, guard)
             self._session, self._resolver = make_session(
                 concurrency=self._concurrency,
@@ -490,6 +513,7 @@ class Fetcher:
                 wrap_resolver=wrap,
                 nameservers=self._nameservers,
                 ssl=self._ssl,
+                cookies=self.config.cookies,
             )
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())
@@ -822,7 +846,14 @@ class Fetcher:
                             item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session, item.request, item.url, caps, keep_body, item.hop, foreign
+                            session,
+                            item.request,
+                            item.url,
+                            caps,
+                            keep_body,
+                            item.hop,
+                            foreign,
+                            host.route,
                         )
                     except asyncio.CancelledError as cancelled:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
@@ -834,7 +865,7 @@ class Fetcher:
                             sent = False
                         result = Result(item.request, error=failure)
                     except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
-                        failure, sent = classify(exc, timeouts=self.timeouts)
+                        failure, sent = classify(exc, timeouts=self.timeouts, proxy=host.route)
                         if failure.kind is ErrorKind.INTERNAL:
                             self._log_internal(exc)
                         result = Result(item.request, error=failure)
@@ -934,6 +965,8 @@ class Fetcher:
             retryable = status in policy.retry_statuses and retry_safe
         elif error.kind in _RETRYABLE_KINDS:
             retryable = not sent or retry_safe
+        elif error.kind is ErrorKind.PROXY:
+            retryable = error.cause not in _PROXY_ANSWERS
         else:
             retryable = False
         if not retryable:

@@ -127,6 +127,17 @@ class HostGuard:
         """Whether any rule is set (a guard with none checks nothing)."""
         return self.deny_private or self._allow is not None or bool(self._deny)
 
+    @property
+    def address_checks(self) -> list[str]:
+        """The rules checked on the addresses connected to (not on names),
+        named as options: what a proxy, which connects instead, defeats."""
+        checks = ["deny_private"] if self.deny_private else []
+        if self._allow is not None and self._allow.networks:
+            checks.append("networks in allow_hosts")
+        if self._deny.networks:
+            checks.append("networks in deny_hosts")
+        return checks
+
     def _check_host(self, host: str) -> str | None:
         """Why a URL's host (a name, or an address literal) is refused before
         anything is sent, or None. A name's addresses are checked later, by

@@ -60,6 +60,12 @@ class ErrorKind(StrEnum):
     DENIED = "denied"
     """Refused before anything was sent: the host or its address is not allowed
     (``deny_private``, ``allow_hosts``, ``deny_hosts``)."""
+    PROXY = "proxy"
+    """The proxy could not be reached (connection, DNS, TLS), or refused the
+    request (a 407 asking for credentials, an answer other than 200 to
+    CONNECT, such as 502 when it cannot reach the host). Nothing reached the
+    host, whose failure counts (``host_errors``) are left alone; retried only
+    when the proxy could not be reached."""
     HOST_DOWN = "host_down"
     """Not sent: the host failed to connect (connect, DNS, TLS or connect
     deadline) too many times in a row (``host_errors``), so its other

@@ -79,6 +79,7 @@ class Host(Generic[T]):
         "key",
         "pending",
         "ready",
+        "route",
         "runnable",
         "sleeping",
     )
@@ -97,6 +98,7 @@ class Host(Generic[T]):
         self.failure = ""
         self.down: str | None = None
         self.down_until = -math.inf
+        self.route: Any = None  # the owner's, from ``route(key)``: the proxy its requests take
 
     def wait(self, now: float) -> float:
         """Seconds from ``now`` until the host's cool-down and rate allow a start."""
@@ -125,7 +127,9 @@ class Scheduler(Generic[T]):
     - ``hold(item, host)``: ``item``, parked, is next at ``host``; return True
       to hold the host back (the owner later calls :meth:`resume` with it);
     - ``unparked(item)``: a parked item is being started;
-    - ``skip(item, reason)``: its host is down; fail it (and call :meth:`retire`).
+    - ``skip(item, reason)``: its host is down; fail it (and call :meth:`retire`);
+    - ``route(key)``, when given: what a new host's ``route`` holds (for the
+      Fetcher, the proxy its requests go through), asked once per host made.
     """
 
     __slots__ = (
@@ -143,6 +147,7 @@ class Scheduler(Generic[T]):
         "_memory",
         "_per_host",
         "_per_host_rate",
+        "_route",
         "_runnable",
         "_seq",
         "_skip",
@@ -174,8 +179,10 @@ class Scheduler(Generic[T]):
         down_for: float = DOWN_FOR,
         memory: HostMemory | None = None,
         counts: HostMemory | None = None,
+        route: Callable[[HostKey], Any] | None = None,
     ) -> None:
         self.clock = clock
+        self._route = route
         self._arm_at = arm
         self._start = start
         self._drop = drop
@@ -235,6 +242,8 @@ class Scheduler(Generic[T]):
         now = self.clock()
         self._sweep(now)
         host = self.hosts[key] = Host(key, self._per_host_rate, self._burst)
+        if self._route is not None:
+            host.route = self._route(key)
         kept = self._memory.take(key, now)
         counted = self._counts.take(key, now)
         kept = kept or counted

@@ -12,10 +12,10 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from ssl import SSLContext
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractCookieJar, AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, istr
 from yarl import URL
@@ -30,6 +30,9 @@ from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.policy import Caps, Timeouts
 from fanout.pool import make_connector
 from fanout.safetext import shown
+
+if TYPE_CHECKING:
+    from fanout.proxy import Proxy
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -105,6 +108,7 @@ def make_session(
     wrap_resolver: Callable[[AbstractResolver], AbstractResolver] | None = None,
     nameservers: Sequence[str] | None = None,
     ssl: SSLContext | None = None,
+    cookies: bool = False,
 ) -> tuple[aiohttp.ClientSession, AbstractResolver]:
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
@@ -113,8 +117,9 @@ def make_session(
     The total deadline of an attempt is not the session's but the engine's.
     ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
     ("IP" or "IP:PORT") replace the system's DNS servers; ``ssl`` is the TLS
-    context (:func:`fanout.tls.tls_context`; None for aiohttp's). No cookie is kept:
-    a Set-Cookie of one response is never sent with another request.
+    context (:func:`fanout.tls.tls_context`; None for aiohttp's). No cookie is kept
+    (a Set-Cookie of one response is never sent with another request) unless
+    ``cookies``: then each origin's are kept for it (:mod:`fanout.cookies`).
 
     The resolver comes back with the session: close it after the session
     (aiohttp closes only a resolver it made itself)."""
@@ -135,7 +140,7 @@ def make_session(
         connector=connector,
         timeout=_session_timeout(timeouts),
         request_class=_request_class(headers),
-        cookie_jar=aiohttp.DummyCookieJar(),
+        cookie_jar=_cookie_jar(cookies),
         raise_for_status=False,
         auto_decompress=True,
         trust_env=False,
@@ -143,6 +148,14 @@ def make_session(
     no_hidden_retry(session)
     log_fallbacks()
     return session, resolver
+
+
+def _cookie_jar(cookies: bool) -> AbstractCookieJar:
+    if not cookies:
+        return aiohttp.DummyCookieJar()
+    from fanout.cookies import OriginCookieJar
+
+    return OriginCookieJar()
 
 
 def _session_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
@@ -314,13 +327,14 @@ async def exchange(
     keep_body: bool,
     hop: Hop | None,
     foreign: ForeignSession | None = None,
+    proxy: Proxy | None = None,
 ) -> Result:
     """Make one HTTP exchange for ``request`` (to ``url``, as ``hop`` says when it
     is a redirect hop): its :class:`Result`, whose ``attempts`` and times the
     engine fills in. A redirect to follow (see :func:`followed`) comes back with its status and
     headers and no body. Exceptions are the caller's to :func:`classify` (kept
     out of here to spare a coroutine layer per request). ``foreign`` when
-    ``session`` is the user's, not fanout's."""
+    ``session`` is the user's, not fanout's; ``proxy``, the proxy to go through."""
     if foreign is None:
         options = REQUEST_OPTIONS
         hop_headers = None if hop is None else hop.headers
@@ -341,6 +355,8 @@ async def exchange(
             options = {**options, "headers": headers, "data": request.body}
     if send_once is not None:  # aiohttp's hidden resend could not be turned off
         options = {**options, **send_once()}
+    if proxy is not None:
+        options = proxy.apply(options, url)
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
     # between this one and the request's, a layer that each resumption passes
     # through, and call two more coroutines at the end (its __aexit__ does what
@@ -371,6 +387,10 @@ async def exchange(
         if status >= 400:
             reason = response.reason or ""
             error = Failure(ErrorKind.HTTP_STATUS, shown(f"HTTP {status} {reason}".rstrip()))
+            if status == 407 and proxy is not None and url.scheme == "http":
+                # the proxy's own answer to a request in absolute form
+                message = f"the proxy {proxy.shown} refused the request: HTTP 407 {reason}"
+                error = Failure(ErrorKind.PROXY, shown(message.rstrip()))
         # Positional: passing these by keyword costs about 0.5 µs more on CPython 3.11.
         return Result(
             request,
@@ -427,13 +447,16 @@ async def _read_capped(
     return body, size, None if digest is None else digest.hexdigest()
 
 
-def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
+def classify(
+    exc: BaseException, *, timeouts: Timeouts, proxy: Proxy | None = None
+) -> tuple[Failure, bool]:
     """Translate an exception from one attempt into a :class:`Failure`, and whether
     the request may have reached the server (False only when it surely did not,
     so it is safe to retry whatever the method). Messages are escaped and bounded
     (:func:`fanout.safetext.shown`): servers and resolvers choose some of their words.
     The failure's ``cause`` is the exception's type name, except for fanout's
-    own refusals (a body over ``max_bytes``, a denied address)."""
+    own refusals (a body over ``max_bytes``, a denied address). ``proxy``: the
+    proxy the attempt went through, whose failures are ``proxy`` ones."""
     kind: ErrorKind
     sent = True
     if isinstance(exc, _TooLargeError):
@@ -444,6 +467,18 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
         kind, message = ErrorKind.TIMEOUT, f"read deadline: no data for {timeouts.read:g}s"
     elif isinstance(exc, aiohttp.ServerTimeoutError):
         kind, message = ErrorKind.TIMEOUT, str(exc) or "timeout"
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        where = "" if proxy is None else f" {proxy.shown}"
+        kind, sent = ErrorKind.PROXY, False
+        message = f"the proxy{where} refused the tunnel: HTTP {exc.status} {exc.message}".rstrip()
+    elif proxy is not None and _to_proxy(exc, proxy):
+        assert isinstance(exc, aiohttp.ClientConnectorError)
+        if isinstance(exc, aiohttp.ClientSSLError):
+            why = _describe(exc)
+        else:
+            why = str(exc.os_error) if isinstance(exc.os_error, DNSError) else _reason(exc)
+        kind, sent = ErrorKind.PROXY, False
+        message = f"cannot connect to the proxy {proxy.shown}: {why}"
     elif isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressDenied):
         kind, message, sent = ErrorKind.DENIED, str(exc.os_error), False
     elif isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -452,7 +487,7 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
     elif isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         kind, message, sent = ErrorKind.TLS, _describe(exc), False
     elif isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        reason = _reason(exc)
         kind, sent = ErrorKind.CONNECT, False
         message = f"cannot connect to {exc.host}:{exc.port}: {reason}"
     elif isinstance(exc, aiohttp.InvalidURL):
@@ -477,6 +512,20 @@ def classify(exc: BaseException, *, timeouts: Timeouts) -> tuple[Failure, bool]:
         kind, message = ErrorKind.INTERNAL, f"unexpected error: {exc!r}"
     own = kind is ErrorKind.TOO_LARGE or kind is ErrorKind.DENIED
     return Failure(kind, shown(message), None if own else type(exc).__name__), sent
+
+
+def _to_proxy(exc: BaseException, proxy: Proxy) -> bool:
+    """Whether ``exc`` is a failure to connect to ``proxy`` itself (a failure
+    of the TLS handshake with the host, through the tunnel, is the host's)."""
+    return (
+        isinstance(exc, aiohttp.ClientConnectorError)
+        and exc.host == proxy.host
+        and exc.port == proxy.port
+    )
+
+
+def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    return exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
 
 
 # aiohttp's message for a body its decoder refuses, the encoding after it

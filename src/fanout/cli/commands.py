@@ -269,6 +269,7 @@ def run_demo(*, count: int, out_dir: Path | None, quiet: bool, debug: bool) -> i
                 config=FetcherConfig(
                     limits=Limits(concurrency=64, per_host=64),
                     retry=RetryPolicy(attempts=3, backoff=0.05),
+                    env_proxy=False,  # its own server, on loopback
                 ),
             )
             outcome = await run_fetch_job(

@@ -271,6 +271,22 @@ _HTTP_OPTIONS = [
     ),
     _file_option("--cert", "Client certificate (PEM) to present; with its key unless --key."),
     _file_option("--key", "Private key (PEM) of the --cert certificate."),
+    click.option(
+        "--proxy",
+        metavar="URL",
+        help="Send every request through this HTTP proxy (http:// or https://; credentials"
+        " in it go to the proxy only).  [default: http_proxy/https_proxy, no_proxy]",
+    ),
+    click.option(
+        "--no-env-proxy",
+        is_flag=True,
+        help="Ignore http_proxy, https_proxy and no_proxy in the environment.",
+    ),
+    click.option(
+        "--cookies",
+        is_flag=True,
+        help="Keep the cookies servers set, and send each back to its own origin only.",
+    ),
 ]
 
 
@@ -292,6 +308,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
     from fanout.errors import ConfigError
     from fanout.fdlimit import fit_process_limit
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
+    from fanout.proxy import proxies_for
 
     cert, key = options["cert"], options["key"]
     if key is not None and cert is None:
@@ -316,7 +333,11 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             cacert=options["cacert"],
             verify=not options["insecure"],
             client_cert=None if cert is None else (cert, key or cert),
+            proxy=options["proxy"],
+            env_proxy=not options["no_env_proxy"],
+            cookies=options["cookies"],
         )
+        proxies_for(config)  # the environment's proxies: checked now, not once fetching
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     concurrency, lowered = fit_process_limit(options["concurrency"])  # once the rest is valid

@@ -1,0 +1,120 @@
+"""The opt-in cookie jar (``FetcherConfig.cookies``, ``--cookies``): one per
+Fetcher, kept per origin.
+
+A cookie an origin (scheme, host, port) sets goes back to that origin only:
+stricter than a browser, which shares cookies across ports, and with
+subdomains when a cookie names its domain. fanout fetches URLs it did not
+choose, many of them from servers it does not trust, so one origin never
+reads what another set. Within an origin aiohttp's :class:`aiohttp.CookieJar`
+applies its rules (path, expiry, Max-Age, Secure) and its limits on how many
+cookies it keeps; at most :data:`MAX_ORIGINS` origins keep cookies, the one
+used least recently dropped first. Hosts that are IP addresses keep cookies
+too (``unsafe=True``: safe here, as no origin shares them).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from http.cookies import BaseCookie, Morsel, SimpleCookie
+from types import MappingProxyType
+from typing import Final
+
+import aiohttp
+from aiohttp.abc import AbstractCookieJar, ClearCookiePredicate
+from aiohttp.typedefs import LooseCookies
+from yarl import URL
+
+from fanout.urls import HostKey, host_key
+
+__all__ = ["MAX_ORIGINS", "OriginCookieJar"]
+
+MAX_ORIGINS: Final = 10_000
+_NO_URL: Final = URL()
+
+
+class OriginCookieJar(AbstractCookieJar):
+    """An aiohttp cookie jar that holds one :class:`aiohttp.CookieJar` per origin
+    and hands each request the cookies of its own origin only (see the module)."""
+
+    def __init__(self, max_origins: int = MAX_ORIGINS) -> None:
+        super().__init__()
+        self._max_origins = max_origins
+        self._jars: OrderedDict[HostKey, aiohttp.CookieJar] = OrderedDict()
+
+    @property
+    def origins(self) -> int:
+        """How many origins have a jar now."""
+        return len(self._jars)
+
+    @property
+    def unsafe(self) -> bool:
+        return True
+
+    @property
+    def quote_cookie(self) -> bool:
+        return True
+
+    @property
+    def cookies(self) -> MappingProxyType[tuple[str, str], SimpleCookie]:
+        merged: dict[tuple[str, str], SimpleCookie] = {}
+        for jar in self._jars.values():
+            for key, cookie in jar.cookies.items():
+                merged.setdefault(key, SimpleCookie()).update(cookie)
+        return MappingProxyType(merged)
+
+    @property
+    def host_only_cookies(self) -> frozenset[tuple[str, str, str]]:
+        return frozenset().union(*(jar.host_only_cookies for jar in self._jars.values()))
+
+    def __len__(self) -> int:
+        return sum(len(jar) for jar in self._jars.values())
+
+    def __iter__(self) -> Iterator[Morsel[str]]:
+        return itertools.chain.from_iterable(self._jars.values())
+
+    def clear(self, predicate: ClearCookiePredicate | None = None) -> None:
+        for jar in self._jars.values():
+            jar.clear(predicate)
+
+    def clear_domain(self, domain: str) -> None:
+        for jar in self._jars.values():
+            jar.clear_domain(domain)
+
+    def update_cookies(self, cookies: LooseCookies, response_url: URL = _NO_URL) -> None:
+        """Keep the cookies ``response_url``'s origin set, in its own jar."""
+        jar = self._jar(response_url)
+        if jar is not None:
+            jar.update_cookies(cookies, response_url)
+
+    def update_cookies_from_headers(self, headers: Sequence[str], response_url: URL) -> None:
+        """Keep the cookies of a response's Set-Cookie headers, in its origin's jar."""
+        if headers:
+            jar = self._jar(response_url)
+            if jar is not None:
+                jar.update_cookies_from_headers(headers, response_url)
+
+    def filter_cookies(self, request_url: URL) -> BaseCookie[str]:
+        """The cookies to send to ``request_url``: its origin's, by their rules."""
+        key = host_key(request_url) if request_url.raw_host else None
+        jar = None if key is None else self._jars.get(key)
+        if jar is None:
+            return SimpleCookie()
+        self._jars.move_to_end(key)  # type: ignore[arg-type]
+        return jar.filter_cookies(request_url)
+
+    def _jar(self, url: URL) -> aiohttp.CookieJar | None:
+        """The jar of ``url``'s origin, made if need be (dropping the one used
+        least recently past the bound); None for a URL with no origin."""
+        if not url.absolute or not url.raw_host:
+            return None
+        key = host_key(url)
+        jar = self._jars.get(key)
+        if jar is not None:
+            self._jars.move_to_end(key)
+            return jar
+        jar = self._jars[key] = aiohttp.CookieJar(unsafe=True)
+        if len(self._jars) > self._max_origins:
+            self._jars.popitem(last=False)
+        return jar
