@@ -23,8 +23,8 @@ from typing import Any, Final, TypedDict
 from fanout._version import __version__
 from fanout.errors import ConfigError
 from fanout.httpsyntax import headers_problem, value_problem
+from fanout.net.tls import StrPath, tls_context
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-from fanout.tls import StrPath, tls_context
 
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
 
@@ -54,13 +54,13 @@ class FetcherConfig:
       then None); ``seed`` fixes the retry jitter.
     - ``tune_collector=True`` raises the garbage collector's first threshold
       while the fetcher is open (see :func:`fanout.runtime.tune_collector`).
-    - The guard (:mod:`fanout.guard`): ``deny_private``, ``allow_hosts``,
+    - The guard (:mod:`fanout.net.guard`): ``deny_private``, ``allow_hosts``,
       ``deny_hosts`` (host name globs and networks; kept as tuples).
     - ``nameservers`` ("IP" or "IP:PORT") replace the system's DNS servers;
       kept in the form c-ares takes.
     - ``host_errors``: consecutive connection failures to a host before its
       other requests fail at once as ``host_down``; ``0`` never.
-    - TLS (:mod:`fanout.tls`), with curl's meanings: ``cacert``, a PEM file of
+    - TLS (:mod:`fanout.net.tls`), with curl's meanings: ``cacert``, a PEM file of
       the CAs to trust instead of the system's (``--cacert``);
       ``verify=False`` checks no certificate (``--insecure``: a warning is
       logged once per Fetcher); ``client_cert``, a (certificate file, key
@@ -89,8 +89,8 @@ class FetcherConfig:
     client_cert: tuple[StrPath, StrPath] | None = None
 
     def __post_init__(self) -> None:
-        from fanout.guard import HostGuard
-        from fanout.nameservers import parse_nameservers
+        from fanout.net.guard import HostGuard
+        from fanout.net.nameservers import parse_nameservers
 
         for name, default in _POLICY_DEFAULTS.items():
             if getattr(self, name) is None:

@@ -50,19 +50,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from fanout.aiohttp_internals import while_connecting
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.errors import ConfigError, SourceError
-from fanout.fdlimit import fit_concurrency
-from fanout.guard import GuardedResolver, HostGuard
 from fanout.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.retry_after import parse_retry_after
-from fanout.runtime import _collector_tuned, loop_clock
-from fanout.safetext import shown
-from fanout.scheduling import Host, Scheduler
-from fanout.tls import tls_context
-from fanout.transport import (
+from fanout.net.aiohttp_internals import while_connecting
+from fanout.net.fdlimit import fit_concurrency
+from fanout.net.guard import GuardedResolver, HostGuard
+from fanout.net.tls import tls_context
+from fanout.net.transport import (
     CREDENTIAL_HEADERS,
     REDIRECT_STATUSES,
     ForeignSession,
@@ -74,6 +70,10 @@ from fanout.transport import (
     resolver_stats,
     session_problem,
 )
+from fanout.retry_after import parse_retry_after
+from fanout.runtime import _collector_tuned, loop_clock
+from fanout.safetext import shown
+from fanout.scheduling import Host, Scheduler
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -377,13 +377,13 @@ class Fetcher:
         :func:`fanout.runtime.tune_collector`); by default a Fetcher in your own
         loop leaves the process's collector alone.
 
-        The guard for services (:mod:`fanout.guard`): ``deny_private=True`` refuses
+        The guard for services (:mod:`fanout.net.guard`): ``deny_private=True`` refuses
         loopback, private, link-local and multicast addresses, checked on the
         addresses connected to, after DNS; ``allow_hosts`` (only these) and
         ``deny_hosts`` (never these) take host name globs and networks. A refused
         request is a ``denied`` result and nothing is sent. ``nameservers``
         ("IP" or "IP:PORT") replace the system's DNS servers (see
-        :mod:`fanout.dns` for the resolver and its cache, ``Timeouts.dns`` for
+        :mod:`fanout.net.dns` for the resolver and its cache, ``Timeouts.dns`` for
         its deadline).
 
         ``host_errors``: after that many consecutive connection failures to one
@@ -497,7 +497,7 @@ class Fetcher:
 
     def _fit_concurrency(self) -> None:
         """Lower the concurrency to what the process's file descriptor limit allows
-        (see :mod:`fanout.fdlimit`), with a warning: a library does not change
+        (see :mod:`fanout.net.fdlimit`), with a warning: a library does not change
         the limits of the process it runs in."""
         concurrency, lowered = fit_concurrency(self._concurrency)
         if lowered is not None:
@@ -546,7 +546,7 @@ class Fetcher:
     @property
     def dns_stats(self) -> dict[str, int] | None:
         """What the resolver did so far (lookups, cache hits, coalesced,
-        queries, failures; see :class:`fanout.dns.DNSStats`), or None when no
+        queries, failures; see :class:`fanout.net.dns.DNSStats`), or None when no
         name was resolved."""
         return None if self._resolver is None else resolver_stats(self._resolver)
 

@@ -104,7 +104,7 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _dns_server(text: str) -> str:
-    from fanout.nameservers import parse_nameserver
+    from fanout.net.nameservers import parse_nameserver
 
     return parse_nameserver(text)
 
@@ -286,11 +286,11 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
     every command that fetches; a value it refuses is a usage error. The
     concurrency is the one the process's file descriptor limit allows, raised
     first as far as the hard limit lets it
-    (:func:`fanout.fdlimit.fit_process_limit`); when it is lowered, a line on
+    (:func:`fanout.net.fdlimit.fit_process_limit`); when it is lowered, a line on
     stderr says so."""
     from fanout.config import DEFAULT_USER_AGENT, FetcherConfig
     from fanout.errors import ConfigError
-    from fanout.fdlimit import fit_process_limit
+    from fanout.net.fdlimit import fit_process_limit
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
     cert, key = options["cert"], options["key"]
