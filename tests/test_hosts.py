@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import fanout
-from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts, engine
+from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts
 from fanout.demo import DemoServer, ServerThread
-from fanout.hoststate import HostMemory, Remembered
+from fanout.engine import fetcher as engine
+from fanout.engine.hoststate import HostMemory, Remembered
 from fanout.net.aiohttp_internals import IN_USE
 
 FANOUT = [sys.executable, "-m", "fanout"]

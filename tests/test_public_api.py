@@ -37,6 +37,27 @@ def test_help_does_not_import_the_http_stack() -> None:
     assert done.stdout.strip() == b"False"
 
 
+def test_the_engine_package_exports_the_fetcher_on_first_use() -> None:
+    import fanout.engine
+    from fanout.engine import fetcher
+
+    assert fanout.engine.__all__ == sorted(fanout.engine.__all__)
+    for name in fanout.engine.__all__:
+        assert getattr(fanout.engine, name) is getattr(fetcher, name)
+    assert set(dir(fanout.engine)) == set(fanout.engine.__all__)
+    with pytest.raises(AttributeError, match="Scheduler"):
+        fanout.engine.Scheduler  # noqa: B018  # only the four names are re-exported
+
+
+def test_package_inits_do_not_import_the_http_stack() -> None:
+    code = (
+        "import sys; import fanout.engine, fanout.engine.scheduling;"
+        " print('aiohttp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert done.stdout.strip() == b"False"
+
+
 def test_result_takes_its_arguments_by_position_in_field_order() -> None:
     request = fanout.Request("http://127.0.0.1:1/a")
     failure = fanout.Failure(fanout.ErrorKind.HTTP_STATUS, "HTTP 404 Not Found")

@@ -11,7 +11,7 @@ for each result it takes, so a request is made as a result is dropped (see
 ``Fetcher._refill``). An async source is read by a feeder task in batches.
 
 The scheduling (host slots, rate gates, cool-downs, retry timers, dead hosts,
-the parking budget) is :class:`fanout.scheduling.Scheduler`'s, which knows
+the parking budget) is :class:`fanout.engine.scheduling.Scheduler`'s, which knows
 nothing of HTTP; the Fetcher does the I/O. There is no scheduler task:
 dispatch runs whenever something changes (a request is admitted, an attempt
 ends, a timer fires) and starts every request whose host slot, global slot,
@@ -51,8 +51,10 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
+from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
+from fanout.engine.retry_after import parse_retry_after
+from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
-from fanout.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
 from fanout.net.aiohttp_internals import while_connecting
 from fanout.net.fdlimit import fit_concurrency
@@ -70,10 +72,8 @@ from fanout.net.transport import (
     resolver_stats,
     session_problem,
 )
-from fanout.retry_after import parse_retry_after
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
-from fanout.scheduling import Host, Scheduler
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -443,7 +443,7 @@ class Fetcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
         self._closing = False
-        # Host slots, rate gates, cool-downs, retry timers, parking: see fanout.scheduling.
+        # Host slots, rate gates, cool-downs, retry timers, parking: see fanout.engine.scheduling.
         self._sched: Scheduler[_Item] = Scheduler(
             self.limits,
             host_errors=config.host_errors,
