@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.errors import SinkError
+from fanout.inputs.sources import Rejected
 from fanout.job_output import _JournalOutput
 from fanout.journal import JournaledOutput
 from fanout.jsonl_writer import JsonlWriter
@@ -29,7 +30,6 @@ from fanout.records import (
     rejected_record,
     result_record,
 )
-from fanout.sources import Rejected
 from fanout.urls import redact_text, redact_url
 
 SCHEMA = [

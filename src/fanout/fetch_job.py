@@ -27,17 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from fanout.blocking_input import ThreadedReader, reads_block
 from fanout.body_saver import _Saver
 from fanout.config import FetcherConfig
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError, SinkError
 from fanout.httpsyntax import method_problem
-from fanout.job_output import Record, _JournalOutput, _Output, _PlainOutput
-from fanout.line_output import output_name
-from fanout.models import Request, Result
-from fanout.records import duplicate_record, rejected_record, result_record
-from fanout.sources import (
+from fanout.inputs.blocking_input import ThreadedReader, reads_block
+from fanout.inputs.sources import (
     Deduper,
     Rejected,
     check_request,
@@ -46,6 +42,10 @@ from fanout.sources import (
     read_url_lines,
     shown_input,
 )
+from fanout.job_output import Record, _JournalOutput, _Output, _PlainOutput
+from fanout.line_output import output_name
+from fanout.models import Request, Result
+from fanout.records import duplicate_record, rejected_record, result_record
 from fanout.stats import RunStats, Summary
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs

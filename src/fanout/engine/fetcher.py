@@ -582,7 +582,7 @@ class Fetcher:
         :class:`~fanout.policy.Limits`).
         A sync iterable is read on the event loop, one request as each result
         is taken, so its ``next()`` must not block (wrap a blocking one in
-        :class:`fanout.blocking_input.ThreadedReader`); an async one is read
+        :class:`fanout.inputs.blocking_input.ThreadedReader`); an async one is read
         by a task of its own.
         Failures are results, not exceptions. An exception raised by the
         ``requests`` iterable itself (its ``__iter__`` or ``next()``, such as
