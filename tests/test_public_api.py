@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 import fanout
 from fanout import Fetcher
 from fanout.demo import DemoServer
-from fanout.records import result_record
+from fanout.output.records import result_record
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:

@@ -1,4 +1,4 @@
-"""Tests for fanout.records: the JSONL schema, redaction and the writer."""
+"""Tests for fanout.output.records: the JSONL schema, redaction and the writer."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from fanout.errors import SinkError
 from fanout.inputs.sources import Rejected
-from fanout.job_output import _JournalOutput
 from fanout.journal import JournaledOutput
-from fanout.jsonl_writer import JsonlWriter
 from fanout.models import ErrorKind, Failure, Request, Result
-from fanout.records import (
+from fanout.output.job_output import _JournalOutput
+from fanout.output.jsonl_writer import JsonlWriter
+from fanout.output.records import (
     BodyMode,
     duplicate_record,
     json_line,

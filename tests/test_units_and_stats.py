@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout import ErrorKind, Failure, Request, Result
-from fanout.stats import LatencyHistogram, RunStats
+from fanout.output.stats import LatencyHistogram, RunStats
 from fanout.units import parse_duration, parse_size
 
 

@@ -323,8 +323,8 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     from fanout.aggregation import aggregate_async
     from fanout.cli.commands import showing
     from fanout.engine import Fetcher
+    from fanout.output.stats import RunStats
     from fanout.runtime import run
-    from fanout.stats import RunStats
 
     show_bar = not options["quiet"] and _stderr_is_terminal()
     config = fetcher_config(options)

@@ -19,9 +19,9 @@ from fanout.cli.options import fetcher_config
 from fanout.config import FetcherConfig
 from fanout.errors import ConfigError, SinkError, WriteError
 from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
+from fanout.output.stats import RunStats, format_summary
 from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import interrupting_signal, run
-from fanout.stats import RunStats, format_summary
 
 if TYPE_CHECKING:
     from fanout.cli.progress import LiveProgress
