@@ -56,7 +56,7 @@ def parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parame
 
 
 def _duration(text: str) -> float:
-    from fanout.units import parse_duration
+    from fanout.cli.units import parse_duration
 
     value = parse_duration(text)
     if value <= 0:
@@ -65,13 +65,13 @@ def _duration(text: str) -> float:
 
 
 def _delay(text: str) -> float:
-    from fanout.units import parse_duration
+    from fanout.cli.units import parse_duration
 
     return parse_duration(text)
 
 
 def _size(text: str) -> int:
-    from fanout.units import parse_size
+    from fanout.cli.units import parse_size
 
     value = parse_size(text)
     if value <= 0:
