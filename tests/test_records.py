@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from fanout.errors import SinkError
 from fanout.inputs.sources import Rejected
+from fanout.jobs.fetch_output import _JournalOutput
 from fanout.journal import JournaledOutput
 from fanout.models import ErrorKind, Failure, Request, Result
-from fanout.output.job_output import _JournalOutput
 from fanout.output.jsonl_writer import JsonlWriter
 from fanout.output.records import (
     BodyMode,

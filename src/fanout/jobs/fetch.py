@@ -41,9 +41,9 @@ from fanout.inputs.sources import (
     read_url_lines,
     shown_input,
 )
+from fanout.jobs.fetch_output import Record, _JournalOutput, _Output, _PlainOutput
 from fanout.models import Request, Result
 from fanout.output.body_saver import _Saver
-from fanout.output.job_output import Record, _JournalOutput, _Output, _PlainOutput
 from fanout.output.line_output import output_name
 from fanout.output.records import duplicate_record, rejected_record, result_record
 from fanout.output.stats import RunStats, Summary

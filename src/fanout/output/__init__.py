@@ -1,8 +1,6 @@
 """Outputs: what a run writes, and how, off the event loop.
 
 - :mod:`fanout.output.records`: the JSONL record of each input line (the schema);
-- :mod:`fanout.output.job_output`: where a fetch job's records go (plain JSONL,
-  or JSONL kept exact by a journal);
 - :mod:`fanout.output.writer`: one writer thread per output, with a bounded backlog;
 - :mod:`fanout.output.line_output`: whole lines to a file, standard output or a pipe;
 - :mod:`fanout.output.jsonl_writer`: records as JSON lines, for library callers;
