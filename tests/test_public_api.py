@@ -51,8 +51,8 @@ def test_the_engine_package_exports_the_fetcher_on_first_use() -> None:
 
 def test_package_inits_do_not_import_the_http_stack() -> None:
     code = (
-        "import sys; import fanout.engine, fanout.engine.scheduling;"
-        " print('aiohttp' in sys.modules)"
+        "import sys; import fanout.engine, fanout.engine.scheduling, fanout.net, fanout.inputs,"
+        " fanout.output, fanout.jobs; print('aiohttp' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert done.stdout.strip() == b"False"
