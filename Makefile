@@ -19,7 +19,7 @@ HOSTS_AGAINST ?= 66268c8
 JOBS ?= 2
 
 # make test-fallback runs the tests that go through aiohttp's private internals
-# with every fallback forced (see src/fanout/aiohttp_internals.py).
+# with every fallback forced (see src/fanout/net/aiohttp_internals.py).
 FALLBACK_TESTS := tests/test_aiohttp_internals.py tests/test_sockets.py tests/test_dns.py \
 	tests/test_engine.py tests/test_hosts.py tests/test_attacks.py tests/test_hostile.py \
 	tests/test_bombs.py tests/test_redirects.py tests/test_runtime.py tests/test_session.py \

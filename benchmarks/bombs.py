@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fanout.cli.units import parse_size
 from fanout.demo import ServerThread
-from fanout.units import parse_size
 
 MB = 1e6
 MIB = 1024 * 1024

@@ -3,11 +3,11 @@
 A stub DNS server (UDP on 127.0.0.1, in a subprocess on the other CPU)
 answers every name ``nN.bench`` with 127.0.0.1, TTL 300. The client resolves:
 
-1. ``--names`` distinct names with fanout.dns.Resolver, ``--concurrency`` at
+1. ``--names`` distinct names with fanout.net.dns.Resolver, ``--concurrency`` at
    once: lookups per second, the names cached (bounded at 10,000) and RSS
    measured at 20 %, 50 % and 100 % of the names (flat once the cache is full);
 2. ``--baseline-names`` fresh names, in ``--repeat`` alternated rounds, with
-   fanout.dns.Resolver and with aiohttp.AsyncResolver (c-ares too, no cache
+   fanout.net.dns.Resolver and with aiohttp.AsyncResolver (c-ares too, no cache
    of its own): the median lookups per second of each, and their ratio;
 3. one name again and again: the cost of a cache hit, against a lookup that
    asks the server (aiohttp's resolver asks it every time; its connector's
@@ -92,7 +92,7 @@ async def in_batches(
 async def measure(server: str, args: argparse.Namespace) -> None:
     import aiohttp
 
-    from fanout.dns import Resolver
+    from fanout.net.dns import Resolver
 
     names = [f"n{i}.bench" for i in range(args.names)]
     resolver = Resolver([server], timeout=5.0, max_in_flight=args.in_flight)
@@ -111,7 +111,7 @@ async def measure(server: str, args: argparse.Namespace) -> None:
         rss.append((done, rss_mb(), resolver.cached_names))
     stats = resolver.stats
     print(
-        f"fanout.dns     {args.names:>7,} distinct names: {args.names / elapsed:8,.0f} lookups/s"
+        f"fanout.net.dns {args.names:>7,} distinct names: {args.names / elapsed:8,.0f} lookups/s"
         f" ({stats.queries:,} queries, {stats.failures:,} failed)"
     )
     for count, mb, cached in rss:
@@ -126,17 +126,17 @@ async def measure(server: str, args: argparse.Namespace) -> None:
 
     # Alternated rounds on fresh names, medians: the machine's noise hits both.
     size = args.baseline_names // args.repeat
-    rates: dict[str, list[float]] = {"fanout.dns": [], "aiohttp": []}
+    rates: dict[str, list[float]] = {"fanout.net.dns": [], "aiohttp": []}
     for round_ in range(args.repeat):
-        for label, lookup in (("fanout.dns", ours), ("aiohttp", theirs)):
+        for label, lookup in (("fanout.net.dns", ours), ("aiohttp", theirs)):
             fresh = [f"{label[0]}{round_}-{i}.bench" for i in range(size)]
             rates[label].append(size / await in_batches(lookup, fresh, args.concurrency))
     medians = {label: statistics.median(values) for label, values in rates.items()}
     for label, rate in medians.items():
         print(f"{label:14} {size:>7,} fresh names x{args.repeat}: {rate:8,.0f} lookups/s (median)")
     print(
-        "ratio fanout.dns/aiohttp lookups per second (distinct names):"
-        f" {medians['fanout.dns'] / medians['aiohttp']:.2f}"
+        "ratio fanout.net.dns/aiohttp lookups per second (distinct names):"
+        f" {medians['fanout.net.dns'] / medians['aiohttp']:.2f}"
     )
 
     repeat = args.hits

@@ -42,7 +42,7 @@ from fanout.aggregation import (
 )
 from fanout.cli import cli, main
 from fanout.demo import DemoServer
-from fanout.sources import Rejected
+from fanout.inputs.sources import Rejected
 
 NO_RETRY = RetryPolicy(attempts=1)
 WIDE = Limits(concurrency=32, per_host=32)

@@ -1,4 +1,4 @@
-"""fanout.aiohttp_internals: the canaries (a new aiohttp that renames an internal
+"""fanout.net.aiohttp_internals: the canaries (a new aiohttp that renames an internal
 fails here), the switch that forces every fallback, and the aiohttp installed
 within the range pyproject.toml declares.
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 from packaging.requirements import Requirement
 
-from fanout import aiohttp_internals as internals
-from fanout.aiohttp_internals import ENVIRONMENT_VARIABLE, FORCED_OFF, HOOKS, IN_USE
+from fanout.net import aiohttp_internals as internals
+from fanout.net.aiohttp_internals import ENVIRONMENT_VARIABLE, FORCED_OFF, HOOKS, IN_USE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_canary_every_internal_fanout_relies_on_is_still_there() -> None:
     """Fails when a new aiohttp renames or changes one of the internals fanout
     uses: the run would go on, on that hook's fallback (slower, or without
-    keep-alive). Update fanout.aiohttp_internals. With the fallbacks forced,
+    keep-alive). Update fanout.net.aiohttp_internals. With the fallbacks forced,
     every hook says so."""
     if FORCED_OFF:
         assert not any(IN_USE.values())
@@ -60,9 +60,9 @@ def test_the_environment_forces_every_fallback_and_a_session_logs_it() -> None:
     code = """
 import asyncio, logging
 logging.basicConfig(level=logging.DEBUG)
-from fanout.aiohttp_internals import IN_USE
+from fanout.net.aiohttp_internals import IN_USE
 from fanout.policy import Timeouts
-from fanout.transport import make_session
+from fanout.net.transport import make_session
 
 async def main():
     session, resolver = make_session(concurrency=1, timeouts=Timeouts(), headers={})

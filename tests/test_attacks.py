@@ -568,7 +568,7 @@ def test_a_request_marked_not_idempotent_is_sent_once(
     """Request(idempotent=False) overrides the method: a PUT or GET so marked,
     reset after it was sent, is not sent again, by fanout or by the library
     below it (aiohttp resends a GET without a body by itself: see
-    fanout.aiohttp_internals.no_hidden_retry, and its fallback)."""
+    fanout.net.aiohttp_internals.no_hidden_retry, and its fallback)."""
     a, _, _ = a_b_c(fresh)
     fresh.route("/reset", Reply(b"", end="reset"))
     request = Request(f"{a}/reset", method=method, body=body, idempotent=False)

@@ -51,7 +51,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         (
             "dns.py",
             ["--names", "500", "--baseline-names", "200", "--repeat", "2", "--hits", "500"],
-            "ratio fanout.dns/aiohttp",
+            "ratio fanout.net.dns/aiohttp",
         ),
         # Without valgrind it says it skipped; with it, four short runs under
         # callgrind, about a minute on a 2-core machine: past the default timeout.

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import fanout
-from fanout.blocking_input import ThreadedReader, reads_block
 from fanout.demo import DemoServer
 from fanout.errors import SourceError
+from fanout.inputs.blocking_input import ThreadedReader, reads_block
 
 
 async def test_items_arrive_in_order_then_the_end() -> None:

@@ -19,7 +19,7 @@ from yarl import URL
 import fanout
 from fanout import Fetcher, Request
 from fanout.cli import main
-from fanout.cookies import OriginCookieJar
+from fanout.net.cookies import OriginCookieJar
 from tests.background import in_thread
 
 SESSION = "c00kie-v4lue"

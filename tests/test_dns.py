@@ -1,4 +1,4 @@
-"""fanout's resolver (fanout.dns) against the stub DNS server on loopback:
+"""fanout's resolver (fanout.net.dns) against the stub DNS server on loopback:
 TTLs, negative caching, coalescing, the bound on lookups in flight, the
 deadline, and dns records with the resolver's reason. No real name is ever
 resolved: every Resolver here is pointed at the stub."""
@@ -16,14 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts
-from fanout import aiohttp_internals as internals
-from fanout import dns as dns_module
-from fanout.aiohttp_internals import IN_USE
 from fanout.cli import cli, main
 from fanout.demo import DemoServer, ServerThread
-from fanout.dns import Resolver
-from fanout.nameservers import parse_nameserver
-from fanout.transport import DNSError, dns_deadline
+from fanout.net import aiohttp_internals as internals
+from fanout.net import dns as dns_module
+from fanout.net.aiohttp_internals import IN_USE
+from fanout.net.dns import Resolver
+from fanout.net.nameservers import parse_nameserver
+from fanout.net.transport import DNSError, dns_deadline
 from tests.background import in_thread
 from tests.stub_dns import DEFAULT_ZONE, Name, StubDNS
 

@@ -419,8 +419,8 @@ async def test_the_lazy_read_deadline_is_in_use() -> None:
     With FANOUT_AIOHTTP_INTERNALS=off, aiohttp's own is what is used."""
     from aiohttp.client_proto import ResponseHandler
 
-    from fanout.aiohttp_internals import IN_USE, _LazyReadDeadline
-    from fanout.transport import make_session
+    from fanout.net.aiohttp_internals import IN_USE, _LazyReadDeadline
+    from fanout.net.transport import make_session
 
     session, resolver = make_session(concurrency=1, timeouts=Timeouts(), headers={})
     try:

@@ -1,4 +1,4 @@
-"""Tests for fanout.files: safe relative paths and atomic writes."""
+"""Tests for fanout.output.files: safe relative paths and atomic writes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fanout.errors import ConfigError, SinkError
-from fanout.files import safe_relpath, write_atomic
+from fanout.output.files import safe_relpath, write_atomic
 
 HOSTILE = [
     "http://h.example/../../etc/passwd",

@@ -13,7 +13,7 @@ from yarl import URL
 
 from fanout import ConfigError, ErrorKind, Fetcher
 from fanout.demo import DemoServer
-from fanout.guard import HostGuard
+from fanout.net.guard import HostGuard
 
 from .stub_dns import Name, StubDNS
 

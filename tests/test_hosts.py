@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 import fanout
-from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts, engine
-from fanout.aiohttp_internals import IN_USE
+from fanout import ConfigError, ErrorKind, Fetcher, Limits, RetryPolicy, Timeouts
 from fanout.demo import DemoServer, ServerThread
-from fanout.hoststate import HostMemory, Remembered
+from fanout.engine import fetcher as engine
+from fanout.engine.hoststate import HostMemory, Remembered
+from fanout.net.aiohttp_internals import IN_USE
 
 FANOUT = [sys.executable, "-m", "fanout"]
 ONCE = RetryPolicy(attempts=1)
@@ -190,7 +191,7 @@ async def test_a_host_that_never_answers_a_connect_is_down_with_a_total_deadline
     a request that reached the host, so the host was never skipped (and the
     count of a host that failed both ways started again). Telling that the
     attempt was still connecting is a patched path's (see
-    fanout.aiohttp_internals.while_connecting); its fallback counts such an
+    fanout.net.aiohttp_internals.while_connecting); its fallback counts such an
     attempt as sent, and the host is never skipped."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -18,9 +18,9 @@ import pytest
 
 from fanout.demo import ServerThread
 from fanout.errors import JournalError
+from fanout.inputs.sources import Rejected
 from fanout.journal import Journal, State, repair_output
 from fanout.models import ErrorKind, Request
-from fanout.sources import Rejected
 
 FANOUT = [sys.executable, "-m", "fanout"]
 N_URLS = 2000

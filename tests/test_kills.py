@@ -12,7 +12,7 @@ import pytest
 
 from fanout.demo import ServerThread
 from fanout.errors import SinkError
-from fanout.files import STAGING, staging_dir
+from fanout.output.files import STAGING, staging_dir
 from tests.durability import FANOUT, check_saved_files, count_lines, fanout, records, wait_for
 
 N_URLS = 3000

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 import fanout
 from fanout import ConfigError, ErrorKind, Fetcher, FetcherConfig
 from fanout.cli import main
-from fanout.records import result_record
+from fanout.output.records import result_record
 from tests.background import in_thread
 from tests.forward_proxy import ForwardProxy, forward_proxy
 from tests.tls_server import TLSFiles
@@ -238,7 +238,7 @@ async def test_a_given_proxy_wins_over_the_environment(monkeypatch: pytest.Monke
     ],
 )
 def test_proxy_urls(given: str, shown: str, authorization: str | None) -> None:
-    from fanout.proxy import parse_proxy
+    from fanout.net.proxy import parse_proxy
 
     proxy = parse_proxy(given, "proxy")
     assert proxy.shown == shown

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 import fanout
 from fanout import Fetcher
 from fanout.demo import DemoServer
-from fanout.records import result_record
+from fanout.output.records import result_record
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:
@@ -33,6 +33,27 @@ def test_aggregate_is_the_function_even_after_its_module_is_imported() -> None:
 
 def test_help_does_not_import_the_http_stack() -> None:
     code = "import sys; import fanout.cli; print('aiohttp' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert done.stdout.strip() == b"False"
+
+
+def test_the_engine_package_exports_the_fetcher_on_first_use() -> None:
+    import fanout.engine
+    from fanout.engine import fetcher
+
+    assert fanout.engine.__all__ == sorted(fanout.engine.__all__)
+    for name in fanout.engine.__all__:
+        assert getattr(fanout.engine, name) is getattr(fetcher, name)
+    assert set(dir(fanout.engine)) == set(fanout.engine.__all__)
+    with pytest.raises(AttributeError, match="Scheduler"):
+        fanout.engine.Scheduler  # noqa: B018  # only the four names are re-exported
+
+
+def test_package_inits_do_not_import_the_http_stack() -> None:
+    code = (
+        "import sys; import fanout.engine, fanout.engine.scheduling, fanout.net, fanout.inputs,"
+        " fanout.output, fanout.jobs; print('aiohttp' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert done.stdout.strip() == b"False"
 

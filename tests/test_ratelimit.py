@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.ratelimit import TokenBucket
+from fanout.engine.ratelimit import TokenBucket
 
 
 def test_burst_then_steady_rate() -> None:

@@ -1,4 +1,4 @@
-"""Tests for fanout.records: the JSONL schema, redaction and the writer."""
+"""Tests for fanout.output.records: the JSONL schema, redaction and the writer."""
 
 from __future__ import annotations
 
@@ -18,18 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.errors import SinkError
-from fanout.job_output import _JournalOutput
+from fanout.inputs.sources import Rejected
+from fanout.jobs.fetch_output import _JournalOutput
 from fanout.journal import JournaledOutput
-from fanout.jsonl_writer import JsonlWriter
 from fanout.models import ErrorKind, Failure, Request, Result
-from fanout.records import (
+from fanout.output.jsonl_writer import JsonlWriter
+from fanout.output.records import (
     BodyMode,
     duplicate_record,
     json_line,
     rejected_record,
     result_record,
 )
-from fanout.sources import Rejected
 from fanout.urls import redact_text, redact_url
 
 SCHEMA = [

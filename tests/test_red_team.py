@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from fanout import ConfigError, ErrorKind, Fetcher, Request, RetryPolicy, Timeouts, aggregate_async
-from fanout.guard import HostGuard
 from fanout.models import Failure, Result
+from fanout.net.guard import HostGuard
 from fanout.urls import parse_url, redact_url
 from tests.attack_checks import invoke, read_records
 from tests.background import in_thread

@@ -15,9 +15,9 @@ from fanout.config import FetcherConfig
 from fanout.demo import ServerThread
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError
-from fanout.fetch_job import FetchJob
+from fanout.inputs.sources import Rejected, read_jsonl_requests
+from fanout.jobs.fetch import FetchJob
 from fanout.models import Request
-from fanout.sources import Rejected, read_jsonl_requests
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.retry_after import MAX_RETRY_AFTER, parse_retry_after
+from fanout.engine.retry_after import MAX_RETRY_AFTER, parse_retry_after
 
 NOW = 1_700_000_000.0
 

@@ -13,6 +13,7 @@ from yarl import URL
 
 from fanout import Fetcher, Limits
 from fanout.demo import DemoServer
+from fanout.inputs.sources import check_request
 from fanout.models import ErrorKind, Failure, Request
 from fanout.runtime import (
     COLLECTOR_THRESHOLD,
@@ -21,7 +22,6 @@ from fanout.runtime import (
     run,
     tune_collector,
 )
-from fanout.sources import check_request
 from fanout.urls import parse_request_url
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from fanout.hoststate import HostMemory
+from fanout.engine.hoststate import HostMemory
+from fanout.engine.scheduling import MIN_TIMER, Host, Scheduler
 from fanout.policy import Limits
-from fanout.scheduling import MIN_TIMER, Host, Scheduler
 from fanout.urls import HostKey
 
 

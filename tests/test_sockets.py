@@ -1,5 +1,5 @@
-"""Sockets bounded by the concurrency, whatever the number of hosts (fanout.pool),
-and the file descriptor limit checked at start (fanout.fdlimit).
+"""Sockets bounded by the concurrency, whatever the number of hosts (fanout.net.pool),
+and the file descriptor limit checked at start (fanout.net.fdlimit).
 
 The hosts are the ports of one server process (tests/many_hosts.py), so the
 sockets counted in this process are the client's own."""
@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 
 from fanout import ErrorKind, Fetcher, Limits, Request, RetryPolicy, Timeouts
-from fanout import aiohttp_internals as internals
-from fanout.aiohttp_internals import IN_USE, private_hooks_missing
-from fanout.fdlimit import concurrency_for, descriptors_needed, fit_concurrency
-from fanout.pool import idle_cap, make_connector
+from fanout.net import aiohttp_internals as internals
+from fanout.net.aiohttp_internals import IN_USE, private_hooks_missing
+from fanout.net.fdlimit import concurrency_for, descriptors_needed, fit_concurrency
+from fanout.net.pool import idle_cap, make_connector
 from tests.many_hosts import ManyHosts, many_hosts, open_sockets
 
 FANOUT = [sys.executable, "-m", "fanout"]
@@ -204,7 +204,7 @@ async def test_a_connection_in_use_is_never_evicted(hosts: ManyHosts) -> None:
 
 async def test_canary_aiohttps_private_connector_internals_are_still_there() -> None:
     """Fails when a new aiohttp renames what fanout's pool relies on: the run would
-    then go on without keep-alive (the fallback). Update fanout.aiohttp_internals.
+    then go on without keep-alive (the fallback). Update fanout.net.aiohttp_internals.
     With FANOUT_AIOHTTP_INTERNALS=off, the fallback is what is made."""
     assert private_hooks_missing() == []
     connector = make_connector(concurrency=4, resolver=aiohttp.ThreadedResolver())

@@ -1,4 +1,4 @@
-"""Tests for fanout.sources: lazy readers, URL checks, input opening, dedupe."""
+"""Tests for fanout.inputs.sources: lazy readers, URL checks, input opening, dedupe."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fanout.errors import ConfigError, SourceError
-from fanout.models import ErrorKind, Request
-from fanout.sources import (
+from fanout.inputs.sources import (
     Deduper,
     Rejected,
     check_url,
@@ -22,6 +21,7 @@ from fanout.sources import (
     read_jsonl_requests,
     read_url_lines,
 )
+from fanout.models import ErrorKind, Request
 
 
 def urls(data: bytes, **kwargs: int) -> list[Request | Rejected]:

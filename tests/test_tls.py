@@ -15,8 +15,8 @@ import pytest
 
 import fanout
 from fanout import ErrorKind, Fetcher, FetcherConfig
-from fanout.aiohttp_internals import IN_USE
 from fanout.cli import main
+from fanout.net.aiohttp_internals import IN_USE
 from tests.background import in_thread
 from tests.tls_server import TLSFiles, https_server
 

@@ -18,10 +18,10 @@ import pytest
 
 from fanout.demo import ServerThread
 from fanout.errors import SinkError, WriteError
-from fanout.files import STAGING
-from fanout.jsonl_writer import JsonlWriter
-from fanout.line_output import LineOutput
-from fanout.writer import WriterThread
+from fanout.output.files import STAGING
+from fanout.output.jsonl_writer import JsonlWriter
+from fanout.output.line_output import LineOutput
+from fanout.output.writer import WriterThread
 from tests.durability import (
     assert_one_line,
     check_saved_files,

@@ -23,8 +23,8 @@ from typing import Any, Final, TypedDict
 from fanout._version import __version__
 from fanout.errors import ConfigError
 from fanout.httpsyntax import headers_problem, value_problem
+from fanout.net.tls import StrPath, tls_context
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-from fanout.tls import StrPath, tls_context
 
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
 
@@ -54,19 +54,19 @@ class FetcherConfig:
       then None); ``seed`` fixes the retry jitter.
     - ``tune_collector=True`` raises the garbage collector's first threshold
       while the fetcher is open (see :func:`fanout.runtime.tune_collector`).
-    - The guard (:mod:`fanout.guard`): ``deny_private``, ``allow_hosts``,
+    - The guard (:mod:`fanout.net.guard`): ``deny_private``, ``allow_hosts``,
       ``deny_hosts`` (host name globs and networks; kept as tuples).
     - ``nameservers`` ("IP" or "IP:PORT") replace the system's DNS servers;
       kept in the form c-ares takes.
     - ``host_errors``: consecutive connection failures to a host before its
       other requests fail at once as ``host_down``; ``0`` never.
-    - TLS (:mod:`fanout.tls`), with curl's meanings: ``cacert``, a PEM file of
+    - TLS (:mod:`fanout.net.tls`), with curl's meanings: ``cacert``, a PEM file of
       the CAs to trust instead of the system's (``--cacert``);
       ``verify=False`` checks no certificate (``--insecure``: a warning is
       logged once per Fetcher); ``client_cert``, a (certificate file, key
       file) pair to present (``--cert``/``--key``; one file holding both
       may be given twice). The files are read, and checked, here.
-    - Proxies and cookies (:mod:`fanout.proxy`, :mod:`fanout.cookies`):
+    - Proxies and cookies (:mod:`fanout.net.proxy`, :mod:`fanout.net.cookies`):
       ``proxy``, an ``http://`` or ``https://`` proxy URL (credentials in it
       go to the proxy only) that every request goes through (``--proxy``);
       ``env_proxy=False`` ignores ``http_proxy``/``https_proxy``/``no_proxy``
@@ -102,8 +102,8 @@ class FetcherConfig:
     cookies: bool = False
 
     def __post_init__(self) -> None:
-        from fanout.guard import HostGuard
-        from fanout.nameservers import parse_nameservers
+        from fanout.net.guard import HostGuard
+        from fanout.net.nameservers import parse_nameservers
 
         for name, default in _POLICY_DEFAULTS.items():
             if getattr(self, name) is None:
@@ -134,7 +134,7 @@ class FetcherConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.proxy is not None:  # the environment is read by each Fetcher, not here
-            from fanout.proxy import proxies_for
+            from fanout.net.proxy import proxies_for
 
             proxies_for(self)
 

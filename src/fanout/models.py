@@ -1,6 +1,6 @@
 """The values that flow through fanout: Request in, exactly one Result out.
 
-A :class:`Result` maps onto one JSONL record (see ``fanout.records``)::
+A :class:`Result` maps onto one JSONL record (see ``fanout.output.records``)::
 
     {"url": ..., "key": ..., "ok": true, "status": 200, "final_url": ...,
      "attempts": 1, "elapsed_ms": 12.3, "bytes": 1234, "sha256": ...,

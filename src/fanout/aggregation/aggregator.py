@@ -62,9 +62,9 @@ from fanout.aggregation.report import (
 from fanout.aggregation.spec import AggregateSpec
 from fanout.aggregation.statistics import FieldStats, _GroupAcc
 from fanout.aggregation.values import GroupKey, _group_key, _group_tag, _number, _writable
+from fanout.inputs.sources import Rejected
 from fanout.models import ErrorKind, Request, Result
 from fanout.safetext import shown
-from fanout.sources import Rejected
 from fanout.urls import parse_request_url, redact_text, redact_url
 
 logger = logging.getLogger("fanout")

@@ -38,9 +38,9 @@ from fanout.aggregation.templates import check_id_template, fill
 from fanout.config import FetcherConfig, FetcherOptions, resolve_config
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError
+from fanout.inputs.sources import Rejected
 from fanout.models import Request, Result
 from fanout.runtime import run_sync
-from fanout.sources import Rejected
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.12

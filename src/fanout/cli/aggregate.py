@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from fanout.aggregation import AggregateReport
+    from fanout.inputs.sources import Rejected
     from fanout.models import Request
-    from fanout.sources import Rejected
 
 __all__ = ["aggregate"]
 
@@ -300,7 +300,7 @@ def _stdout_console(console_type: type[Console]) -> Console:
 def _inputs(options: dict[str, Any]) -> Iterator[str | Request | Rejected]:
     """The URL arguments, each template expanded lazily, then the -i lines."""
     from fanout.aggregation import expand
-    from fanout.sources import open_input, read_url_lines
+    from fanout.inputs.sources import open_input, read_url_lines
 
     for target in options["targets"]:
         yield from expand(target)
@@ -323,8 +323,8 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
     from fanout.aggregation import aggregate_async
     from fanout.cli.commands import showing
     from fanout.engine import Fetcher
+    from fanout.output.stats import RunStats
     from fanout.runtime import run
-    from fanout.stats import RunStats
 
     show_bar = not options["quiet"] and _stderr_is_terminal()
     config = fetcher_config(options)
@@ -378,8 +378,8 @@ def _run(options: dict[str, Any], *, debug: bool) -> AggregateReport:
 
 def _source(options: dict[str, Any]) -> AsyncIterator[str | Request | Rejected]:
     """The inputs, read in a thread when -i is a pipe or a terminal (see
-    :mod:`fanout.blocking_input`), else on the loop."""
-    from fanout.blocking_input import ThreadedReader, reads_block
+    :mod:`fanout.inputs.blocking_input`), else on the loop."""
+    from fanout.inputs.blocking_input import ThreadedReader, reads_block
 
     path = options["input_path"]
     if path is not None and reads_block(path):

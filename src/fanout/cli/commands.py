@@ -18,10 +18,10 @@ from fanout.cli import exit_status
 from fanout.cli.options import fetcher_config
 from fanout.config import FetcherConfig
 from fanout.errors import ConfigError, SinkError, WriteError
-from fanout.fetch_job import FetchJob, JobOutcome, count_inputs, run_fetch_job
+from fanout.jobs.fetch import FetchJob, JobOutcome, count_inputs, run_fetch_job
+from fanout.output.stats import RunStats, format_summary
 from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import interrupting_signal, run
-from fanout.stats import RunStats, format_summary
 
 if TYPE_CHECKING:
     from fanout.cli.progress import LiveProgress
@@ -308,7 +308,7 @@ def run_bench_command(
     from rich.console import Console
     from rich.table import Table
 
-    from fanout.bench import cpu_note, demo_server_process, plot, require_plotting, run_bench
+    from fanout.jobs.bench import cpu_note, demo_server_process, plot, require_plotting, run_bench
 
     if plot_path is not None:
         require_plotting()

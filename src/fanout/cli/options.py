@@ -56,7 +56,7 @@ def parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parame
 
 
 def _duration(text: str) -> float:
-    from fanout.units import parse_duration
+    from fanout.cli.units import parse_duration
 
     value = parse_duration(text)
     if value <= 0:
@@ -65,13 +65,13 @@ def _duration(text: str) -> float:
 
 
 def _delay(text: str) -> float:
-    from fanout.units import parse_duration
+    from fanout.cli.units import parse_duration
 
     return parse_duration(text)
 
 
 def _size(text: str) -> int:
-    from fanout.units import parse_size
+    from fanout.cli.units import parse_size
 
     value = parse_size(text)
     if value <= 0:
@@ -104,7 +104,7 @@ def _header(text: str) -> tuple[str, str]:
 
 
 def _dns_server(text: str) -> str:
-    from fanout.nameservers import parse_nameserver
+    from fanout.net.nameservers import parse_nameserver
 
     return parse_nameserver(text)
 
@@ -302,13 +302,13 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
     every command that fetches; a value it refuses is a usage error. The
     concurrency is the one the process's file descriptor limit allows, raised
     first as far as the hard limit lets it
-    (:func:`fanout.fdlimit.fit_process_limit`); when it is lowered, a line on
+    (:func:`fanout.net.fdlimit.fit_process_limit`); when it is lowered, a line on
     stderr says so."""
     from fanout.config import DEFAULT_USER_AGENT, FetcherConfig
     from fanout.errors import ConfigError
-    from fanout.fdlimit import fit_process_limit
+    from fanout.net.fdlimit import fit_process_limit
+    from fanout.net.proxy import proxies_for
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
-    from fanout.proxy import proxies_for
 
     cert, key = options["cert"], options["key"]
     if key is not None and cert is None:

@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.text import Text
 
 from fanout.engine import Fetcher
-from fanout.stats import RunStats
+from fanout.output.stats import RunStats
 
 __all__ = ["LiveProgress"]
 

@@ -58,12 +58,12 @@ How a run stays exact (one output line per key, nothing fetched twice):
    keys are fetched again and written once.
 """
 
-from fanout.credentials import KeySource, stored_key
 from fanout.journal.export import export
 from fanout.journal.lock import lock_path
 from fanout.journal.output import JournaledOutput, repair_output
 from fanout.journal.schema import SCHEMA_VERSION, State
 from fanout.journal.store import InputItem, Journal, JournalCounts, Verdict
+from fanout.output.credentials import KeySource, stored_key
 
 __all__ = [
     "SCHEMA_VERSION",

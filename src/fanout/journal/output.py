@@ -14,9 +14,9 @@ from fanout.errors import JournalError, WriteError
 from fanout.journal.problems import _PATH_LIMIT, _WRITE_FAILURES, _named, _problem
 from fanout.journal.schema import State
 from fanout.journal.store import InputItem, Journal
-from fanout.line_output import LineOutput
+from fanout.output.line_output import LineOutput
+from fanout.output.writer import WriterThread
 from fanout.safetext import shown
-from fanout.writer import WriterThread
 
 _BATCH_BYTES: Final = 1 << 20  # a group goes once its lines hold this much (large bodies)
 T = TypeVar("T")
@@ -68,7 +68,7 @@ def _rebuild_hint(path: Path, journal: Journal | None) -> str:
 
 class JournaledOutput:
     """The one writer of a journaled run: JSONL lines and journal commits, in
-    small groups, on one thread (a :class:`~fanout.writer.WriterThread`), in
+    small groups, on one thread (a :class:`~fanout.output.writer.WriterThread`), in
     the order that keeps the output exact: a group's lines are written (and
     flushed), then one transaction marks its keys done or failed and records
     the output's new length. A key is never marked done before its line was

@@ -10,8 +10,8 @@ from typing import Final
 
 import orjson
 
-from fanout.credentials import SALT_BYTES, KeySource, stored_key
 from fanout.errors import JournalError
+from fanout.output.credentials import SALT_BYTES, KeySource, stored_key
 
 SCHEMA_VERSION: Final = 2
 """2: keys hold no URL credentials (1 stored them as given; migrated on open for a run)."""

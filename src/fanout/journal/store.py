@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, Final, ParamSpec, TypeVar
 
-from fanout.credentials import KeySource, stored_key
 from fanout.errors import JournalError
+from fanout.inputs.sources import Rejected
 from fanout.journal.lock import _RunLock
 from fanout.journal.problems import _PATH_LIMIT, _named, _problem
 from fanout.journal.schema import SCHEMA_VERSION, State, _prepare
 from fanout.models import Request
+from fanout.output.credentials import KeySource, stored_key
 from fanout.safetext import shown
-from fanout.sources import Rejected
 
 _CHUNK: Final = 500  # keys per IN (...) query, under SQLite's variable limit
 _CHECK_PROBLEMS: Final = 10  # the most problems `status --check` lists

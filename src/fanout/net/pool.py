@@ -9,7 +9,7 @@ recently used first, and counts the connections it is closing against the
 limit, so that a run holds at most ``concurrency`` sockets in use or closing
 plus ``idle_cap(concurrency)`` idle ones.
 
-The connector that does this lives in :mod:`fanout.aiohttp_internals`, with
+The connector that does this lives in :mod:`fanout.net.aiohttp_internals`, with
 aiohttp's other private internals: where they are missing or changed, it
 falls back to a connector that closes every connection after its request
 (``force_close=True``): the same bound, without keep-alive.
@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from fanout.aiohttp_internals import pooled_connector
+from fanout.net.aiohttp_internals import pooled_connector
 
 __all__ = ["idle_cap", "make_connector"]
 
@@ -44,11 +44,11 @@ def make_connector(
     or closing, at most :func:`idle_cap` idle ones, DNS through ``resolver``, TLS
     with ``ssl`` (None: aiohttp's default context).
     Without keep-alive where aiohttp's internals are not the ones fanout's
-    connector was written against (see :mod:`fanout.aiohttp_internals`)."""
+    connector was written against (see :mod:`fanout.net.aiohttp_internals`)."""
     options: dict[str, Any] = {
         "limit": concurrency,
         "limit_per_host": 0,  # fanout's own scheduler enforces per-host limits
-        "use_dns_cache": False,  # fanout.dns caches, honouring TTLs, within bounds
+        "use_dns_cache": False,  # fanout.net.dns caches, honouring TTLs, within bounds
         "resolver": resolver,
     }
     if ssl is not None:

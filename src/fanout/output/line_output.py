@@ -1,5 +1,5 @@
 """Whole lines to a file, standard output or a pipe, for a writer thread
-(:mod:`fanout.writer`): written with ``writev``, a file cut back after a
+(:mod:`fanout.output.writer`): written with ``writev``, a file cut back after a
 failed write, and what a pipe's reader never read."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """File descriptors: the RLIMIT_NOFILE a concurrency needs, checked at start.
 
 A run holds at most ``concurrency`` sockets in use and
-:func:`fanout.pool.idle_cap` idle ones, whatever the number of hosts, plus
+:func:`fanout.net.pool.idle_cap` idle ones, whatever the number of hosts, plus
 a few descriptors of its own (standard streams, the output, the journal,
 the DNS resolver, the event loop): :data:`RESERVE`. When the soft limit
 (``ulimit -n``) is lower than that, the CLI raises it toward the hard limit
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from typing import Final
 
-from fanout.pool import idle_cap
+from fanout.net.pool import idle_cap
 
 __all__ = [
     "RESERVE",

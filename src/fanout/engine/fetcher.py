@@ -11,7 +11,7 @@ for each result it takes, so a request is made as a result is dropped (see
 ``Fetcher._refill``). An async source is read by a feeder task in batches.
 
 The scheduling (host slots, rate gates, cool-downs, retry timers, dead hosts,
-the parking budget) is :class:`fanout.scheduling.Scheduler`'s, which knows
+the parking budget) is :class:`fanout.engine.scheduling.Scheduler`'s, which knows
 nothing of HTTP; the Fetcher does the I/O. There is no scheduler task:
 dispatch runs whenever something changes (a request is admitted, an attempt
 ends, a timer fires) and starts every request whose host slot, global slot,
@@ -50,20 +50,18 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from fanout.aiohttp_internals import while_connecting
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
+from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
+from fanout.engine.retry_after import parse_retry_after
+from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
-from fanout.fdlimit import fit_concurrency
-from fanout.guard import GuardedResolver, HostGuard
-from fanout.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.proxy import proxies_for
-from fanout.retry_after import parse_retry_after
-from fanout.runtime import _collector_tuned, loop_clock
-from fanout.safetext import shown
-from fanout.scheduling import Host, Scheduler
-from fanout.tls import tls_context
-from fanout.transport import (
+from fanout.net.aiohttp_internals import while_connecting
+from fanout.net.fdlimit import fit_concurrency
+from fanout.net.guard import GuardedResolver, HostGuard
+from fanout.net.proxy import proxies_for
+from fanout.net.tls import tls_context
+from fanout.net.transport import (
     CREDENTIAL_HEADERS,
     REDIRECT_STATUSES,
     ForeignSession,
@@ -75,6 +73,8 @@ from fanout.transport import (
     resolver_stats,
     session_problem,
 )
+from fanout.runtime import _collector_tuned, loop_clock
+from fanout.safetext import shown
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -385,13 +385,13 @@ class Fetcher:
         :func:`fanout.runtime.tune_collector`); by default a Fetcher in your own
         loop leaves the process's collector alone.
 
-        The guard for services (:mod:`fanout.guard`): ``deny_private=True`` refuses
+        The guard for services (:mod:`fanout.net.guard`): ``deny_private=True`` refuses
         loopback, private, link-local and multicast addresses, checked on the
         addresses connected to, after DNS; ``allow_hosts`` (only these) and
         ``deny_hosts`` (never these) take host name globs and networks. A refused
         request is a ``denied`` result and nothing is sent. ``nameservers``
         ("IP" or "IP:PORT") replace the system's DNS servers (see
-        :mod:`fanout.dns` for the resolver and its cache, ``Timeouts.dns`` for
+        :mod:`fanout.net.dns` for the resolver and its cache, ``Timeouts.dns`` for
         its deadline).
 
         ``host_errors``: after that many consecutive connection failures to one
@@ -408,10 +408,10 @@ class Fetcher:
 
         ``proxy``: every request goes through this HTTP proxy; else, with
         ``env_proxy`` (the default), the environment's ``http_proxy``,
-        ``https_proxy`` and ``no_proxy`` are read here (:mod:`fanout.proxy`).
+        ``https_proxy`` and ``no_proxy`` are read here (:mod:`fanout.net.proxy`).
         A proxy that cannot be reached or refuses is a ``proxy`` result.
         ``cookies=True`` keeps cookies, each for its own origin
-        (:mod:`fanout.cookies`).
+        (:mod:`fanout.net.cookies`).
 
         ``session``: an aiohttp session of yours to send the requests through,
         on the loop the Fetcher runs in; fanout does not close it. Its connector
@@ -461,7 +461,7 @@ class Fetcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
         self._closing = False
-        # Host slots, rate gates, cool-downs, retry timers, parking: see fanout.scheduling.
+        # Host slots, rate gates, cool-downs, retry timers, parking: see fanout.engine.scheduling.
         self._sched: Scheduler[_Item] = Scheduler(
             self.limits,
             host_errors=config.host_errors,
@@ -521,7 +521,7 @@ class Fetcher:
 
     def _fit_concurrency(self) -> None:
         """Lower the concurrency to what the process's file descriptor limit allows
-        (see :mod:`fanout.fdlimit`), with a warning: a library does not change
+        (see :mod:`fanout.net.fdlimit`), with a warning: a library does not change
         the limits of the process it runs in."""
         concurrency, lowered = fit_concurrency(self._concurrency)
         if lowered is not None:
@@ -570,7 +570,7 @@ class Fetcher:
     @property
     def dns_stats(self) -> dict[str, int] | None:
         """What the resolver did so far (lookups, cache hits, coalesced,
-        queries, failures; see :class:`fanout.dns.DNSStats`), or None when no
+        queries, failures; see :class:`fanout.net.dns.DNSStats`), or None when no
         name was resolved."""
         return None if self._resolver is None else resolver_stats(self._resolver)
 
@@ -606,7 +606,7 @@ class Fetcher:
         :class:`~fanout.policy.Limits`).
         A sync iterable is read on the event loop, one request as each result
         is taken, so its ``next()`` must not block (wrap a blocking one in
-        :class:`fanout.blocking_input.ThreadedReader`); an async one is read
+        :class:`fanout.inputs.blocking_input.ThreadedReader`); an async one is read
         by a task of its own.
         Failures are results, not exceptions. An exception raised by the
         ``requests`` iterable itself (its ``__iter__`` or ``next()``, such as

@@ -8,7 +8,7 @@ earlier run are skipped, duplicates are skipped silently, and the output is
 kept exact across crashes (see :mod:`fanout.journal`).
 
 Nothing is written on the event loop: records go to a writer thread
-(:mod:`fanout.writer`), bodies under ``--out-dir`` to a thread of their own,
+(:mod:`fanout.output.writer`), bodies under ``--out-dir`` to a thread of their own,
 so a slow disk or a slow reader never delays the requests in flight. A body
 that cannot be saved makes its record a ``write`` failure and the run goes
 on; an output or journal that cannot be written stops the run with
@@ -27,17 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from fanout.blocking_input import ThreadedReader, reads_block
-from fanout.body_saver import _Saver
 from fanout.config import FetcherConfig
 from fanout.engine import Fetcher
 from fanout.errors import ConfigError, SinkError
 from fanout.httpsyntax import method_problem
-from fanout.job_output import Record, _JournalOutput, _Output, _PlainOutput
-from fanout.line_output import output_name
-from fanout.models import Request, Result
-from fanout.records import duplicate_record, rejected_record, result_record
-from fanout.sources import (
+from fanout.inputs.blocking_input import ThreadedReader, reads_block
+from fanout.inputs.sources import (
     Deduper,
     Rejected,
     check_request,
@@ -46,7 +41,12 @@ from fanout.sources import (
     read_url_lines,
     shown_input,
 )
-from fanout.stats import RunStats, Summary
+from fanout.jobs.fetch_output import Record, _JournalOutput, _Output, _PlainOutput
+from fanout.models import Request, Result
+from fanout.output.body_saver import _Saver
+from fanout.output.line_output import output_name
+from fanout.output.records import duplicate_record, rejected_record, result_record
+from fanout.output.stats import RunStats, Summary
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
     from fanout.journal import InputItem, Journal, JournaledOutput, Verdict
@@ -355,7 +355,7 @@ async def run_fetch_job(
     journal that cannot be written raises :class:`~fanout.errors.WriteError`
     (with a journal, nothing is marked done that was not written). With
     ``out_dir``, the temporary files that killed runs left there are removed
-    first (see :func:`fanout.files.staging_dir`). ``on_fetcher`` is handed the
+    first (see :func:`fanout.output.files.staging_dir`). ``on_fetcher`` is handed the
     Fetcher once it is open and ``on_record`` is called after each result (the
     progress display uses both).
     """
@@ -369,7 +369,7 @@ async def run_fetch_job(
             journal = stack.enter_context(Journal.open(job.journal, key_scheme=scheme))
         staging = None
         if job.out_dir is not None:
-            from fanout.files import staging_dir
+            from fanout.output.files import staging_dir
 
             staging = stack.enter_context(staging_dir(job.out_dir))
         if journal is None:

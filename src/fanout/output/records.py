@@ -76,8 +76,8 @@ from typing import Final, Literal
 import orjson
 
 from fanout.bodytext import decode_text
+from fanout.inputs.sources import Rejected
 from fanout.models import Request, Result
-from fanout.sources import Rejected
 from fanout.urls import redact_text, redact_url
 
 __all__ = [
@@ -138,7 +138,7 @@ def _line_of(request: Request) -> int | None:
 
 def _meta_of(request: Request) -> object:
     """The user data of a request read from input (``meta["meta"]``, see
-    :mod:`fanout.sources`). Any other meta (a library caller's) is not
+    :mod:`fanout.inputs.sources`). Any other meta (a library caller's) is not
     written: it need not be JSON."""
     meta = request.meta
     return meta.get("meta") if isinstance(meta, dict) else None

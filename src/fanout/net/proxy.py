@@ -193,7 +193,7 @@ def proxies_for(config: FetcherConfig) -> Proxies | None:
             no_proxy["no"] = environment["no"]
     if given is None and not by_scheme:
         return None
-    from fanout.guard import HostGuard
+    from fanout.net.guard import HostGuard
 
     guard = HostGuard(
         deny_private=config.deny_private,

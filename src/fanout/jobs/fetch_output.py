@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from fanout.line_output import LineOutput
-from fanout.records import json_line
-from fanout.writer import WriterThread
+from fanout.output.line_output import LineOutput
+from fanout.output.records import json_line
+from fanout.output.writer import WriterThread
 
 if TYPE_CHECKING:  # the journal (and sqlite3) is imported only by journaled runs
     from fanout.journal import InputItem, JournaledOutput

@@ -20,19 +20,19 @@ from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from fanout.aiohttp_internals import (
+from fanout.models import ErrorKind, Failure, Request, Result
+from fanout.net.aiohttp_internals import (
     log_fallbacks,
     no_hidden_retry,
     send_once,
     use_lazy_read_deadline,
 )
-from fanout.models import ErrorKind, Failure, Request, Result
+from fanout.net.pool import make_connector
 from fanout.policy import Caps, Timeouts
-from fanout.pool import make_connector
 from fanout.safetext import shown
 
 if TYPE_CHECKING:
-    from fanout.proxy import Proxy
+    from fanout.net.proxy import Proxy
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -63,11 +63,11 @@ class _TooLargeError(Exception):
 
 
 class AddressDenied(OSError):
-    """A resolver refused every address of a host (see :mod:`fanout.guard`)."""
+    """A resolver refused every address of a host (see :mod:`fanout.net.guard`)."""
 
 
 class DNSError(OSError):
-    """A name could not be resolved (see :mod:`fanout.dns`); the message says why.
+    """A name could not be resolved (see :mod:`fanout.net.dns`); the message says why.
     ``negative`` when the name has no address (NXDOMAIN, NODATA)."""
 
     def __init__(self, message: str, *, negative: bool = False) -> None:
@@ -113,13 +113,13 @@ def make_session(
     """The one session of a run: a pool sized to the concurrency, async DNS with a
     cache, ``headers`` sent with every request (where its own do not set them),
     the connect deadline and a lazy read deadline, and aiohttp's hidden resend off
-    (see :mod:`fanout.aiohttp_internals`).
+    (see :mod:`fanout.net.aiohttp_internals`).
     The total deadline of an attempt is not the session's but the engine's.
     ``wrap_resolver`` wraps the resolver (the address guard); ``nameservers``
     ("IP" or "IP:PORT") replace the system's DNS servers; ``ssl`` is the TLS
-    context (:func:`fanout.tls.tls_context`; None for aiohttp's). No cookie is kept
+    context (:func:`fanout.net.tls.tls_context`; None for aiohttp's). No cookie is kept
     (a Set-Cookie of one response is never sent with another request) unless
-    ``cookies``: then each origin's are kept for it (:mod:`fanout.cookies`).
+    ``cookies``: then each origin's are kept for it (:mod:`fanout.net.cookies`).
 
     The resolver comes back with the session: close it after the session
     (aiohttp closes only a resolver it made itself)."""
@@ -153,7 +153,7 @@ def make_session(
 def _cookie_jar(cookies: bool) -> AbstractCookieJar:
     if not cookies:
         return aiohttp.DummyCookieJar()
-    from fanout.cookies import OriginCookieJar
+    from fanout.net.cookies import OriginCookieJar
 
     return OriginCookieJar()
 
@@ -179,7 +179,7 @@ class ForeignSession:
     fanout's session sends through its request class.
 
     The session's hidden retry is turned off, as on fanout's own (see
-    :func:`fanout.aiohttp_internals.no_hidden_retry`). A session whose own
+    :func:`fanout.net.aiohttp_internals.no_hidden_retry`). A session whose own
     defaults carry credentials (``auth``, an Authorization, Cookie or
     Proxy-Authorization header) would send
     them to every origin a redirect leads to, so it is refused
@@ -238,7 +238,7 @@ def dns_deadline(timeouts: Timeouts) -> float | None:
 
 
 def resolver_stats(resolver: AbstractResolver) -> dict[str, int] | None:
-    """The counters of the :class:`fanout.dns.Resolver` inside ``resolver`` (a
+    """The counters of the :class:`fanout.net.dns.Resolver` inside ``resolver`` (a
     session's, maybe wrapped by the guard), or None when it has made none."""
     inner: Any = resolver
     while inner is not None and not isinstance(inner, _LazyResolver):
@@ -254,7 +254,7 @@ _DNS_IN_FLIGHT: Final = 32
 
 
 class _LazyResolver(AbstractResolver):
-    """fanout's resolver (:class:`fanout.dns.Resolver`, c-ares with a TTL cache),
+    """fanout's resolver (:class:`fanout.net.dns.Resolver`, c-ares with a TTL cache),
     made on the first name to resolve: a run of addresses only (aiohttp resolves
     no IP literal) never imports pycares. Falls back to the threaded
     getaddrinfo resolver where pycares cannot be used."""
@@ -277,7 +277,7 @@ class _LazyResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         if self._inner is None:
             try:
-                from fanout.dns import Resolver
+                from fanout.net.dns import Resolver
             except ImportError:  # pycares missing or unusable
                 self._inner = aiohttp.ThreadedResolver()
             else:

@@ -14,7 +14,7 @@ URL in the file name::
   A URL's credentials (``user:password@``) never reach a name, not even
   through the hash: for such a URL it is taken over the URL with ``***@`` and
   a slow scrypt digest of the credentials
-  (:func:`fanout.credentials.stored_key`), so names tell passwords apart
+  (:func:`fanout.output.credentials.stored_key`), so names tell passwords apart
   without offering a fast hash to guess them from.
 - Only letters, digits, marks and ``-_.=+,~@`` are kept; anything else
   (separators, ``%2f`` once decoded, control characters, ``:``, ``*``,
@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from fanout.credentials import KeySource, stored_key
 from fanout.errors import ConfigError, SinkError
+from fanout.output.credentials import KeySource, stored_key
 
 try:
     import fcntl

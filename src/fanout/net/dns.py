@@ -34,8 +34,8 @@ from typing import Any, Final
 import pycares
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from fanout.aiohttp_internals import without_query_cache
-from fanout.transport import DNSError
+from fanout.net.aiohttp_internals import without_query_cache
+from fanout.net.transport import DNSError
 
 __all__ = ["DNSError", "DNSStats", "Resolver"]
 
@@ -279,7 +279,7 @@ class Resolver(AbstractResolver):
 
     query_cache_off: bool = False
     """Whether c-ares's own query cache is off (see
-    :func:`fanout.aiohttp_internals.without_query_cache`)."""
+    :func:`fanout.net.aiohttp_internals.without_query_cache`)."""
 
 
 def _results(host: str, port: int, addresses: tuple[tuple[int, str], ...]) -> list[ResolveResult]:

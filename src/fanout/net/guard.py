@@ -41,7 +41,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from fanout.errors import ConfigError
-from fanout.transport import AddressDenied
+from fanout.net.transport import AddressDenied
 
 __all__ = ["GuardedResolver", "HostGuard"]
 
@@ -238,7 +238,7 @@ def _ascii_name(option: str, pattern: str, name: str) -> str:
 
 class GuardedResolver(AbstractResolver):
     """A resolver that drops the addresses :class:`HostGuard` refuses, and raises
-    :class:`~fanout.transport.AddressDenied` when none is left, so nothing is
+    :class:`~fanout.net.transport.AddressDenied` when none is left, so nothing is
     ever connected to a refused address (aiohttp connects only to what its
     resolver returns)."""
 

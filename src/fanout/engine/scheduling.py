@@ -27,9 +27,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from fanout.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
+from fanout.engine.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
+from fanout.engine.ratelimit import TokenBucket
 from fanout.policy import Limits
-from fanout.ratelimit import TokenBucket
 from fanout.safetext import shown
 from fanout.urls import HostKey
 

@@ -88,7 +88,7 @@ class _Saver:
 
 def _save(out_dir: Path, staging: Path | None, result: Result) -> str:
     """Save the body of ``result`` (on the saver's thread); return its path."""
-    from fanout.files import safe_relpath, write_atomic
+    from fanout.output.files import safe_relpath, write_atomic
 
     assert result.body is not None
     relpath = safe_relpath(result.url, content_type=result.headers.get("Content-Type"))

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import BinaryIO, Final, Self
 
 from fanout.errors import SinkError
-from fanout.records import json_line
+from fanout.output.records import json_line
 
 __all__ = ["JsonlWriter"]
 
