@@ -667,6 +667,8 @@ async def test_a_given_fetcher_is_used_and_options_conflict(server: DemoServer) 
         assert report.fields["p"].count == 10
         with pytest.raises(ConfigError, match="not both"):
             await aggregate_async([], fetcher=fetcher, retry=NO_RETRY)
+        with pytest.raises(ConfigError, match="fetcher= is for aggregate_async"):
+            aggregate([], fetcher=fetcher)  # its loop is this one, not the twin's
 
 
 def without_elapsed(report: AggregateReport) -> dict[str, object]:

@@ -15,11 +15,12 @@ The rule, which ``docs/aggregate.md`` states for users too:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias
 
 import jmespath.parser
 import orjson
@@ -45,6 +46,7 @@ from fanout.runtime import run_sync
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.12
 
+P = ParamSpec("P")
 Input: TypeAlias = str | Request | Rejected
 
 
@@ -258,61 +260,37 @@ def _check_source(
     return check_expression(select, what="select")
 
 
-def aggregate(
-    urls: Iterable[Input] = (),
-    *,
-    fields: Mapping[str, str] | None = None,
-    group_by: str | None = None,
-    each: str | None = None,
-    show: Mapping[str, str] | None = None,
-    top: int | None = None,
-    sort_by: str | None = None,
-    ascending: bool = False,
-    coerce_numbers: bool = False,
-    next_page: str | None = None,
-    next_link: bool = False,
-    cursor_param: str | None = None,
-    max_pages: int = 100,
-    ids_from: str | None = None,
-    select: str = "@",
-    template: str | None = None,
-    limit: int | None = None,
-    config: FetcherConfig | None = None,
-    **options: Unpack[FetcherOptions],
-) -> AggregateReport:
-    """The synchronous twin of :func:`aggregate_async` (same options, same report).
+def _synchronous(
+    coroutine_function: Callable[P, Coroutine[Any, Any, AggregateReport]],
+) -> Callable[P, AggregateReport]:
+    """The synchronous twin of ``coroutine_function``: the same parameters, run
+    by :func:`fanout.runtime.run_sync`. A ``fetcher`` cannot be given: a
+    Fetcher belongs to the event loop it was entered in."""
 
-    Runs its own event loop, or a private one in a worker thread where a loop
-    is already running (a notebook), like :func:`fanout.fetch`.
+    @functools.wraps(coroutine_function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> AggregateReport:
+        if kwargs.get("fetcher") is not None:
+            raise ConfigError("fetcher= is for aggregate_async: a Fetcher is bound to its loop")
+        return run_sync(lambda: coroutine_function(*args, **kwargs))
 
-    >>> report = aggregate(  # doctest: +SKIP
-    ...     ids_from="http://127.0.0.1:8000/v0/topstories.json",
-    ...     template="http://127.0.0.1:8000/v0/item/{}.json",
-    ...     limit=100,
-    ...     fields={"score": "score"},
-    ...     top=5,
-    ...     sort_by="score",
-    ...     show={"title": "title"},
-    ... )
-    >>> report.fields["score"].median  # doctest: +SKIP
-    """
-    fetch_config = resolve_config(config, options, "aggregate")  # checked before a loop starts
-    spec_options: dict[str, Any] = {
-        "fields": fields,
-        "group_by": group_by,
-        "each": each,
-        "show": show,
-        "top": top,
-        "sort_by": sort_by,
-        "ascending": ascending,
-        "coerce_numbers": coerce_numbers,
-        "next_page": next_page,
-        "next_link": next_link,
-        "cursor_param": cursor_param,
-        "max_pages": max_pages,
-        "ids_from": ids_from,
-        "select": select,
-        "template": template,
-        "limit": limit,
-    }
-    return run_sync(lambda: aggregate_async(urls, config=fetch_config, **spec_options))
+    return call
+
+
+aggregate = _synchronous(aggregate_async)
+aggregate.__doc__ = """The synchronous twin of :func:`aggregate_async` (same options, same
+report; no ``fetcher``).
+
+Runs its own event loop, or a private one in a worker thread where a loop
+is already running (a notebook), like :func:`fanout.fetch`.
+
+>>> report = aggregate(  # doctest: +SKIP
+...     ids_from="http://127.0.0.1:8000/v0/topstories.json",
+...     template="http://127.0.0.1:8000/v0/item/{}.json",
+...     limit=100,
+...     fields={"score": "score"},
+...     top=5,
+...     sort_by="score",
+...     show={"title": "title"},
+... )
+>>> report.fields["score"].median  # doctest: +SKIP
+"""
