@@ -256,6 +256,7 @@ def test_proxy_urls(given: str, shown: str, authorization: str | None) -> None:
         ("http://", "not a valid proxy URL|no host"),
         ("http://127.0.0.1:3128/path", "a scheme, a host and a port only"),
         ("http://127.0.0.1:99999", "not a valid proxy URL"),
+        ("http://bo%3Ab:pw-x@127.0.0.1:3128", "user name with ':'"),  # no Basic auth for it
     ],
 )
 def test_a_bad_proxy_url_is_a_config_error(proxy: str, expected: str) -> None:
@@ -399,6 +400,7 @@ def test_a_proxy_down_is_a_record_per_request_and_exit_1(
         (["--deny-private"], {"HTTP_PROXY": "http://127.0.0.1:1"}, "--no-env-proxy"),
         (["--proxy", "http://127.0.0.1:1", "--allow-host", "10.0.0.0/8"], {}, "--proxy"),
         ([], {"https_proxy": "ftp://127.0.0.1:1"}, "https_proxy: only http:// and https://"),
+        ([], {"http_proxy": "http://b%3A:pw-x@127.0.0.1:1"}, "http_proxy: a user name with ':'"),
     ],
 )
 @pytest.mark.parametrize("command", ["fetch", "aggregate"])

@@ -110,6 +110,8 @@ def parse_proxy(text: str, source: str, hint: str = "") -> Proxy:
         raise refuse("port 0 cannot be connected to")
     authorization = None
     if url.user is not None or url.password is not None:
+        if ":" in (url.user or ""):
+            raise refuse("a user name with ':' cannot be sent in Basic authentication")
         authorization = aiohttp.encode_basic_auth(url.user or "", url.password or "")
     bare = url.with_user(None)  # the password goes too
     return Proxy(bare, authorization)
