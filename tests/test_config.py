@@ -214,6 +214,9 @@ def test_the_config_is_a_read_only_copy() -> None:
         ({"host_errors": -1}, "host_errors must be an integer >= 0"),
         ({"allow_hosts": ["bad host name!"]}, "bad host name!"),
         ({"nameservers": ["not-an-ip"]}, "nameservers:"),
+        # one string is not a list of one pattern: each of its characters would be one
+        ({"deny_hosts": "evil.test"}, "deny_hosts must be a list of patterns, got the string"),
+        ({"allow_hosts": "good.test"}, "allow_hosts must be a list of patterns, got the string"),
     ],
 )
 def test_bad_values_are_refused_when_the_config_is_made(

@@ -118,9 +118,12 @@ class FetcherConfig:
         if isinstance(host_errors, bool) or not isinstance(host_errors, int) or host_errors < 0:
             raise ConfigError(f"host_errors must be an integer >= 0, got {host_errors!r}")
         # Tuples: a generator given is read once, and the value can be compared.
-        if self.allow_hosts is not None:
+        # A string is left for HostGuard to refuse (as a tuple, each character
+        # would be a pattern).
+        if self.allow_hosts is not None and not isinstance(self.allow_hosts, str):
             self._set("allow_hosts", tuple(self.allow_hosts))
-        self._set("deny_hosts", tuple(self.deny_hosts))
+        if not isinstance(self.deny_hosts, str):
+            self._set("deny_hosts", tuple(self.deny_hosts))
         # made again by the Fetcher; here it checks the patterns
         HostGuard(
             deny_private=self.deny_private, allow_hosts=self.allow_hosts, deny_hosts=self.deny_hosts
