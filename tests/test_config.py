@@ -217,6 +217,18 @@ def test_the_config_is_a_read_only_copy() -> None:
         # one string is not a list of one pattern: each of its characters would be one
         ({"deny_hosts": "evil.test"}, "deny_hosts must be a list of patterns, got the string"),
         ({"allow_hosts": "good.test"}, "allow_hosts must be a list of patterns, got the string"),
+        # a wrong type is refused here, not met deep in a run
+        ({"limits": 5}, "limits must be a Limits, got int"),
+        ({"retry": "x"}, "retry must be a RetryPolicy, got str"),
+        ({"timeouts": 3.0}, "timeouts must be a Timeouts, got float"),
+        ({"caps": {}}, "caps must be a Caps, got dict"),
+        ({"keep_body": "no"}, "keep_body must be True or False, got 'no'"),
+        ({"tune_collector": 1}, "tune_collector must be True or False"),
+        ({"deny_private": "yes"}, "deny_private must be True or False"),
+        ({"seed": [1]}, "seed must be an integer or None"),
+        ({"allow_hosts": 5}, "allow_hosts must be a list of patterns, got int"),
+        ({"deny_hosts": None}, "deny_hosts must be a list of patterns, got NoneType"),
+        ({"cacert": 5}, "cacert must be a file path, got int"),
     ],
 )
 def test_bad_values_are_refused_when_the_config_is_made(

@@ -106,8 +106,24 @@ class FetcherConfig:
         from fanout.net.nameservers import parse_nameservers
 
         for name, default in _POLICY_DEFAULTS.items():
-            if getattr(self, name) is None:
+            value = getattr(self, name)
+            if value is None:
                 self._set(name, default())
+            elif not isinstance(value, default):
+                raise ConfigError(
+                    f"{name} must be a {default.__name__}, got {type(value).__name__}"
+                )
+        for name in ("keep_body", "tune_collector", "deny_private", "env_proxy", "cookies"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
+        for name in ("allow_hosts", "deny_hosts"):
+            value = getattr(self, name)
+            if not isinstance(value, Iterable) and (name == "deny_hosts" or value is not None):
+                raise ConfigError(f"{name} must be a list of patterns, got {type(value).__name__}")
+        if self.cacert is not None and not isinstance(self.cacert, str | os.PathLike):
+            raise ConfigError(f"cacert must be a file path, got {type(self.cacert).__name__}")
         headers = self.headers
         problem = None if headers is None else headers_problem(headers)
         problem = problem or value_problem("user_agent", self.user_agent)
@@ -133,9 +149,6 @@ class FetcherConfig:
         if self.client_cert is not None and not isinstance(self.client_cert, str | os.PathLike):
             self._set("client_cert", tuple(self.client_cert))
         tls_context(cacert=self.cacert, verify=self.verify, client_cert=self.client_cert)
-        for name in ("env_proxy", "cookies"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.proxy is not None:  # the environment is read by each Fetcher, not here
             from fanout.net.proxy import proxies_for
 
