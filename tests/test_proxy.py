@@ -177,6 +177,43 @@ async def test_a_connect_refused_by_the_proxy_is_a_proxy_error(tls_files: TLSFil
     assert result.error.message == f"the proxy {proxy.url} refused the tunnel: HTTP 502 Refused"
 
 
+@contextlib.asynccontextmanager
+async def _answering(answer: bytes) -> AsyncIterator[str]:
+    """A loopback "proxy" that answers every request with ``answer`` and closes."""
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("answer", [b"NOT HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nX: " + b"a" * 9000])
+async def test_a_malformed_answer_to_connect_is_a_proxy_error(answer: bytes) -> None:
+    """A proxy that answers CONNECT with no HTTP response: a ``proxy`` error
+    naming it (not the target's ``protocol`` one), and nothing was sent to the
+    target, so a POST is tried again."""
+    retries = fanout.RetryPolicy(attempts=2, backoff=0.001)
+    async with _answering(answer) as proxy:
+        post = fanout.Request("https://target.test/", method="POST", body=b"x")
+        async with Fetcher(proxy=_with_credentials(proxy), retry=retries) as fetcher:
+            [result] = await fetcher.gather([post])
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.PROXY
+    assert result.error.message.startswith(f"the proxy {proxy} sent a malformed answer to CONNECT")
+    assert result.attempts == 2
+    _no_secret(result_record(result))
+
+
 async def test_a_proxy_down_fails_each_request_and_the_run_goes_on() -> None:
     """A proxy that cannot be reached: each request a ``proxy`` error naming it
     (tried again, as a connection failure is), and no host marked down."""
