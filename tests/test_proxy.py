@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 import fanout
 from fanout import ConfigError, ErrorKind, Fetcher, FetcherConfig
@@ -255,6 +256,22 @@ async def test_the_environment_proxy_and_no_proxy(monkeypatch: pytest.MonkeyPatc
     for result in (through, ignored, direct):
         assert result.status == 200, result.error
     assert len(target.seen) == 7
+
+
+async def test_no_proxy_names_an_address_with_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``no_proxy=127.0.0.1:PORT`` sends that port direct, as ``name:PORT`` does
+    for a name; another port still goes through the proxy."""
+    async with target_server() as target, forward_proxy() as proxy:
+        url = f"{target.url}/"
+        port = URL(url).port
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("no_proxy", f"example.com,127.0.0.1:{port}")
+        direct = await _get(url)
+        assert proxy.seen == []
+        monkeypatch.setenv("no_proxy", f"127.0.0.1:{port + 1},[::1]:{port}")
+        through = await _get(url)
+    assert [seen.target for seen in proxy.seen] == [url]
+    assert (direct.status, through.status) == (200, 200)
 
 
 async def test_a_given_proxy_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
