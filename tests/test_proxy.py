@@ -264,6 +264,7 @@ async def test_no_proxy_names_an_address_with_its_port(monkeypatch: pytest.Monke
     async with target_server() as target, forward_proxy() as proxy:
         url = f"{target.url}/"
         port = URL(url).port
+        assert port is not None
         monkeypatch.setenv("http_proxy", proxy.url)
         monkeypatch.setenv("no_proxy", f"example.com,127.0.0.1:{port}")
         direct = await _get(url)
