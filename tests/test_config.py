@@ -206,6 +206,23 @@ def test_the_config_is_a_read_only_copy() -> None:
         config.seed = 1  # type: ignore[misc]
 
 
+def test_the_repr_shows_no_credentials() -> None:
+    """As the proxy URL is left out of the repr, credential headers' values are
+    hidden: a config is logged or printed by its user."""
+    secrets = {
+        "Authorization": "Bearer t0k",
+        "cookie": "sid=c00k",
+        "Proxy-Authorization": "Basic p",
+    }
+    config = FetcherConfig(headers={**secrets, "X-Trace": "visible"}, proxy="http://u:pw@h:1")
+    text = repr(config)
+    for value in (*secrets.values(), "pw@"):
+        assert value not in text
+    assert "'X-Trace': 'visible'" in text
+    assert "'Authorization': '***'" in text
+    assert text.startswith("FetcherConfig(limits=Limits(")
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

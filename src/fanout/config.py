@@ -29,6 +29,7 @@ from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
 
 DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
+_CREDENTIALS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # A field given as None means its default: the policies take None as they always have.
 _POLICY_DEFAULTS: Final = {
@@ -153,6 +154,20 @@ class FetcherConfig:
             from fanout.net.proxy import proxies_for
 
             proxies_for(self)
+
+    def __repr__(self) -> str:
+        # As dataclass's, without the values of credential headers (nor the proxy).
+        shown = []
+        for option in dataclasses.fields(self):
+            if option.repr:
+                value = getattr(self, option.name)
+                if option.name == "headers" and value is not None:
+                    value = {
+                        name: "***" if name.lower() in _CREDENTIALS else header
+                        for name, header in value.items()
+                    }
+                shown.append(f"{option.name}={value!r}")
+        return f"FetcherConfig({', '.join(shown)})"
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
