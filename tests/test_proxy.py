@@ -275,6 +275,26 @@ async def test_no_proxy_names_an_address_with_its_port(monkeypatch: pytest.Monke
     assert (direct.status, through.status) == (200, 200)
 
 
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "direct"),
+    [
+        ("example.com.", "http://example.com/", True),  # a trailing dot, as curl
+        ("example.com.", "http://www.example.com./", True),
+        (".example.com.", "http://www.example.com/", True),
+        ("example.com", "http://EXAMPLE.COM./", True),
+        ("example.com.", "http://badexample.com/", False),
+        (".", "http://example.com/", False),
+    ],
+)
+def test_no_proxy_names_with_a_trailing_dot(no_proxy: str, url: str, direct: bool) -> None:
+    from fanout.net.proxy import Proxies, parse_proxy
+    from fanout.urls import host_key
+
+    proxy = parse_proxy("http://127.0.0.1:3128", "proxy")
+    proxies = Proxies(None, {"http": proxy}, {"no": no_proxy})
+    assert (proxies.for_target(host_key(URL(url))) is None) is direct
+
+
 async def test_a_given_proxy_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("no_proxy", "*")

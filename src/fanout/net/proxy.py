@@ -161,9 +161,14 @@ def _bypassed(host: str, port: int, environment: Mapping[str, str]) -> bool:
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        # urllib's own no_proxy test: public, though typeshed does not list it
+        # urllib's own no_proxy test: public, though typeshed does not list it;
+        # it keeps a name's trailing dot, which curl drops (host keys have none)
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-        return bool(bypass(f"{host}:{port}", dict(environment)))
+        names = []
+        for entry in no_proxy.split(","):
+            name, only = _port_of(entry.strip())
+            names.append(name.rstrip(".") + ("" if only is None else f":{only}"))
+        return bool(bypass(f"{host}:{port}", {"no": ",".join(names)}))
     for entry in no_proxy.split(","):
         entry = entry.strip()
         if entry == "*":
