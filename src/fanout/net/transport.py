@@ -354,7 +354,7 @@ async def exchange(
             headers = _headers_for(url, given)
             options = {**options, "headers": headers, "data": request.body}
     if send_once is not None:  # aiohttp's hidden resend could not be turned off
-        options = {**options, **send_once()}
+        options = {**options, **send_once(None if foreign is None else session)}
     if proxy is not None:
         options = proxy.apply(options, url)
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
