@@ -35,6 +35,8 @@ def test_canary_every_internal_fanout_relies_on_is_still_there() -> None:
         assert all(IN_USE.values())
         assert internals.send_once is None
     assert set(IN_USE) == set(HOOKS)
+    # read by the retry fallback, to keep a session given's own middlewares
+    assert "_middlewares" in aiohttp.ClientSession.ATTRS
 
 
 def test_the_installed_aiohttp_is_within_the_declared_range() -> None:

@@ -206,6 +206,23 @@ def test_the_config_is_a_read_only_copy() -> None:
         config.seed = 1  # type: ignore[misc]
 
 
+def test_the_repr_shows_no_credentials() -> None:
+    """As the proxy URL is left out of the repr, credential headers' values are
+    hidden: a config is logged or printed by its user."""
+    secrets = {
+        "Authorization": "Bearer t0k",
+        "cookie": "sid=c00k",
+        "Proxy-Authorization": "Basic p",
+    }
+    config = FetcherConfig(headers={**secrets, "X-Trace": "visible"}, proxy="http://u:pw@h:1")
+    text = repr(config)
+    for value in (*secrets.values(), "pw@"):
+        assert value not in text
+    assert "'X-Trace': 'visible'" in text
+    assert "'Authorization': '***'" in text
+    assert text.startswith("FetcherConfig(limits=Limits(")
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -214,6 +231,21 @@ def test_the_config_is_a_read_only_copy() -> None:
         ({"host_errors": -1}, "host_errors must be an integer >= 0"),
         ({"allow_hosts": ["bad host name!"]}, "bad host name!"),
         ({"nameservers": ["not-an-ip"]}, "nameservers:"),
+        # one string is not a list of one pattern: each of its characters would be one
+        ({"deny_hosts": "evil.test"}, "deny_hosts must be a list of patterns, got the string"),
+        ({"allow_hosts": "good.test"}, "allow_hosts must be a list of patterns, got the string"),
+        # a wrong type is refused here, not met deep in a run
+        ({"limits": 5}, "limits must be a Limits, got int"),
+        ({"retry": "x"}, "retry must be a RetryPolicy, got str"),
+        ({"timeouts": 3.0}, "timeouts must be a Timeouts, got float"),
+        ({"caps": {}}, "caps must be a Caps, got dict"),
+        ({"keep_body": "no"}, "keep_body must be True or False, got 'no'"),
+        ({"tune_collector": 1}, "tune_collector must be True or False"),
+        ({"deny_private": "yes"}, "deny_private must be True or False"),
+        ({"seed": [1]}, "seed must be an integer or None"),
+        ({"allow_hosts": 5}, "allow_hosts must be a list of patterns, got int"),
+        ({"deny_hosts": None}, "deny_hosts must be a list of patterns, got NoneType"),
+        ({"cacert": 5}, "cacert must be a file path, got int"),
     ],
 )
 def test_bad_values_are_refused_when_the_config_is_made(

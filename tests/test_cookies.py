@@ -136,6 +136,28 @@ def test_the_jar_keeps_a_bounded_number_of_origins() -> None:
     assert asyncio.run(main()) == (2, ["8002"])
 
 
+def test_the_jar_keeps_a_bounded_number_of_cookies_over_all_origins() -> None:
+    """aiohttp bounds the cookies of one jar, not those of many: a server that
+    sets the most it may at each of many origins (a wildcard DNS name, a
+    redirect chain) is held to ``max_cookies`` in all, the origins used least
+    recently dropped first."""
+
+    async def main() -> tuple[int, list[int]]:
+        jar = OriginCookieJar(max_origins=100, max_cookies=300)
+        origins = [URL(f"http://127.0.0.1:{port}/") for port in range(8001, 8006)]
+        for origin in origins:
+            for first in (0, 50):  # aiohttp keeps 50 cookies of a response
+                headers = [f"c{n}={'v' * 10}; Path=/" for n in range(first, first + 50)]
+                jar.update_cookies_from_headers(headers, origin)
+        kept = [len(jar.filter_cookies(origin)) for origin in origins]
+        jar.update_cookies({"late": "1"}, URL("http://127.0.0.1:8009/"))  # 301: 8003 goes
+        return len(jar), [*kept, len(jar.filter_cookies(origins[2]))]
+
+    import asyncio
+
+    assert asyncio.run(main()) == (201, [0, 0, 100, 100, 100, 0])
+
+
 async def test_a_session_given_keeps_its_own_cookie_jar() -> None:
     import aiohttp
 

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 import fanout
 from fanout import ConfigError, ErrorKind, Fetcher, FetcherConfig
@@ -177,6 +178,43 @@ async def test_a_connect_refused_by_the_proxy_is_a_proxy_error(tls_files: TLSFil
     assert result.error.message == f"the proxy {proxy.url} refused the tunnel: HTTP 502 Refused"
 
 
+@contextlib.asynccontextmanager
+async def _answering(answer: bytes) -> AsyncIterator[str]:
+    """A loopback "proxy" that answers every request with ``answer`` and closes."""
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("answer", [b"NOT HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nX: " + b"a" * 9000])
+async def test_a_malformed_answer_to_connect_is_a_proxy_error(answer: bytes) -> None:
+    """A proxy that answers CONNECT with no HTTP response: a ``proxy`` error
+    naming it (not the target's ``protocol`` one), not tried again, as any
+    answer of the proxy's."""
+    retries = fanout.RetryPolicy(attempts=2, backoff=0.001)
+    async with _answering(answer) as proxy:
+        post = fanout.Request("https://target.test/", method="POST", body=b"x")
+        async with Fetcher(proxy=_with_credentials(proxy), retry=retries) as fetcher:
+            [result] = await fetcher.gather([post])
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.PROXY
+    assert result.error.message.startswith(f"the proxy {proxy} sent a malformed answer to CONNECT")
+    assert result.attempts == 1
+    _no_secret(result_record(result))
+
+
 async def test_a_proxy_down_fails_each_request_and_the_run_goes_on() -> None:
     """A proxy that cannot be reached: each request a ``proxy`` error naming it
     (tried again, as a connection failure is), and no host marked down."""
@@ -220,6 +258,43 @@ async def test_the_environment_proxy_and_no_proxy(monkeypatch: pytest.MonkeyPatc
     assert len(target.seen) == 7
 
 
+async def test_no_proxy_names_an_address_with_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``no_proxy=127.0.0.1:PORT`` sends that port direct, as ``name:PORT`` does
+    for a name; another port still goes through the proxy."""
+    async with target_server() as target, forward_proxy() as proxy:
+        url = f"{target.url}/"
+        port = URL(url).port
+        assert port is not None
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("no_proxy", f"example.com,127.0.0.1:{port}")
+        direct = await _get(url)
+        assert proxy.seen == []
+        monkeypatch.setenv("no_proxy", f"127.0.0.1:{port + 1},[::1]:{port}")
+        through = await _get(url)
+    assert [seen.target for seen in proxy.seen] == [url]
+    assert (direct.status, through.status) == (200, 200)
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "direct"),
+    [
+        ("example.com.", "http://example.com/", True),  # a trailing dot, as curl
+        ("example.com.", "http://www.example.com./", True),
+        (".example.com.", "http://www.example.com/", True),
+        ("example.com", "http://EXAMPLE.COM./", True),
+        ("example.com.", "http://badexample.com/", False),
+        (".", "http://example.com/", False),
+    ],
+)
+def test_no_proxy_names_with_a_trailing_dot(no_proxy: str, url: str, direct: bool) -> None:
+    from fanout.net.proxy import Proxies, parse_proxy
+    from fanout.urls import host_key
+
+    proxy = parse_proxy("http://127.0.0.1:3128", "proxy")
+    proxies = Proxies(None, {"http": proxy}, {"no": no_proxy})
+    assert (proxies.for_target(host_key(URL(url))) is None) is direct
+
+
 async def test_a_given_proxy_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("no_proxy", "*")
@@ -256,6 +331,7 @@ def test_proxy_urls(given: str, shown: str, authorization: str | None) -> None:
         ("http://", "not a valid proxy URL|no host"),
         ("http://127.0.0.1:3128/path", "a scheme, a host and a port only"),
         ("http://127.0.0.1:99999", "not a valid proxy URL"),
+        ("http://bo%3Ab:pw-x@127.0.0.1:3128", "user name with ':'"),  # no Basic auth for it
     ],
 )
 def test_a_bad_proxy_url_is_a_config_error(proxy: str, expected: str) -> None:
@@ -399,6 +475,7 @@ def test_a_proxy_down_is_a_record_per_request_and_exit_1(
         (["--deny-private"], {"HTTP_PROXY": "http://127.0.0.1:1"}, "--no-env-proxy"),
         (["--proxy", "http://127.0.0.1:1", "--allow-host", "10.0.0.0/8"], {}, "--proxy"),
         ([], {"https_proxy": "ftp://127.0.0.1:1"}, "https_proxy: only http:// and https://"),
+        ([], {"http_proxy": "http://b%3A:pw-x@127.0.0.1:1"}, "http_proxy: a user name with ':'"),
     ],
 )
 @pytest.mark.parametrize("command", ["fetch", "aggregate"])

@@ -53,6 +53,25 @@ async def test_the_session_given_carries_the_requests_and_is_left_open(
         assert response.status == 200
 
 
+async def test_the_session_given_keeps_its_middlewares(server: DemoServer) -> None:
+    """Also where fanout sends each request with a client middleware of its own
+    (``FANOUT_AIOHTTP_INTERNALS=off``: aiohttp's resend stopped so), which would
+    replace the session's."""
+
+    async def tag(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        request.headers["X-From-Middleware"] = "yes"
+        return await handler(request)
+
+    async with (
+        aiohttp.ClientSession(middlewares=(tag,)) as session,
+        Fetcher(session=session, retry=ONCE) as fetcher,
+    ):
+        [result] = await fetcher.gather([f"{server.url}/echo"])
+    assert result.json()["headers"]["X-From-Middleware"] == "yes"
+
+
 async def test_the_engine_guarantees_hold_on_a_session_given(
     server: DemoServer, odd_session: aiohttp.ClientSession
 ) -> None:

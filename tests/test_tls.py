@@ -220,3 +220,25 @@ def test_the_library_refuses_bad_tls_options_when_configured(
     assert expected in str(refused.value)
     with pytest.raises(fanout.ConfigError):
         Fetcher(**given)
+
+
+def test_an_encrypted_key_is_refused_without_a_prompt(
+    tls_files: TLSFiles, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """OpenSSL would ask for the passphrase on the terminal (a run waiting on
+    a prompt, or a library asking its caller's user); none is asked."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(tls_files.key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    with pytest.raises(fanout.ConfigError) as refused:
+        FetcherConfig(client_cert=(tls_files.cert, encrypted))
+    assert str(refused.value).startswith(f"client_cert: the key file '{encrypted}' is encrypted")
+    assert "pass phrase" not in capfd.readouterr().err

@@ -29,6 +29,7 @@ from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
 
 DEFAULT_USER_AGENT: Final = f"fanout/{__version__}"
+_CREDENTIALS: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 # A field given as None means its default: the policies take None as they always have.
 _POLICY_DEFAULTS: Final = {
@@ -106,8 +107,24 @@ class FetcherConfig:
         from fanout.net.nameservers import parse_nameservers
 
         for name, default in _POLICY_DEFAULTS.items():
-            if getattr(self, name) is None:
+            value = getattr(self, name)
+            if value is None:
                 self._set(name, default())
+            elif not isinstance(value, default):
+                raise ConfigError(
+                    f"{name} must be a {default.__name__}, got {type(value).__name__}"
+                )
+        for name in ("keep_body", "tune_collector", "deny_private", "env_proxy", "cookies"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer or None, got {self.seed!r}")
+        for name in ("allow_hosts", "deny_hosts"):
+            value = getattr(self, name)
+            if not isinstance(value, Iterable) and (name == "deny_hosts" or value is not None):
+                raise ConfigError(f"{name} must be a list of patterns, got {type(value).__name__}")
+        if self.cacert is not None and not isinstance(self.cacert, str | os.PathLike):
+            raise ConfigError(f"cacert must be a file path, got {type(self.cacert).__name__}")
         headers = self.headers
         problem = None if headers is None else headers_problem(headers)
         problem = problem or value_problem("user_agent", self.user_agent)
@@ -118,9 +135,12 @@ class FetcherConfig:
         if isinstance(host_errors, bool) or not isinstance(host_errors, int) or host_errors < 0:
             raise ConfigError(f"host_errors must be an integer >= 0, got {host_errors!r}")
         # Tuples: a generator given is read once, and the value can be compared.
-        if self.allow_hosts is not None:
+        # A string is left for HostGuard to refuse (as a tuple, each character
+        # would be a pattern).
+        if self.allow_hosts is not None and not isinstance(self.allow_hosts, str):
             self._set("allow_hosts", tuple(self.allow_hosts))
-        self._set("deny_hosts", tuple(self.deny_hosts))
+        if not isinstance(self.deny_hosts, str):
+            self._set("deny_hosts", tuple(self.deny_hosts))
         # made again by the Fetcher; here it checks the patterns
         HostGuard(
             deny_private=self.deny_private, allow_hosts=self.allow_hosts, deny_hosts=self.deny_hosts
@@ -130,13 +150,24 @@ class FetcherConfig:
         if self.client_cert is not None and not isinstance(self.client_cert, str | os.PathLike):
             self._set("client_cert", tuple(self.client_cert))
         tls_context(cacert=self.cacert, verify=self.verify, client_cert=self.client_cert)
-        for name in ("env_proxy", "cookies"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.proxy is not None:  # the environment is read by each Fetcher, not here
             from fanout.net.proxy import proxies_for
 
             proxies_for(self)
+
+    def __repr__(self) -> str:
+        # As dataclass's, without the values of credential headers (nor the proxy).
+        shown = []
+        for option in dataclasses.fields(self):
+            if option.repr:
+                value = getattr(self, option.name)
+                if option.name == "headers" and value is not None:
+                    value = {
+                        name: "***" if name.lower() in _CREDENTIALS else header
+                        for name, header in value.items()
+                    }
+                shown.append(f"{option.name}={value!r}")
+        return f"FetcherConfig({', '.join(shown)})"
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)

@@ -94,9 +94,9 @@ _COOL_DOWN_STATUSES = frozenset({429, 503})
 _DOWN_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TLS})
 _CREDENTIALS = frozenset(name.lower() for name in CREDENTIAL_HEADERS)
 # The causes of a proxy failure where the proxy answered (a 407, a refused
-# CONNECT): not retried, as the proxy would answer the same. A proxy that could
-# not be reached is tried again, as a connection failure is.
-_PROXY_ANSWERS = frozenset({None, "ClientHttpProxyError"})
+# CONNECT, a malformed answer to it): not retried, as the proxy would answer the
+# same. A proxy that could not be reached is tried again, as a connection failure is.
+_PROXY_ANSWERS = frozenset({None, "ClientHttpProxyError", "ClientResponseError"})
 # A hop that drops the body drops the headers that describe it.
 _BODY_HEADERS = frozenset(
     {"content-type", "content-length", "content-encoding", "transfer-encoding"}

@@ -253,7 +253,9 @@ def no_hidden_retry(session: aiohttp.ClientSession) -> None:
         setattr(session, _RETRY_SWITCH, False)
 
 
-def _send_once() -> Mapping[str, Any]:
+def _send_once(session: aiohttp.ClientSession | None = None) -> Mapping[str, Any]:
+    # A request's middlewares replace its session's: a session given keeps its own.
+    kept = () if session is None else tuple(getattr(session, "_middlewares", None) or ())
     failure: list[BaseException] = []
 
     async def once(
@@ -267,7 +269,7 @@ def _send_once() -> Mapping[str, Any]:
             failure.append(exc)
             raise
 
-    return {"middlewares": (once,)}
+    return {"middlewares": (*kept, once)}
 
 
 # ------------------------------------------------------------ read deadline
@@ -444,10 +446,10 @@ IN_USE: Final[Mapping[str, bool]] = MappingProxyType(
 """Whether each hook is in use, as decided at import (a hook whose names live on
 instances may still fall back on the first one: see :func:`fallbacks`)."""
 
-send_once: Final[Callable[[], Mapping[str, Any]] | None] = None if IN_USE["retry"] else _send_once
+send_once: Final[Callable[..., Mapping[str, Any]] | None] = None if IN_USE["retry"] else _send_once
 """Where :func:`no_hidden_retry` cannot turn the resend off: a function giving
-the keyword arguments of a request (a client middleware of its own) that let
-it through once; None where it can."""
+the keyword arguments of a request (a client middleware of its own, after
+those of the session given, if any) that let it through once; None where it can."""
 
 
 def _tls_transport(response: aiohttp.ClientResponse) -> asyncio.BaseTransport | None:

@@ -6,7 +6,8 @@ environment as curl and urllib read it (``env_proxy``, on by default;
 ``https_proxy`` for https ones (either case; the lower-case one wins, and
 ``HTTP_PROXY`` is ignored under CGI), and ``no_proxy``, the hosts that go
 direct: ``*`` for all, a name that also covers its subdomains (a leading dot
-is ignored), an IP address or a network (``10.0.0.0/8``). A given proxy
+is ignored), an IP address or a network (``10.0.0.0/8``); a name or an
+address may end with a port (``127.0.0.1:8080``, ``[::1]:8080``). A given proxy
 wins over the environment (and over ``no_proxy``). ``ALL_PROXY`` is not read.
 aiohttp's ``trust_env`` is not used: it would also read ``~/.netrc`` and send
 the credentials it holds.
@@ -110,6 +111,8 @@ def parse_proxy(text: str, source: str, hint: str = "") -> Proxy:
         raise refuse("port 0 cannot be connected to")
     authorization = None
     if url.user is not None or url.password is not None:
+        if ":" in (url.user or ""):
+            raise refuse("a user name with ':' cannot be sent in Basic authentication")
         authorization = aiohttp.encode_basic_auth(url.user or "", url.password or "")
     bare = url.with_user(None)  # the password goes too
     return Proxy(bare, authorization)
@@ -158,20 +161,37 @@ def _bypassed(host: str, port: int, environment: Mapping[str, str]) -> bool:
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        # urllib's own no_proxy test: public, though typeshed does not list it
+        # urllib's own no_proxy test: public, though typeshed does not list it;
+        # it keeps a name's trailing dot, which curl drops (host keys have none)
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
-        return bool(bypass(f"{host}:{port}", dict(environment)))
+        names = []
+        for entry in no_proxy.split(","):
+            name, only = _port_of(entry.strip())
+            names.append(name.rstrip(".") + ("" if only is None else f":{only}"))
+        return bool(bypass(f"{host}:{port}", {"no": ",".join(names)}))
     for entry in no_proxy.split(","):
-        entry = entry.strip().strip("[]")
+        entry = entry.strip()
         if entry == "*":
             return True
+        entry, only = _port_of(entry)
+        if only is not None and only != port:
+            continue
         try:
-            network = ipaddress.ip_network(entry, strict=False)
+            network = ipaddress.ip_network(entry.strip("[]"), strict=False)
         except ValueError:
             continue
         if address.version == network.version and address in network:
             return True
     return False
+
+
+def _port_of(entry: str) -> tuple[str, int | None]:
+    """A ``no_proxy`` entry and the port it names (``10.0.0.1:8080``,
+    ``[::1]:8080``), as urllib reads one for a name; None for any port."""
+    head, colon, tail = entry.rpartition(":")
+    if colon and tail.isdigit() and (head.endswith("]") or ":" not in head):
+        return head, int(tail)
+    return entry, None
 
 
 def proxies_for(config: FetcherConfig) -> Proxies | None:

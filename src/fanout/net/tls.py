@@ -54,8 +54,15 @@ def tls_context(
             )
         cert, key = client_cert
         _readable("client_cert", key, "key")
+
+        def encrypted() -> bytes:  # else OpenSSL asks for the passphrase on the terminal
+            raise ConfigError(
+                f"client_cert: the key file '{_name(key)}' is encrypted (a passphrase"
+                " cannot be given): decrypt it first (openssl pkey -in KEY -out PLAIN)"
+            )
+
         _load(
-            lambda path: context.load_cert_chain(path, key),
+            lambda path: context.load_cert_chain(path, key, password=encrypted),
             "client_cert",
             cert,
             "certificate and key",
@@ -84,6 +91,8 @@ def _load(load: Callable[[StrPath], T], field: str, path: StrPath, what: str) ->
     _readable(field, path, what.split(" ")[0])
     try:
         return load(path)
+    except ConfigError:
+        raise
     except (ssl.SSLError, ValueError, OSError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         raise ConfigError(f"{field}: '{_name(path)}' holds no usable {what} ({reason})") from None

@@ -354,7 +354,7 @@ async def exchange(
             headers = _headers_for(url, given)
             options = {**options, "headers": headers, "data": request.body}
     if send_once is not None:  # aiohttp's hidden resend could not be turned off
-        options = {**options, **send_once()}
+        options = {**options, **send_once(None if foreign is None else session)}
     if proxy is not None:
         options = proxy.apply(options, url)
     # Awaited, not entered: ``async with`` would put aiohttp's __aenter__ coroutine
@@ -471,6 +471,13 @@ def classify(
         where = "" if proxy is None else f" {proxy.shown}"
         kind, sent = ErrorKind.PROXY, False
         message = f"the proxy{where} refused the tunnel: HTTP {exc.status} {exc.message}".rstrip()
+    elif (
+        proxy is not None
+        and isinstance(exc, aiohttp.ClientResponseError)
+        and exc.request_info.method == "CONNECT"
+    ):  # the proxy's answer to CONNECT is not HTTP: nothing reached the target
+        kind, sent = ErrorKind.PROXY, False
+        message = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {exc.message}"
     elif proxy is not None and _to_proxy(exc, proxy):
         assert isinstance(exc, aiohttp.ClientConnectorError)
         if isinstance(exc, aiohttp.ClientSSLError):
