@@ -28,6 +28,7 @@ class Seen:
     method: str
     target: str
     headers: dict[str, str]
+    names: list[str] = field(default_factory=list)  # every header line's name, repeats kept
 
 
 @dataclass
@@ -60,11 +61,13 @@ class ForwardProxy:
         lines = head.decode("latin-1").split("\r\n")
         method, target, _ = lines[0].split(" ", 2)
         headers: dict[str, str] = {}
+        names: list[str] = []
         for line in lines[1:]:
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-        self.seen.append(Seen(method, target, headers))
+                names.append(name.strip().lower())
+        self.seen.append(Seen(method, target, headers, names))
         if self.authorization is not None and headers.get("proxy-authorization") != (
             self.authorization
         ):

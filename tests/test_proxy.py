@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 import fanout
-from fanout import ConfigError, ErrorKind, Fetcher, FetcherConfig
+from fanout import ConfigError, ErrorKind, Fetcher, FetcherConfig, Request
 from fanout.cli import main
 from fanout.output.records import result_record
 from tests.background import in_thread
@@ -125,6 +125,23 @@ async def test_proxy_credentials_go_to_the_proxy_only(https: bool, tls_files: TL
     [headers] = target.seen
     assert "proxy-authorization" not in headers
     _no_secret(headers, result_record(result), repr(FetcherConfig(proxy=given)))
+
+
+@pytest.mark.parametrize("name", ["Proxy-Authorization", "proxy-authorization"])
+async def test_the_proxy_urls_credentials_replace_a_given_proxy_authorization(name: str) -> None:
+    """One Proxy-Authorization reaches the proxy, its own URL's, whatever the
+    case of one among the headers given (two would be ambiguous to a proxy)."""
+    async with target_server() as target, forward_proxy(authorization=BOB) as proxy:
+        given = _with_credentials(proxy.url)
+        other = {name: "Basic b3RoZXI6eA=="}
+        async with Fetcher(proxy=given, headers=other, retry=ONCE) as fetcher:
+            results = await fetcher.gather(
+                [f"{target.url}/a", Request(f"{target.url}/b", headers=other)]
+            )
+    assert [r.status for r in results] == [200, 200], [r.error for r in results]
+    for seen in proxy.seen:
+        assert seen.names.count("proxy-authorization") == 1
+        assert seen.headers["proxy-authorization"] == BOB
 
 
 async def test_redirect_hops_go_through_the_proxy_with_its_credentials() -> None:
