@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -22,7 +23,7 @@ from aiohttp.test_utils import TestServer
 import fanout
 from fanout import Fetcher, Limits, Timeouts
 from fanout.cli import main
-from fanout.engine.robots import RETRY_AFTER, RobotsCache, Rules, product_token
+from fanout.engine.robots import RETRY_AFTER, RobotsCache, Rules, fetch_rules, product_token
 from fanout.engine.scheduling import Host
 from fanout.models import ErrorKind, Result
 from tests.background import in_thread
@@ -222,8 +223,33 @@ def test_the_cache_keeps_a_bounded_number_of_hosts_and_expires_rules() -> None:
     assert cache.get(keys[2], 100.0) is None  # expired: fetched again
 
 
-def test_an_unreachable_robots_txt_is_tried_again_later() -> None:
-    assert 60.0 <= RETRY_AFTER <= 3600.0
+async def test_an_unreachable_robots_txt_is_fetched_again_after_a_while() -> None:
+    key = ("http", "127.0.0.1", 0)
+    async with site(status=503) as server, aiohttp.ClientSession() as session:
+        key = ("http", "127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        rules = await fetch_rules(session, key, "fanout", lambda: 1000.0, deadline=5.0)
+    assert rules.refusal(server.url + "/x") is not None
+    cache = RobotsCache()
+    cache.put(key, rules)
+    assert cache.get(key, 1000.0 + RETRY_AFTER - 1) is rules
+    assert cache.get(key, 1000.0 + RETRY_AFTER) is None
+
+
+async def test_a_garbage_answer_disallows_the_host_and_is_no_crash() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Huge: " + b"a" * 200_000 + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    served = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = served.sockets[0].getsockname()[1]
+    async with served, Fetcher(robots=True) as fetcher:
+        results = await fetcher.gather([f"http://127.0.0.1:{port}/x"])
+    assert kinds(results) == ["robots"]
+    error = results[0].error
+    assert error is not None
+    assert "robots.txt could not be fetched" in error.message
 
 
 def test_crawl_delay_and_request_rate_become_a_rate_unless_the_user_set_a_stricter_one() -> None:

@@ -1193,7 +1193,7 @@ class Fetcher:
             )
         robots.cache.put(key, rules)
         if self._debug:
-            logger.debug("%s: %s", rules.source, "read" if rules.rate is None else rules.rate)
+            logger.debug("%s fetched (rate %s)", rules.source, rules.rate)
         for item, moving in robots.waiting.pop(key, []):
             try:
                 self._robots_ready(item, key, moving, rules)
