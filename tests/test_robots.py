@@ -203,6 +203,14 @@ def test_fetch_takes_robots() -> None:
     assert result.error.kind is ErrorKind.ROBOTS
 
 
+async def test_a_host_the_guard_refuses_is_denied_not_robots() -> None:
+    async with site() as server, Fetcher(robots=True, deny_private=True) as fetcher:
+        # a name: the guard refuses its address once resolved, when connecting
+        results = await fetcher.gather([server.url.replace("127.0.0.1", "localhost") + "/x"])
+    assert kinds(results) == ["denied"]
+    assert server.hits == {}
+
+
 # ------------------------------------------------------------------ pure parts
 
 

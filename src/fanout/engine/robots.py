@@ -32,7 +32,7 @@ from protego import Protego
 from yarl import URL
 
 from fanout.models import Failure
-from fanout.net.transport import REDIRECT_STATUSES
+from fanout.net.transport import REDIRECT_STATUSES, AddressDenied
 from fanout.safetext import shown
 from fanout.urls import HostKey, parse_url
 
@@ -174,7 +174,12 @@ async def fetch_rules(
             )
     except TimeoutError:
         problem = f"no answer within {deadline:g} s"
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
+    except Exception as exc:  # any failure to fetch it: the host is unreachable for now
+        if isinstance(exc, AddressDenied) or isinstance(
+            getattr(exc, "os_error", None), AddressDenied
+        ):
+            # the guard refuses the host: its requests will be ``denied``, as without robots
+            return Rules(shown_source, token, now() + RETRY_AFTER)
         problem = shown(str(exc) or type(exc).__name__)
     return _unreachable(shown_source, token, now(), problem)
 
