@@ -260,6 +260,18 @@ async def test_a_garbage_answer_disallows_the_host_and_is_no_crash() -> None:
     assert "robots.txt could not be fetched" in error.message
 
 
+def test_the_cache_keeps_a_bounded_number_of_bytes() -> None:
+    cache = RobotsCache(size=10, max_bytes=1000)
+    keys = [("http", f"h{i}", 80) for i in range(4)]
+    for key in keys:
+        cache.put(key, Rules("src", "fanout", expires=100.0, size=400))
+    assert len(cache) == 2  # 800 bytes; a third would be 1200
+    assert cache.get(keys[1], 0.0) is None
+    assert cache.get(keys[3], 0.0) is not None
+    cache.put(keys[3], Rules("src", "fanout", expires=100.0, size=400))  # replaced, not added
+    assert len(cache) == 2
+
+
 def test_crawl_delay_and_request_rate_become_a_rate_unless_the_user_set_a_stricter_one() -> None:
     from protego import Protego
 

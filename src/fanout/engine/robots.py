@@ -4,8 +4,9 @@ Each host's robots.txt (per scheme, host and port) is fetched once, before the
 host's first request, through the Fetcher's session (its guard, proxy and
 connector), and parsed with Protego; URLs are matched against the product
 token of the User-Agent (what comes before its first "/"). The rules of at
-most :data:`MAX_HOSTS` hosts are kept, least recently used dropped first (a
-host dropped is fetched again when it comes back).
+most :data:`MAX_HOSTS` hosts, from at most :data:`MAX_TOTAL_BYTES` of
+robots.txt files in all, are kept, least recently used dropped first (a host
+dropped is fetched again when it comes back).
 
 - A 2xx: its rules, from at most :data:`MAX_BYTES` of the file (RFC 9309 §2.5
   asks for at least 500 KiB; what is past it is not read), kept for
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_BYTES",
     "MAX_HOSTS",
     "MAX_REDIRECTS",
+    "MAX_TOTAL_BYTES",
     "RETRY_AFTER",
     "RobotsCache",
     "Rules",
@@ -58,6 +60,9 @@ DEADLINE: Final = 10.0
 KEEP_FOR: Final = 24 * 3600.0
 RETRY_AFTER: Final = 300.0
 MAX_HOSTS: Final = 10_000
+# The robots.txt text behind the rules kept, over all hosts: 10,000 files of
+# 512 KiB, parsed, would hold gigabytes.
+MAX_TOTAL_BYTES: Final = 64 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 # A Crawl-delay above this is taken as this: the host is paced, not stopped.
 _LONGEST_DELAY: Final = 3600.0
@@ -78,9 +83,10 @@ def robots_url(key: HostKey) -> URL:
 class Rules:
     """What a host's robots.txt says to fanout's product token, until ``expires``
     (on the Fetcher's clock). ``rate``: the requests per second its
-    ``Crawl-delay`` or ``Request-rate`` allow (the stricter), or None."""
+    ``Crawl-delay`` or ``Request-rate`` allow (the stricter), or None;
+    ``size``, the bytes of robots.txt they were parsed from."""
 
-    __slots__ = ("_parser", "_refusal", "_token", "expires", "rate", "source")
+    __slots__ = ("_parser", "_refusal", "_token", "expires", "rate", "size", "source")
 
     def __init__(
         self,
@@ -89,8 +95,10 @@ class Rules:
         expires: float,
         parser: Protego | None = None,
         refusal: str | None = None,
+        size: int = 0,
     ) -> None:
         self.source = source
+        self.size = size
         self.expires = expires
         self._token = token
         self._parser = parser
@@ -119,13 +127,16 @@ def _rate(parser: Protego, token: str) -> float | None:
 
 
 class RobotsCache:
-    """The rules of at most ``size`` hosts, least recently used dropped first."""
+    """The rules of at most ``size`` hosts, parsed from at most ``max_bytes``
+    of robots.txt in all, least recently used dropped first."""
 
-    __slots__ = ("_rules", "_size")
+    __slots__ = ("_bytes", "_max_bytes", "_rules", "_size")
 
-    def __init__(self, size: int = MAX_HOSTS) -> None:
+    def __init__(self, size: int = MAX_HOSTS, max_bytes: int = MAX_TOTAL_BYTES) -> None:
         self._rules: OrderedDict[HostKey, Rules] = OrderedDict()
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -137,15 +148,21 @@ class RobotsCache:
             return None
         if rules.expires <= now:
             del self._rules[key]
+            self._bytes -= rules.size
             return None
         self._rules.move_to_end(key)
         return rules
 
     def put(self, key: HostKey, rules: Rules) -> None:
+        old = self._rules.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
         self._rules[key] = rules
-        self._rules.move_to_end(key)
-        while len(self._rules) > self._size:
-            self._rules.popitem(last=False)
+        self._bytes += rules.size
+        while len(self._rules) > self._size or (
+            self._bytes > self._max_bytes and len(self._rules) > 1
+        ):
+            self._bytes -= self._rules.popitem(last=False)[1].size
 
 
 async def fetch_rules(
@@ -242,7 +259,7 @@ async def _fetch(
             parser = Protego.parse(body.decode("utf-8", errors="replace"))
         except Exception:  # a file Protego cannot parse at all says nothing
             return allow_all
-        return Rules(source, token, now() + KEEP_FOR, parser)
+        return Rules(source, token, now() + KEEP_FOR, parser, size=len(body))
     return allow_all  # more than MAX_REDIRECTS redirects (RFC 9309 §2.3.1.2)
 
 
