@@ -177,6 +177,20 @@ async def test_crawl_delay_paces_the_host() -> None:
     assert server.times[-1] - server.times[0] >= 0.5
 
 
+async def test_crawl_delay_paces_redirect_hops_to_the_host() -> None:
+    loose = Limits(per_host_rate=1000.0)
+    robots = "User-agent: *\nCrawl-delay: 0.2\nDisallow: /private\n"
+    async with site(robots) as target, site("") as origin:
+        urls = [f"{origin.url}/go?to={target.url}/{i}" for i in range(4)]
+        async with Fetcher(robots=True, limits=loose) as fetcher:
+            # target's robots.txt is read, and its host state (nothing sent) gone
+            assert kinds(await fetcher.gather([target.url + "/private"])) == ["robots"]
+            results = await fetcher.gather(urls)
+    assert kinds(results) == [None] * 4
+    assert target.hits["/robots.txt"] == 1
+    assert target.times[-1] - target.times[0] >= 0.5
+
+
 def test_the_command_line_takes_robots(capsys: pytest.CaptureFixture[str]) -> None:
     def run(*options: str) -> dict[str, object]:
         with pytest.raises(SystemExit):

@@ -1140,7 +1140,8 @@ class Fetcher:
 
     def _robots_allow(self, item: _Item, key: HostKey, moving: bool) -> bool:
         """With ``robots=True``: True when ``item`` may go to the host ``key`` now
-        (its robots.txt's pace applied to it). Else it is refused with a
+        (its robots.txt's pace applied to it; a redirect hop with a pace to
+        apply is moved there here, and False returned). Else it is refused with a
         ``robots`` result, or waits, holding no slot, for the host's robots.txt,
         fetched once however many wait for it. ``moving``: ``item`` is a redirect
         hop to ``key``, still counted at its previous host; a new request is
@@ -1167,7 +1168,11 @@ class Fetcher:
                 item.host.pending += 1
             self._refuse(item, refusal)
             return False
-        if rules.rate is not None and not moving:
+        if rules.rate is not None:
+            if moving:
+                self._sched.move(item, key)
+                self._sched.limit_rate(item.host, rules.rate)
+                return False  # moved here
             self._sched.limit_rate(item.host, rules.rate)
         return True
 
