@@ -76,6 +76,10 @@ class FetcherConfig:
       address checks (``deny_private``, networks in the host patterns): the
       proxy connects, not fanout. ``cookies=True`` keeps cookies, per origin
       (``--cookies``).
+    - ``robots=True`` obeys each host's robots.txt (``--robots``; see
+      :mod:`fanout.engine.robots`): a URL it disallows is a ``robots`` result,
+      never sent, and its ``Crawl-delay``/``Request-rate`` paces the host.
+      Off by default: fanout fetches the URLs it is given, as curl and wget do.
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -101,6 +105,7 @@ class FetcherConfig:
     proxy: str | None = field(default=None, repr=False)
     env_proxy: bool = True
     cookies: bool = False
+    robots: bool = False
 
     def __post_init__(self) -> None:
         from fanout.net.guard import HostGuard
@@ -114,7 +119,14 @@ class FetcherConfig:
                 raise ConfigError(
                     f"{name} must be a {default.__name__}, got {type(value).__name__}"
                 )
-        for name in ("keep_body", "tune_collector", "deny_private", "env_proxy", "cookies"):
+        for name in (
+            "keep_body",
+            "tune_collector",
+            "deny_private",
+            "env_proxy",
+            "cookies",
+            "robots",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.seed is not None and not isinstance(self.seed, int):
@@ -200,6 +212,7 @@ class FetcherOptions(TypedDict, total=False):
     proxy: str | None
     env_proxy: bool
     cookies: bool
+    robots: bool
 
 
 def resolve_config(

@@ -70,6 +70,10 @@ class ErrorKind(StrEnum):
     """Not sent: the host failed to connect (connect, DNS, TLS or connect
     deadline) too many times in a row (``host_errors``), so its other
     requests were skipped for a while."""
+    ROBOTS = "robots"
+    """Not sent: the host's robots.txt disallows the URL for the user agent's
+    product token, or could not be fetched (a 5xx, a 429, no answer), which
+    disallows the host for a while (``robots=True``, ``--robots``). Never retried."""
     WRITE = "write"
     """The body could not be saved under ``--out-dir`` (no space, permission, a
     refused symlink, a name the file system rejects); the run goes on."""

@@ -287,6 +287,12 @@ _HTTP_OPTIONS = [
         is_flag=True,
         help="Keep the cookies servers set, and send each back to its own origin only.",
     ),
+    click.option(
+        "--robots",
+        is_flag=True,
+        help="Obey each host's robots.txt: skip the URLs it disallows (a 'robots' record)"
+        " and pace the host by its Crawl-delay.",
+    ),
 ]
 
 
@@ -336,6 +342,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             proxy=options["proxy"],
             env_proxy=not options["no_env_proxy"],
             cookies=options["cookies"],
+            robots=options["robots"],
         )
         proxies_for(config)  # the environment's proxies: checked now, not once fetching
     except ConfigError as exc:

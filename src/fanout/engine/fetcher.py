@@ -53,6 +53,7 @@ from yarl import URL
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.engine.retry_after import parse_retry_after
+from fanout.engine.robots import DEADLINE, RobotsCache, Rules, fetch_rules, product_token
 from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
@@ -282,6 +283,25 @@ class _Channel:
                 self._waiter = None
 
 
+class _Robots:
+    """robots.txt for a Fetcher with ``robots=True``: the rules of the hosts
+    (bounded), the requests waiting for a host's robots.txt (each with True
+    when it is a redirect hop to that host, not yet moved there) and the
+    fetches under way, at most ``concurrency`` at once."""
+
+    __slots__ = ("cache", "fetches", "headers", "skip", "slots", "token", "waiting")
+
+    def __init__(self, token: str, headers: dict[str, str], concurrency: int) -> None:
+        self.token = token
+        self.cache = RobotsCache()
+        self.waiting: dict[HostKey, list[tuple[_Item, bool]]] = {}
+        self.fetches: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(concurrency)
+        # robots.txt is public: it is asked for without credentials
+        self.headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+        self.skip = tuple(k for k in headers if k.lower() in _CREDENTIALS)
+
+
 class _Run:
     """The state of one ``stream`` call: its read-ahead window and its results."""
 
@@ -451,6 +471,10 @@ class Fetcher:
         if not any(name.lower() == "user-agent" for name in given):  # a given one wins
             given = {"User-Agent": config.user_agent, **given}
         self._headers = given
+        self._robots: _Robots | None = None
+        if config.robots:
+            agent = next(v for k, v in given.items() if k.lower() == "user-agent")
+            self._robots = _Robots(product_token(agent), given, config.limits.concurrency)
         self._keep_body = config.keep_body
         self._tune_collector = config.tune_collector
         self._collector = contextlib.ExitStack()
@@ -541,6 +565,9 @@ class Fetcher:
                 self._cancel_outstanding(run)
             self._closing = True
             self._sched.close()
+            if self._robots is not None:
+                for fetch in list(self._robots.fetches):
+                    fetch.cancel()
             if self._timer is not None:
                 self._timer.cancel()
             for run in list(self._runs):
@@ -775,6 +802,8 @@ class Fetcher:
         if not request.send_credentials:  # sent as a hop that leaves them out
             item.hop = self._hop(request, request.method, request.body, _CREDENTIALS)
         run.outstanding[index] = item
+        if self._robots is not None and not self._robots_allow(item, key, False):
+            return False
         return sched.add(item)
 
     # -------------------------------------------------------------- dispatch
@@ -1103,7 +1132,108 @@ class Fetcher:
         total = self.timeouts.total
         item.left = 0.0 if total is None else max(item.due - self._clock(), 0.0)
         item.hops += 1
+        if self._robots is not None and not self._robots_allow(item, key, True):
+            return
         self._sched.move(item, key)
+
+    # ----------------------------------------------------------- robots.txt
+
+    def _robots_allow(self, item: _Item, key: HostKey, moving: bool) -> bool:
+        """With ``robots=True``: True when ``item`` may go to the host ``key`` now
+        (its robots.txt's pace applied to it; a redirect hop with a pace to
+        apply is moved there here, and False returned). Else it is refused with a
+        ``robots`` result, or waits, holding no slot, for the host's robots.txt,
+        fetched once however many wait for it. ``moving``: ``item`` is a redirect
+        hop to ``key``, still counted at its previous host; a new request is
+        counted at its host while it waits."""
+        robots = self._robots
+        assert robots is not None
+        rules = robots.cache.get(key, self._clock())
+        if rules is None:
+            if not moving:
+                item.host.pending += 1
+            waiting = robots.waiting.get(key)
+            if waiting is not None:
+                waiting.append((item, moving))
+                return False
+            robots.waiting[key] = [(item, moving)]
+            assert self._group is not None
+            fetch = self._group.create_task(self._fetch_robots(key), name="fanout-robots")
+            robots.fetches.add(fetch)
+            fetch.add_done_callback(robots.fetches.discard)
+            return False
+        refusal = rules.refusal(str(item.url))
+        if refusal is not None:
+            if not moving:
+                item.host.pending += 1
+            self._refuse(item, refusal)
+            return False
+        if rules.rate is not None:
+            if moving:
+                self._sched.move(item, key)
+                self._sched.limit_rate(item.host, rules.rate)
+                return False  # moved here
+            self._sched.limit_rate(item.host, rules.rate)
+        return True
+
+    async def _fetch_robots(self, key: HostKey) -> None:
+        """Fetch the robots.txt of ``key``, then send or refuse what waited for it."""
+        robots = self._robots
+        session = self._session
+        assert robots is not None
+        assert session is not None
+        total = self.timeouts.total
+        guard = self._guard
+        async with robots.slots:
+            rules = await fetch_rules(
+                session,
+                key,
+                robots.token,
+                self._clock,
+                deadline=DEADLINE if total is None else min(DEADLINE, total),
+                headers=robots.headers,
+                skip_headers=robots.skip,
+                check_host=None if guard is None else guard.check_host,
+                proxy_for=None if self._proxies is None else self._proxies.for_target,
+            )
+        robots.cache.put(key, rules)
+        if self._debug:
+            logger.debug("%s fetched (rate %s)", rules.source, rules.rate)
+        for item, moving in robots.waiting.pop(key, []):
+            try:
+                self._robots_ready(item, key, moving, rules)
+            except Exception as exc:  # the last-resort guard: one result, the run goes on
+                self._log_internal(exc)
+                self._internal_result(item, exc)
+        self._sched.pump()
+
+    def _robots_ready(self, item: _Item, key: HostKey, moving: bool, rules: Rules) -> None:
+        """The robots.txt ``item`` waited for is in: refuse it or send it."""
+        run = item.run
+        if run.closed:
+            self._retire(item)
+            return
+        refusal = rules.refusal(str(item.url))
+        if refusal is not None:
+            self._refuse(item, refusal)
+            return
+        if moving:
+            self._sched.move(item, key)
+        else:
+            item.host.pending -= 1
+        if rules.rate is not None:
+            self._sched.limit_rate(item.host, rules.rate)
+        if not moving and self._sched.add(item):
+            self._release(run)
+
+    def _refuse(self, item: _Item, reason: str) -> None:
+        """robots.txt disallows ``item``: it fails at once, nothing sent."""
+        result = Result(item.request, error=Failure(ErrorKind.ROBOTS, reason))
+        result.attempts = item.attempts
+        if item.attempts:
+            result.elapsed = time.perf_counter() - item.first_start
+        self._retire(item)
+        self._deliver(item.run, item.index, result)
 
     # -------------------------------------------------------------- results
 

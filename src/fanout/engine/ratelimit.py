@@ -41,6 +41,11 @@ class TokenBucket:
         self._tat = max(self._tat, now) + self._interval
 
     @property
+    def rate(self) -> float:
+        """Tokens per second."""
+        return 1.0 / self._interval
+
+    @property
     def full_at(self) -> float:
         """When the bucket is full again, if no token is taken meanwhile."""
         return self._tat

@@ -349,6 +349,14 @@ class Scheduler(Generic[T]):
         ``seconds`` (a later, longer cool-down wins)."""
         host.cool_until = max(host.cool_until, self.clock() + seconds)
 
+    @staticmethod
+    def limit_rate(host: Host[T], rate: float) -> None:
+        """Hold ``host`` to ``rate`` requests per second (its robots.txt's pace),
+        unless its own rate is already as strict."""
+        bucket = host.bucket
+        if bucket is None or bucket.rate > rate:
+            host.bucket = TokenBucket(rate, 1)
+
     def host_failed(self, host: Host[T], message: str) -> bool:
         """A connection failure to ``host``; at ``host_errors`` in a row (never
         when it is 0) it is marked down for ``down_for`` seconds. True when
