@@ -42,6 +42,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
 )
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -900,11 +901,15 @@ class Fetcher:
         host = item.host
         if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
-        delay = None
+        delay: float | None = None
         hop: tuple[URL, HostKey, Hop] | None = None
         try:
             if result.error is not None:
-                delay = self._retry_delay(item, result, sent)
+                retry = self._retry_delay(item, result, sent)
+                if isinstance(retry, Failure):  # asked to wait past retry_after_max
+                    result.error = retry
+                else:
+                    delay = retry
             elif result.status in REDIRECT_STATUSES and followed(result.headers, self.caps):
                 step = self._next_hop(item, result)
                 if isinstance(step, Failure):
@@ -933,19 +938,24 @@ class Fetcher:
         if host.ready:
             self._sched.make_runnable(host)
 
-    def _retry_delay(self, item: _Item, result: Result, sent: bool) -> float | None:
+    def _retry_delay(self, item: _Item, result: Result, sent: bool) -> float | Failure | None:
         """Seconds until the next try of a failed attempt, or None when it is final.
         ``sent`` is False when the request surely never reached the server. A
         redirect hop is tried again by itself (the hops before it are not sent
-        again), and only when its own method allows."""
+        again), and only when its own method allows. A retryable status whose
+        Retry-After asks for more than ``retry_after_max`` is final at once:
+        the failure returned names the header (retrying early would only be
+        refused again)."""
         error = result.error
         assert error is not None
         policy = self.retry
         status = result.status
         retry_after = None
+        too_long = False
         if status in _COOL_DOWN_STATUSES:
             retry_after = parse_retry_after(result.headers.get("Retry-After"), time.time())
             if retry_after is not None and policy.respect_retry_after:
+                too_long = retry_after > policy.retry_after_max
                 # The server asked the whole host to slow down (RFC 9110 §10.2.3,
                 # RFC 6585 §4): hold every request to it, not just this one.
                 cool = min(retry_after, policy.retry_after_max)
@@ -963,6 +973,8 @@ class Fetcher:
             retry_safe = hop.method in IDEMPOTENT_METHODS
         if error.kind is ErrorKind.HTTP_STATUS:
             retryable = status in policy.retry_statuses and retry_safe
+            if retryable and too_long:
+                return _too_long_to_wait(error, result.headers, policy.retry_after_max)
         elif error.kind in _RETRYABLE_KINDS:
             retryable = not sent or retry_safe
         elif error.kind is ErrorKind.PROXY:
@@ -1187,6 +1199,17 @@ class Fetcher:
         if tasks:
             await asyncio.wait(tasks)
         self._sched.pump()
+
+
+def _too_long_to_wait(error: Failure, headers: Mapping[str, str], limit: float) -> Failure:
+    """The failure of a response whose Retry-After asks for more than ``limit``
+    seconds: its own kind and message, and the header's value (cut short)."""
+    value = shown(headers.get("Retry-After", "").strip(), 40)
+    return Failure(
+        error.kind,
+        f"{error.message}; Retry-After: {value} exceeds retry_after_max ({limit:g} s)",
+        error.cause,
+    )
 
 
 def _log_attempt(
