@@ -40,6 +40,7 @@ CHANGED: dict[str, Any] = {
     "proxy": "http://127.0.0.1:9",
     "env_proxy": False,
     "cookies": True,
+    "server_hints": False,
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -63,6 +64,7 @@ CLI_ARGS: dict[str, list[str]] = {
     "proxy": ["--proxy", "http://127.0.0.1:9"],
     "env_proxy": ["--no-env-proxy"],
     "cookies": ["--cookies"],
+    "server_hints": ["--no-server-hints"],
 }  # fmt: skip
 # cacert and verify=False exclude each other, as a proxy and the guard's address
 # checks do: each run leaves one of each pair out.

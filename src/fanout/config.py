@@ -76,6 +76,11 @@ class FetcherConfig:
       address checks (``deny_private``, networks in the host patterns): the
       proxy connects, not fanout. ``cookies=True`` keeps cookies, per origin
       (``--cookies``).
+    - ``server_hints`` (on by default): a host whose server advertises its
+      quota (``RateLimit``/``RateLimit-Policy``, ``X-RateLimit-*``) is paced
+      by it: with none left, it waits for the reset (at most
+      ``retry.retry_after_max``) before its next request
+      (``--no-server-hints`` turns it off).
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -101,6 +106,7 @@ class FetcherConfig:
     proxy: str | None = field(default=None, repr=False)
     env_proxy: bool = True
     cookies: bool = False
+    server_hints: bool = True
 
     def __post_init__(self) -> None:
         from fanout.net.guard import HostGuard
@@ -114,7 +120,14 @@ class FetcherConfig:
                 raise ConfigError(
                     f"{name} must be a {default.__name__}, got {type(value).__name__}"
                 )
-        for name in ("keep_body", "tune_collector", "deny_private", "env_proxy", "cookies"):
+        for name in (
+            "keep_body",
+            "tune_collector",
+            "deny_private",
+            "env_proxy",
+            "cookies",
+            "server_hints",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.seed is not None and not isinstance(self.seed, int):
@@ -200,6 +213,7 @@ class FetcherOptions(TypedDict, total=False):
     proxy: str | None
     env_proxy: bool
     cookies: bool
+    server_hints: bool
 
 
 def resolve_config(

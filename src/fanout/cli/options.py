@@ -287,6 +287,12 @@ _HTTP_OPTIONS = [
         is_flag=True,
         help="Keep the cookies servers set, and send each back to its own origin only.",
     ),
+    click.option(
+        "--no-server-hints",
+        is_flag=True,
+        help="Ignore the quota servers advertise (RateLimit, X-RateLimit-*): by default a"
+        " host with none left waits for its reset.",
+    ),
 ]
 
 
@@ -336,6 +342,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             proxy=options["proxy"],
             env_proxy=not options["no_env_proxy"],
             cookies=options["cookies"],
+            server_hints=not options["no_server_hints"],
         )
         proxies_for(config)  # the environment's proxies: checked now, not once fetching
     except ConfigError as exc:

@@ -53,6 +53,7 @@ from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
+from fanout.engine.ratelimit_headers import has_rate_limit_headers, parse_rate_limit
 from fanout.engine.retry_after import parse_retry_after
 from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
@@ -430,6 +431,7 @@ class Fetcher:
         self.config: Final = config
         """The options in force (read-only)."""
         self._host_errors = config.host_errors
+        self._server_hints = config.server_hints
         self.limits = config.limits
         self.retry = config.retry
         self.timeouts = config.timeouts
@@ -901,6 +903,8 @@ class Fetcher:
         host = item.host
         if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
+        if self._server_hints and has_rate_limit_headers(result.headers):
+            self._note_quota(host, result.headers)
         delay: float | None = None
         hop: tuple[URL, HostKey, Hop] | None = None
         try:
@@ -937,6 +941,23 @@ class Fetcher:
             _log_attempt(item, result, end - start, delay, hop is not None)
         if host.ready:
             self._sched.make_runnable(host)
+
+    def _note_quota(self, host: Host[_Item], headers: Mapping[str, str]) -> None:
+        """The quota a response advertises paces its host (see
+        :meth:`Scheduler.server_quota`), its reset capped at ``retry_after_max``.
+        Without a reset there is no telling when to go on: ignored."""
+        hint = parse_rate_limit(headers, time.time())
+        if hint is None or hint.reset is None:
+            return
+        reset = min(hint.reset, self.retry.retry_after_max)
+        self._sched.server_quota(host, hint.remaining, reset, hint.limit)
+        if self._debug and hint.remaining <= host.active:
+            logger.debug(
+                "host %s:%s: the server says %d left, resets in %.2f s",
+                *host.key[1:],
+                hint.remaining,
+                reset,
+            )
 
     def _retry_delay(self, item: _Item, result: Result, sent: bool) -> float | Failure | None:
         """Seconds until the next try of a failed attempt, or None when it is final.
