@@ -18,7 +18,9 @@ from fanout import Fetcher, Limits, RetryPolicy
 
 QUOTA = 5
 WINDOW = 1.0  # seconds
-STYLES = ["draft", "separate", "x-epoch"]
+# Each run spans 3 windows (2 s): one style in make test-fast, the others in make test.
+STYLES = ["draft", pytest.param("separate", marks=pytest.mark.slow),
+          pytest.param("x-epoch", marks=pytest.mark.slow)]  # fmt: skip
 
 
 class QuotaServer:
@@ -102,6 +104,7 @@ async def test_an_advertised_quota_is_kept_after_the_first_window(style: str) ->
     assert sum(status == 200 for _, status in server.answers) == 3 * QUOTA
 
 
+@pytest.mark.slow
 async def test_without_server_hints_the_quota_is_overrun() -> None:
     """The same run with the hints ignored: the retries and the next requests
     come before the reset, and are refused (this is what the hints prevent)."""
