@@ -53,7 +53,7 @@ from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
-from fanout.engine.ratelimit_headers import has_rate_limit_headers, parse_rate_limit
+from fanout.engine.ratelimit_headers import TRIGGERS, parse_rate_limit
 from fanout.engine.retry_after import parse_retry_after
 from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
@@ -91,6 +91,7 @@ Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
 
 _RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 _COOL_DOWN_STATUSES = frozenset({429, 503})
+_RATELIMIT, _REMAINING, _X_REMAINING = TRIGGERS
 # Failures that say the host cannot be reached (with a connect deadline, which
 # is a TIMEOUT not sent): host_errors of them in a row mark it down.
 _DOWN_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TLS})
@@ -903,8 +904,10 @@ class Fetcher:
         host = item.host
         if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
-        if self._server_hints and has_rate_limit_headers(result.headers):
-            self._note_quota(host, result.headers)
+        if self._server_hints:
+            headers = result.headers  # inlined has_rate_limit_headers: this runs per response
+            if _RATELIMIT in headers or _REMAINING in headers or _X_REMAINING in headers:
+                self._note_quota(host, headers)
         delay: float | None = None
         hop: tuple[URL, HostKey, Hop] | None = None
         try:

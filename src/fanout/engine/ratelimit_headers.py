@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["EPOCH_THRESHOLD", "RateHint", "has_rate_limit_headers", "parse_rate_limit"]
+from multidict import istr
+
+__all__ = ["EPOCH_THRESHOLD", "TRIGGERS", "RateHint", "has_rate_limit_headers", "parse_rate_limit"]
 
 EPOCH_THRESHOLD: Final = 1e9
 """A reset value above this is a Unix timestamp; at or below it, seconds from now."""
@@ -36,8 +38,9 @@ MAX_FIELD: Final = 1024
 _MAX_ITEMS: Final = 16  # policies in one RateLimit field; more: the field is ignored
 _MAX_NUMBER: Final = 10**12  # a remaining quota or limit above this is taken as garbage
 
-# The header names that announce a hint: the engine parses only when one is there.
-TRIGGERS: Final = ("RateLimit", "RateLimit-Remaining", "X-RateLimit-Remaining")
+TRIGGERS: Final = (istr("RateLimit"), istr("RateLimit-Remaining"), istr("X-RateLimit-Remaining"))
+"""The header names that announce a hint: the engine parses only when one is
+there. As ``istr``, a response's headers find them without lowering them again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ class RateHint:
 
 def has_rate_limit_headers(headers: Mapping[str, str]) -> bool:
     """True when ``headers`` holds a header this module reads (a cheap test)."""
-    return any(name in headers for name in TRIGGERS)
+    first, second, third = TRIGGERS
+    return first in headers or second in headers or third in headers
 
 
 def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateHint | None:
