@@ -32,6 +32,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("memory.py", ["--sizes", "1000", "2000"], "fanout growth"),
         ("fairness.py", ["-n", "200", "--repeat", "1"], "ratio:"),
         ("fairness.py", ["-n", "200", "--repeat", "1", "--other", "slow"], "ratio:"),
+        ("quota.py", ["-n", "12", "--quota", "6"], "throughput / advertised"),
         (
             "manyhosts.py",
             ["-n", "400", "--hosts", "200", "--few", "8", "--repeat", "1"],

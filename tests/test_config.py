@@ -41,6 +41,7 @@ CHANGED: dict[str, Any] = {
     "env_proxy": False,
     "cookies": True,
     "robots": True,
+    "server_hints": False,
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -65,6 +66,7 @@ CLI_ARGS: dict[str, list[str]] = {
     "env_proxy": ["--no-env-proxy"],
     "cookies": ["--cookies"],
     "robots": ["--robots"],
+    "server_hints": ["--no-server-hints"],
 }  # fmt: skip
 # cacert and verify=False exclude each other, as a proxy and the guard's address
 # checks do: each run leaves one of each pair out.

@@ -311,11 +311,25 @@ async def test_garbage_retry_after_falls_back_to_backoff(server: DemoServer) -> 
     assert result.status == 429
 
 
-async def test_retry_after_is_capped(server: DemoServer) -> None:
-    retry = RetryPolicy(attempts=2, retry_after_max=0.05)
-    async with Fetcher(retry=retry) as fetcher:
-        (result,) = await fetcher.gather([f"{server.url}/retry-after/3600"])
-    assert result.attempts == 2  # did not wait an hour (the test timeout would fail it)
+async def test_a_retry_after_past_the_cap_fails_at_once(server: DemoServer) -> None:
+    """Retrying before the server's time would only be refused again: the
+    request fails at once, its reason naming the header; the host still cools
+    down (for the cap), so its next request waits."""
+    retry = RetryPolicy(attempts=3, backoff=0.001, retry_after_max=0.5)
+    async with Fetcher(retry=retry, limits=Limits(per_host=1)) as fetcher:
+        first, after = await fetcher.gather(
+            [f"{server.url}/retry-after/3600", f"{server.url}/retry-after/0"]
+        )
+    assert first.attempts == 1
+    assert first.status == 429
+    assert first.error is not None
+    assert first.error.kind is ErrorKind.HTTP_STATUS
+    assert first.error.message == (
+        "HTTP 429 Too Many Requests; Retry-After: 3600 exceeds retry_after_max (0.5 s)"
+    )
+    assert after.attempts == 3  # within the cap: retried as told
+    first_at, second_at = arrivals(server, server.url, "/retry-after/")[:2]
+    assert second_at - first_at >= 0.45  # the host's cool-down, capped, still held it
 
 
 @pytest.mark.slow

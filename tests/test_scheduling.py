@@ -277,6 +277,67 @@ def test_the_memory_forgets_a_cool_down_past_its_capacity() -> None:
     assert h.names() == ["a/1", "b/1", "a/2"]  # a's was forgotten, b's kept
 
 
+# ------------------------------------------------------ advertised quotas
+
+
+def test_a_host_with_no_quota_left_waits_for_the_reset_and_others_flow() -> None:
+    h = Harness(Limits(concurrency=10, per_host=10))
+    first = h.add("a/1")
+    h.end(first)
+    h.sched.server_quota(first.host, remaining=0, reset=2.0, limit=None)
+    items_named(h, "a/2", "b/1")
+    assert h.names() == ["a/1", "b/1"]
+    assert first.host.active == 0  # waiting holds no slot
+    h.advance(1.9)
+    assert h.names() == ["a/1", "b/1"]
+    h.advance(0.1)
+    assert h.started[-1] == ("a/2", 102.0)
+
+
+def test_the_budget_counts_the_requests_in_flight_and_refills_at_the_reset() -> None:
+    """3 left, 1 other in flight: 2 more start, then none until the reset,
+    when the quota (4, less the 3 in flight) lets 1 more start; the next ones
+    wait a whole window (the server's last delay) more."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    first, *in_flight = items_named(h, "a/1", "a/2")
+    h.end(first)
+    h.sched.server_quota(first.host, remaining=3, reset=1.0, limit=4)
+    in_flight += items_named(h, "a/3", "a/4", "a/5", "a/6", "a/7")[:2]
+    assert h.names() == ["a/1", "a/2", "a/3", "a/4"]
+    h.advance(1.0)
+    assert h.names()[4:] == ["a/5"]
+    for item in in_flight:
+        h.end(item)
+    h.advance(0.999)
+    assert h.names()[5:] == []
+    h.advance(0.001)
+    assert h.names()[5:] == ["a/6", "a/7"]
+
+
+def test_without_a_limit_the_quota_stops_holding_the_host_at_the_reset() -> None:
+    h = Harness(Limits(concurrency=10, per_host=10))
+    first = h.add("a/1")
+    h.end(first)
+    h.sched.server_quota(first.host, remaining=0, reset=1.0, limit=None)
+    items_named(h, "a/2", "a/3", "a/4")
+    h.advance(1.0)
+    assert h.names() == ["a/1", "a/2", "a/3", "a/4"]
+    assert first.host.hint is None
+
+
+def test_a_quota_with_none_left_outlives_its_host_state() -> None:
+    h = Harness()
+    item = h.add("a/1")
+    h.end(item)
+    h.sched.server_quota(item.host, remaining=0, reset=30.0, limit=5)
+    h.sched.retire(item)
+    assert h.sched.hosts_held() == 0
+    h.add("a/2")
+    assert h.names() == ["a/1"]
+    h.advance(30.0)
+    assert h.started[-1] == ("a/2", 130.0)
+
+
 # ------------------------------------------------------------- dead hosts
 
 

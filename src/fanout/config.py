@@ -80,6 +80,11 @@ class FetcherConfig:
       :mod:`fanout.engine.robots`): a URL it disallows is a ``robots`` result,
       never sent, and its ``Crawl-delay``/``Request-rate`` paces the host.
       Off by default: fanout fetches the URLs it is given, as curl and wget do.
+    - ``server_hints`` (on by default): a host whose server advertises its
+      quota (``RateLimit``/``RateLimit-Policy``, ``X-RateLimit-*``) is paced
+      by it: with none left, it waits for the reset (at most
+      ``retry.retry_after_max``) before its next request
+      (``--no-server-hints`` turns it off).
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -106,6 +111,7 @@ class FetcherConfig:
     env_proxy: bool = True
     cookies: bool = False
     robots: bool = False
+    server_hints: bool = True
 
     def __post_init__(self) -> None:
         from fanout.net.guard import HostGuard
@@ -126,6 +132,7 @@ class FetcherConfig:
             "env_proxy",
             "cookies",
             "robots",
+            "server_hints",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -213,6 +220,7 @@ class FetcherOptions(TypedDict, total=False):
     env_proxy: bool
     cookies: bool
     robots: bool
+    server_hints: bool
 
 
 def resolve_config(

@@ -293,6 +293,12 @@ _HTTP_OPTIONS = [
         help="Obey each host's robots.txt: skip the URLs it disallows (a 'robots' record)"
         " and pace the host by its Crawl-delay.",
     ),
+    click.option(
+        "--no-server-hints",
+        is_flag=True,
+        help="Ignore the quota servers advertise (RateLimit, X-RateLimit-*): by default a"
+        " host with none left waits for its reset.",
+    ),
 ]
 
 
@@ -343,6 +349,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             env_proxy=not options["no_env_proxy"],
             cookies=options["cookies"],
             robots=options["robots"],
+            server_hints=not options["no_server_hints"],
         )
         proxies_for(config)  # the environment's proxies: checked now, not once fetching
     except ConfigError as exc:

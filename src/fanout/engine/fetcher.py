@@ -42,6 +42,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
 )
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -52,6 +53,7 @@ from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
+from fanout.engine.ratelimit_headers import TRIGGERS, parse_rate_limit
 from fanout.engine.retry_after import parse_retry_after
 from fanout.engine.robots import DEADLINE, RobotsCache, Rules, fetch_rules, product_token
 from fanout.engine.scheduling import Host, Scheduler
@@ -90,6 +92,7 @@ Source = Iterable[RequestLike] | AsyncIterable[RequestLike]
 
 _RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 _COOL_DOWN_STATUSES = frozenset({429, 503})
+_RATELIMIT, _REMAINING, _X_REMAINING = TRIGGERS
 # Failures that say the host cannot be reached (with a connect deadline, which
 # is a TIMEOUT not sent): host_errors of them in a row mark it down.
 _DOWN_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TLS})
@@ -449,6 +452,7 @@ class Fetcher:
         self.config: Final = config
         """The options in force (read-only)."""
         self._host_errors = config.host_errors
+        self._server_hints = config.server_hints
         self.limits = config.limits
         self.retry = config.retry
         self.timeouts = config.timeouts
@@ -929,11 +933,19 @@ class Fetcher:
         host = item.host
         if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
-        delay = None
+        if self._server_hints:
+            headers = result.headers  # inlined has_rate_limit_headers: this runs per response
+            if _RATELIMIT in headers or _REMAINING in headers or _X_REMAINING in headers:
+                self._note_quota(host, headers)
+        delay: float | None = None
         hop: tuple[URL, HostKey, Hop] | None = None
         try:
             if result.error is not None:
-                delay = self._retry_delay(item, result, sent)
+                retry = self._retry_delay(item, result, sent)
+                if isinstance(retry, Failure):  # asked to wait past retry_after_max
+                    result.error = retry
+                else:
+                    delay = retry
             elif result.status in REDIRECT_STATUSES and followed(result.headers, self.caps):
                 step = self._next_hop(item, result)
                 if isinstance(step, Failure):
@@ -962,19 +974,41 @@ class Fetcher:
         if host.ready:
             self._sched.make_runnable(host)
 
-    def _retry_delay(self, item: _Item, result: Result, sent: bool) -> float | None:
+    def _note_quota(self, host: Host[_Item], headers: Mapping[str, str]) -> None:
+        """The quota a response advertises paces its host (see
+        :meth:`Scheduler.server_quota`), its reset capped at ``retry_after_max``.
+        Without a reset there is no telling when to go on: ignored."""
+        hint = parse_rate_limit(headers, time.time())
+        if hint is None or hint.reset is None:
+            return
+        reset = min(hint.reset, self.retry.retry_after_max)
+        self._sched.server_quota(host, hint.remaining, reset, hint.limit)
+        if self._debug and hint.remaining <= host.active:
+            logger.debug(
+                "host %s:%s: the server says %d left, resets in %.2f s",
+                *host.key[1:],
+                hint.remaining,
+                reset,
+            )
+
+    def _retry_delay(self, item: _Item, result: Result, sent: bool) -> float | Failure | None:
         """Seconds until the next try of a failed attempt, or None when it is final.
         ``sent`` is False when the request surely never reached the server. A
         redirect hop is tried again by itself (the hops before it are not sent
-        again), and only when its own method allows."""
+        again), and only when its own method allows. A retryable status whose
+        Retry-After asks for more than ``retry_after_max`` is final at once:
+        the failure returned names the header (retrying early would only be
+        refused again)."""
         error = result.error
         assert error is not None
         policy = self.retry
         status = result.status
         retry_after = None
+        too_long = False
         if status in _COOL_DOWN_STATUSES:
             retry_after = parse_retry_after(result.headers.get("Retry-After"), time.time())
             if retry_after is not None and policy.respect_retry_after:
+                too_long = retry_after > policy.retry_after_max
                 # The server asked the whole host to slow down (RFC 9110 §10.2.3,
                 # RFC 6585 §4): hold every request to it, not just this one.
                 cool = min(retry_after, policy.retry_after_max)
@@ -992,6 +1026,8 @@ class Fetcher:
             retry_safe = hop.method in IDEMPOTENT_METHODS
         if error.kind is ErrorKind.HTTP_STATUS:
             retryable = status in policy.retry_statuses and retry_safe
+            if retryable and too_long:
+                return _too_long_to_wait(error, result.headers, policy.retry_after_max)
         elif error.kind in _RETRYABLE_KINDS:
             retryable = not sent or retry_safe
         elif error.kind is ErrorKind.PROXY:
@@ -1317,6 +1353,17 @@ class Fetcher:
         if tasks:
             await asyncio.wait(tasks)
         self._sched.pump()
+
+
+def _too_long_to_wait(error: Failure, headers: Mapping[str, str], limit: float) -> Failure:
+    """The failure of a response whose Retry-After asks for more than ``limit``
+    seconds: its own kind and message, and the header's value (cut short)."""
+    value = shown(headers.get("Retry-After", "").strip(), 40)
+    return Failure(
+        error.kind,
+        f"{error.message}; Retry-After: {value} exceeds retry_after_max ({limit:g} s)",
+        error.cause,
+    )
 
 
 def _log_attempt(

@@ -62,6 +62,21 @@ class Job(Protocol):
 T = TypeVar("T", bound=Job)
 
 
+class _Quota:
+    """A host's quota as its server advertised it: ``budget`` requests may
+    still start before ``reset`` (on the scheduler's clock); then the budget
+    is ``limit`` again, until ``span`` seconds later (the last delay the
+    server gave), or, the limit unknown, the quota stops holding the host."""
+
+    __slots__ = ("budget", "limit", "reset", "span")
+
+    def __init__(self, budget: int, reset: float, span: float, limit: int | None) -> None:
+        self.budget = budget
+        self.reset = reset
+        self.span = span
+        self.limit = limit
+
+
 class Host(Generic[T]):
     """Per-host state: its ready queue, slots in use, rate bucket, cool-down,
     consecutive connection failures (the last one's message) and, when down,
@@ -76,6 +91,7 @@ class Host(Generic[T]):
         "expiring",
         "failure",
         "failures",
+        "hint",
         "key",
         "pending",
         "ready",
@@ -99,6 +115,7 @@ class Host(Generic[T]):
         self.down: str | None = None
         self.down_until = -math.inf
         self.route: Any = None  # the owner's, from ``route(key)``: the proxy its requests take
+        self.hint: _Quota | None = None  # the quota the server advertised, when it did
 
     def wait(self, now: float) -> float:
         """Seconds from ``now`` until the host's cool-down and rate allow a start."""
@@ -357,6 +374,35 @@ class Scheduler(Generic[T]):
         if bucket is None or bucket.rate > rate:
             host.bucket = TokenBucket(rate, 1)
 
+    def server_quota(self, host: Host[T], remaining: int, reset: float, limit: int | None) -> None:
+        """The server of ``host`` says ``remaining`` requests are left until its
+        quota resets in ``reset`` seconds, to ``limit`` (None: unknown). The
+        host starts no more than that, less its requests in flight (which the
+        server may not have counted yet); once none are left it waits for the
+        reset, holding no slot, as in a cool-down (kept like one when the
+        host's state is dropped)."""
+        now = self.clock()
+        budget = remaining - host.active
+        host.hint = _Quota(budget, now + reset, reset, limit or None)
+        if budget <= 0:
+            host.cool_until = max(host.cool_until, now + reset)
+
+    @staticmethod
+    def _quota_wait(host: Host[T], now: float) -> float:
+        """Seconds ``host`` waits for its advertised quota; 0 when it may start
+        one. Past the reset, the budget is the limit again."""
+        quota = host.hint
+        assert quota is not None
+        if now >= quota.reset:
+            if quota.limit is None:
+                host.hint = None
+                return 0.0
+            quota.budget = quota.limit - host.active  # those may count in the new window
+            quota.reset = now + quota.span
+        if quota.budget <= 0:
+            return quota.reset - now
+        return 0.0
+
     def host_failed(self, host: Host[T], message: str) -> bool:
         """A connection failure to ``host``; at ``host_errors`` in a row (never
         when it is 0) it is marked down for ``down_for`` seconds. True when
@@ -511,6 +557,14 @@ class Scheduler(Generic[T]):
                     host.sleeping = True
                     heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
                     continue
+            if host.hint is not None:
+                wait = self._quota_wait(host, now)
+                if wait > 0.0:
+                    runnable.popleft()
+                    host.runnable = False
+                    host.sleeping = True
+                    heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
+                    continue
             if bucket is not None:
                 global_wait = bucket.wait(now)
                 if global_wait > 0.0:
@@ -519,6 +573,8 @@ class Scheduler(Generic[T]):
                 bucket.take(now)
             if host.bucket is not None:
                 host.bucket.take(now)
+            if host.hint is not None:
+                host.hint.budget -= 1
             item = ready.popleft()
             if item.parked:
                 item.parked = False
