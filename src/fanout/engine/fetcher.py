@@ -53,6 +53,7 @@ from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
+from fanout.engine.hoststats import HostSnapshot
 from fanout.engine.ratelimit_headers import TRIGGERS, parse_rate_limit
 from fanout.engine.retry_after import parse_retry_after
 from fanout.engine.robots import DEADLINE, RobotsCache, Rules, fetch_rules, product_token
@@ -618,6 +619,25 @@ class Fetcher:
         most 10,000 hosts (and 10,000 more with only a failure count)."""
         return self._sched.hosts_held()
 
+    def host_stats(self, top: int = 10) -> list[HostSnapshot]:
+        """A snapshot of the ``top`` busiest hosts (requests in flight, then
+        recent requests per second, then requests done), one dict each:
+
+        - ``host``: ``host:port``; ``in_flight``: attempts being made now;
+        - ``requests``: attempts ended (retries and redirect hops included);
+        - ``requests_per_s``: attempts ended per second over the last 10 s;
+        - ``rate_limit``, ``rate_source``: the requests per second the host is
+          held to now (None: not held), and where that comes from: ``"user"``
+          (``limits.per_host_rate``), ``"robots"`` (its Crawl-delay or
+          Request-rate) or ``"server"`` (the quota its responses advertise);
+        - ``cool_down_s``: seconds until its cool-down (or spent quota) ends;
+        - ``throttled``: 429 responses; ``p50_ms``, ``p95_ms``: attempt
+          latency over its last 128 attempts.
+
+        Figures are kept for the 1,024 hosts most recently started, so memory
+        stays flat however many hosts a run has."""
+        return self._sched.snapshot(top, time.perf_counter())
+
     @property
     def parked(self) -> int:
         """Requests waiting (for a retry, a host's cool-down or a rate token)
@@ -931,6 +951,14 @@ class Fetcher:
         ``internal`` result: no response can end a run."""
         end = time.perf_counter()
         host = item.host
+        counters = host.counters
+        counters.requests += 1
+        if counters.requests == 1:
+            counters.first = start
+        if result.status == 429:
+            counters.throttled += 1
+        counters.ends.append(end)
+        counters.latencies.append(end - start)
         if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
         if self._server_hints:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
+from fanout.engine.hoststats import HostCounters, HostSnapshot, HostTable, quantile
 from fanout.engine.ratelimit import TokenBucket
 from fanout.policy import Limits
 from fanout.safetext import shown
@@ -86,6 +87,7 @@ class Host(Generic[T]):
         "active",
         "bucket",
         "cool_until",
+        "counters",
         "down",
         "down_until",
         "expiring",
@@ -94,6 +96,7 @@ class Host(Generic[T]):
         "hint",
         "key",
         "pending",
+        "rate_from",
         "ready",
         "route",
         "runnable",
@@ -116,6 +119,8 @@ class Host(Generic[T]):
         self.down_until = -math.inf
         self.route: Any = None  # the owner's, from ``route(key)``: the proxy its requests take
         self.hint: _Quota | None = None  # the quota the server advertised, when it did
+        self.rate_from = "user" if rate is not None else None  # where the bucket's rate came from
+        self.counters = HostCounters()  # the scheduler gives it the one its table keeps
 
     def wait(self, now: float) -> float:
         """Seconds from ``now`` until the host's cool-down and rate allow a start."""
@@ -176,6 +181,7 @@ class Scheduler(Generic[T]):
         "clock",
         "closed",
         "concurrency",
+        "counters",
         "hosts",
         "park_budget",
         "parked",
@@ -231,6 +237,8 @@ class Scheduler(Generic[T]):
         self.parked = 0
         self.park_budget = limits.effective_parked
         self.closed = False
+        # Figures for a live view, per host key, outliving the host's state.
+        self.counters = HostTable()
 
     # ----------------------------------------------------------------- hosts
 
@@ -259,6 +267,7 @@ class Scheduler(Generic[T]):
         now = self.clock()
         self._sweep(now)
         host = self.hosts[key] = Host(key, self._per_host_rate, self._burst)
+        host.counters = self.counters.get(key)
         if self._route is not None:
             host.route = self._route(key)
         kept = self._memory.take(key, now)
@@ -373,6 +382,7 @@ class Scheduler(Generic[T]):
         bucket = host.bucket
         if bucket is None or bucket.rate > rate:
             host.bucket = TokenBucket(rate, 1)
+            host.rate_from = "robots"
 
     def server_quota(self, host: Host[T], remaining: int, reset: float, limit: int | None) -> None:
         """The server of ``host`` says ``remaining`` requests are left until its
@@ -402,6 +412,62 @@ class Scheduler(Generic[T]):
         if quota.budget <= 0:
             return quota.reset - now
         return 0.0
+
+    def snapshot(self, top: int, now: float) -> list[HostSnapshot]:
+        """The figures of the ``top`` busiest hosts counted (in flight, then
+        recent rate, then requests done, most first); ``now`` is on the clock
+        of :class:`HostCounters` (``time.perf_counter``), cool-downs on
+        :attr:`clock`."""
+        if top <= 0:
+            return []
+        clock = self.clock()
+        rows: list[tuple[int, float, int, HostKey, HostCounters]] = []
+        for key, counters in self.counters.entries.items():
+            host = self.hosts.get(key)
+            active = 0 if host is None else host.active
+            rows.append((active, counters.rate(now), counters.requests, key, counters))
+        rows.sort(key=lambda row: row[:3], reverse=True)
+        shots: list[HostSnapshot] = []
+        for active, rate, requests, key, counters in rows[:top]:
+            host = self.hosts.get(key)
+            limit, source, cool = self._limit(host, clock)
+            latencies = sorted(counters.latencies)
+            p50, p95 = quantile(latencies, 0.5), quantile(latencies, 0.95)
+            shots.append(
+                {
+                    "host": shown_host(key),
+                    "in_flight": active,
+                    "requests": requests,
+                    "requests_per_s": round(rate, 2),
+                    "rate_limit": limit,
+                    "rate_source": source,
+                    "cool_down_s": round(cool, 3),
+                    "throttled": counters.throttled,
+                    "p50_ms": None if p50 is None else round(p50 * 1000, 1),
+                    "p95_ms": None if p95 is None else round(p95 * 1000, 1),
+                }
+            )
+        return shots
+
+    def _limit(self, host: Host[T] | None, now: float) -> tuple[float | None, str | None, float]:
+        """The rate ``host`` is held to (requests per second) and where it came
+        from, and the seconds until its cool-down (or quota wait) ends. A
+        host whose state was dropped is held to nothing but what outlives it."""
+        if host is None:
+            return self._per_host_rate, "user" if self._per_host_rate else None, 0.0
+        cool = max(host.cool_until - now, 0.0)
+        quota = host.hint
+        if quota is not None:
+            if quota.budget <= 0:
+                cool = max(cool, quota.reset - now)
+            if quota.limit is not None and quota.span > 0:
+                rate = quota.limit / quota.span
+                bucket = host.bucket
+                if bucket is None or rate < bucket.rate:
+                    return round(rate, 3), "server", cool
+        if host.bucket is None:
+            return None, None, cool
+        return round(host.bucket.rate, 3), host.rate_from, cool
 
     def host_failed(self, host: Host[T], message: str) -> bool:
         """A connection failure to ``host``; at ``host_errors`` in a row (never

@@ -487,6 +487,7 @@ async def _fetch(
                         stopped = True
                         break
             state.stats.dns = fetcher.dns_stats
+            state.stats.hosts = fetcher.host_stats()
     finally:
         await state.finish(stopped=stopped)
     return stopped

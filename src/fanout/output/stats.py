@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from fanout.engine.hoststats import HostSnapshot
 from fanout.models import Result
 
 __all__ = ["LatencyHistogram", "RunStats", "Summary", "format_summary"]
@@ -73,6 +74,7 @@ class Summary:
     latency_ms: dict[str, float | None]
     already_done: int = 0
     dns: dict[str, int] | None = None
+    hosts: list[HostSnapshot] | None = None
 
     @property
     def rate(self) -> float:
@@ -95,6 +97,7 @@ class Summary:
             "by_error": self.by_error,
             "latency_ms": self.latency_ms,
             **({} if self.dns is None else {"dns": self.dns}),
+            **({} if self.hosts is None else {"hosts": self.hosts}),
         }
 
 
@@ -114,6 +117,7 @@ class RunStats:
     by_error: Counter[str] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     dns: dict[str, int] | None = None  # the resolver's counters, at the end of a run
+    hosts: list[HostSnapshot] | None = None  # the busiest hosts' figures, at the end of a run
 
     def add(self, result: Result) -> None:
         """Count one result."""
@@ -162,6 +166,7 @@ class RunStats:
             latency_ms=latency,
             already_done=self.already_done,
             dns=self.dns,
+            hosts=self.hosts,
         )
 
 

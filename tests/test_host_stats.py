@@ -1,0 +1,174 @@
+"""The per-host snapshot (``Fetcher.host_stats``): loopback sites that count
+what they answer, checked against the snapshot taken while one host still
+holds requests and after the run. The rate and quantile arithmetic and the
+table's bound are tested without a network."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from fanout import Fetcher, Limits, RetryPolicy
+from fanout.engine.hoststats import RATE_WINDOW, SAMPLES, HostCounters, HostTable, quantile
+
+
+class Site:
+    """A loopback site: /robots.txt answers ``robots`` (404 when empty); other
+    paths answer 200, or 429 every ``shed``-th request, with ``headers``; with
+    ``hold``, they wait for :attr:`release`. Counts its answers by status."""
+
+    def __init__(
+        self,
+        *,
+        robots: str = "",
+        shed: int = 0,
+        hold: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.robots = robots
+        self.shed = shed
+        self.hold = hold
+        self.headers = headers or {}
+        self.answers: Counter[int] = Counter()
+        self.arrived = 0
+        self.all_arrived = asyncio.Event()
+        self.expect = 0
+        self.release = asyncio.Event()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path == "/robots.txt":
+            if self.robots:
+                return web.Response(text=self.robots)
+            return web.Response(status=404)
+        self.arrived += 1
+        if self.arrived == self.expect:
+            self.all_arrived.set()
+        if self.hold:
+            await self.release.wait()
+        status = 429 if self.shed and self.arrived % self.shed == 0 else 200
+        self.answers[status] += 1
+        return web.Response(status=status, headers=self.headers)
+
+    def host(self) -> str:
+        return self.url.removeprefix("http://")
+
+
+@contextlib.asynccontextmanager
+async def site(**options: object) -> AsyncIterator[Site]:
+    state = Site(**options)  # type: ignore[arg-type]
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", state.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    state.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield state
+    finally:
+        state.release.set()
+        await server.close()
+
+
+HELD = 3  # requests the held site keeps in flight
+QUOTA = {"RateLimit-Limit": "50", "RateLimit-Remaining": "1000", "RateLimit-Reset": "10"}
+
+
+async def test_the_snapshot_matches_what_the_sites_counted() -> None:
+    """Four hosts: one holding its requests, one shedding every third with a
+    429, one advertising a quota of 50 per 10 s, one with a Crawl-delay.
+    Taken while the first still holds its requests, the snapshot shows them in
+    flight, each other host's requests and 429s as its server counted them,
+    and each rate limit with its source."""
+    async with (
+        site(hold=True) as held,
+        site(shed=3) as shedding,
+        site(headers=QUOTA) as hinting,
+        site(robots="User-agent: *\nCrawl-delay: 0.01\n") as polite,
+    ):
+        held.expect = HELD
+        urls = [f"{held.url}/{i}" for i in range(HELD)]
+        urls += [f"{s.url}/{i}" for s in (shedding, hinting, polite) for i in range(6)]
+        config = {
+            "limits": Limits(concurrency=16, per_host=8, per_host_rate=1000.0),
+            "retry": RetryPolicy(attempts=1),
+            "robots": True,
+        }
+        async with Fetcher(**config) as fetcher:  # type: ignore[arg-type]
+            stream = fetcher.stream(urls)
+            async with contextlib.aclosing(stream):
+                got = 0
+                async for _ in stream:
+                    got += 1
+                    if got == len(urls) - HELD:
+                        break
+                await held.all_arrived.wait()
+                live = {row["host"]: row for row in fetcher.host_stats()}
+                held.release.set()
+            after = {row["host"]: row for row in fetcher.host_stats(top=2)}
+            assert fetcher.host_stats(top=0) == []
+
+    assert live[held.host()]["in_flight"] == HELD
+    assert live[held.host()]["requests"] == 0
+    assert live[held.host()]["p50_ms"] is None
+    for server in (shedding, hinting, polite):
+        row = live[server.host()]
+        assert row["in_flight"] == 0
+        assert row["requests"] == sum(server.answers.values()) == 6
+        assert row["throttled"] == server.answers[429]
+        assert row["requests_per_s"] > 0
+        assert row["p50_ms"] is not None
+        assert row["p95_ms"] is not None
+        assert row["p95_ms"] >= row["p50_ms"]
+    assert live[shedding.host()]["throttled"] == 2
+    assert live[shedding.host()]["rate_source"] == "user"
+    assert live[shedding.host()]["rate_limit"] == 1000.0
+    assert live[hinting.host()]["rate_source"] == "server"
+    assert live[hinting.host()]["rate_limit"] == 5.0
+    assert live[polite.host()]["rate_source"] == "robots"
+    assert live[polite.host()]["rate_limit"] == 100.0
+    # the busiest first: the held host, in flight, then by recent rate
+    assert next(iter(live)) == held.host()
+    assert len(after) == 2
+
+
+def test_recent_rate_over_the_window_or_since_the_first() -> None:
+    counters = HostCounters()
+    assert counters.rate(100.0) == 0.0
+    counters.first = 99.0
+    for end in (99.5, 99.75, 100.0):
+        counters.ends.append(end)
+    assert counters.rate(100.0) == pytest.approx(3.0)  # 3 in the 1 s since the first
+    counters.first = 0.0
+    assert counters.rate(100.0) == pytest.approx(3 / RATE_WINDOW)
+    assert counters.rate(100.0 + RATE_WINDOW) == 0.0  # all older than the window
+    for i in range(SAMPLES):
+        counters.ends.append(200.0 + i / 100)
+    last = 200.0 + (SAMPLES - 1) / 100
+    # more samples in the window than kept: measured over those kept
+    assert counters.rate(last) == pytest.approx(SAMPLES / (last - 200.0))
+
+
+def test_quantiles_by_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert quantile(values, 0.5) == 50.0
+    assert quantile(values, 0.95) == 95.0
+    assert quantile([7.0], 0.95) == 7.0
+    assert quantile([], 0.5) is None
+
+
+async def test_the_table_stays_bounded_over_many_hosts() -> None:
+    """Counters are kept for the most recent hosts only: memory is flat in the
+    number of hosts."""
+    table = HostTable(capacity=3)
+    for port in range(10):
+        table.get(("http", "127.0.0.1", port)).requests += 1
+    assert len(table) == 3
+    assert list(table.entries) == [("http", "127.0.0.1", port) for port in (7, 8, 9)]
+    async with Fetcher() as fetcher:
+        assert fetcher.host_stats() == []
