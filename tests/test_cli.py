@@ -175,6 +175,15 @@ def test_stats_json_and_summary(server_thread: str, tmp_path: Path) -> None:
     assert summary["by_status"] == {"200": 5, "404": 1}
     assert summary["by_error"] == {"http_status": 1}
     assert summary["latency_ms"]["p50"] is not None
+    # one host, by host key: six requests sent (the duplicate is not), none in flight
+    [host] = summary["hosts"]
+    assert host["host"] == server_thread.removeprefix("http://")
+    assert host["requests"] == 6
+    assert host["in_flight"] == 0
+    assert host["throttled"] == 0
+    assert host["rate_limit"] is None
+    assert host["rate_source"] is None
+    assert host["p95_ms"] >= host["p50_ms"] > 0
     text = done.stderr.decode()
     assert "5 ok" in text
     assert "1 failed" in text
