@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from rich.console import Console
 
 from fanout import Fetcher, Limits, RetryPolicy
+from fanout.cli.progress import HOST_ROWS, LiveProgress
 from fanout.engine.hoststats import RATE_WINDOW, SAMPLES, HostCounters, HostTable, quantile
+from fanout.output.stats import RunStats
 
 
 class Site:
@@ -172,3 +176,34 @@ async def test_the_table_stays_bounded_over_many_hosts() -> None:
     assert list(table.entries) == [("http", "127.0.0.1", port) for port in (7, 8, 9)]
     async with Fetcher() as fetcher:
         assert fetcher.host_stats() == []
+
+
+async def test_the_progress_bar_shows_the_busiest_hosts() -> None:
+    """Six hosts, one shedding every third request with a 429: the bar has the
+    table of the five busiest under it, the shedding host first with the
+    requests and 429s its server counted."""
+    console = Console(file=io.StringIO(), width=120, color_system=None)
+    live = LiveProgress(RunStats(), 10, console=console)
+    async with contextlib.AsyncExitStack() as stack:
+        shedding = await stack.enter_async_context(site(shed=3))
+        quiet = [await stack.enter_async_context(site()) for _ in range(5)]
+        urls = [f"{shedding.url}/{i}" for i in range(12)]
+        urls += [f"{s.url}/{i}" for s in quiet for i in range(2)]
+        limits = Limits(concurrency=16, per_host=8, per_host_rate=1000.0)
+        async with Fetcher(limits=limits, retry=RetryPolicy(attempts=1)) as fetcher:
+            live.attach(fetcher)
+            await fetcher.gather(urls)
+            live.refresh()
+    assert len(live.hosts) == HOST_ROWS
+    console.print(live._progress.get_renderable())
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["host", "in", "flight"])
+    rows = [line.split() for line in lines[header + 1 :] if line.strip()]
+    assert len(rows) == HOST_ROWS
+    assert {row[0] for row in rows} <= {s.host() for s in (shedding, *quiet)}
+    first = rows[0]
+    assert first[0] == shedding.host()
+    assert first[1] == "0"  # in flight
+    assert first[3:5] == ["1000/s", "user"]
+    assert first[5] == "-"  # no cool-down
+    assert int(first[6]) == shedding.answers[429] == 4

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
+from typing import Final
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,12 +18,54 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 from fanout.engine import Fetcher
+from fanout.engine.hoststats import HostSnapshot
 from fanout.output.stats import RunStats
 
-__all__ = ["LiveProgress"]
+__all__ = ["HOST_ROWS", "LiveProgress", "hosts_table"]
+
+HOST_ROWS: Final = 5
+"""Hosts shown under the bar, the busiest first."""
+
+_SNAPSHOT_EVERY: Final = 0.5  # seconds between two host snapshots
+
+
+def hosts_table(rows: Iterable[HostSnapshot]) -> Table | None:
+    """The busiest hosts as a small table, or None when there are none."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("host", "in flight", "req/s", "limit", "cool-down", "429s", "p50/p95 ms"):
+        table.add_column(name, justify="left" if name == "host" else "right")
+    for row in rows:
+        limit = row["rate_limit"]
+        cool = row["cool_down_s"]
+        p50, p95 = row["p50_ms"], row["p95_ms"]
+        table.add_row(
+            row["host"],
+            str(row["in_flight"]),
+            f"{row['requests_per_s']:,.1f}",
+            "-" if limit is None else f"{limit:g}/s {row['rate_source']}",
+            f"{cool:.1f}s" if cool > 0 else "-",
+            str(row["throttled"]),
+            "-" if p50 is None or p95 is None else f"{p50:,.0f}/{p95:,.0f}",
+        )
+    return table if table.row_count else None
+
+
+class _HostsProgress(Progress):
+    """The bar, with the busiest hosts' table under it."""
+
+    def __init__(self, live: LiveProgress, *columns: ProgressColumn, **options: object) -> None:
+        self._live = live  # before the base class draws a first time
+        super().__init__(*columns, **options)  # type: ignore[arg-type]
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        table = hosts_table(self._live.hosts)
+        if table is not None:
+            yield table
 
 
 class _CountersColumn(ProgressColumn):
@@ -51,7 +95,12 @@ class LiveProgress:
         console = console or Console(stderr=True)
         self.stats = stats
         self.fetcher: Fetcher | None = None
-        self._progress = Progress(
+        # Taken on the event loop (in refresh): rich draws from a thread of its
+        # own, which must not walk the fetcher's state while the loop changes it.
+        self.hosts: list[HostSnapshot] = []
+        self._snapshot_at = -float("inf")
+        self._progress = _HostsProgress(
+            self,
             TextColumn("[bold]fetch"),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
@@ -70,8 +119,16 @@ class LiveProgress:
         self.fetcher = fetcher
 
     def refresh(self) -> None:
-        """Move the bar to the current count (cheap; rich redraws on its own clock)."""
+        """Move the bar to the current count, and take the busiest hosts'
+        figures at most every half second (cheap; rich redraws on its own
+        clock)."""
         self._progress.update(self._task, completed=self.stats.done)
+        fetcher = self.fetcher
+        if fetcher is not None:
+            now = time.monotonic()
+            if now - self._snapshot_at >= _SNAPSHOT_EVERY:
+                self._snapshot_at = now
+                self.hosts = fetcher.host_stats(HOST_ROWS)
 
     def set_total(self, total: int) -> None:
         """Set the total once it is known."""
