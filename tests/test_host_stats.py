@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -19,6 +23,7 @@ from rich.console import Console
 from fanout import Fetcher, Limits, RetryPolicy
 from fanout.cli.progress import HOST_ROWS, LiveProgress
 from fanout.engine.hoststats import RATE_WINDOW, SAMPLES, HostCounters, HostTable, quantile
+from fanout.journal import Journal, State
 from fanout.output.stats import RunStats
 
 
@@ -207,3 +212,57 @@ async def test_the_progress_bar_shows_the_busiest_hosts() -> None:
     assert first[3:5] == ["1000/s", "user"]
     assert first[5] == "-"  # no cool-down
     assert int(first[6]) == shedding.answers[429] == 4
+
+
+def _journal(path: Path) -> None:
+    with Journal.open(path, key_scheme="url") as journal:
+        run = journal.begin_run()
+        keys = [f"http://127.0.0.1:8001/{i}" for i in range(5)]
+        keys += [f"https://[::1]/{i}" for i in range(3)] + ["http://127.0.0.2:9/x"]
+        journal.classify([(key, line) for line, key in enumerate(keys, 1)], run)
+        states = {0: State.DONE, 1: State.DONE, 2: State.FAILED, 5: State.DONE}
+        journal.record(
+            [
+                (keys[i], state, "timeout" if state is State.FAILED else None, b"{}\n")
+                for i, state in states.items()
+            ],
+            None,
+        )
+
+
+def test_status_shows_keys_by_host(tmp_path: Path) -> None:
+    path = tmp_path / "run.db"
+    _journal(path)
+    with Journal.open(path, key_scheme="", create=False) as journal:
+        hosts, read = journal.host_counts(top=2)
+        assert read == 9
+        assert [h.as_dict() for h in hosts] == [
+            {"host": "127.0.0.1:8001", "done": 2, "failed": 1, "pending": 2},
+            {"host": "[::1]:443", "done": 1, "failed": 0, "pending": 2},
+        ]
+        # a sample: the first keys taken
+        hosts, read = journal.host_counts(sample=4)
+        assert read == 4
+        assert [(h.host, h.done + h.failed + h.pending) for h in hosts] == [("127.0.0.1:8001", 4)]
+    done = subprocess.run(
+        [sys.executable, "-m", "fanout", "status", "--journal", str(path)],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.decode().splitlines()
+    at = lines.index("  by host  (the 3 with most keys, over every key)")
+    assert [line.split() for line in lines[at + 2 : at + 5]] == [
+        ["127.0.0.1:8001", "2", "1", "2"],
+        ["[::1]:443", "1", "0", "2"],
+        ["127.0.0.2:9", "0", "0", "1"],
+    ]
+    as_json = subprocess.run(
+        [sys.executable, "-m", "fanout", "status", "--journal", str(path), "--json"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    data = json.loads(as_json.stdout)
+    assert data["hosts_sampled"] == 9
+    assert data["hosts"][2] == {"host": "127.0.0.2:9", "done": 0, "failed": 0, "pending": 1}

@@ -22,6 +22,7 @@ from fanout.jobs.fetch import FetchJob, JobOutcome, count_inputs, run_fetch_job
 from fanout.output.stats import RunStats, format_summary
 from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import interrupting_signal, run
+from fanout.safetext import shown
 
 if TYPE_CHECKING:
     from fanout.cli.progress import LiveProgress
@@ -357,6 +358,7 @@ def run_status(path: Path, *, as_json: bool, check: bool = False) -> None:
     with Journal.open(path, key_scheme="", create=False) as journal:
         problems = journal.check() if check else []
         counts = None if problems else journal.counts()
+        hosts, sampled = ([], 0) if problems else journal.host_counts()
     if counts is None:
         _print_problems(path, problems, as_json=as_json)
         raise JournalError(
@@ -365,6 +367,8 @@ def run_status(path: Path, *, as_json: bool, check: bool = False) -> None:
         )
     if as_json:
         data = counts.as_dict()
+        data["hosts"] = [host.as_dict() for host in hosts]
+        data["hosts_sampled"] = sampled
         if check:
             data["integrity"] = {"ok": True, "problems": []}
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
@@ -381,6 +385,16 @@ def run_status(path: Path, *, as_json: bool, check: bool = False) -> None:
         " or not yet written when it stopped, or held by a run still going; the next run"
         " fetches them)"
     )
+    if hosts:
+        total = counts.done + failed + counts.pending
+        over = "every key" if sampled == total else f"the first {sampled:,} keys"
+        click.echo(f"  by host  (the {len(hosts)} with most keys, over {over})")
+        click.echo(f"    {'host':<30} {'done':>10} {'failed':>10} {'pending':>10}")
+        for host in hosts:
+            click.echo(
+                f"    {shown(host.host, 60):<30} {host.done:>10,} {host.failed:>10,}"
+                f" {host.pending:>10,}"
+            )
     if check:
         click.echo("  check    ok (SQLite's integrity check)")
     if counts.plain_keys:

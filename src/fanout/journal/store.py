@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, Final, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from fanout.errors import JournalError
 from fanout.inputs.sources import Rejected
@@ -79,6 +80,43 @@ class JournalCounts:
             "output": self.output,
             "output_bytes": self.output_bytes,
         }
+
+
+HOST_SAMPLE: Final = 100_000
+"""Keys read by :meth:`Journal.host_counts`."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostCount:
+    """Keys of one host in a journal, by state."""
+
+    host: str
+    done: int
+    failed: int
+    pending: int
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data."""
+        return {
+            "host": self.host,
+            "done": self.done,
+            "failed": self.failed,
+            "pending": self.pending,
+        }
+
+
+def _key_host(key: str) -> str | None:
+    """``host:port`` of a stored key that is an http(s) URL, else None."""
+    try:
+        parts = urlsplit(key)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if host is None or parts.scheme not in ("http", "https"):
+        return None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _translated(
@@ -393,6 +431,29 @@ class Journal:
             output=self.output(),
             output_bytes=self.output_offset(),
         )
+
+    @_translated
+    def host_counts(self, top: int = 10, sample: int = HOST_SAMPLE) -> tuple[list[HostCount], int]:
+        """Keys done, failed and pending by host (``host:port``), the ``top``
+        hosts with most keys, over the first ``sample`` keys (by when they
+        were first taken: a scan of the whole table over millions of keys
+        would take seconds); and how many keys were read. Keys that are
+        not http(s) URLs (given in JSONL input) are left out."""
+        counts: dict[str, list[int]] = {}
+        read = 0
+        for key, state in self._db.execute(
+            "SELECT key, state FROM entries ORDER BY id LIMIT ?", (sample,)
+        ):
+            read += 1
+            host = _key_host(key)
+            if host is None:
+                continue
+            row = counts.get(host)
+            if row is None:
+                row = counts[host] = [0, 0, 0]
+            row[0 if state == State.DONE else 1 if state == State.FAILED else 2] += 1
+        busiest = sorted(counts.items(), key=lambda item: (-sum(item[1]), item[0]))[:top]
+        return [HostCount(host, *row) for host, row in busiest], read
 
     @_translated
     def output(self) -> str | None:
