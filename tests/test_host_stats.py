@@ -266,3 +266,27 @@ def test_status_shows_keys_by_host(tmp_path: Path) -> None:
     data = json.loads(as_json.stdout)
     assert data["hosts_sampled"] == 9
     assert data["hosts"][2] == {"host": "127.0.0.2:9", "done": 0, "failed": 0, "pending": 1}
+
+
+async def test_the_eta_is_at_least_what_a_rate_limited_host_needs() -> None:
+    """One host held to 1 request per second with ten requests: after the
+    first result, nine are left there, so at least nine seconds, whatever the
+    overall rate says; the bar's ETA shows it."""
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    stats = RunStats()
+    live = LiveProgress(stats, 10, console=console)
+    limits = Limits(per_host_rate=1.0, burst=1)
+    async with site() as slow, Fetcher(limits=limits) as fetcher:
+        assert fetcher.least_time_left == 0.0
+        live.attach(fetcher)
+        stream = fetcher.stream([f"{slow.url}/{i}" for i in range(10)])
+        async with contextlib.aclosing(stream):
+            async for result in stream:
+                stats.add(result)
+                live.refresh()
+                least = fetcher.least_time_left
+                break
+    assert least == 9.0
+    assert live.least_left == 9.0
+    console.print(live._progress.get_renderable())
+    assert "eta 0:00:09" in console.file.getvalue()  # type: ignore[attr-defined]

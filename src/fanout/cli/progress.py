@@ -54,6 +54,24 @@ def hosts_table(rows: Iterable[HostSnapshot]) -> Table | None:
     return table if table.row_count else None
 
 
+class _TimeLeftColumn(TimeRemainingColumn):
+    """rich's estimate (the remaining count over the recent overall rate),
+    raised to what the hosts held to a rate need at least for the requests
+    already read (:attr:`Fetcher.least_time_left`)."""
+
+    def __init__(self, live: LiveProgress) -> None:
+        super().__init__()
+        self._live = live
+
+    def render(self, task: Task) -> Text:
+        least = self._live.least_left
+        if least > 0 and not task.finished and (task.time_remaining or 0.0) < least:
+            minutes, seconds = divmod(round(least), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+        return super().render(task)
+
+
 class _HostsProgress(Progress):
     """The bar, with the busiest hosts' table under it."""
 
@@ -98,6 +116,7 @@ class LiveProgress:
         # Taken on the event loop (in refresh): rich draws from a thread of its
         # own, which must not walk the fetcher's state while the loop changes it.
         self.hosts: list[HostSnapshot] = []
+        self.least_left = 0.0  # seconds the rate-limited hosts need at least
         self._snapshot_at = -float("inf")
         self._progress = _HostsProgress(
             self,
@@ -107,7 +126,7 @@ class LiveProgress:
             _CountersColumn(self),
             TimeElapsedColumn(),
             TextColumn("eta"),
-            TimeRemainingColumn(),
+            _TimeLeftColumn(self),
             console=console,
             refresh_per_second=8,
             transient=False,
@@ -129,6 +148,7 @@ class LiveProgress:
             if now - self._snapshot_at >= _SNAPSHOT_EVERY:
                 self._snapshot_at = now
                 self.hosts = fetcher.host_stats(HOST_ROWS)
+                self.least_left = fetcher.least_time_left
 
     def set_total(self, total: int) -> None:
         """Set the total once it is known."""

@@ -639,6 +639,14 @@ class Fetcher:
         return self._sched.snapshot(top, time.perf_counter())
 
     @property
+    def least_time_left(self) -> float:
+        """Seconds the requests read so far need at least, by their hosts' rate
+        limits: for each host held to a rate, its requests not yet done over
+        that rate; the largest (0.0 when no host is held to a rate). Requests
+        not yet read from the source are not counted."""
+        return self._sched.least_time_left()
+
+    @property
     def parked(self) -> int:
         """Requests waiting (for a retry, a host's cool-down or a rate token)
         without a place in the read-ahead window: at most ``limits.parked``."""

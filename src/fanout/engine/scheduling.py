@@ -449,6 +449,19 @@ class Scheduler(Generic[T]):
             )
         return shots
 
+    def least_time_left(self) -> float:
+        """Seconds the requests of the hosts held need at least, by their hosts'
+        rate limits: the largest of requests not yet done over the rate, among
+        hosts held to a rate (0.0 when none is)."""
+        now = self.clock()
+        least = 0.0
+        for host in self.hosts.values():
+            if host.pending and (host.bucket is not None or host.hint is not None):
+                rate = self._limit(host, now)[0]
+                if rate:
+                    least = max(least, host.pending / rate)
+        return least
+
     def _limit(self, host: Host[T] | None, now: float) -> tuple[float | None, str | None, float]:
         """The rate ``host`` is held to (requests per second) and where it came
         from, and the seconds until its cool-down (or quota wait) ends. A
