@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 import fanout
@@ -21,6 +20,7 @@ from fanout import Fetcher, Request
 from fanout.cli import main
 from fanout.net.cookies import OriginCookieJar
 from tests.background import in_thread
+from tests.loopback import serving
 
 SESSION = "c00kie-v4lue"
 
@@ -69,13 +69,8 @@ async def site(host: str = "127.0.0.1") -> AsyncIterator[Site]:
     app.router.add_get("/home", state.home)
     app.router.add_get("/set", state.set)
     app.router.add_get("/go", state.go)
-    server = TestServer(app, host=host)
-    await server.start_server()
-    state.url = str(server.make_url("")).rstrip("/")
-    try:
+    async with serving(app, host=host) as state.url:
         yield state
-    finally:
-        await server.close()
 
 
 def _login(base: str) -> Request:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from rich.console import Console
 
 from fanout import Fetcher, Limits, RetryPolicy
@@ -25,6 +24,7 @@ from fanout.cli.progress import HOST_ROWS, LiveProgress
 from fanout.engine.hoststats import RATE_WINDOW, SAMPLES, HostCounters, HostTable, quantile
 from fanout.journal import Journal, State
 from fanout.output.stats import RunStats
+from tests.loopback import serving
 
 
 class Site:
@@ -74,14 +74,11 @@ async def site(**options: object) -> AsyncIterator[Site]:
     state = Site(**options)  # type: ignore[arg-type]
     app = web.Application()
     app.router.add_get("/{tail:.*}", state.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = str(server.make_url("")).rstrip("/")
-    try:
-        yield state
-    finally:
-        state.release.set()
-        await server.close()
+    async with serving(app) as state.url:
+        try:
+            yield state
+        finally:
+            state.release.set()
 
 
 HELD = 3  # requests the held site keeps in flight

@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 import fanout
@@ -24,6 +23,7 @@ from fanout.cli import main
 from fanout.output.records import result_record
 from tests.background import in_thread
 from tests.forward_proxy import ForwardProxy, forward_proxy
+from tests.loopback import serving
 from tests.tls_server import TLSFiles
 
 SECRET = "pr0xy-s3cret"
@@ -56,17 +56,12 @@ async def target_server(tls: TLSFiles | None = None) -> AsyncIterator[Target]:
     target = Target()
     app = web.Application()
     app.router.add_get("/{tail:.*}", target.hello)
-    server = TestServer(app, host="127.0.0.1")
     context = None
     if tls is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.server.configure_cert(context)
-    await server.start_server(ssl=context)
-    target.url = str(server.make_url("")).rstrip("/")
-    try:
+    async with serving(app, tls=context) as target.url:
         yield target
-    finally:
-        await server.close()
 
 
 def _with_credentials(url: str, user: str = "bob", password: str = SECRET) -> str:

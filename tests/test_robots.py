@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 import fanout
 from fanout import Fetcher, Limits, Timeouts
@@ -27,6 +26,7 @@ from fanout.engine.robots import RETRY_AFTER, RobotsCache, Rules, fetch_rules, p
 from fanout.engine.scheduling import Host
 from fanout.models import ErrorKind, Result
 from tests.background import in_thread
+from tests.loopback import serving
 
 RULES = """\
 User-agent: *
@@ -78,14 +78,11 @@ async def site(
     state = Site(robots, status, slow)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", state.handle)
-    server = TestServer(app, host=host)
-    await server.start_server()
-    state.url = str(server.make_url("")).rstrip("/")
-    try:
-        yield state
-    finally:
-        state.release.set()
-        await server.close()
+    async with serving(app, host=host) as state.url:
+        try:
+            yield state
+        finally:
+            state.release.set()
 
 
 def kinds(results: list[Result]) -> list[str | None]:

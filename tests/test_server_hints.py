@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from fanout import Fetcher, Limits, RetryPolicy
+from tests.loopback import serving
 
 QUOTA = 5
 WINDOW = 1.0  # seconds
@@ -82,13 +82,8 @@ async def quota_server(style: str, **options: float) -> AsyncIterator[QuotaServe
     state = QuotaServer(style, **options)
     app = web.Application()
     app.router.add_get("/{n}", state.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = str(server.make_url("")).rstrip("/")
-    try:
+    async with serving(app) as state.url:
         yield state
-    finally:
-        await server.close()
 
 
 RETRY = RetryPolicy(attempts=10, backoff=0.01, backoff_max=0.05)

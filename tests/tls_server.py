@@ -12,7 +12,8 @@ from pathlib import Path
 
 import trustme
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.loopback import serving
 
 __all__ = ["TLSFiles", "https_server", "make_tls_files"]
 
@@ -65,9 +66,5 @@ async def https_server(files: TLSFiles, *, client_cert: bool = False) -> AsyncIt
         context.verify_mode = ssl.CERT_REQUIRED
     app = web.Application()
     app.router.add_get("/", _hello)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server(ssl=context)
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serving(app, tls=context) as url:
+        yield url
