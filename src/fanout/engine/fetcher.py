@@ -1238,7 +1238,7 @@ class Fetcher:
         if refusal is not None:
             if not moving:
                 item.host.pending += 1
-            self._refuse(item, refusal)
+            self._fail_unsent(item, ErrorKind.ROBOTS, refusal)
             return False
         if rules.rate is not None:
             if moving:
@@ -1287,7 +1287,7 @@ class Fetcher:
             return
         refusal = rules.refusal(str(item.url))
         if refusal is not None:
-            self._refuse(item, refusal)
+            self._fail_unsent(item, ErrorKind.ROBOTS, refusal)
             return
         if moving:
             self._sched.move(item, key)
@@ -1298,9 +1298,10 @@ class Fetcher:
         if not moving and self._sched.add(item):
             self._release(run)
 
-    def _refuse(self, item: _Item, reason: str) -> None:
-        """robots.txt disallows ``item``: it fails at once, nothing sent."""
-        result = Result(item.request, error=Failure(ErrorKind.ROBOTS, reason))
+    def _fail_unsent(self, item: _Item, kind: ErrorKind, reason: str) -> None:
+        """``item`` fails at once with ``kind``, nothing (more) sent: robots.txt
+        disallows it, or its host is down."""
+        result = Result(item.request, error=Failure(kind, reason))
         result.attempts = item.attempts
         if item.attempts:
             result.elapsed = time.perf_counter() - item.first_start
@@ -1330,13 +1331,8 @@ class Fetcher:
             self._sched.host_reached(host)
 
     def _skip(self, item: _Item, reason: str) -> None:
-        """``item``'s host is down: it fails at once, nothing sent."""
-        result = Result(item.request, error=Failure(ErrorKind.HOST_DOWN, reason))
-        result.attempts = item.attempts
-        if item.attempts:
-            result.elapsed = time.perf_counter() - item.first_start
-        self._retire(item)
-        self._deliver(item.run, item.index, result)
+        """``item``'s host is down (the scheduler's call)."""
+        self._fail_unsent(item, ErrorKind.HOST_DOWN, reason)
 
     def _log_internal(self, exc: BaseException) -> None:
         """An unexpected exception (a bug): its traceback under --debug, once per

@@ -628,22 +628,17 @@ class Scheduler(Generic[T]):
                 host.runnable = False
                 host.sleeping = True  # in neither the round-robin queue nor the wake-up heap
                 continue
+            wait = 0.0
             if host.cool_until > now or host.bucket is not None:
                 wait = host.wait(now)
-                if wait > 0.0:
-                    runnable.popleft()
-                    host.runnable = False
-                    host.sleeping = True
-                    heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
-                    continue
-            if host.hint is not None:
+            if wait <= 0.0 and host.hint is not None:  # its quota, once the rest allow a start
                 wait = self._quota_wait(host, now)
-                if wait > 0.0:
-                    runnable.popleft()
-                    host.runnable = False
-                    host.sleeping = True
-                    heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
-                    continue
+            if wait > 0.0:
+                runnable.popleft()
+                host.runnable = False
+                host.sleeping = True
+                heapq.heappush(self._wakes, (now + wait, next(self._seq), host))
+                continue
             if bucket is not None:
                 global_wait = bucket.wait(now)
                 if global_wait > 0.0:
