@@ -20,7 +20,7 @@ from aiohttp import web
 from rich.console import Console
 
 from fanout import Fetcher, Limits, RetryPolicy
-from fanout.cli.progress import HOST_ROWS, LiveProgress
+from fanout.cli.progress import HOST_ROWS, LiveProgress, eta_seconds
 from fanout.engine.hoststats import RATE_WINDOW, SAMPLES, HostCounters, HostTable, quantile
 from fanout.journal import Journal, State
 from fanout.output.stats import RunStats
@@ -285,5 +285,23 @@ async def test_the_eta_is_at_least_what_a_rate_limited_host_needs() -> None:
                 break
     assert least == 9.0
     assert live.least_left == 9.0
+    assert live.eta == 9.0
     console.print(live._progress.get_renderable())
     assert "eta 0:00:09" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("estimate", "least", "finished", "shown"),
+    [
+        (None, 0.0, False, None),  # nothing known yet
+        (12.0, 0.0, False, 12.0),  # no host held: rich's estimate
+        (3.0, 9.0, False, 9.0),  # a held host needs more
+        (None, 9.0, False, 9.0),
+        (30.0, 9.0, False, 30.0),  # the overall rate says more
+        (3.0, 9.0, True, 0.0),  # finished
+    ],
+)
+def test_the_bar_eta_is_the_larger_of_the_two(
+    estimate: float | None, least: float, finished: bool, shown: float | None
+) -> None:
+    assert eta_seconds(estimate, least, finished) == shown

@@ -25,7 +25,7 @@ from fanout.engine import Fetcher
 from fanout.engine.hoststats import HostSnapshot
 from fanout.output.stats import RunStats
 
-__all__ = ["HOST_ROWS", "LiveProgress", "hosts_table"]
+__all__ = ["HOST_ROWS", "LiveProgress", "eta_seconds", "hosts_table"]
 
 HOST_ROWS: Final = 5
 """Hosts shown under the bar, the busiest first."""
@@ -54,19 +54,30 @@ def hosts_table(rows: Iterable[HostSnapshot]) -> Table | None:
     return table if table.row_count else None
 
 
+def eta_seconds(estimate: float | None, least: float, finished: bool) -> float | None:
+    """The ETA the bar shows, in seconds: rich's ``estimate`` (the remaining
+    count over the recent overall rate; None before it has one), raised to
+    ``least``, what the hosts held to a rate need at least
+    (:attr:`LiveProgress.least_left`). 0.0 once finished; None when neither
+    says anything yet."""
+    if finished:
+        return 0.0
+    if least > 0 and (estimate is None or estimate < least):
+        return least
+    return estimate
+
+
 class _TimeLeftColumn(TimeRemainingColumn):
-    """rich's estimate (the remaining count over the recent overall rate),
-    raised to what the hosts held to a rate need at least for the requests
-    already read (:attr:`Fetcher.least_time_left`)."""
+    """The bar's ETA (:func:`eta_seconds`), drawn as rich draws its own."""
 
     def __init__(self, live: LiveProgress) -> None:
         super().__init__()
         self._live = live
 
     def render(self, task: Task) -> Text:
-        least = self._live.least_left
-        if least > 0 and not task.finished and (task.time_remaining or 0.0) < least:
-            minutes, seconds = divmod(round(least), 60)
+        left = eta_seconds(task.time_remaining, self._live.least_left, task.finished)
+        if left is not None and left != task.time_remaining:
+            minutes, seconds = divmod(round(left), 60)
             hours, minutes = divmod(minutes, 60)
             return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
         return super().render(task)
@@ -149,6 +160,12 @@ class LiveProgress:
                 self._snapshot_at = now
                 self.hosts = fetcher.host_stats(HOST_ROWS)
                 self.least_left = fetcher.least_time_left
+
+    @property
+    def eta(self) -> float | None:
+        """The seconds the bar's ETA shows now (:func:`eta_seconds`)."""
+        task = self._progress.tasks[0]
+        return eta_seconds(task.time_remaining, self.least_left, task.finished)
 
     def set_total(self, total: int) -> None:
         """Set the total once it is known."""
