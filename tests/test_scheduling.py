@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fanout.engine.hoststate import HostMemory
-from fanout.engine.scheduling import MIN_TIMER, Host, Scheduler
+from fanout.engine.scheduling import MIN_TIMER, RECENT_READS, Host, Scheduler
 from fanout.policy import Limits
 from fanout.urls import HostKey
 
@@ -325,17 +325,74 @@ def test_without_a_limit_the_quota_stops_holding_the_host_at_the_reset() -> None
     assert first.host.hint is None
 
 
-def test_a_quota_with_none_left_outlives_its_host_state() -> None:
+def test_a_quota_with_none_left_holds_its_idle_host_until_the_reset() -> None:
     h = Harness()
     item = h.add("a/1")
     h.end(item)
     h.sched.server_quota(item.host, remaining=0, reset=30.0, limit=5)
     h.sched.retire(item)
-    assert h.sched.hosts_held() == 0
-    h.add("a/2")
+    assert h.sched.hosts_held() == 1
+    second = h.add("a/2")
+    assert second.host is item.host
     assert h.names() == ["a/1"]
     h.advance(30.0)
     assert h.started[-1] == ("a/2", 130.0)
+    h.finish(second)
+    h.advance(29.9)  # a new window began at 130, as long as the last
+    assert h.sched.hosts_held() == 1
+    h.advance(0.1)
+    assert h.sched.hosts_held() == 0
+
+
+def test_an_idle_host_keeps_its_quota_until_the_window_ends() -> None:
+    """Its state dropped, the host's next request would start unpaced, over
+    what is left of the window, and an ETA would not see its rate."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    item = h.add("a/1")
+    h.end(item)
+    h.sched.server_quota(item.host, remaining=1, reset=2.0, limit=2)
+    h.sched.retire(item)
+    h.advance(1.0)
+    assert h.sched.hosts_held() == 1
+    items_named(h, "a/2", "a/3")
+    assert h.names() == ["a/1", "a/2"]  # one left in this window
+    assert h.sched.least_time_left() == 2.0  # a/2 and a/3, at 2 per 2 s
+    h.advance(1.0)
+    assert h.names() == ["a/1", "a/2", "a/3"]
+
+
+# ------------------------------------------------------------- time left
+
+
+def test_the_time_left_counts_the_requests_not_yet_read_at_each_hosts_share() -> None:
+    """a is held to 1 per second, b to nothing. a has 2 of the 4 requests read:
+    of the 6 more not yet read, 3 are expected at a, so 5 there, 5 s; without
+    the count of those not read, a's 2 (1 in flight), 2 s."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    first = h.add("a/1")
+    h.sched.limit_rate(first.host, 1.0)
+    items_named(h, "b/1", "a/2", "b/2")
+    assert h.sched.least_time_left() == 2.0
+    assert h.sched.least_time_left(remaining=10) == 5.0
+    assert h.sched.least_time_left(remaining=4) == 2.0  # all read
+    h.advance(0.5)
+    h.sched.server_quota(first.host, remaining=0, reset=4.0, limit=2)  # 0.5 per s, stricter
+    assert h.sched.least_time_left(remaining=10) == 10.0
+
+
+def test_the_share_of_the_requests_not_yet_read_is_that_of_the_last_read() -> None:
+    """a's requests came first, then RECENT_READS of b's: none of those not yet
+    read are expected at a."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    first = h.add("a/1")
+    h.sched.limit_rate(first.host, 1.0)
+    h.add("a/2")
+    for n in range(RECENT_READS):
+        h.add(f"b/{n}")
+    assert h.sched.least_time_left(remaining=RECENT_READS + 1000) == 2.0
+    h.add("a/3")
+    share = 1 / RECENT_READS
+    assert h.sched.least_time_left(remaining=RECENT_READS + 1000) == pytest.approx(3 + 997 * share)
 
 
 # ------------------------------------------------------------- dead hosts

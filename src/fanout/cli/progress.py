@@ -57,9 +57,8 @@ def hosts_table(rows: Iterable[HostSnapshot]) -> Table | None:
 def eta_seconds(estimate: float | None, least: float, finished: bool) -> float | None:
     """The ETA the bar shows, in seconds: rich's ``estimate`` (the remaining
     count over the recent overall rate; None before it has one), raised to
-    ``least``, what the hosts held to a rate need at least
-    (:attr:`LiveProgress.least_left`). 0.0 once finished; None when neither
-    says anything yet."""
+    ``least``, what the hosts held to a rate need (:meth:`LiveProgress.held_left`).
+    0.0 once finished; None when neither says anything yet."""
     if finished:
         return 0.0
     if least > 0 and (estimate is None or estimate < least):
@@ -75,7 +74,7 @@ class _TimeLeftColumn(TimeRemainingColumn):
         self._live = live
 
     def render(self, task: Task) -> Text:
-        left = eta_seconds(task.time_remaining, self._live.least_left, task.finished)
+        left = eta_seconds(task.time_remaining, self._live.held_left(), task.finished)
         if left is not None and left != task.time_remaining:
             minutes, seconds = divmod(round(left), 60)
             hours, minutes = divmod(minutes, 60)
@@ -127,7 +126,8 @@ class LiveProgress:
         # Taken on the event loop (in refresh): rich draws from a thread of its
         # own, which must not walk the fetcher's state while the loop changes it.
         self.hosts: list[HostSnapshot] = []
-        self.least_left = 0.0  # seconds the rate-limited hosts need at least
+        self.least_left = 0.0  # seconds the rate-limited hosts need, at the snapshot
+        self.total = total
         self._snapshot_at = -float("inf")
         self._progress = _HostsProgress(
             self,
@@ -159,16 +159,28 @@ class LiveProgress:
             if now - self._snapshot_at >= _SNAPSHOT_EVERY:
                 self._snapshot_at = now
                 self.hosts = fetcher.host_stats(HOST_ROWS)
-                self.least_left = fetcher.least_time_left
+                total = self.total
+                self.least_left = (
+                    fetcher.least_time_left
+                    if total is None
+                    else fetcher.time_left(total - self.stats.done)
+                )
+
+    def held_left(self) -> float:
+        """The seconds the hosts held to a rate need, as of the last snapshot,
+        less the time since: :meth:`Fetcher.time_left` for the requests not
+        yet done when the total is known (else :attr:`Fetcher.least_time_left`)."""
+        return max(self.least_left - (time.monotonic() - self._snapshot_at), 0.0)
 
     @property
     def eta(self) -> float | None:
         """The seconds the bar's ETA shows now (:func:`eta_seconds`)."""
         task = self._progress.tasks[0]
-        return eta_seconds(task.time_remaining, self.least_left, task.finished)
+        return eta_seconds(task.time_remaining, self.held_left(), task.finished)
 
     def set_total(self, total: int) -> None:
         """Set the total once it is known."""
+        self.total = total
         self._progress.update(self._task, total=total)
 
     @contextlib.contextmanager

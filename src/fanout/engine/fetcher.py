@@ -646,6 +646,14 @@ class Fetcher:
         not yet read from the source are not counted."""
         return self._sched.least_time_left()
 
+    def time_left(self, remaining: int) -> float:
+        """Seconds the hosts held to a rate are expected to need, given that
+        ``remaining`` requests are not yet done in all (read or not): as
+        :attr:`least_time_left`, with the requests not yet read counted at
+        each host in its share of the last 1,024 requests read. An estimate,
+        for an ETA when the number of requests is known."""
+        return self._sched.least_time_left(remaining)
+
     @property
     def parked(self) -> int:
         """Requests waiting (for a retry, a host's cool-down or a rate token)

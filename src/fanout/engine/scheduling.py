@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
@@ -39,6 +39,12 @@ __all__ = ["MIN_TIMER", "Host", "Job", "Scheduler"]
 # The shortest wake-up the scheduler arms: on uvloop, a timer of a few
 # microseconds fires at once and the dispatcher spins until the moment comes.
 MIN_TIMER: Final = 0.001
+
+# How many of the requests read last give the mix of hosts that the requests
+# not yet read are assumed to have, for an ETA: recent rather than all, so that
+# a host whose requests came in a block at the input's start is not expected
+# to have more.
+RECENT_READS: Final = 1024
 
 
 class _RunLike(Protocol):
@@ -169,6 +175,7 @@ class Scheduler(Generic[T]):
         "_memory",
         "_per_host",
         "_per_host_rate",
+        "_recent",
         "_route",
         "_runnable",
         "_seq",
@@ -239,6 +246,7 @@ class Scheduler(Generic[T]):
         self.closed = False
         # Figures for a live view, per host key, outliving the host's state.
         self.counters = HostTable()
+        self._recent: deque[HostKey] = deque(maxlen=RECENT_READS)  # hosts of the last read
 
     # ----------------------------------------------------------------- hosts
 
@@ -294,14 +302,19 @@ class Scheduler(Generic[T]):
 
     def _evict(self, host: Host[T], now: float) -> None:
         """Drop an idle host's state, keeping in the memory what must outlive it;
-        or, while its rate bucket is not full again, keep it in a heap until it is."""
+        or, while its rate bucket is not full again or the window of the quota
+        its server advertised is open, keep it in a heap until then (else the
+        host's next request would start unpaced, its quota unknown)."""
         if self.hosts.get(host.key) is not host:
             return
         bucket = host.bucket
-        if bucket is not None and not bucket.idle(now):
+        until = -math.inf if bucket is None else bucket.full_at
+        if host.hint is not None:
+            until = max(until, host.hint.reset)
+        if until > now:
             if not host.expiring:
                 host.expiring = True
-                heapq.heappush(self._expiring, (bucket.full_at, next(self._seq), host))
+                heapq.heappush(self._expiring, (until, next(self._seq), host))
             return
         del self.hosts[host.key]
         down = host.down is not None and host.down_until > now
@@ -332,6 +345,7 @@ class Scheduler(Generic[T]):
         parked = self.park_budget > 0 and self._host_waits(host) and self.park(item)
         host.pending += 1
         host.ready.append(item)
+        self._recent.append(host.key)
         self.make_runnable(host)
         # Else a finishing attempt dispatches it; a parked one waits for its host's
         # wake-up or a slot of its own.
@@ -449,17 +463,27 @@ class Scheduler(Generic[T]):
             )
         return shots
 
-    def least_time_left(self) -> float:
-        """Seconds the requests of the hosts held need at least, by their hosts'
-        rate limits: the largest of requests not yet done over the rate, among
-        hosts held to a rate (0.0 when none is)."""
+    def least_time_left(self, remaining: int = 0) -> float:
+        """Seconds the hosts held to a rate need at least for their requests:
+        the largest of a host's requests not yet done over its rate (0.0 when
+        no host is held). ``remaining``, when given, is the number of requests
+        not yet done in all, read or not: those not yet read are counted too,
+        at each host in its share of the last :data:`RECENT_READS` requests
+        read (an estimate, no longer a bound)."""
         now = self.clock()
+        hosts = self.hosts.values()
+        unread = remaining - sum(host.pending for host in hosts) if remaining > 0 else 0
+        recent = self._recent
+        shares = Counter(recent) if unread > 0 and recent else None
         least = 0.0
-        for host in self.hosts.values():
+        for host in hosts:
             if host.pending and (host.bucket is not None or host.hint is not None):
                 rate = self._limit(host, now)[0]
                 if rate:
-                    least = max(least, host.pending / rate)
+                    count: float = host.pending
+                    if shares is not None:
+                        count += unread * shares[host.key] / len(recent)
+                    least = max(least, count / rate)
         return least
 
     def _limit(self, host: Host[T] | None, now: float) -> tuple[float | None, str | None, float]:
