@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -305,3 +306,41 @@ def test_the_bar_eta_is_the_larger_of_the_two(
     estimate: float | None, least: float, finished: bool, shown: float | None
 ) -> None:
     assert eta_seconds(estimate, least, finished) == shown
+
+
+async def test_the_eta_counts_the_requests_not_yet_read() -> None:
+    """Two hosts held to 1 request per second, 10 requests each, alternating,
+    and a read-ahead of 2 that no request may leave (parked=0): at the first
+    result, 3 or so are read. With the total known, those not yet read count
+    at each host in its share of those read (about half, of so few): 9 s or
+    more are left, not the 1 or 2 of the requests read."""
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    stats = RunStats()
+    live = LiveProgress(stats, 20, console=console)
+    limits = Limits(per_host_rate=1.0, burst=1, window=2, parked=0)
+    async with site() as a, site() as b, Fetcher(limits=limits) as fetcher:
+        live.attach(fetcher)
+        urls = [f"{base}/{i}" for i in range(10) for base in (a.url, b.url)]
+        stream = fetcher.stream(urls)
+        async with contextlib.aclosing(stream):
+            async for result in stream:
+                stats.add(result)
+                live.refresh()
+                read_only = fetcher.least_time_left
+                break
+    assert read_only <= 3.0
+    assert 8.0 <= live.least_left <= 19.0
+    eta = live.eta
+    assert eta is not None
+    assert eta >= 7.5
+
+
+def test_the_held_time_drops_between_snapshots() -> None:
+    """Taken every half second, the held hosts' time left is shown less the
+    time since it was taken (never below 0)."""
+    live = LiveProgress(RunStats(), 10, console=Console(file=io.StringIO()))
+    live.least_left = 5.0
+    live._snapshot_at = time.monotonic() - 2.0
+    assert 2.5 <= live.held_left() <= 3.0
+    live._snapshot_at = time.monotonic() - 6.0
+    assert live.held_left() == 0.0
