@@ -10,8 +10,9 @@ second in one of two ways (``--sources``):
 - ``server``: it advertises a quota of ``rate`` requests per 1-second window
   (``RateLimit``/``RateLimit-Policy``) and enforces it with 429s.
 
-The slow host's URLs are spread evenly through the input (``--order mixed``)
-or all at its end (``slow-last``). fanout runs the ``fanout fetch`` job (the
+The slow host's URLs are spread evenly through the input (``--orders mixed``),
+at random places (``shuffled``), or all at its start (``slow-first``) or its
+end (``slow-last``). fanout runs the ``fanout fetch`` job (the
 input read from a file, records to /dev/null) with the ``--progress`` bar's
 own state attached, drawn to nowhere; when 25 % and 50 % of the records are
 written, the ETA is read exactly as the bar computes it
@@ -21,7 +22,7 @@ early), next to the naive ETA (the remaining count over the overall rate so
 far) for contrast.
 
     python benchmarks/eta.py [--fast-hosts 4] [--fast 2000] [--slow 50] [--rate 5]
-                             [--sources robots server] [--order mixed] [--repeat 1]
+                             [--sources robots server] [--orders mixed ...] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import asyncio
 import io
 import math
 import os
+import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -107,11 +109,19 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
 
 def urls_for(fast_bases: list[str], slow_base: str, fast: int, slow: int, order: str) -> list[str]:
     """``fast`` URLs over the fast hosts in turn, ``slow`` of the slow host,
-    spread evenly through them (``mixed``) or after them (``slow-last``)."""
+    spread evenly through them (``mixed``), at random places (``shuffled``,
+    the same each run), before them (``slow-first``) or after them
+    (``slow-last``)."""
     fast_urls = [f"{fast_bases[i % len(fast_bases)]}/{i}" for i in range(fast)]
     slow_urls = [f"{slow_base}/{i}" for i in range(slow)]
+    if order == "slow-first":
+        return slow_urls + fast_urls
     if order == "slow-last":
         return fast_urls + slow_urls
+    if order == "shuffled":
+        shuffled = fast_urls + slow_urls
+        random.Random(20).shuffle(shuffled)
+        return shuffled
     total = fast + slow
     # slow URL j goes at the j-th of ``slow`` evenly spaced places
     places = {(j * total) // slow for j in range(slow)}
@@ -134,9 +144,22 @@ class Reading:
     naive: float
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One run's shape: the slow host's rate ``source``, the input's ``order``."""
+
+    source: str
+    order: str
+    fast_hosts: int
+    fast: int
+    slow: int
+    rate: float
+    latency: float
+
+
 @dataclass
 class Run:
-    source: str
+    scenario: Scenario
     total: int
     elapsed: float = 0.0
     readings: list[Reading] = field(default_factory=list)
@@ -144,17 +167,9 @@ class Run:
     failed: int = 0
 
 
-async def run_once(
-    source: str,
-    fast_hosts: int,
-    fast: int,
-    slow: int,
-    rate: float,
-    latency: float,
-    order: str,
-    work: Path,
-) -> Run:
-    slow_server = Slow(source, rate)
+async def run_once(scenario: Scenario, work: Path) -> Run:
+    source = scenario.source
+    slow_server = Slow(source, scenario.rate)
     slow_app = web.Application()
     slow_app.router.add_get("/robots.txt", slow_server.robots)
     slow_app.router.add_get("/{n}", slow_server.page)
@@ -163,13 +178,13 @@ async def run_once(
         runner, slow_base = await serve(slow_app)
         runners.append(runner)
         fast_bases = []
-        for _ in range(fast_hosts):
+        for _ in range(scenario.fast_hosts):
             app = web.Application()
-            app.router.add_get("/{n}", fast_page(latency))
+            app.router.add_get("/{n}", fast_page(scenario.latency))
             runner, base = await serve(app)
             runners.append(runner)
             fast_bases.append(base)
-        urls = urls_for(fast_bases, slow_base, fast, slow, order)
+        urls = urls_for(fast_bases, slow_base, scenario.fast, scenario.slow, scenario.order)
         input_path = work / f"{source}.txt"
         input_path.write_text("".join(f"{url}\n" for url in urls))
         config = fanout.FetcherConfig(
@@ -181,7 +196,7 @@ async def run_once(
         total = len(urls)
         stats = RunStats()
         live = LiveProgress(stats, total, console=Console(file=io.StringIO()))
-        result = Run(source, total)
+        result = Run(scenario, total)
         marks = [(point, math.ceil(point * total)) for point in POINTS]
         began = time.perf_counter()
 
@@ -195,7 +210,10 @@ async def run_once(
                 naive = (total - done) * (now - began) / done
                 result.readings.append(Reading(point, done, now - began, live.eta, naive))
 
-        await run_fetch_job(job, stats=stats, on_fetcher=live.attach, on_record=on_record)
+        # the slow host alone needs slow / rate seconds; a run that takes far
+        # longer has gone wrong
+        async with asyncio.timeout(60 + 10 * scenario.slow / scenario.rate):
+            await run_fetch_job(job, stats=stats, on_fetcher=live.attach, on_record=on_record)
         result.throttled = slow_server.throttled
         result.failed = stats.failed
         return result
@@ -206,7 +224,8 @@ async def run_once(
 
 def report(run: Run) -> list[str]:
     lines = [
-        f"{run.source}: {run.total} requests in {run.elapsed:.1f} s"
+        f"{run.scenario.source}, {run.scenario.order}: {run.total} requests in"
+        f" {run.elapsed:.1f} s"
         f" ({run.failed} failed, {run.throttled} 429s at the slow host)",
         f"  {'point':>5} {'done':>6} {'ETA s':>7} {'actual s':>8} {'ratio':>6}"
         f" {'naive s':>8} {'naive ratio':>11}",
@@ -231,33 +250,43 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5.0, help="the slow host's req/s")
     parser.add_argument("--latency", type=float, default=0.1, help="the fast hosts' seconds")
     parser.add_argument("--sources", nargs="+", choices=("robots", "server"), default=None)
-    parser.add_argument("--order", choices=("mixed", "slow-last"), default="mixed")
+    parser.add_argument(
+        "--orders",
+        nargs="+",
+        choices=("mixed", "shuffled", "slow-first", "slow-last"),
+        default=["mixed"],
+    )
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    if not (0 < args.fast_hosts <= 16 and args.fast >= 0 and args.slow > 0 and args.rate > 0):
-        parser.error("need 1-16 fast hosts, --fast >= 0, --slow > 0 and --rate > 0")
+    if not (
+        0 < args.fast_hosts <= 16
+        and 0 <= args.fast <= 100_000
+        and 0 < args.slow <= 10_000
+        and args.rate > 0
+        and 0 <= args.latency <= 10
+    ):
+        parser.error("need 1-16 fast hosts, 0-100,000 fast and 1-10,000 slow URLs, a rate > 0")
     sources = args.sources or ["robots", "server"]
     print(
         f"{args.fast} URLs over {args.fast_hosts} fast hosts, {args.slow} of one host held"
-        f" to {args.rate:g}/s, order {args.order}: ETA against the time actually left"
+        f" to {args.rate:g}/s: the ETA against the time actually left"
     )
     with tempfile.TemporaryDirectory() as work:
-        for source in sources:
-            for _ in range(args.repeat):
-                with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                    run = runner.run(
-                        run_once(
-                            source,
-                            args.fast_hosts,
-                            args.fast,
-                            args.slow,
-                            args.rate,
-                            args.latency,
-                            args.order,
-                            Path(work),
-                        )
-                    )
-                print("\n".join(report(run)))
+        for order in args.orders:
+            for source in sources:
+                scenario = Scenario(
+                    source,
+                    order,
+                    args.fast_hosts,
+                    args.fast,
+                    args.slow,
+                    args.rate,
+                    args.latency,
+                )
+                for _ in range(args.repeat):
+                    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                        run = runner.run(run_once(scenario, Path(work)))
+                    print("\n".join(report(run)))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ class Harness:
     def add(self, name: str, run: Run | None = None) -> Item:
         """Admit a request named ``host/n`` to host ``host``."""
         k = key(name.split("/")[0])
+        self.sched.read(k)
         host = self.sched.hosts.get(k) or self.sched.host(k)
         item = Item(name, host, run or self.run)
         self.sched.add(item)
@@ -393,6 +394,19 @@ def test_the_share_of_the_requests_not_yet_read_is_that_of_the_last_read() -> No
     h.add("a/3")
     share = 1 / RECENT_READS
     assert h.sched.least_time_left(remaining=RECENT_READS + 1000) == pytest.approx(3 + 997 * share)
+
+
+def test_a_block_that_reading_has_left_behind_is_not_expected_to_go_on() -> None:
+    """a's 100 requests came first, then 300 of b's: a has a ninth of the
+    last 1,024 read but none of the last 256, so none of those not yet read
+    are expected at a."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    first = h.add("a/0")
+    h.sched.limit_rate(first.host, 1.0)
+    items_named(h, *(f"a/{n}" for n in range(1, 100)), *(f"b/{n}" for n in range(300)))
+    assert h.sched.least_time_left(remaining=10_000) == 100.0
+    items_named(h, "a/100")  # a again: 1 in 256
+    assert h.sched.least_time_left(remaining=10_000) > 101.0
 
 
 # ------------------------------------------------------------- dead hosts

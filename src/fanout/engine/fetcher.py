@@ -650,8 +650,9 @@ class Fetcher:
         """Seconds the hosts held to a rate are expected to need, given that
         ``remaining`` requests are not yet done in all (read or not): as
         :attr:`least_time_left`, with the requests not yet read counted at
-        each host in its share of the last 1,024 requests read. An estimate,
-        for an ETA when the number of requests is known."""
+        each host in its share of the requests read lately (the smaller of its
+        shares of the last 1,024 and the last 256 read). An estimate, for an
+        ETA when the number of requests is known."""
         return self._sched.least_time_left(remaining)
 
     @property
@@ -837,6 +838,7 @@ class Fetcher:
                 self._deliver(run, index, Result(request, error=Failure(ErrorKind.DENIED, refused)))
                 return False
         sched = self._sched
+        sched.read(key)
         host = sched.hosts.get(key) or sched.host(key)
         item = _Item(run, index, request, parsed, host)
         if not request.send_credentials:  # sent as a hop that leaves them out

@@ -40,10 +40,12 @@ __all__ = ["MIN_TIMER", "Host", "Job", "Scheduler"]
 # microseconds fires at once and the dispatcher spins until the moment comes.
 MIN_TIMER: Final = 0.001
 
-# How many of the requests read last give the mix of hosts that the requests
-# not yet read are assumed to have, for an ETA: recent rather than all, so that
-# a host whose requests came in a block at the input's start is not expected
-# to have more.
+# The requests not yet read are assumed, for an ETA, to come from each host in
+# the smaller of its shares of the last RECENT_READS and the last
+# RECENT_READS // 4 requests read: recent rather than all, and the smaller, so
+# that a host whose requests came in a block that reading has left behind is
+# not expected to have more; the longer window keeps the share of a host spread
+# through the input from jumping with the few of its requests in the shorter.
 RECENT_READS: Final = 1024
 
 
@@ -345,7 +347,6 @@ class Scheduler(Generic[T]):
         parked = self.park_budget > 0 and self._host_waits(host) and self.park(item)
         host.pending += 1
         host.ready.append(item)
-        self._recent.append(host.key)
         self.make_runnable(host)
         # Else a finishing attempt dispatches it; a parked one waits for its host's
         # wake-up or a slot of its own.
@@ -354,6 +355,12 @@ class Scheduler(Generic[T]):
         ):
             self.pump()
         return parked
+
+    def read(self, key: HostKey) -> None:
+        """A request for the host ``key`` was read from the input (before any
+        wait for its robots.txt, so in the input's order): counted in the mix
+        of hosts :meth:`least_time_left` expects of the requests not yet read."""
+        self._recent.append(key)
 
     def retire(self, item: T) -> None:
         """``item`` is done (or dropped): drop its host's state once nothing
@@ -468,21 +475,25 @@ class Scheduler(Generic[T]):
         the largest of a host's requests not yet done over its rate (0.0 when
         no host is held). ``remaining``, when given, is the number of requests
         not yet done in all, read or not: those not yet read are counted too,
-        at each host in its share of the last :data:`RECENT_READS` requests
-        read (an estimate, no longer a bound)."""
+        at each host in its share of the requests read lately (the smaller of
+        its shares of the last :data:`RECENT_READS` and the last quarter of
+        those): an estimate, no longer a bound."""
         now = self.clock()
         hosts = self.hosts.values()
         unread = remaining - sum(host.pending for host in hosts) if remaining > 0 else 0
-        recent = self._recent
-        shares = Counter(recent) if unread > 0 and recent else None
+        recent = list(self._recent) if unread > 0 else []
+        latest = recent[-(RECENT_READS // 4) :]
+        counts, latest_counts = Counter(recent), Counter(latest)
         least = 0.0
         for host in hosts:
             if host.pending and (host.bucket is not None or host.hint is not None):
                 rate = self._limit(host, now)[0]
                 if rate:
                     count: float = host.pending
-                    if shares is not None:
-                        count += unread * shares[host.key] / len(recent)
+                    if recent:
+                        key = host.key
+                        share = min(counts[key] / len(recent), latest_counts[key] / len(latest))
+                        count += unread * share
                     least = max(least, count / rate)
         return least
 
