@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -268,8 +269,8 @@ def test_status_shows_keys_by_host(tmp_path: Path) -> None:
 
 async def test_the_eta_is_at_least_what_a_rate_limited_host_needs() -> None:
     """One host held to 1 request per second with ten requests: after the
-    first result, nine are left there, so at least nine seconds, whatever the
-    overall rate says; the bar's ETA shows it."""
+    first result, nine are left there, the last to start 9 s after the
+    first, whatever the overall rate says; the bar's ETA shows it."""
     console = Console(file=io.StringIO(), width=160, color_system=None)
     stats = RunStats()
     live = LiveProgress(stats, 10, console=console)
@@ -284,11 +285,11 @@ async def test_the_eta_is_at_least_what_a_rate_limited_host_needs() -> None:
                 live.refresh()
                 least = fetcher.least_time_left
                 break
-    assert least == 9.0
-    assert live.least_left == 9.0
-    assert live.eta == pytest.approx(9.0, abs=0.5)  # less the time since
+    assert 8.0 < least <= 9.0  # the 10th starts 9 s after the 1st
+    assert 8.0 < live.least_left <= 9.0
+    assert live.eta == pytest.approx(least, abs=0.5)  # less the time since
     console.print(live._progress.get_renderable())
-    assert "eta 0:00:09" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"eta 0:00:0[89]\b", console.file.getvalue())  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

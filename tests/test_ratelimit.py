@@ -50,3 +50,27 @@ def test_an_idle_bucket_is_full(rate: float, burst: int) -> None:
     for _ in range(burst):
         assert bucket.wait(later) == 0.0
         bucket.take(later)
+
+
+@given(
+    rate=st.floats(min_value=0.1, max_value=1000.0),
+    burst=st.integers(min_value=1, max_value=20),
+    used=st.integers(min_value=0, max_value=30),
+    gap=st.floats(min_value=0.0, max_value=5.0),
+    tokens=st.integers(min_value=0, max_value=50),
+)
+def test_time_for_is_when_the_last_token_is_taken(
+    rate: float, burst: int, used: int, gap: float, tokens: int
+) -> None:
+    """Taking ``tokens`` one by one, each as soon as it is free, the last is
+    taken ``time_for(tokens)`` after ``now``, whatever was taken before."""
+    bucket = TokenBucket(rate=rate, burst=burst)
+    for _ in range(used):
+        bucket.take(0.0 + bucket.wait(0.0))
+    now = gap
+    expected = bucket.time_for(tokens, now)
+    at = now
+    for _ in range(tokens):
+        at += bucket.wait(at)
+        bucket.take(at)
+    assert abs(expected - (at - now)) <= 1e-6 * max(1.0, at)

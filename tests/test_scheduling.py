@@ -355,9 +355,12 @@ def test_an_idle_host_keeps_its_quota_until_the_window_ends() -> None:
     h.sched.retire(item)
     h.advance(1.0)
     assert h.sched.hosts_held() == 1
-    items_named(h, "a/2", "a/3")
+    items_named(h, "a/2", "a/3", "a/4")
     assert h.names() == ["a/1", "a/2"]  # one left in this window
-    assert h.sched.least_time_left() == 2.0  # a/2 and a/3, at 2 per 2 s
+    assert h.sched.least_time_left() == 1.0  # a/3 and a/4 at the reset
+    h.now += 1.0  # the reset, its wake-up not yet delivered
+    assert h.sched.least_time_left() == 2.0  # a/2 in flight counts in the new window
+    h.now -= 1.0
     h.advance(1.0)
     assert h.names() == ["a/1", "a/2", "a/3"]
 
@@ -365,47 +368,68 @@ def test_an_idle_host_keeps_its_quota_until_the_window_ends() -> None:
 # ------------------------------------------------------------- time left
 
 
-def test_the_time_left_counts_the_requests_not_yet_read_at_each_hosts_share() -> None:
-    """a is held to 1 per second, b to nothing. a has 2 of the 4 requests read:
-    of the 6 more not yet read, 3 are expected at a, so 5 there, 5 s; without
-    the count of those not read, a's 2 (1 in flight), 2 s."""
+def held(h: Harness, name: str, rate: float) -> Host[Item]:
+    """Host ``name``, held to ``rate`` (as its robots.txt would) before its first request."""
+    host = h.sched.host(key(name))
+    h.sched.limit_rate(host, rate)
+    return host
+
+
+def test_the_time_left_is_until_the_last_request_may_start() -> None:
+    """a at 1 per second: a/1 starts at once, a/2 at 101, a/3 at 102; b, not
+    held, is not counted. A cool-down of 3 s puts them off. With a quota
+    stricter than that (2 per 4 s, none left, a/1 in flight): a/2 at the
+    reset, a/3 a window later."""
     h = Harness(Limits(concurrency=10, per_host=10))
-    first = h.add("a/1")
-    h.sched.limit_rate(first.host, 1.0)
-    items_named(h, "b/1", "a/2", "b/2")
+    a = held(h, "a", 1.0)
+    items_named(h, "a/1", "b/1", "a/2", "a/3")
     assert h.sched.least_time_left() == 2.0
-    assert h.sched.least_time_left(remaining=10) == 5.0
-    assert h.sched.least_time_left(remaining=4) == 2.0  # all read
     h.advance(0.5)
-    h.sched.server_quota(first.host, remaining=0, reset=4.0, limit=2)  # 0.5 per s, stricter
-    assert h.sched.least_time_left(remaining=10) == 10.0
+    assert h.sched.least_time_left() == 1.5
+    h.sched.cool_down(a, 3.0)  # a/2 at 103.5, a/3 at 104.5
+    assert h.sched.least_time_left() == 4.0
+    h.sched.server_quota(a, remaining=0, reset=4.0, limit=2)
+    assert h.sched.least_time_left() == 8.0
+
+
+def test_the_time_left_counts_the_requests_not_yet_read_at_each_hosts_share() -> None:
+    """a at 1 per second has 2 of the 4 requests read, a/1 in flight: a/2
+    starts in 1 s. Of 6 more not yet read, 3 are expected at a: 4 s. With a
+    quota of 2 per 4 s, none left: 1 at the reset, in 4 s (a/1 is in flight),
+    then 2 per window: 12 s."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    a = held(h, "a", 1.0)
+    items_named(h, "a/1", "b/1", "a/2", "b/2")
+    assert h.sched.least_time_left() == 1.0
+    assert h.sched.least_time_left(remaining=10) == 4.0
+    assert h.sched.least_time_left(remaining=4) == 1.0  # all read
+    h.advance(0.5)
+    h.sched.server_quota(a, remaining=0, reset=4.0, limit=2)
+    assert h.sched.least_time_left(remaining=10) == 12.0
 
 
 def test_the_share_of_the_requests_not_yet_read_is_that_of_the_last_read() -> None:
     """a's requests came first, then RECENT_READS of b's: none of those not yet
     read are expected at a."""
     h = Harness(Limits(concurrency=10, per_host=10))
-    first = h.add("a/1")
-    h.sched.limit_rate(first.host, 1.0)
-    h.add("a/2")
-    for n in range(RECENT_READS):
-        h.add(f"b/{n}")
-    assert h.sched.least_time_left(remaining=RECENT_READS + 1000) == 2.0
+    held(h, "a", 1.0)
+    items_named(h, "a/1", "a/2", *(f"b/{n}" for n in range(RECENT_READS)))
+    remaining = RECENT_READS + 1000
+    assert h.sched.least_time_left(remaining) == 1.0
     h.add("a/3")
     share = 1 / RECENT_READS
-    assert h.sched.least_time_left(remaining=RECENT_READS + 1000) == pytest.approx(3 + 997 * share)
+    assert h.sched.least_time_left(remaining) == pytest.approx(2 + 997 * share)
 
 
 def test_a_block_that_reading_has_left_behind_is_not_expected_to_go_on() -> None:
-    """a's 100 requests came first, then 300 of b's: a has a ninth of the
-    last 1,024 read but none of the last 256, so none of those not yet read
+    """a's 100 requests came first, then 300 of b's: a has a quarter of the
+    requests read but none of the last 256, so none of those not yet read
     are expected at a."""
     h = Harness(Limits(concurrency=10, per_host=10))
-    first = h.add("a/0")
-    h.sched.limit_rate(first.host, 1.0)
-    items_named(h, *(f"a/{n}" for n in range(1, 100)), *(f"b/{n}" for n in range(300)))
-    assert h.sched.least_time_left(remaining=10_000) == 100.0
-    items_named(h, "a/100")  # a again: 1 in 256
+    held(h, "a", 1.0)
+    items_named(h, *(f"a/{n}" for n in range(100)), *(f"b/{n}" for n in range(300)))
+    assert h.sched.least_time_left(remaining=10_000) == 99.0
+    h.add("a/100")  # a again: 1 in 256
     assert h.sched.least_time_left(remaining=10_000) > 101.0
 
 

@@ -40,6 +40,14 @@ class TokenBucket:
         """Take a token at ``now``; call only when :meth:`wait` returned 0."""
         self._tat = max(self._tat, now) + self._interval
 
+    def time_for(self, tokens: float, now: float) -> float:
+        """Seconds from ``now`` until the last of ``tokens`` tokens is taken,
+        each taken as soon as it is free (0 for a burst's worth, or none)."""
+        if tokens <= 0:
+            return 0.0
+        last = max(self._tat, now) + (tokens - 1) * self._interval - self._tolerance
+        return max(last - now, 0.0)
+
     @property
     def rate(self) -> float:
         """Tokens per second."""

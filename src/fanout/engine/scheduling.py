@@ -472,12 +472,14 @@ class Scheduler(Generic[T]):
 
     def least_time_left(self, remaining: int = 0) -> float:
         """Seconds the hosts held to a rate need at least for their requests:
-        the largest of a host's requests not yet done over its rate (0.0 when
-        no host is held). ``remaining``, when given, is the number of requests
-        not yet done in all, read or not: those not yet read are counted too,
-        at each host in its share of the requests read lately (the smaller of
-        its shares of the last :data:`RECENT_READS` and the last quarter of
-        those): an estimate, no longer a bound."""
+        the largest, over those hosts, of the time until the last of its
+        requests not yet started may start, by its rate (or the windows of
+        its advertised quota) and its cool-down; 0.0 when no host is held.
+        ``remaining``, when given, is the number of requests not yet done in
+        all, read or not: those not yet read are counted too, at each host in
+        its share of the requests read lately (the smaller of its shares of
+        the last :data:`RECENT_READS` and the last quarter of those): an
+        estimate, no longer a bound."""
         now = self.clock()
         hosts = self.hosts.values()
         unread = remaining - sum(host.pending for host in hosts) if remaining > 0 else 0
@@ -487,15 +489,37 @@ class Scheduler(Generic[T]):
         least = 0.0
         for host in hosts:
             if host.pending and (host.bucket is not None or host.hint is not None):
-                rate = self._limit(host, now)[0]
-                if rate:
-                    count: float = host.pending
-                    if recent:
-                        key = host.key
-                        share = min(counts[key] / len(recent), latest_counts[key] / len(latest))
-                        count += unread * share
-                    least = max(least, count / rate)
+                rate, source, _ = self._limit(host, now)
+                if not rate:
+                    continue
+                count: float = host.pending - host.active
+                if recent:
+                    key = host.key
+                    share = min(counts[key] / len(recent), latest_counts[key] / len(latest))
+                    count += unread * share
+                start = max(now, host.cool_until)
+                quota = host.hint
+                if source == "server" and quota is not None:
+                    left = self._quota_time(quota, count, host.active, start)
+                elif host.bucket is not None:
+                    left = host.bucket.time_for(count, start)
+                else:
+                    left = count / rate
+                least = max(least, start - now + left)
         return least
+
+    @staticmethod
+    def _quota_time(quota: _Quota, count: float, active: int, now: float) -> float:
+        """Seconds from ``now`` until the last of ``count`` requests may start
+        under ``quota`` (its limit known): those the window has budget for at
+        once, the rest a window's limit at each reset."""
+        assert quota.limit is not None
+        budget, reset = quota.budget, quota.reset
+        if now >= reset:
+            budget, reset = quota.limit - active, now + quota.span
+        if count <= budget:
+            return 0.0
+        return reset - now + (math.ceil((count - budget) / quota.limit) - 1) * quota.span
 
     def _limit(self, host: Host[T] | None, now: float) -> tuple[float | None, str | None, float]:
         """The rate ``host`` is held to (requests per second) and where it came
