@@ -7,6 +7,7 @@ says what it measured. No timing is asserted.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,23 @@ def test_benchmark_script_runs(script: str, args: list[str], expected: str) -> N
     )
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout
+
+
+def test_the_eta_is_close_to_the_time_actually_left() -> None:
+    """benchmarks/eta.py, small: at 25 % and 50 % of a run with one host held
+    to 6 requests per second among fast ones, by its robots.txt and by its
+    advertised quota, the bar's ETA is within a generous band of the time
+    that was actually left (the naive ETA, about 0.3 of it, would not be)."""
+    done = subprocess.run(
+        [sys.executable, "eta.py", "--fast", "1000", "--slow", "30", "--rate", "6"],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    # "  25%    258     4.2      4.4   0.94      1.9        0.42"
+    rows = re.findall(r"^\s+(\d+)%\s+\d+\s+\S+\s+\S+\s+(\S+)\s", done.stdout, re.MULTILINE)
+    assert [point for point, _ in rows] == ["25", "50"] * 2, done.stdout
+    for _, ratio in rows:
+        assert 0.6 <= float(ratio) <= 1.6, done.stdout
