@@ -92,7 +92,7 @@ class Harness:
     def add(self, name: str, run: Run | None = None) -> Item:
         """Admit a request named ``host/n`` to host ``host``."""
         k = key(name.split("/")[0])
-        self.sched.read(k)
+        self.sched.reads.append(k)
         host = self.sched.hosts.get(k) or self.sched.host(k)
         item = Item(name, host, run or self.run)
         self.sched.add(item)

@@ -506,6 +506,7 @@ class Fetcher:
             counts=HostMemory(),
             route=None if self._proxies is None else self._proxies.for_target,
         )
+        self._read = self._sched.reads.append  # bound once: it runs for every request
         self._timer: asyncio.TimerHandle | None = None
         self._runs: set[_Run] = set()
         self._idle: list[asyncio.Future[_Item | None]] = []
@@ -838,7 +839,7 @@ class Fetcher:
                 self._deliver(run, index, Result(request, error=Failure(ErrorKind.DENIED, refused)))
                 return False
         sched = self._sched
-        sched.read(key)
+        self._read(key)
         host = sched.hosts.get(key) or sched.host(key)
         item = _Item(run, index, request, parsed, host)
         if not request.send_credentials:  # sent as a hop that leaves them out

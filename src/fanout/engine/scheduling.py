@@ -177,7 +177,6 @@ class Scheduler(Generic[T]):
         "_memory",
         "_per_host",
         "_per_host_rate",
-        "_recent",
         "_route",
         "_runnable",
         "_seq",
@@ -194,6 +193,7 @@ class Scheduler(Generic[T]):
         "hosts",
         "park_budget",
         "parked",
+        "reads",
     )
 
     def __init__(
@@ -248,7 +248,11 @@ class Scheduler(Generic[T]):
         self.closed = False
         # Figures for a live view, per host key, outliving the host's state.
         self.counters = HostTable()
-        self._recent: deque[HostKey] = deque(maxlen=RECENT_READS)  # hosts of the last read
+        # The hosts of the requests read last, in the input's order (before any
+        # wait for a robots.txt): the owner appends each request's host key as
+        # it reads it. Their mix is what least_time_left expects of the requests
+        # not yet read.
+        self.reads: deque[HostKey] = deque(maxlen=RECENT_READS)
 
     # ----------------------------------------------------------------- hosts
 
@@ -355,12 +359,6 @@ class Scheduler(Generic[T]):
         ):
             self.pump()
         return parked
-
-    def read(self, key: HostKey) -> None:
-        """A request for the host ``key`` was read from the input (before any
-        wait for its robots.txt, so in the input's order): counted in the mix
-        of hosts :meth:`least_time_left` expects of the requests not yet read."""
-        self._recent.append(key)
 
     def retire(self, item: T) -> None:
         """``item`` is done (or dropped): drop its host's state once nothing
@@ -483,7 +481,7 @@ class Scheduler(Generic[T]):
         now = self.clock()
         hosts = self.hosts.values()
         unread = remaining - sum(host.pending for host in hosts) if remaining > 0 else 0
-        recent = list(self._recent) if unread > 0 else []
+        recent = list(self.reads) if unread > 0 else []
         latest = recent[-(RECENT_READS // 4) :]
         counts, latest_counts = Counter(recent), Counter(latest)
         least = 0.0
