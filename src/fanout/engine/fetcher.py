@@ -642,9 +642,11 @@ class Fetcher:
     @property
     def least_time_left(self) -> float:
         """Seconds the requests read so far need at least, by their hosts' rate
-        limits: for each host held to a rate, its requests not yet done over
-        that rate; the largest (0.0 when no host is held to a rate). Requests
-        not yet read from the source are not counted."""
+        limits: for each host held to a rate (its own, its robots.txt's or
+        its advertised quota), the time until the last of its requests not
+        yet started may start, after any cool-down; the largest (0.0 when no
+        host is held to a rate). Requests not yet read from the source are
+        not counted (see :meth:`time_left`)."""
         return self._sched.least_time_left()
 
     def time_left(self, remaining: int) -> float:
