@@ -168,3 +168,25 @@ async def test_a_host_that_stalls_past_the_read_deadline_gets_fewer_slots() -> N
 
 async def test_without_adapt_a_stalling_host_keeps_its_slots() -> None:
     assert await stalled_slots(False) == (8, None)
+
+
+async def test_a_429_with_retry_after_neither_cuts_nor_raises() -> None:
+    """One request: a bare 429 (a cut: one slot), ten 429s with Retry-After: 0
+    (cool-downs, as without adaptation: no cut, and no success either), then
+    a 200 (a round of one success: two slots). Counted as successes, the ten
+    would have won back four slots."""
+    answers = [web.Response(status=429)]
+    answers += [web.Response(status=429, headers={"Retry-After": "0"}) for _ in range(10)]
+
+    async def handle(request: web.Request) -> web.Response:
+        return answers.pop(0) if answers else web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    retry = RetryPolicy(attempts=12, backoff=0.01, backoff_max=0.01)
+    async with serving(app) as base, Fetcher(retry=retry) as fetcher:
+        [result] = await fetcher.gather([f"{base}/"])
+        [row] = fetcher.host_stats()
+    assert result.ok
+    assert result.attempts == 12
+    assert (row["slots"], row["rate_source"], row["throttled"]) == (2, "adapted", 11)

@@ -1018,28 +1018,31 @@ class Fetcher:
 
     def _note_congestion(self, host: Host[_Item], result: Result, start: float, end: float) -> None:
         """With ``adapt``: a 429 or 503 without Retry-After, or a timeout, cuts
-        the host's rate and slots; a response that is none of these, to a host
-        that adapted, raises them (see :mod:`fanout.engine.adapt`)."""
+        the host's rate and slots; any other response, to a host that adapted,
+        raises them (see :mod:`fanout.engine.adapt`). A 429 or 503 with a
+        Retry-After does neither: its cool-down is the server's answer."""
         error = result.error
-        if error is not None and (
-            error.kind is ErrorKind.TIMEOUT
-            or (
-                result.status in _COOL_DOWN_STATUSES
-                and parse_retry_after(result.headers.get("Retry-After"), time.time()) is None
-            )
+        if error is None or (
+            error.kind is ErrorKind.HTTP_STATUS and result.status not in _COOL_DOWN_STATUSES
         ):
-            if self._sched.congested(host, end, start) and self._debug:
-                adaptive = host.adaptive
-                assert adaptive is not None
-                logger.debug(
-                    "host %s:%s adapts to %.2f req/s, %d in flight (%s)",
-                    *host.key[1:],
-                    adaptive.rate,
-                    adaptive.slots,
-                    result.status or error.kind,
-                )
-        elif host.adaptive is not None and (error is None or error.kind is ErrorKind.HTTP_STATUS):
-            self._sched.relieved(host, end)  # an answer, whatever its status
+            if host.adaptive is not None:
+                self._sched.relieved(host, end)  # an answer, whatever its status
+            return
+        if error.kind is not ErrorKind.TIMEOUT and (
+            result.status not in _COOL_DOWN_STATUSES
+            or parse_retry_after(result.headers.get("Retry-After"), time.time()) is not None
+        ):
+            return  # another failure, or a cool-down the server asked for
+        if self._sched.congested(host, end, start) and self._debug:
+            adaptive = host.adaptive
+            assert adaptive is not None
+            logger.debug(
+                "host %s:%s adapts to %.2f req/s, %d in flight (%s)",
+                *host.key[1:],
+                adaptive.rate,
+                adaptive.slots,
+                result.status or error.kind,
+            )
 
     def _note_quota(self, host: Host[_Item], headers: Mapping[str, str]) -> None:
         """The quota a response advertises paces its host (see
