@@ -245,3 +245,21 @@ def test_robots_pace_lowers_an_adapted_hosts_ceiling() -> None:
         h.sched.relieved(host, now)  # its slots come back
     assert host.adaptive is None
     assert (host.rate_from, host.bucket.rate) == ("robots", 10.0)
+
+
+def test_a_high_adapted_rate_holds_ten_ms_of_tokens() -> None:
+    """At 700 req/s, 7 tokens: a wake-up a timer tick late loses none. The
+    user's bucket, burst and all, comes back on release."""
+    h = Harness(Limits(concurrency=64, per_host=1, per_host_rate=2000.0, burst=3))
+    item = h.add("a/0")
+    host = item.host
+    ended(host, 1.0, 128, 0.001)  # 1,000 req/s
+    h.end(item)
+    h.sched.congested(host, 1.0, 0.99)
+    assert host.bucket is not None
+    assert host.bucket.rate == pytest.approx(700.0, rel=0.02)
+    assert host.bucket.burst == 7
+    host.adaptive.rate = 2000.0  # type: ignore[union-attr]
+    h.sched.relieved(host, 1.1)  # a round of one: its slot back, its rate at the ceiling
+    assert host.adaptive is None
+    assert (host.rate_from, host.bucket.rate, host.bucket.burst) == ("user", 2000.0, 3)

@@ -22,7 +22,18 @@ from __future__ import annotations
 import math
 from typing import Final
 
-__all__ = ["ALPHA", "BETA", "GAP", "KEEP", "MIN_RATE", "MIN_STEP", "RELEASE", "WINDOW", "Adaptive"]
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "BURST_SPAN",
+    "GAP",
+    "KEEP",
+    "MIN_RATE",
+    "MIN_STEP",
+    "RELEASE",
+    "WINDOW",
+    "Adaptive",
+]
 
 BETA: Final = 0.7
 """The multiplicative decrease: what is kept of the rate and slots at a cut
@@ -33,9 +44,11 @@ ALPHA: Final = 0.1
 """The additive increase, per second of successes, as a fraction of the rate
 the last cut started from."""
 
-MIN_STEP: Final = 1.0
+MIN_STEP: Final = 0.5
 """The least additive increase, in requests per second per second: a host cut
-to a crawl (a stalled server) comes back within seconds once it answers."""
+to a crawl (a stalled server) is back at 5 req/s within 10 s of answers;
+below 5 req/s a tenth of the rate is less than that (and would probe a
+server that allows 5 req/s twice as often)."""
 
 MIN_RATE: Final = 0.1
 """The lowest adapted rate, in requests per second (one every 10 s)."""
@@ -52,6 +65,12 @@ RELEASE: Final = 2.0
 rate is dropped once it is this many times the observed rate (and the slots
 are back at their ceiling): it no longer holds the host back."""
 
+BURST_SPAN: Final = 0.01
+"""An adapted rate's bucket holds this many seconds of tokens (at least one):
+a wake-up that comes a timer tick late (1 ms on uvloop) then loses no token,
+so a high adapted rate is reached, in clumps far smaller than any server's
+own bucket."""
+
 KEEP: Final = 60.0
 """Seconds an idle host's adapted state is remembered after its state is dropped."""
 
@@ -59,7 +78,8 @@ KEEP: Final = 60.0
 class Adaptive:
     """One host's adapted ``rate`` (requests per second) and ``slots`` (requests
     in flight), below the ceilings ``max_rate`` (``math.inf``: none) and
-    ``max_slots``; ``source`` says where ``max_rate`` came from (the owner's).
+    ``max_slots``; ``source`` says where ``max_rate`` came from, ``burst``
+    the burst of its bucket (the owner's, to restore them).
 
     >>> adaptive = Adaptive(max_rate=math.inf, max_slots=8)
     >>> adaptive.congested(now=10.0, started=9.9, observed=100.0, in_flight=4)
@@ -72,6 +92,7 @@ class Adaptive:
 
     __slots__ = (
         "acks",
+        "burst",
         "cut_at",
         "last",
         "max_rate",
@@ -82,9 +103,12 @@ class Adaptive:
         "step",
     )
 
-    def __init__(self, *, max_rate: float, max_slots: int, source: str | None = None) -> None:
+    def __init__(
+        self, *, max_rate: float, max_slots: int, source: str | None = None, burst: int = 1
+    ) -> None:
         self.max_rate = max_rate
         self.source = source
+        self.burst = burst
         self.max_slots = max_slots
         self.rate = max_rate
         self.slots = max_slots

@@ -40,12 +40,16 @@ class TokenBucket:
         """Take a token at ``now``; call only when :meth:`wait` returned 0."""
         self._tat = max(self._tat, now) + self._interval
 
-    def set_rate(self, rate: float) -> None:
-        """Refill at ``rate`` from now on, holding as many tokens at most; the
+    def set_rate(self, rate: float, burst: int) -> None:
+        """Refill at ``rate`` from now on, holding ``burst`` tokens at most; the
         tokens already taken stay taken."""
-        extra = self._tolerance / self._interval  # burst - 1
         self._interval = 1.0 / rate
-        self._tolerance = extra * self._interval
+        self._tolerance = (burst - 1) * self._interval
+
+    @property
+    def burst(self) -> int:
+        """The most tokens it holds."""
+        return round(self._tolerance / self._interval) + 1
 
     @property
     def rate(self) -> float:

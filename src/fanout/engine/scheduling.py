@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from fanout.engine.adapt import KEEP, WINDOW, Adaptive
+from fanout.engine.adapt import BURST_SPAN, KEEP, WINDOW, Adaptive
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
 from fanout.engine.hoststats import HostCounters, HostSnapshot, HostTable, quantile
 from fanout.engine.ratelimit import TokenBucket
@@ -399,7 +399,7 @@ class Scheduler(Generic[T]):
         adaptive = host.adaptive
         if adaptive is not None:
             if rate < adaptive.max_rate:
-                adaptive.max_rate, adaptive.source = rate, "robots"
+                adaptive.max_rate, adaptive.source, adaptive.burst = rate, "robots", 1
                 adaptive.rate = min(adaptive.rate, rate)
                 host.bucket = TokenBucket(adaptive.rate, 1)
                 _apply(host)
@@ -424,6 +424,7 @@ class Scheduler(Generic[T]):
                 max_rate=math.inf if bucket is None else bucket.rate,
                 max_slots=int(min(self._per_host, self.concurrency)),
                 source=host.rate_from,
+                burst=1 if bucket is None else bucket.burst,
             )
         observed = host.counters.rate(now, WINDOW)
         if not adaptive.congested(
@@ -446,7 +447,7 @@ class Scheduler(Generic[T]):
                 host.bucket, host.rate_from = None, None
             else:
                 assert host.bucket is not None
-                host.bucket.set_rate(adaptive.max_rate)
+                host.bucket.set_rate(adaptive.max_rate, adaptive.burst)
                 host.rate_from = adaptive.source
         else:
             _apply(host)
@@ -770,11 +771,12 @@ def _apply(host: Host[Any]) -> None:
     rate = adaptive.rate
     bucket = host.bucket
     if rate < adaptive.max_rate:
+        burst = max(1, int(rate * BURST_SPAN))
         if bucket is None:
-            host.bucket = TokenBucket(rate, 1)
+            host.bucket = TokenBucket(rate, burst)
         else:
-            bucket.set_rate(rate)
+            bucket.set_rate(rate, burst)
         host.rate_from = "adapted"
     elif bucket is not None and host.rate_from == "adapted":
-        bucket.set_rate(adaptive.max_rate)
+        bucket.set_rate(adaptive.max_rate, adaptive.burst)
         host.rate_from = adaptive.source
