@@ -30,7 +30,8 @@ from tests.loopback import serving
 class Site:
     """A loopback site: /robots.txt answers ``robots`` (404 when empty); other
     paths answer 200, or 429 every ``shed``-th request, with ``headers``; with
-    ``hold``, they wait for :attr:`release`. Counts its answers by status."""
+    ``hold``, they wait for :attr:`release`, as /held always does (not
+    counted). Counts its answers by status."""
 
     def __init__(
         self,
@@ -56,6 +57,9 @@ class Site:
             if self.robots:
                 return web.Response(text=self.robots)
             return web.Response(status=404)
+        if request.path == "/held":
+            await self.release.wait()
+            return web.Response()
         self.arrived += 1
         if self.arrived == self.expect:
             self.all_arrived.set()
@@ -100,11 +104,14 @@ async def test_the_snapshot_matches_what_the_sites_counted() -> None:
         held.expect = HELD
         urls = [f"{held.url}/{i}" for i in range(HELD)]
         urls += [f"{s.url}/{i}" for s in (shedding, hinting, polite) for i in range(6)]
+        # One request each kept in flight: an idle host's state (its quota,
+        # its robots.txt pace) may be dropped before the snapshot is taken.
+        urls += [f"{s.url}/held" for s in (hinting, polite)]
         config = {
             "limits": Limits(concurrency=16, per_host=8, per_host_rate=1000.0),
             "retry": RetryPolicy(attempts=1),
             "robots": True,
-            "adapt": False,  # the shedding host keeps the user's rate (test_adapt.py adapts)
+            "adapt": False,  # the shedding host keeps the user's rate (test_shedding.py adapts)
         }
         async with Fetcher(**config) as fetcher:  # type: ignore[arg-type]
             stream = fetcher.stream(urls)
@@ -112,7 +119,7 @@ async def test_the_snapshot_matches_what_the_sites_counted() -> None:
                 got = 0
                 async for _ in stream:
                     got += 1
-                    if got == len(urls) - HELD:
+                    if got == len(urls) - HELD - 2:
                         break
                 await held.all_arrived.wait()
                 live = {row["host"]: row for row in fetcher.host_stats()}
@@ -125,7 +132,7 @@ async def test_the_snapshot_matches_what_the_sites_counted() -> None:
     assert live[held.host()]["p50_ms"] is None
     for server in (shedding, hinting, polite):
         row = live[server.host()]
-        assert row["in_flight"] == 0
+        assert row["in_flight"] <= (0 if server is shedding else 1)
         assert row["requests"] == sum(server.answers.values()) == 6
         assert row["throttled"] == server.answers[429]
         assert row["requests_per_s"] > 0
