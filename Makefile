@@ -62,6 +62,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python fairness.py --other slow --mix alternate
 	cd benchmarks && ../$(BIN)/python quota.py
 	cd benchmarks && ../$(BIN)/python eta.py --orders mixed shuffled slow-first slow-last
+	cd benchmarks && ../$(BIN)/python shedding.py
 	cd benchmarks && ../$(BIN)/python manyhosts.py
 	cd benchmarks && ../$(BIN)/python journal.py
 	cd benchmarks && ../$(BIN)/python startup.py

@@ -7,6 +7,7 @@ says what it measured. No timing is asserted.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -95,3 +96,24 @@ def test_the_eta_is_close_to_the_time_actually_left() -> None:
     assert [point for point, _ in rows] == ["25", "50"] * 2, done.stdout
     for _, ratio in rows:
         assert 0.6 <= float(ratio) <= 1.6, done.stdout
+
+
+def test_shedding_benchmark_meets_its_goals() -> None:
+    """benchmarks/shedding.py, small: after the warm-up the shedding host's 429
+    fraction is at most 10 % and its throughput at least 0.7 R with adaptation,
+    while the static run is hammered; the healthy hosts are not slowed (a
+    generous bound: on a shared machine their sub-second time is noisy)."""
+    done = subprocess.run(
+        [sys.executable, "shedding.py", "--duration", "6", "--warmup", "3", "-n", "100", "--json"],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    adaptive, static = figures["adaptive"], figures["static"]
+    assert adaptive["shed"] <= 0.10
+    assert adaptive["served"] >= 0.7
+    assert adaptive["healthy_ratio"] <= 2.0
+    assert static["shed"] > 0.5

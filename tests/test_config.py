@@ -42,6 +42,7 @@ CHANGED: dict[str, Any] = {
     "cookies": True,
     "robots": True,
     "server_hints": False,
+    "adapt": False,
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -67,6 +68,7 @@ CLI_ARGS: dict[str, list[str]] = {
     "cookies": ["--cookies"],
     "robots": ["--robots"],
     "server_hints": ["--no-server-hints"],
+    "adapt": ["--no-adapt"],
 }  # fmt: skip
 # cacert and verify=False exclude each other, as a proxy and the guard's address
 # checks do: each run leaves one of each pair out.

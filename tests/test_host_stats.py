@@ -32,7 +32,8 @@ from tests.loopback import serving
 class Site:
     """A loopback site: /robots.txt answers ``robots`` (404 when empty); other
     paths answer 200, or 429 every ``shed``-th request, with ``headers``; with
-    ``hold``, they wait for :attr:`release`. Counts its answers by status."""
+    ``hold``, they wait for :attr:`release`, as /held always does (not
+    counted). Counts its answers by status."""
 
     def __init__(
         self,
@@ -58,6 +59,9 @@ class Site:
             if self.robots:
                 return web.Response(text=self.robots)
             return web.Response(status=404)
+        if request.path == "/held":
+            await self.release.wait()
+            return web.Response()
         self.arrived += 1
         if self.arrived == self.expect:
             self.all_arrived.set()
@@ -102,10 +106,14 @@ async def test_the_snapshot_matches_what_the_sites_counted() -> None:
         held.expect = HELD
         urls = [f"{held.url}/{i}" for i in range(HELD)]
         urls += [f"{s.url}/{i}" for s in (shedding, hinting, polite) for i in range(6)]
+        # One request each kept in flight: an idle host's state (its quota,
+        # its robots.txt pace) may be dropped before the snapshot is taken.
+        urls += [f"{s.url}/held" for s in (hinting, polite)]
         config = {
             "limits": Limits(concurrency=16, per_host=8, per_host_rate=1000.0),
             "retry": RetryPolicy(attempts=1),
             "robots": True,
+            "adapt": False,  # the shedding host keeps the user's rate (test_shedding.py adapts)
         }
         async with Fetcher(**config) as fetcher:  # type: ignore[arg-type]
             stream = fetcher.stream(urls)
@@ -113,7 +121,7 @@ async def test_the_snapshot_matches_what_the_sites_counted() -> None:
                 got = 0
                 async for _ in stream:
                     got += 1
-                    if got == len(urls) - HELD:
+                    if got == len(urls) - HELD - 2:
                         break
                 await held.all_arrived.wait()
                 live = {row["host"]: row for row in fetcher.host_stats()}
@@ -126,7 +134,7 @@ async def test_the_snapshot_matches_what_the_sites_counted() -> None:
     assert live[held.host()]["p50_ms"] is None
     for server in (shedding, hinting, polite):
         row = live[server.host()]
-        assert row["in_flight"] == 0
+        assert row["in_flight"] <= (0 if server is shedding else 1)
         assert row["requests"] == sum(server.answers.values()) == 6
         assert row["throttled"] == server.answers[429]
         assert row["requests_per_s"] > 0
@@ -185,7 +193,8 @@ async def test_the_table_stays_bounded_over_many_hosts() -> None:
 async def test_the_progress_bar_shows_the_busiest_hosts() -> None:
     """Six hosts, one shedding every third request with a 429: the bar has the
     table of the five busiest under it, the shedding host first with the
-    requests and 429s its server counted."""
+    requests and 429s its server counted, and the rate it adapted to (below
+    the user's)."""
     console = Console(file=io.StringIO(), width=120, color_system=None)
     live = LiveProgress(RunStats(), 10, console=console)
     async with contextlib.AsyncExitStack() as stack:
@@ -208,7 +217,8 @@ async def test_the_progress_bar_shows_the_busiest_hosts() -> None:
     first = rows[0]
     assert first[0] == shedding.host()
     assert first[1] == "0"  # in flight
-    assert first[3:5] == ["1000/s", "user"]
+    assert first[4] == "adapted"
+    assert float(first[3].removesuffix("/s")) < 1000.0
     assert first[5] == "-"  # no cool-down
     assert int(first[6]) == shedding.answers[429] == 4
 

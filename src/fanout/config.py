@@ -85,6 +85,11 @@ class FetcherConfig:
       by it: with none left, it waits for the reset (at most
       ``retry.retry_after_max``) before its next request
       (``--no-server-hints`` turns it off).
+    - ``adapt`` (on by default): a host that answers 429 or 503 without
+      Retry-After, or times out, has its rate and concurrency cut, then raised
+      again as it answers, up to ``limits.per_host_rate`` and
+      ``limits.per_host`` (see :mod:`fanout.engine.adapt`; ``--no-adapt``
+      turns it off).
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -112,6 +117,7 @@ class FetcherConfig:
     cookies: bool = False
     robots: bool = False
     server_hints: bool = True
+    adapt: bool = True
 
     def __post_init__(self) -> None:
         from fanout.net.guard import HostGuard
@@ -133,6 +139,7 @@ class FetcherConfig:
             "cookies",
             "robots",
             "server_hints",
+            "adapt",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -221,6 +228,7 @@ class FetcherOptions(TypedDict, total=False):
     cookies: bool
     robots: bool
     server_hints: bool
+    adapt: bool
 
 
 def resolve_config(

@@ -299,6 +299,12 @@ _HTTP_OPTIONS = [
         help="Ignore the quota servers advertise (RateLimit, X-RateLimit-*): by default a"
         " host with none left waits for its reset.",
     ),
+    click.option(
+        "--no-adapt",
+        is_flag=True,
+        help="Keep each host's rate and concurrency as set: by default a host that answers"
+        " 429 or 503 without Retry-After, or times out, is slowed down, then sped up again.",
+    ),
 ]
 
 
@@ -350,6 +356,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             cookies=options["cookies"],
             robots=options["robots"],
             server_hints=not options["no_server_hints"],
+            adapt=not options["no_adapt"],
         )
         proxies_for(config)  # the environment's proxies: checked now, not once fetching
     except ConfigError as exc:

@@ -454,6 +454,7 @@ class Fetcher:
         """The options in force (read-only)."""
         self._host_errors = config.host_errors
         self._server_hints = config.server_hints
+        self._adapt = config.adapt
         self.limits = config.limits
         self.retry = config.retry
         self.timeouts = config.timeouts
@@ -625,12 +626,15 @@ class Fetcher:
         recent requests per second, then requests done), one dict each:
 
         - ``host``: ``host:port``; ``in_flight``: attempts being made now;
+        - ``slots``: the attempts it may have in flight (``limits.per_host``, or
+          fewer once adapted; None: no limit but the fetcher's);
         - ``requests``: attempts ended (retries and redirect hops included);
         - ``requests_per_s``: attempts ended per second over the last 10 s;
         - ``rate_limit``, ``rate_source``: the requests per second the host is
           held to now (None: not held), and where that comes from: ``"user"``
           (``limits.per_host_rate``), ``"robots"`` (its Crawl-delay or
-          Request-rate) or ``"server"`` (the quota its responses advertise);
+          Request-rate), ``"server"`` (the quota its responses advertise) or
+          ``"adapted"`` (cut on its 429s, 503s and timeouts: ``adapt=True``);
         - ``cool_down_s``: seconds until its cool-down (or spent quota) ends;
         - ``throttled``: 429 responses; ``p50_ms``, ``p95_ms``: attempt
           latency over its last 128 attempts.
@@ -982,6 +986,8 @@ class Fetcher:
         counters.latencies.append(end - start)
         if self._host_errors and (result.error is not None or host.failures):
             self._note_health(host, result, sent)
+        if host.adaptive is not None or (self._adapt and result.error is not None):
+            self._note_congestion(host, result, start, end)
         if self._server_hints:
             headers = result.headers  # inlined has_rate_limit_headers: this runs per response
             if _RATELIMIT in headers or _REMAINING in headers or _X_REMAINING in headers:
@@ -1022,6 +1028,34 @@ class Fetcher:
             _log_attempt(item, result, end - start, delay, hop is not None)
         if host.ready:
             self._sched.make_runnable(host)
+
+    def _note_congestion(self, host: Host[_Item], result: Result, start: float, end: float) -> None:
+        """With ``adapt``: a 429 or 503 without Retry-After, or a timeout, cuts
+        the host's rate and slots; any other response, to a host that adapted,
+        raises them (see :mod:`fanout.engine.adapt`). A 429 or 503 with a
+        Retry-After does neither: its cool-down is the server's answer."""
+        error = result.error
+        if error is None or (
+            error.kind is ErrorKind.HTTP_STATUS and result.status not in _COOL_DOWN_STATUSES
+        ):
+            if host.adaptive is not None:
+                self._sched.relieved(host, end)  # an answer, whatever its status
+            return
+        if error.kind is not ErrorKind.TIMEOUT and (
+            result.status not in _COOL_DOWN_STATUSES
+            or parse_retry_after(result.headers.get("Retry-After"), time.time()) is not None
+        ):
+            return  # another failure, or a cool-down the server asked for
+        if self._sched.congested(host, end, start) and self._debug:
+            adaptive = host.adaptive
+            assert adaptive is not None
+            logger.debug(
+                "host %s:%s adapts to %.2f req/s, %d in flight (%s)",
+                *host.key[1:],
+                adaptive.rate,
+                adaptive.slots,
+                result.status or error.kind,
+            )
 
     def _note_quota(self, host: Host[_Item], headers: Mapping[str, str]) -> None:
         """The quota a response advertises paces its host (see

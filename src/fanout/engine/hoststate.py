@@ -4,18 +4,21 @@ The engine drops a host's state once it carries nothing a later request
 needs (nothing queued or in flight, its rate bucket full again). Some of it
 must be kept a while longer for correctness: a cool-down a server asked for
 (429 or 503 with Retry-After), the count of consecutive connection failures,
-and a mark that the host is down. :class:`HostMemory` keeps them, for at
-most ``capacity`` hosts (the least recently stored forgotten first), each
-until its last deadline passes.
+a mark that the host is down, and the rate and slots it adapted to.
+:class:`HostMemory` keeps them, for at most ``capacity`` hosts (the least
+recently stored forgotten first), each until its last deadline passes.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from fanout.urls import HostKey
+
+if TYPE_CHECKING:
+    from fanout.engine.adapt import Adaptive
 
 __all__ = ["DOWN_FOR", "HostMemory", "Remembered", "shown_host"]
 
@@ -26,9 +29,10 @@ DOWN_FOR: Final = 300.0
 class Remembered:
     """The lasting state of one host: its cool-down (a loop-clock deadline), its
     consecutive connection failures and the last one's message, and, when it
-    is down, the reason given to its skipped requests and until when."""
+    is down, the reason given to its skipped requests and until when, and
+    its adapted limits (see :mod:`fanout.engine.adapt`)."""
 
-    __slots__ = ("cool_until", "down", "down_until", "expires", "failure", "failures")
+    __slots__ = ("adaptive", "cool_until", "down", "down_until", "expires", "failure", "failures")
 
     def __init__(
         self,
@@ -38,8 +42,10 @@ class Remembered:
         failure: str = "",
         down: str | None = None,
         down_until: float = -math.inf,
+        adaptive: Adaptive | None = None,
         expires: float,
     ) -> None:
+        self.adaptive = adaptive
         self.cool_until = cool_until
         self.failures = failures
         self.failure = failure
@@ -84,6 +90,14 @@ class HostMemory:
             if oldest is None or oldest.expires > now:
                 break
             entries.popitem(last=False)
+
+    def peek(self, key: HostKey, now: float) -> Remembered | None:
+        """What is kept for ``key`` and still in force at ``now``, left in the
+        memory, or None."""
+        state = self._entries.get(key)
+        if state is None or state.expires <= now:
+            return None
+        return state
 
     def take(self, key: HostKey, now: float) -> Remembered | None:
         """What is kept for ``key`` and still in force at ``now``, removed from

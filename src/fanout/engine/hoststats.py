@@ -31,6 +31,7 @@ class HostSnapshot(TypedDict):
 
     host: str
     in_flight: int
+    slots: int | None
     requests: int
     requests_per_s: float
     rate_limit: float | None
@@ -54,20 +55,18 @@ class HostCounters:
         self.ends: deque[float] = deque(maxlen=SAMPLES)
         self.latencies: deque[float] = deque(maxlen=SAMPLES)
 
-    def rate(self, now: float) -> float:
-        """Attempts per second that ended over the last :data:`RATE_WINDOW`
-        seconds (or since the first attempt, when that is more recent)."""
+    def rate(self, now: float, window: float = RATE_WINDOW) -> float:
+        """Attempts per second that ended over the last ``window`` seconds (or
+        since the first attempt, when that is more recent)."""
         ends = self.ends
         if not ends:
             return 0.0
-        since = now - RATE_WINDOW
+        since = now - window
         count = sum(1 for end in ends if end > since)
         if count == 0:
             return 0.0
-        if count == len(ends) == ends.maxlen:
-            span = now - ends[0]  # the window holds more than the samples kept
-        else:
-            span = min(RATE_WINDOW, now - self.first)
+        full = count == len(ends) == ends.maxlen  # the window holds more than the samples kept
+        span = now - ends[0] if full else min(window, now - self.first)
         return count / span if span > 0 else 0.0
 
 

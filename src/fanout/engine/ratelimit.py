@@ -48,6 +48,17 @@ class TokenBucket:
         last = max(self._tat, now) + (tokens - 1) * self._interval - self._tolerance
         return max(last - now, 0.0)
 
+    def set_rate(self, rate: float, burst: int) -> None:
+        """Refill at ``rate`` from now on, holding ``burst`` tokens at most; the
+        tokens already taken stay taken."""
+        self._interval = 1.0 / rate
+        self._tolerance = (burst - 1) * self._interval
+
+    @property
+    def burst(self) -> int:
+        """The most tokens it holds."""
+        return round(self._tolerance / self._interval) + 1
+
     @property
     def rate(self) -> float:
         """Tokens per second."""

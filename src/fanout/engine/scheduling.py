@@ -27,6 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+from fanout.engine.adapt import BURST_SPAN, KEEP, WINDOW, Adaptive
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
 from fanout.engine.hoststats import HostCounters, HostSnapshot, HostTable, quantile
 from fanout.engine.ratelimit import TokenBucket
@@ -87,12 +88,14 @@ class _Quota:
 
 
 class Host(Generic[T]):
-    """Per-host state: its ready queue, slots in use, rate bucket, cool-down,
-    consecutive connection failures (the last one's message) and, when down,
-    the reason its requests are skipped, until ``down_until``."""
+    """Per-host state: its ready queue, slots in use and how many it may use
+    (``slots``), rate bucket, cool-down, consecutive connection failures (the
+    last one's message), when down the reason its requests are skipped, until
+    ``down_until``, and its adapted limits (``adaptive``) once congested."""
 
     __slots__ = (
         "active",
+        "adaptive",
         "bucket",
         "cool_until",
         "counters",
@@ -109,12 +112,16 @@ class Host(Generic[T]):
         "route",
         "runnable",
         "sleeping",
+        "slots",
     )
 
-    def __init__(self, key: HostKey, rate: float | None, burst: int) -> None:
+    def __init__(
+        self, key: HostKey, rate: float | None, burst: int, slots: float = math.inf
+    ) -> None:
         self.key = key
         self.ready: deque[T] = deque()
         self.active = 0
+        self.slots = slots  # requests it may have in flight: per_host, or fewer when adapted
         self.pending = 0  # requests of this host not yet retired
         self.bucket = TokenBucket(rate, burst) if rate is not None else None
         self.cool_until = -math.inf
@@ -129,6 +136,7 @@ class Host(Generic[T]):
         self.hint: _Quota | None = None  # the quota the server advertised, when it did
         self.rate_from = "user" if rate is not None else None  # where the bucket's rate came from
         self.counters = HostCounters()  # the scheduler gives it the one its table keeps
+        self.adaptive: Adaptive | None = None  # made at its first congestion signal, when adapting
 
     def wait(self, now: float) -> float:
         """Seconds from ``now`` until the host's cool-down and rate allow a start."""
@@ -280,7 +288,7 @@ class Scheduler(Generic[T]):
         hosts held stay those that carry information."""
         now = self.clock()
         self._sweep(now)
-        host = self.hosts[key] = Host(key, self._per_host_rate, self._burst)
+        host = self.hosts[key] = Host(key, self._per_host_rate, self._burst, self._per_host)
         host.counters = self.counters.get(key)
         if self._route is not None:
             host.route = self._route(key)
@@ -294,6 +302,9 @@ class Scheduler(Generic[T]):
                 host.down, host.down_until = kept.down, kept.down_until
             elif self._host_errors and host.failures >= self._host_errors:
                 host.failures = 0  # its down mark expired: counted anew, as for a held host
+            if kept.adaptive is not None:
+                host.adaptive = kept.adaptive
+                _apply(host)
         return host
 
     def _sweep(self, now: float) -> None:
@@ -324,18 +335,23 @@ class Scheduler(Generic[T]):
             return
         del self.hosts[host.key]
         down = host.down is not None and host.down_until > now
-        if host.cool_until > now or host.failures or down:
+        adaptive = host.adaptive
+        if host.cool_until > now or host.failures or down or adaptive is not None:
             counted = now + self._down_for if host.failures else now
             expires = max(host.cool_until, host.down_until, counted)
+            if adaptive is not None:
+                expires = max(expires, now + KEEP)
             kept = Remembered(
                 cool_until=host.cool_until,
                 failures=host.failures,
                 failure=host.failure,
                 down=host.down if down else None,
                 down_until=host.down_until if down else -math.inf,
+                adaptive=adaptive,
                 expires=expires,
             )
-            memory = self._memory if host.cool_until > now or down else self._counts
+            lasting = host.cool_until > now or down or adaptive is not None
+            memory = self._memory if lasting else self._counts
             memory.put(host.key, kept, now)
 
     def _forget_if_idle(self, host: Host[T]) -> None:
@@ -397,11 +413,63 @@ class Scheduler(Generic[T]):
     @staticmethod
     def limit_rate(host: Host[T], rate: float) -> None:
         """Hold ``host`` to ``rate`` requests per second (its robots.txt's pace),
-        unless its own rate is already as strict."""
+        unless its own rate is already as strict (an adapted rate is held
+        below it from now on)."""
+        adaptive = host.adaptive
+        if adaptive is not None:
+            if rate < adaptive.max_rate:
+                adaptive.max_rate, adaptive.source, adaptive.burst = rate, "robots", 1
+                adaptive.rate = min(adaptive.rate, rate)
+                host.bucket = TokenBucket(adaptive.rate, 1)
+                _apply(host)
+            return
         bucket = host.bucket
         if bucket is None or bucket.rate > rate:
             host.bucket = TokenBucket(rate, 1)
             host.rate_from = "robots"
+
+    # ------------------------------------------------------------ adaptation
+
+    def congested(self, host: Host[T], now: float, started: float) -> bool:
+        """A congestion signal from ``host`` (a 429 or 503 without Retry-After, a
+        timeout) at ``now``, for an attempt that ``started`` then, both on the
+        clock of its :class:`HostCounters`: its rate and slots are cut (see
+        :mod:`fanout.engine.adapt`), unless the attempt was in flight at the
+        last cut. True when they were."""
+        adaptive = host.adaptive
+        if adaptive is None:
+            bucket = host.bucket
+            adaptive = host.adaptive = Adaptive(
+                max_rate=math.inf if bucket is None else bucket.rate,
+                max_slots=int(min(self._per_host, self.concurrency)),
+                source=host.rate_from,
+                burst=1 if bucket is None else bucket.burst,
+            )
+        observed = host.counters.rate(now, WINDOW)
+        if not adaptive.congested(
+            now=now, started=started, observed=observed, in_flight=host.active + 1
+        ):
+            return False
+        _apply(host)
+        return True
+
+    def relieved(self, host: Host[T], now: float) -> None:
+        """An attempt to an adapted ``host`` succeeded at ``now`` (on the clock
+        of its :class:`HostCounters`): its rate and slots rise; once they no
+        longer hold it back, the host is as it was before it adapted."""
+        adaptive = host.adaptive
+        assert adaptive is not None
+        if adaptive.succeeded(now) and adaptive.released(host.counters.rate(now, WINDOW)):
+            host.adaptive = None
+            host.slots = self._per_host
+            if adaptive.max_rate == math.inf:
+                host.bucket, host.rate_from = None, None
+            else:
+                assert host.bucket is not None
+                host.bucket.set_rate(adaptive.max_rate, adaptive.burst)
+                host.rate_from = adaptive.source
+        else:
+            _apply(host)
 
     def server_quota(self, host: Host[T], remaining: int, reset: float, limit: int | None) -> None:
         """The server of ``host`` says ``remaining`` requests are left until its
@@ -449,13 +517,15 @@ class Scheduler(Generic[T]):
         shots: list[HostSnapshot] = []
         for active, rate, requests, key, counters in rows[:top]:
             host = self.hosts.get(key)
-            limit, source, cool = self._limit(host, clock)
+            limit, source, cool = self._limit(key, host, clock)
+            slots = self._per_host if host is None else host.slots
             latencies = sorted(counters.latencies)
             p50, p95 = quantile(latencies, 0.5), quantile(latencies, 0.95)
             shots.append(
                 {
                     "host": shown_host(key),
                     "in_flight": active,
+                    "slots": None if slots == math.inf else int(slots),
                     "requests": requests,
                     "requests_per_s": round(rate, 2),
                     "rate_limit": limit,
@@ -487,7 +557,7 @@ class Scheduler(Generic[T]):
         least = 0.0
         for host in hosts:
             if host.pending and (host.bucket is not None or host.hint is not None):
-                rate, source, _ = self._limit(host, now)
+                rate, source, _ = self._limit(host.key, host, now)
                 if not rate:
                     continue
                 count: float = host.pending - host.active
@@ -519,11 +589,19 @@ class Scheduler(Generic[T]):
             return 0.0
         return reset - now + (math.ceil((count - budget) / quota.limit) - 1) * quota.span
 
-    def _limit(self, host: Host[T] | None, now: float) -> tuple[float | None, str | None, float]:
-        """The rate ``host`` is held to (requests per second) and where it came
-        from, and the seconds until its cool-down (or quota wait) ends. A
-        host whose state was dropped is held to nothing but what outlives it."""
+    def _limit(
+        self, key: HostKey, host: Host[T] | None, now: float
+    ) -> tuple[float | None, str | None, float]:
+        """The rate the host ``key`` is held to (requests per second) and where
+        it came from, and the seconds until its cool-down (or quota wait) ends.
+        A host whose state (``host``) was dropped is held to nothing but what
+        outlives it (the user's rate, an adapted one)."""
         if host is None:
+            kept = self._memory.peek(key, now)
+            if kept is not None and kept.adaptive is not None:
+                adaptive = kept.adaptive
+                if adaptive.rate < adaptive.max_rate:
+                    return round(adaptive.rate, 3), "adapted", max(kept.cool_until - now, 0.0)
             return self._per_host_rate, "user" if self._per_host_rate else None, 0.0
         cool = max(host.cool_until - now, 0.0)
         quota = host.hint
@@ -604,7 +682,7 @@ class Scheduler(Generic[T]):
     def _host_full(self, host: Host[T]) -> bool:
         """Every slot of ``host`` is in use, and its limit is below the global
         one (else its requests wait for any slot, as every host's do)."""
-        return host.active >= self._per_host and self._per_host < self.concurrency
+        return host.active >= host.slots and host.slots < self.concurrency
 
     def park(self, item: T) -> bool:
         """Park a request that must wait, within the budget; True when parked.
@@ -667,7 +745,6 @@ class Scheduler(Generic[T]):
     def _dispatch(self, now: float, take: bool) -> T | None:
         runnable = self._runnable
         concurrency = self.concurrency
-        per_host = self._per_host
         bucket = self._bucket
         self._global_wake = None
         mine = None
@@ -676,7 +753,7 @@ class Scheduler(Generic[T]):
             ready = host.ready
             while ready and ready[0].run.closed:
                 self._drop(ready.popleft())
-            if not ready or host.active >= per_host:
+            if not ready or host.active >= host.slots:
                 runnable.popleft()
                 host.runnable = False
                 continue
@@ -714,7 +791,7 @@ class Scheduler(Generic[T]):
             host.active += 1
             self.active += 1
             runnable.popleft()
-            if ready and host.active < per_host:
+            if ready and host.active < host.slots:
                 runnable.append(host)  # round-robin between hosts
             else:
                 host.runnable = False
@@ -739,3 +816,24 @@ class Scheduler(Generic[T]):
             return  # an earlier wake-up is armed; it will re-arm
         self._armed = when
         self._arm_at(when)
+
+
+def _apply(host: Host[Any]) -> None:
+    """Hold ``host`` to its adapted rate and slots: its bucket's rate is the
+    adapted one (source ``adapted``) while that is below the ceiling, else
+    the ceiling's."""
+    adaptive = host.adaptive
+    assert adaptive is not None
+    host.slots = adaptive.slots
+    rate = adaptive.rate
+    bucket = host.bucket
+    if rate < adaptive.max_rate:
+        burst = max(1, int(rate * BURST_SPAN))
+        if bucket is None:
+            host.bucket = TokenBucket(rate, burst)
+        else:
+            bucket.set_rate(rate, burst)
+        host.rate_from = "adapted"
+    elif bucket is not None and host.rate_from == "adapted":
+        bucket.set_rate(adaptive.max_rate, adaptive.burst)
+        host.rate_from = adaptive.source

@@ -1,0 +1,161 @@
+"""The adaptive per-host rate and concurrency (AIMD) as pure arithmetic.
+
+A host gets an :class:`Adaptive` at its first congestion signal (a 429 or 503
+without Retry-After, a connect or read timeout); until then it costs nothing.
+On a signal, its rate drops to ``BETA`` times the rate actually observed
+(attempts that ended over the last ``WINDOW`` seconds, or the adapted rate
+when that is lower), and its concurrency to ``BETA`` times the attempts in
+flight (at least 1), at most once per round: a signal from an attempt that
+started before the last cut is the same congestion, already answered, as in
+TCP. Successes raise the rate additively, by ``ALPHA`` times the rate the
+last cut started from per second of successes (so a cut is won back in
+``(1 - BETA) / ALPHA`` = 3 s of successes, at any scale), and the
+concurrency by one slot per round of successes (as many as the slots), up to
+the ceilings: the user's (or robots.txt's) rate and ``per_host``.
+
+Every time is passed in (seconds on any one clock): the class reads no clock,
+so ``tests/test_adapt.py`` drives it by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+__all__ = [
+    "ALPHA",
+    "BETA",
+    "BURST_SPAN",
+    "GAP",
+    "KEEP",
+    "MIN_RATE",
+    "MIN_STEP",
+    "RELEASE",
+    "WINDOW",
+    "Adaptive",
+]
+
+BETA: Final = 0.7
+"""The multiplicative decrease: what is kept of the rate and slots at a cut
+(TCP CUBIC's 0.7; 0.5 would average 0.75 of the server's limit, too close to
+the 0.7 the issue asks for)."""
+
+ALPHA: Final = 0.1
+"""The additive increase, per second of successes, as a fraction of the rate
+the last cut started from."""
+
+MIN_STEP: Final = 0.5
+"""The least additive increase, in requests per second per second: a host cut
+to a crawl (a stalled server) is back at 5 req/s within 10 s of answers;
+below 5 req/s a tenth of the rate is less than that (and would probe a
+server that allows 5 req/s twice as often)."""
+
+MIN_RATE: Final = 0.1
+"""The lowest adapted rate, in requests per second (one every 10 s)."""
+
+GAP: Final = 1.0
+"""The most seconds counted between two successes: a host left idle earns no
+increase for the time nothing was sent to it."""
+
+WINDOW: Final = 1.0
+"""Seconds over which the observed rate a cut starts from is measured."""
+
+RELEASE: Final = 2.0
+"""With no ceiling rate (no ``per_host_rate``, no robots.txt pace), the adapted
+rate is dropped once it is this many times the observed rate (and the slots
+are back at their ceiling): it no longer holds the host back."""
+
+BURST_SPAN: Final = 0.01
+"""An adapted rate's bucket holds this many seconds of tokens (at least one):
+a wake-up that comes a timer tick late (1 ms on uvloop) then loses no token,
+so a high adapted rate is reached, in clumps far smaller than any server's
+own bucket."""
+
+KEEP: Final = 60.0
+"""Seconds an idle host's adapted state is remembered after its state is dropped."""
+
+
+class Adaptive:
+    """One host's adapted ``rate`` (requests per second) and ``slots`` (requests
+    in flight), below the ceilings ``max_rate`` (``math.inf``: none) and
+    ``max_slots``; ``source`` says where ``max_rate`` came from, ``burst``
+    the burst of its bucket (the owner's, to restore them).
+
+    >>> adaptive = Adaptive(max_rate=math.inf, max_slots=8)
+    >>> adaptive.congested(now=10.0, started=9.9, observed=100.0, in_flight=4)
+    True
+    >>> round(adaptive.rate, 3), adaptive.slots
+    (70.0, 2)
+    >>> adaptive.congested(now=10.1, started=9.95, observed=100.0, in_flight=2)  # same round
+    False
+    """
+
+    __slots__ = (
+        "acks",
+        "burst",
+        "cut_at",
+        "last",
+        "max_rate",
+        "max_slots",
+        "rate",
+        "slots",
+        "source",
+        "step",
+    )
+
+    def __init__(
+        self, *, max_rate: float, max_slots: int, source: str | None = None, burst: int = 1
+    ) -> None:
+        self.max_rate = max_rate
+        self.source = source
+        self.burst = burst
+        self.max_slots = max_slots
+        self.rate = max_rate
+        self.slots = max_slots
+        self.step = MIN_STEP
+        self.cut_at = -math.inf  # when the last cut was made
+        self.last = -math.inf  # when the last success was counted
+        self.acks = 0  # successes in the current round
+
+    def congested(self, *, now: float, started: float, observed: float, in_flight: int) -> bool:
+        """A congestion signal at ``now`` from an attempt that ``started`` then,
+        with ``observed`` attempts per second ending lately and ``in_flight``
+        attempts (this one among them). True when it cut the rate and slots;
+        False when the attempt was in flight at the last cut."""
+        if started < self.cut_at:
+            return False
+        base = min(observed, self.rate)
+        self.rate = max(MIN_RATE, BETA * base)
+        self.step = max(MIN_STEP, ALPHA * base)
+        self.slots = max(1, math.floor(BETA * min(in_flight, self.slots)))
+        self.cut_at = now
+        self.last = now
+        self.acks = 0
+        return True
+
+    def succeeded(self, now: float) -> bool:
+        """A success at ``now``: the rate rises by ``step`` per second since the
+        last one (at most ``GAP``), up to ``max_rate``; a round of successes
+        adds a slot, up to ``max_slots``. True when a round ended (the owner
+        may then check :meth:`released`)."""
+        gap = now - self.last
+        self.last = now
+        if gap > 0.0:
+            self.rate = min(self.max_rate, self.rate + self.step * min(gap, GAP))
+        self.acks += 1
+        if self.acks < self.slots:
+            return False
+        self.acks = 0
+        if self.slots < self.max_slots:
+            self.slots += 1
+        return True
+
+    def released(self, observed: float) -> bool:
+        """True when the adapted limits no longer hold the host back: the slots
+        are back at their ceiling, and the rate at its ceiling or, with none,
+        ``RELEASE`` times the ``observed`` rate."""
+        if self.slots < self.max_slots:
+            return False
+        if self.max_rate != math.inf:
+            return self.rate >= self.max_rate
+        return self.rate > RELEASE * observed
