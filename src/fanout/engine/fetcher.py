@@ -73,7 +73,7 @@ from fanout.net.transport import (
     make_session,
     session_problem,
 )
-from fanout.net.transports import Transport
+from fanout.net.transports import CURL_ENV_PROXY, Transport
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
@@ -359,6 +359,8 @@ def _check_session(session: aiohttp.ClientSession, config: FetcherConfig) -> Non
     session given does not get: fanout's own connector."""
     if not isinstance(session, aiohttp.ClientSession):
         raise TypeError(f"session must be an aiohttp.ClientSession, got {type(session).__name__}")
+    if config.transport == "curl":
+        raise ConfigError("session= (an aiohttp session) cannot be combined with transport 'curl'")
     used = [name for name, off in _CONNECTOR_OPTIONS.items() if getattr(config, name) != off]
     if used:
         raise ConfigError(
@@ -464,6 +466,8 @@ class Fetcher:
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
         # The environment's proxies are read now; a session given uses its own.
         self._proxies = None if session is not None else proxies_for(config)
+        if self._proxies is not None and config.transport == "curl":
+            raise ConfigError(CURL_ENV_PROXY)
         self._ssl = tls_context(
             cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
         )
@@ -521,7 +525,18 @@ class Fetcher:
                 "TLS certificates are not checked (verify=False, --insecure): anyone on"
                 " the network path can read and change the traffic"
             )
-        if self._given_session is not None:
+        if self.config.transport == "curl":
+            from fanout.net.curl import CurlTransport
+
+            self._transport = CurlTransport(
+                concurrency=self._concurrency,
+                timeouts=self.timeouts,
+                headers=self._headers,
+                cacert=self.config.cacert,
+                verify=self.config.verify,
+                client_cert=self.config.client_cert,
+            )
+        elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)
             self._transport = AiohttpTransport(self._given_session, None, foreign)
         else:

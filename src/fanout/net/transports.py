@@ -16,7 +16,7 @@ aiohttp path gains no coroutine layer and no lookup per request.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -26,10 +26,37 @@ if TYPE_CHECKING:
     from fanout.net.transport import Hop
     from fanout.policy import Caps, Timeouts
 
-__all__ = ["TRANSPORTS", "Transport", "TransportName"]
+__all__ = [
+    "CURL_ENV_PROXY",
+    "CURL_REFUSES",
+    "ENVIRONMENT",
+    "TRANSPORTS",
+    "Transport",
+    "TransportName",
+]
 
 TransportName = Literal["aiohttp", "curl"]
 TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "curl")
+# The environment variable that picks the transport when the options do not.
+ENVIRONMENT: Final = "FANOUT_TRANSPORT"
+# The options the curl transport refuses, with their values when not in use:
+# each acts through aiohttp's connector, resolver or cookie jar (the guard's
+# address checks, the DNS servers, the proxies, the cookies), or its session
+# (robots.txt is fetched on it). Refused rather than silently weaker.
+CURL_REFUSES: Final = {
+    "deny_private": False,
+    "allow_hosts": None,
+    "deny_hosts": (),
+    "nameservers": None,
+    "proxy": None,
+    "cookies": False,
+    "robots": False,
+}
+# Why the curl transport refuses the proxies the environment names.
+CURL_ENV_PROXY: Final = (
+    "transport 'curl' cannot go through the proxies the environment names (http_proxy,"
+    " https_proxy): ignore them (env_proxy=False, --no-env-proxy) or use transport 'aiohttp'"
+)
 
 
 class Transport(Protocol):
