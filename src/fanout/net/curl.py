@@ -81,6 +81,9 @@ _TLS_CODES: Final = frozenset(
         "E_USE_SSL_FAILED",
     )
 )
+_VERIFY_CODES: Final = frozenset(
+    getattr(pycurl, name, -1) for name in ("E_PEER_FAILED_VERIFICATION", "E_SSL_PEER_CERTIFICATE")
+)
 _UNSENT_ATTRIBUTE: Final = "_fanout_unsent"
 
 
@@ -243,7 +246,7 @@ class CurlTransport:
         return {
             "handles": len(self._active),
             "sockets": len(self._sockets),
-            "gap_timers": sum(t.gap is not None for t in self._active.values()),
+            "gap_timers": sum(t.gap is not None for t in (*self._active.values(), *self._pool)),
             "timer": int(self._timer is not None),
         }
 
@@ -408,6 +411,9 @@ class CurlTransport:
                 f"connect deadline of {timeouts.connect:g}s",
                 False,
             )
+        elif code in _VERIFY_CODES:  # the words of Python's ssl module too
+            kind, sent = ErrorKind.TLS, False
+            text = f"certificate verify failed (CERTIFICATE_VERIFY_FAILED): {message}"
         elif code in _TLS_CODES:
             kind, text, sent = ErrorKind.TLS, f"TLS: {message}", False
         elif code == pycurl.E_URL_MALFORMAT:
