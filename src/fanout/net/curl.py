@@ -396,7 +396,8 @@ class CurlTransport:
         host, port = url.host or "", url.port
         sent = True
         if code == pycurl.E_COULDNT_RESOLVE_HOST:
-            kind, text, sent = ErrorKind.DNS, f"cannot resolve {host}: {message}", False
+            kind, sent = ErrorKind.DNS, False
+            text = message if host in message else f"cannot resolve {host}: {message}"
         elif code == pycurl.E_COULDNT_CONNECT:
             errno = transfer.curl.getinfo(pycurl.OS_ERRNO)
             reason = os.strerror(errno) if errno else message
