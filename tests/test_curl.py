@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from fanout import ConfigError, ErrorKind, Fetcher, FetcherConfig, Request, RetryPolicy, Timeouts
+from fanout import (
+    ConfigError,
+    ErrorKind,
+    Fetcher,
+    FetcherConfig,
+    Limits,
+    Request,
+    RetryPolicy,
+    Timeouts,
+)
 from fanout.cli import main
 from fanout.demo import DemoServer
 from fanout.net.transports import CURL_REFUSES
@@ -186,3 +195,46 @@ async def test_a_session_and_the_environments_proxies_are_refused(
         main(["fetch", "http://127.0.0.1:9/", "--transport", "curl"])
     assert exited.value.code == 2
     assert "--no-env-proxy" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("transport")
+async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> None:
+    """A server that reads the second request of a connection, then closes it
+    unanswered: a transport that resends on a reused connection would deliver
+    that POST twice (libcurl does so for a request whose reused connection
+    ends before any byte of the answer)."""
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for served in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                seen.append(head.split(b" ", 1)[0].decode())
+                if served == 1:
+                    break  # the second request of a connection: no answer
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        limits = Limits(concurrency=1, per_host=1)
+        retry = RetryPolicy(attempts=3, backoff=0.001, backoff_max=0.002)
+        async with Fetcher(limits=limits, retry=retry) as fetcher:
+            [got] = await fetcher.gather([url])
+            assert got.ok, got.error
+            [posted] = await fetcher.gather([Request(url, method="POST", body=b"once")])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert seen.count("POST") == 1, (seen, posted)

@@ -340,7 +340,7 @@ class CurlTransport:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             setopt(pycurl.POSTFIELDSIZE_LARGE, 0 if body is None else len(body))
             setopt(pycurl.COPYPOSTFIELDS, body or b"")
-        if body is not None or method not in IDEMPOTENT_METHODS:
+        if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
             # a connection of its own: libcurl resends a request whose reused
             # connection turns out closed, and a body must never be sent twice
             setopt(pycurl.FRESH_CONNECT, 1)
