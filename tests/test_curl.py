@@ -6,6 +6,7 @@ behaviour shared with aiohttp runs in the test files parametrised by the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -238,3 +239,37 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
         server.close()
         await server.wait_closed()
     assert seen.count("POST") == 1, (seen, posted)
+
+
+@pytest.mark.usefixtures("transport")
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage here\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+        b"",
+    ],
+    ids=["not-http", "bad-status", "bad-chunk", "two-lengths", "short-body", "nothing"],
+)
+async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Fetcher(retry=ONCE) as fetcher:
+            [result] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.PROTOCOL, result.error
+    assert result.attempts == 1

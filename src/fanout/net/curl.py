@@ -56,10 +56,18 @@ _SAFETY_INTERVAL: Final = 1.0
 _ACCEPT_ENCODING: Final = "gzip, deflate, br"
 # CURLE_TOO_LARGE (libcurl 8.6): a response header past libcurl's own limits.
 _E_TOO_LARGE: Final = 100
+# libcurl's codes by name (an FTP alias only where there is no other name)
 _NAMES: Final = {
-    getattr(pycurl, name): f"CURL{name}"
-    for name in dir(pycurl)
-    if name.startswith("E_") and not name.startswith(("E_MULTI", "E_OPERATION_TIMEOUTED"))
+    **{getattr(pycurl, name): f"CURL{name}" for name in dir(pycurl) if name.startswith("E_FTP")},
+    **{
+        getattr(pycurl, name): f"CURL{name}"
+        for name in dir(pycurl)
+        if name.startswith("E_")
+        and not name.startswith(("E_FTP", "E_MULTI", "E_OPERATION_TIMEOUTED"))
+        and name != "E_SSL_PEER_CERTIFICATE"  # an old alias of PEER_FAILED_VERIFICATION
+    },
+    8: "CURLE_WEIRD_SERVER_REPLY",
+    _E_TOO_LARGE: "CURLE_TOO_LARGE",
 }
 _TLS_CODES: Final = frozenset(
     getattr(pycurl, name, -1)
@@ -419,8 +427,6 @@ class CurlTransport:
             kind, text, sent = ErrorKind.TLS, f"TLS: {message}", False
         elif code == pycurl.E_URL_MALFORMAT:
             kind, text, sent = ErrorKind.INVALID_URL, f"invalid URL: {message}", False
-        elif code == pycurl.E_UNSUPPORTED_PROTOCOL:
-            kind, text, sent = ErrorKind.UNSUPPORTED_SCHEME, message, False
         elif code == pycurl.E_BAD_CONTENT_ENCODING:
             encoding = transfer.headers.get("Content-Encoding", "").strip().lower()
             kind = ErrorKind.PROTOCOL
