@@ -352,7 +352,7 @@ class CurlTransport:
             # a connection of its own: libcurl resends a request whose reused
             # connection turns out closed, and a body must never be sent twice
             setopt(pycurl.FRESH_CONNECT, 1)
-        setopt(pycurl.HTTPHEADER, headers)
+        setopt(pycurl.HTTPHEADER, [line.encode() for line in headers])  # UTF-8, as aiohttp
 
     def _result(
         self,
