@@ -21,6 +21,7 @@ transport (:data:`fanout.net.transports.CURL_REFUSES`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -505,7 +506,8 @@ class CurlTransport:
     def _remove(self, transfer: _Transfer) -> None:
         """Take ``transfer`` out of the multi now (its connection is closed unless complete)."""
         if self._active.pop(transfer.curl, None) is not None:
-            self._multi.remove_handle(transfer.curl)
+            with contextlib.suppress(pycurl.error):  # never added (add_handle failed)
+                self._multi.remove_handle(transfer.curl)
         if transfer.gap is not None:
             transfer.gap.cancel()
             transfer.gap = None
