@@ -1,5 +1,8 @@
 """Throughput: fanout's ``stream`` against a minimal raw aiohttp worker pool.
 
+With pycurl installed, fanout's ``stream`` on the curl transport runs in the
+asyncio block too, against the same raw aiohttp.
+
 Both fetch the same N small responses from benchmarks/fastserver.py (pinned to
 CPU 1, the client to CPU 0) at concurrency C, in the same run, on the same
 event loop type. The contenders compared are run together in a block, and
@@ -91,6 +94,25 @@ async def fanout_stream(base: str, n: int, concurrency: int, tune_collector: boo
     return done
 
 
+async def fanout_curl_stream(base: str, n: int, concurrency: int) -> int:
+    """fanout's ``stream`` on the libcurl transport (``transport="curl"``)."""
+    limits = fanout.Limits(concurrency=concurrency, per_host=None)
+    done = 0
+    async with fanout.Fetcher(limits=limits, transport="curl") as fetcher:
+        async for result in fetcher.stream(urls(base, n)):
+            done += result.ok
+    return done
+
+
+def has_curl() -> bool:
+    """Whether pycurl (the fanout[curl] extra) is installed."""
+    try:
+        import pycurl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # The loops a contender runs on: plain asyncio, uvloop when installed, and
 # "fanout.runtime.run": the run fanout starts itself (as the sync
 # API and the CLI do), on its default loop and with the collector's first
@@ -170,6 +192,8 @@ def blocks() -> dict[str, list[Contender]]:
         ("asyncio", raw_with_deadlines),
         (OWN_LOOP, fanout_stream),  # the cross-loop goal is against raw on asyncio
     ]
+    if has_curl():  # its goal is against raw aiohttp on plain asyncio
+        on_asyncio.append(("asyncio", fanout_curl_stream))
     if "uvloop" not in LOOPS:
         return {"asyncio": on_asyncio}
     on_asyncio.append(("uvloop", fanout_stream))
@@ -238,6 +262,11 @@ def main() -> None:
         print(f"ratio fanout/raw on {loop_name}: {ratio(loop_name, fan, raw)} (goal >= 0.9)")
         deadlines = f"raw_with_deadlines on {loop_name}"
         print(f"ratio fanout/raw-with-deadlines on {loop_name}: {ratio(loop_name, fan, deadlines)}")
+    if has_curl():
+        curl = ratio("asyncio", "fanout_curl_stream on asyncio", "raw_aiohttp on asyncio")
+        print(f"ratio fanout on curl/raw on asyncio: {curl} (goal >= 4)")
+    else:
+        print("fanout on curl: skipped (pip install 'fanout[curl]')")
     own = f"fanout_stream on {OWN_LOOP}"
     print(
         f"ratio fanout.runtime.run ({default_loop}, collector raised for the run)/raw(asyncio): "

@@ -24,6 +24,20 @@ settings.register_profile("fanout", deadline=None)
 settings.load_profile("fanout")
 
 
+@pytest.fixture(params=["aiohttp", "curl"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each transport in turn, through FANOUT_TRANSPORT: every Fetcher made in
+    the test (the CLI's in a subprocess too) runs on it unless told otherwise.
+    A test marked ``aiohttp_only`` (an option the curl transport refuses) is
+    skipped on curl."""
+    name: str = request.param
+    marker = request.node.get_closest_marker("aiohttp_only")
+    if name == "curl" and marker is not None:
+        pytest.skip(f"aiohttp only: {marker.args[0] if marker.args else 'refused on curl'}")
+    monkeypatch.setenv("FANOUT_TRANSPORT", name)
+    return name
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[DemoServer]:
     """The demo server on 127.0.0.1, in the test's event loop."""

@@ -21,6 +21,8 @@ import pytest
 
 from fanout.journal import Journal, JournaledOutput, State
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 MIB = 1024 * 1024
 BOMBS = 6
 
@@ -46,7 +48,11 @@ def peak_rss(*args: str, failed: bool = False) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB: Linux")
 @pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
-def test_six_bombs_cost_a_small_multiple_of_max_bytes(server_thread: str, encoding: str) -> None:
+def test_six_bombs_cost_a_small_multiple_of_max_bytes(
+    server_thread: str, encoding: str, transport: str
+) -> None:
+    if encoding == "zstd" and transport == "curl":
+        pytest.skip("the pycurl wheel's libcurl has no zstd (nor asks for it)")
     cap = 8 * MIB
     fetch = ["fetch", "-q", "--body", "text", "--max-bytes", str(cap), "-o", os.devnull]
     baseline = peak_rss(*fetch, *(f"{server_thread}/pages/{n}" for n in range(BOMBS)))

@@ -32,6 +32,7 @@ def records(output: bytes) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines()]
 
 
+@pytest.mark.usefixtures("transport")
 def test_bad_lines_become_records_and_the_run_goes_on(server_thread: str, tmp_path: Path) -> None:
     urls = tmp_path / "urls.txt"
     urls.write_bytes(
@@ -71,6 +72,7 @@ def test_stdin_and_empty_input(server_thread: str, tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (0, b"")
 
 
+@pytest.mark.usefixtures("transport")
 def test_out_dir_names_are_safe_and_files_complete(server_thread: str, tmp_path: Path) -> None:
     hostile = [
         "/pages/a/b/c/d/../../../../etc/passwd",  # the client resolves it to /pages/etc/passwd
@@ -113,6 +115,7 @@ def test_out_dir_names_are_safe_and_files_complete(server_thread: str, tmp_path:
     )  # no partial files
 
 
+@pytest.mark.usefixtures("transport")
 def test_exit_status_zero_and_one(server_thread: str) -> None:
     assert run("fetch", f"{server_thread}/items/1", "-q").returncode == 0
     assert run("fetch", f"{server_thread}/status/500", "-q", "--retries", "0").returncode == 1
@@ -154,6 +157,7 @@ def test_ordered_output_follows_input_order(server_thread: str) -> None:
     assert dup["ok"] is None
 
 
+@pytest.mark.usefixtures("transport")
 def test_fail_fast_stops_at_the_first_failure(server_thread: str) -> None:
     urls = [f"{server_thread}/status/404"] + [
         f"{server_thread}/slow?delay=0.2&i={i}" for i in range(50)
@@ -163,7 +167,7 @@ def test_fail_fast_stops_at_the_first_failure(server_thread: str) -> None:
     assert len(records(done.stdout)) < len(urls)
 
 
-def test_stats_json_and_summary(server_thread: str, tmp_path: Path) -> None:
+def test_stats_json_and_summary(server_thread: str, tmp_path: Path, transport: str) -> None:
     stats = tmp_path / "stats.json"
     urls = [f"{server_thread}/items/{i}" for i in range(1, 6)] + [f"{server_thread}/status/404"]
     done = run("fetch", *urls, urls[0], "--stats-json", str(stats), "-o", str(tmp_path / "o.jsonl"))
@@ -175,6 +179,7 @@ def test_stats_json_and_summary(server_thread: str, tmp_path: Path) -> None:
     assert summary["by_status"] == {"200": 5, "404": 1}
     assert summary["by_error"] == {"http_status": 1}
     assert summary["latency_ms"]["p50"] is not None
+    assert summary["transport"] == transport
     # one host, by host key: six requests sent (the duplicate is not), none in flight
     [host] = summary["hosts"]
     assert host["host"] == server_thread.removeprefix("http://")
@@ -190,6 +195,7 @@ def test_stats_json_and_summary(server_thread: str, tmp_path: Path) -> None:
     assert "p99" in text
 
 
+@pytest.mark.usefixtures("transport")
 def test_credentials_never_appear_in_output(server_thread: str) -> None:
     secret = "hunter2secret"
     url = server_thread.replace("http://", f"http://alice:{secret}@") + "/status/404"
@@ -199,6 +205,7 @@ def test_credentials_never_appear_in_output(server_thread: str) -> None:
     assert b"alice" not in done.stdout
 
 
+@pytest.mark.usefixtures("transport")
 def test_jsonl_input_and_bodies(server_thread: str, tmp_path: Path) -> None:
     requests = tmp_path / "requests.jsonl"
     requests.write_text(

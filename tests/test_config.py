@@ -43,6 +43,7 @@ CHANGED: dict[str, Any] = {
     "robots": True,
     "server_hints": False,
     "adapt": False,
+    "transport": "curl",
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -69,10 +70,17 @@ CLI_ARGS: dict[str, list[str]] = {
     "robots": ["--robots"],
     "server_hints": ["--no-server-hints"],
     "adapt": ["--no-adapt"],
+    "transport": ["--transport", "curl"],
 }  # fmt: skip
 # cacert and verify=False exclude each other, as a proxy and the guard's address
-# checks do: each run leaves one of each pair out.
-LEFT_OUT = (("verify", "proxy"), ("cacert", "deny_private", "allow_hosts", "deny_hosts"))
+# checks do, and the curl transport and the options it refuses: each run leaves
+# one of each pair out.
+LEFT_OUT = (
+    ("verify", "proxy", "transport"),
+    ("cacert", "deny_private", "allow_hosts", "deny_hosts", "transport"),
+    ("verify", "deny_private", "allow_hosts", "deny_hosts", "nameservers", "proxy", "cookies",
+     "robots"),
+)  # fmt: skip
 # Fields the command line sets its own way: keep_body follows --body (fetch) or is
 # always on (aggregate); a run tunes the collector for the whole process; retry
 # jitter is not seeded.

@@ -29,6 +29,8 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 NO_RETRY = RetryPolicy(attempts=1)
 DEADLINES = Timeouts(connect=10, read=10, total=30)
 MIB = 1024 * 1024
@@ -97,6 +99,14 @@ async def serving() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@pytest.fixture(autouse=True)
+def _no_zstd_on_curl(request: pytest.FixtureRequest, transport: str) -> None:
+    """The pycurl wheel's libcurl has no zstd decoder (and does not ask for zstd)."""
+    callspec = getattr(request.node, "callspec", None)
+    if transport == "curl" and callspec is not None and callspec.params.get("encoding") == "zstd":
+        pytest.skip("libcurl without zstd")
+
+
 @pytest.fixture
 async def base() -> AsyncIterator[str]:
     """:func:`serving` on the test's loop."""
@@ -104,13 +114,16 @@ async def base() -> AsyncIterator[str]:
         yield url
 
 
-async def test_accept_encoding_names_every_encoding_fanout_decodes(base: str) -> None:
+async def test_accept_encoding_names_every_encoding_fanout_decodes(
+    base: str, transport: str
+) -> None:
     async with Fetcher(retry=NO_RETRY, timeouts=DEADLINES) as fetcher:
         (result,) = await fetcher.gather([f"{base}/accept-encoding"])
     assert result.ok, result.error
     assert result.body is not None
     advertised = {token.strip() for token in result.body.decode().split(",")}
-    assert advertised == {"gzip", "deflate", "br", "zstd"}
+    zstd = {"zstd"} if transport == "aiohttp" else set()
+    assert advertised == {"gzip", "deflate", "br", *zstd}
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])

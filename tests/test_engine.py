@@ -16,6 +16,8 @@ from fanout.demo import DemoServer
 
 from .conftest import arrivals, peak_in_flight
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 FAST_RETRY = RetryPolicy(attempts=3, backoff=0.01, backoff_max=0.02)
 
 

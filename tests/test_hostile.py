@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 FANOUT = [sys.executable, "-m", "fanout"]
 
 

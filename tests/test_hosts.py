@@ -22,6 +22,8 @@ from fanout.engine import fetcher as engine
 from fanout.engine.hoststate import HostMemory, Remembered
 from fanout.net.aiohttp_internals import IN_USE
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 FANOUT = [sys.executable, "-m", "fanout"]
 ONCE = RetryPolicy(attempts=1)
 
@@ -184,7 +186,9 @@ async def test_nothing_is_sent_to_a_down_host_then_or_later() -> None:
     assert connections[0] == 3
 
 
-async def test_a_host_that_never_answers_a_connect_is_down_with_a_total_deadline() -> None:
+async def test_a_host_that_never_answers_a_connect_is_down_with_a_total_deadline(
+    transport: str,
+) -> None:
     """A host whose SYNs go unanswered (here: a listener whose accept queue is
     full) with ``total`` below ``connect`` (``--timeout 5s``, a common choice):
     each attempt ends at the total deadline while connecting. That counted as
@@ -215,7 +219,9 @@ async def test_a_host_that_never_answers_a_connect_is_down_with_a_total_deadline
             filler.close()
         listener.close()
     kinds = [r.error.kind if r.error else None for r in results]
-    last = ErrorKind.HOST_DOWN if IN_USE["connect_frame"] else ErrorKind.TIMEOUT
+    # libcurl says whether it had connected: no private path to fall back from
+    connecting_known = transport == "curl" or IN_USE["connect_frame"]
+    last = ErrorKind.HOST_DOWN if connecting_known else ErrorKind.TIMEOUT
     assert kinds == [ErrorKind.TIMEOUT, ErrorKind.TIMEOUT, last]
 
 
@@ -382,3 +388,47 @@ async def test_requests_parked_at_a_host_that_goes_down_end_as_host_down() -> No
         assert fetcher.parked == 0
     assert kinds == [ErrorKind.CONNECT] * 3 + [ErrorKind.HOST_DOWN] * 27
     assert peak > 0  # they were parked, waiting for their token
+
+
+# ------------------------------------------------------------ both transports' words
+
+
+async def test_a_name_that_does_not_resolve_is_a_dns_failure_not_retried() -> None:
+    async with Fetcher(retry=RetryPolicy(attempts=3, backoff=0.001)) as fetcher:
+        (result,) = await fetcher.gather(["http://no-such-host.invalid/"])
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.DNS, result.error
+    assert "no-such-host.invalid" in result.error.message
+    assert result.attempts == 1
+
+
+async def test_the_connect_deadline_is_a_timeout_that_sent_nothing() -> None:
+    """SYNs unanswered (a full accept queue): the connect deadline ends each
+    attempt, as not sent, so two in a row mark the host down."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue: further SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        urls = [f"http://127.0.0.1:{port}/{i}" for i in range(3)]
+        timeouts = Timeouts(connect=0.3)
+        limits = Limits(concurrency=1)
+        async with Fetcher(limits=limits, retry=ONCE, timeouts=timeouts, host_errors=2) as fetcher:
+            results = await fetcher.gather(urls)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    first = results[0].error
+    assert first is not None
+    assert first.kind is ErrorKind.TIMEOUT
+    assert first.message == "connect deadline of 0.3s"
+    kinds = [r.error.kind if r.error else None for r in results]
+    assert kinds == [ErrorKind.TIMEOUT, ErrorKind.TIMEOUT, ErrorKind.HOST_DOWN]

@@ -22,6 +22,8 @@ from fanout.inputs.sources import Rejected
 from fanout.journal import Journal, State, repair_output
 from fanout.models import ErrorKind, Request
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 FANOUT = [sys.executable, "-m", "fanout"]
 N_URLS = 2000
 

@@ -24,6 +24,8 @@ import pytest
 from fanout import ConfigError, Fetcher, Limits, RetryPolicy
 from fanout.demo import DemoServer, ServerThread
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 ONE_TRY = RetryPolicy(attempts=1)
 GUARD = 30.0  # seconds; half the cool-down: a starved run fails instead of waiting it out
 

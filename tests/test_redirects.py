@@ -19,6 +19,8 @@ from fanout.urls import host_key
 
 from .conftest import peak_in_flight
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 SECRETS = {
     "Authorization": "Bearer token-SECRET",
     "Cookie": "session=cookie-SECRET",

@@ -16,6 +16,8 @@ from aiohttp import web
 from fanout import Fetcher, Limits, RetryPolicy
 from tests.loopback import serving
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 QUOTA = 5
 WINDOW = 1.0  # seconds
 # Each run spans 3 windows (2 s): one style in make test-fast, the others in make test.

@@ -25,6 +25,7 @@ from fanout.net import aiohttp_internals as internals
 from fanout.net.aiohttp_internals import IN_USE, private_hooks_missing
 from fanout.net.fdlimit import concurrency_for, descriptors_needed, fit_concurrency
 from fanout.net.pool import idle_cap, make_connector
+from fanout.net.transport import AiohttpTransport
 from tests.many_hosts import ManyHosts, many_hosts, open_sockets
 
 FANOUT = [sys.executable, "-m", "fanout"]
@@ -69,9 +70,14 @@ async def _ports(fetcher: Fetcher, urls: list[str]) -> list[str]:
     return ports
 
 
+def _session(fetcher: Fetcher) -> aiohttp.ClientSession:
+    transport = fetcher._transport
+    assert isinstance(transport, AiohttpTransport)
+    return transport.session
+
+
 def _connector(fetcher: Fetcher) -> aiohttp.BaseConnector:
-    session = fetcher._session
-    assert session is not None
+    session = _session(fetcher)
     assert session.connector is not None
     return session.connector
 
@@ -127,8 +133,7 @@ async def test_a_reused_connection_is_not_idle_and_becomes_the_most_recent(
         connector = _connector(fetcher)
         assert isinstance(connector, internals._IdleCapped)
         ports = await _ports(fetcher, urls)  # the cap reached: urls[0] is the oldest
-        session = fetcher._session
-        assert session is not None
+        session = _session(fetcher)
         async with session.get(f"{urls[0]}/big") as response:
             assert connector.idle == cap - 1  # the one in use is not idle
             await response.read()

@@ -20,6 +20,8 @@ from fanout.net.aiohttp_internals import IN_USE
 from tests.background import in_thread
 from tests.tls_server import TLSFiles, https_server
 
+pytestmark = pytest.mark.usefixtures("transport")
+
 # The pool's fallback (FANOUT_AIOHTTP_INTERNALS=off) closes every TLS connection
 # gracefully after its request; uvloop refuses to close a loop while a close is
 # under way ("Device or resource busy"), and these runs close it right after.

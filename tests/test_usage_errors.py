@@ -106,6 +106,7 @@ def test_a_header_http_cannot_carry_is_a_usage_error(
     assert nothing_fetched(demo)
 
 
+@pytest.mark.usefixtures("transport")
 def test_tabs_and_text_beyond_ascii_in_header_values_are_sent(server_thread: str) -> None:
     done = run(
         "fetch",

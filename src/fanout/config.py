@@ -24,6 +24,7 @@ from fanout._version import __version__
 from fanout.errors import ConfigError
 from fanout.httpsyntax import headers_problem, value_problem
 from fanout.net.tls import StrPath, tls_context
+from fanout.net.transports import CURL_REFUSES, ENVIRONMENT, TRANSPORTS, TransportName
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
@@ -90,6 +91,13 @@ class FetcherConfig:
       again as it answers, up to ``limits.per_host_rate`` and
       ``limits.per_host`` (see :mod:`fanout.engine.adapt`; ``--no-adapt``
       turns it off).
+    - ``transport``: ``"aiohttp"`` (the default) or ``"curl"`` (libcurl through
+      pycurl, the ``fanout[curl]`` extra; ``--transport``). When not given,
+      the environment's ``FANOUT_TRANSPORT`` names it. The curl transport
+      refuses ``deny_private``, ``allow_hosts``, ``deny_hosts``,
+      ``nameservers``, ``proxy``, ``cookies`` and ``robots`` (and, in a
+      Fetcher, ``session=`` and the environment's proxies): it cannot give
+      their guarantees yet.
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -118,6 +126,7 @@ class FetcherConfig:
     robots: bool = False
     server_hints: bool = True
     adapt: bool = True
+    transport: TransportName = field(default_factory=lambda: _environment_transport())
 
     def __post_init__(self) -> None:
         from fanout.net.guard import HostGuard
@@ -180,6 +189,10 @@ class FetcherConfig:
             from fanout.net.proxy import proxies_for
 
             proxies_for(self)
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be 'aiohttp' or 'curl', got {self.transport!r}")
+        if self.transport == "curl":
+            _check_curl(self)
 
     def __repr__(self) -> str:
         # As dataclass's, without the values of credential headers (nor the proxy).
@@ -200,6 +213,36 @@ class FetcherConfig:
 
 
 _FIELDS: Final = frozenset(f.name for f in dataclasses.fields(FetcherConfig))
+
+
+def _environment_transport() -> TransportName:
+    """The transport ``FANOUT_TRANSPORT`` names, else aiohttp."""
+    value = os.environ.get(ENVIRONMENT, "").strip().lower()
+    if not value:
+        return "aiohttp"
+    if value == "curl":
+        return "curl"
+    if value == "aiohttp":
+        return "aiohttp"
+    raise ConfigError(f"{ENVIRONMENT}={value!r}: must be 'aiohttp' or 'curl'")
+
+
+def _check_curl(config: FetcherConfig) -> None:
+    """ConfigError when the curl transport cannot run ``config``: pycurl is
+    missing, or an option it refuses is in use."""
+    used = [name for name, off in CURL_REFUSES.items() if getattr(config, name) != off]
+    if used:
+        raise ConfigError(
+            f"transport 'curl' cannot be combined with {', '.join(used)}: the curl transport"
+            " cannot give their guarantees yet (use transport 'aiohttp')"
+        )
+    try:
+        import pycurl  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"transport 'curl' needs pycurl, which cannot be imported ({exc}):"
+            " pip install 'fanout[curl]'"
+        ) from None
 
 
 class FetcherOptions(TypedDict, total=False):
@@ -229,6 +272,7 @@ class FetcherOptions(TypedDict, total=False):
     robots: bool
     server_hints: bool
     adapt: bool
+    transport: TransportName
 
 
 def resolve_config(

@@ -294,6 +294,12 @@ _HTTP_OPTIONS = [
         " and pace the host by its Crawl-delay.",
     ),
     click.option(
+        "--transport",
+        type=click.Choice(["aiohttp", "curl"]),
+        help="What sends the requests: aiohttp, or libcurl (pip install 'fanout[curl]').  "
+        "[default: FANOUT_TRANSPORT, else aiohttp]",
+    ),
+    click.option(
         "--no-server-hints",
         is_flag=True,
         help="Ignore the quota servers advertise (RateLimit, X-RateLimit-*): by default a"
@@ -326,6 +332,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
     from fanout.errors import ConfigError
     from fanout.net.fdlimit import fit_process_limit
     from fanout.net.proxy import proxies_for
+    from fanout.net.transports import CURL_ENV_PROXY
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
     cert, key = options["cert"], options["key"]
@@ -357,8 +364,12 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             robots=options["robots"],
             server_hints=not options["no_server_hints"],
             adapt=not options["no_adapt"],
+            # not given: FANOUT_TRANSPORT, else aiohttp
+            **({} if options["transport"] is None else {"transport": options["transport"]}),
         )
-        proxies_for(config)  # the environment's proxies: checked now, not once fetching
+        # the environment's proxies: checked now, not once fetching
+        if proxies_for(config) is not None and config.transport == "curl":
+            raise ConfigError(CURL_ENV_PROXY)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     concurrency, lowered = fit_process_limit(options["concurrency"])  # once the rest is valid

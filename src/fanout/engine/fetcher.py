@@ -48,7 +48,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, NoReturn
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout.config import DEFAULT_USER_AGENT, FetcherConfig, FetcherOptions, resolve_config
@@ -60,7 +59,6 @@ from fanout.engine.robots import DEADLINE, RobotsCache, Rules, fetch_rules, prod
 from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.net.aiohttp_internals import while_connecting
 from fanout.net.fdlimit import fit_concurrency
 from fanout.net.guard import GuardedResolver, HostGuard
 from fanout.net.proxy import proxies_for
@@ -68,15 +66,14 @@ from fanout.net.tls import tls_context
 from fanout.net.transport import (
     CREDENTIAL_HEADERS,
     REDIRECT_STATUSES,
+    AiohttpTransport,
     ForeignSession,
     Hop,
-    classify,
-    exchange,
     followed,
     make_session,
-    resolver_stats,
     session_problem,
 )
+from fanout.net.transports import CURL_ENV_PROXY, Transport
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
@@ -362,6 +359,8 @@ def _check_session(session: aiohttp.ClientSession, config: FetcherConfig) -> Non
     session given does not get: fanout's own connector."""
     if not isinstance(session, aiohttp.ClientSession):
         raise TypeError(f"session must be an aiohttp.ClientSession, got {type(session).__name__}")
+    if config.transport == "curl":
+        raise ConfigError("session= (an aiohttp session) cannot be combined with transport 'curl'")
     used = [name for name, off in _CONNECTOR_OPTIONS.items() if getattr(config, name) != off]
     if used:
         raise ConfigError(
@@ -468,10 +467,11 @@ class Fetcher:
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
         # The environment's proxies are read now; a session given uses its own.
         self._proxies = None if session is not None else proxies_for(config)
+        if self._proxies is not None and config.transport == "curl":
+            raise ConfigError(CURL_ENV_PROXY)
         self._ssl = tls_context(
             cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
         )
-        self._foreign: ForeignSession | None = None
         self._internal_logged: set[type[BaseException]] = set()
         given = dict(config.headers or {})
         if not any(name.lower() == "user-agent" for name in given):  # a given one wins
@@ -485,8 +485,7 @@ class Fetcher:
         self._tune_collector = config.tune_collector
         self._collector = contextlib.ExitStack()
         self._rng = random.Random(config.seed)
-        self._session: aiohttp.ClientSession | None = None
-        self._resolver: AbstractResolver | None = None
+        self._transport: Transport | None = None
         self._group: asyncio.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock: Callable[[], float] = time.monotonic  # the loop's, once entered
@@ -528,16 +527,27 @@ class Fetcher:
                 "TLS certificates are not checked (verify=False, --insecure): anyone on"
                 " the network path can read and change the traffic"
             )
-        if self._given_session is not None:
-            self._session = self._given_session
-            self._foreign = ForeignSession(self._session, self.timeouts, self._headers)
+        if self.config.transport == "curl":
+            from fanout.net.curl import CurlTransport
+
+            self._transport = CurlTransport(
+                concurrency=self._concurrency,
+                timeouts=self.timeouts,
+                headers=self._headers,
+                cacert=self.config.cacert,
+                verify=self.config.verify,
+                client_cert=self.config.client_cert,
+            )
+        elif self._given_session is not None:
+            foreign = ForeignSession(self._given_session, self.timeouts, self._headers)
+            self._transport = AiohttpTransport(self._given_session, None, foreign)
         else:
             # Through a proxy only name patterns are left (proxies_for refuses
             # the others), checked on names: the resolver then resolves the proxy.
             if self._proxies is not None:
                 guard = None
             wrap = None if guard is None else lambda inner: GuardedResolver(inner, guard)
-            self._session, self._resolver = make_session(
+            session, resolver = make_session(
                 concurrency=self._concurrency,
                 timeouts=self.timeouts,
                 headers=self._headers,
@@ -546,6 +556,7 @@ class Fetcher:
                 ssl=self._ssl,
                 cookies=self.config.cookies,
             )
+            self._transport = AiohttpTransport(session, resolver)
         if self._tune_collector:  # last: nothing after it can fail and skip __aexit__
             self._collector.enter_context(_collector_tuned())
         return self
@@ -566,7 +577,7 @@ class Fetcher:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._group is not None
-        assert self._session is not None
+        assert self._transport is not None
         try:
             for run in list(self._runs):
                 self._cancel_outstanding(run)
@@ -584,11 +595,10 @@ class Fetcher:
                     idle.set_result(None)  # idle workers end
             self._idle.clear()
         finally:
-            if self._given_session is None:  # a session given is its owner's to close
-                await self._session.close()
-            if self._resolver is not None:
-                await self._resolver.close()
-            self._collector.close()
+            try:
+                await self._transport.close()
+            finally:
+                self._collector.close()
         # Every task is done by now. The body's own exception is not handed to the
         # group, which would wrap it in an ExceptionGroup; it propagates as it is.
         await self._group.__aexit__(None, None, None)
@@ -606,7 +616,7 @@ class Fetcher:
         """What the resolver did so far (lookups, cache hits, coalesced,
         queries, failures; see :class:`fanout.net.dns.DNSStats`), or None when no
         name was resolved."""
-        return None if self._resolver is None else resolver_stats(self._resolver)
+        return None if self._transport is None else self._transport.dns_stats()
 
     @property
     def waiting(self) -> int:
@@ -886,10 +896,11 @@ class Fetcher:
         attempt is made here, not in a helper coroutine: a coroutine layer costs
         every request at each of its resumptions."""
         loop = self._loop
-        session = self._session
+        transport = self._transport
         assert loop is not None
-        assert session is not None
-        caps, keep_body, foreign = self.caps, self._keep_body, self._foreign
+        assert transport is not None
+        exchange = transport.exchange  # bound once per worker: no lookup per request
+        caps, keep_body = self.caps, self._keep_body
         me = asyncio.current_task()
         assert me is not None
         total = self.timeouts.total
@@ -924,26 +935,19 @@ class Fetcher:
                             item.due = deadline.start(left)
                         # Positional: keyword arguments cost more per call on CPython 3.11.
                         result = await exchange(
-                            session,
-                            item.request,
-                            item.url,
-                            caps,
-                            keep_body,
-                            item.hop,
-                            foreign,
-                            host.route,
+                            item.request, item.url, caps, keep_body, item.hop, host.route
                         )
                     except asyncio.CancelledError as cancelled:
                         if deadline is None or not deadline.stop():  # not the deadline's alone
                             if run.closed:
                                 self._retire(item)
                             raise
-                        failure, sent = classify(TimeoutError(), timeouts=self.timeouts)
-                        if while_connecting(cancelled):  # nothing was sent: a connect failure
+                        failure, sent = transport.classify(TimeoutError(), self.timeouts)
+                        if transport.unsent(cancelled):  # nothing was sent: a connect failure
                             sent = False
                         result = Result(item.request, error=failure)
                     except Exception as exc:  # unexpected: INTERNAL, logged, never a dead run
-                        failure, sent = classify(exc, timeouts=self.timeouts, proxy=host.route)
+                        failure, sent = transport.classify(exc, self.timeouts, host.route)
                         if failure.kind is ErrorKind.INTERNAL:
                             self._log_internal(exc)
                         result = Result(item.request, error=failure)
@@ -1298,9 +1302,11 @@ class Fetcher:
     async def _fetch_robots(self, key: HostKey) -> None:
         """Fetch the robots.txt of ``key``, then send or refuse what waited for it."""
         robots = self._robots
-        session = self._session
+        transport = self._transport
         assert robots is not None
-        assert session is not None
+        # robots=True is refused with the curl transport (see FetcherConfig)
+        assert isinstance(transport, AiohttpTransport)
+        session = transport.session
         total = self.timeouts.total
         guard = self._guard
         async with robots.slots:

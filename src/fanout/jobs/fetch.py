@@ -473,6 +473,7 @@ async def _fetch(
     stopped = False
     try:
         async with Fetcher(job.config, keep_body=keep_body) as fetcher:
+            state.stats.transport = fetcher.config.transport
             if on_fetcher is not None:
                 on_fetcher(fetcher)
             stream = fetcher.stream(requests, ordered=job.ordered)

@@ -26,6 +26,7 @@ from fanout.net.aiohttp_internals import (
     no_hidden_retry,
     send_once,
     use_lazy_read_deadline,
+    while_connecting,
 )
 from fanout.net.pool import make_connector
 from fanout.policy import Caps, Timeouts
@@ -39,6 +40,7 @@ __all__ = [
     "REDIRECT_STATUSES",
     "REQUEST_OPTIONS",
     "AddressDenied",
+    "AiohttpTransport",
     "DNSError",
     "ForeignSession",
     "Hop",
@@ -320,21 +322,23 @@ def followed(headers: Mapping[str, str], caps: Caps) -> bool:
 
 
 async def exchange(
-    session: aiohttp.ClientSession,
+    transport: AiohttpTransport,
     request: Request,
     url: URL,
     caps: Caps,
     keep_body: bool,
     hop: Hop | None,
-    foreign: ForeignSession | None = None,
     proxy: Proxy | None = None,
 ) -> Result:
     """Make one HTTP exchange for ``request`` (to ``url``, as ``hop`` says when it
-    is a redirect hop): its :class:`Result`, whose ``attempts`` and times the
-    engine fills in. A redirect to follow (see :func:`followed`) comes back with its status and
-    headers and no body. Exceptions are the caller's to :func:`classify` (kept
-    out of here to spare a coroutine layer per request). ``foreign`` when
-    ``session`` is the user's, not fanout's; ``proxy``, the proxy to go through."""
+    is a redirect hop) on ``transport``'s session: its :class:`Result`, whose
+    ``attempts`` and times the engine fills in. A redirect to follow (see
+    :func:`followed`) comes back with its status and headers and no body.
+    Exceptions are the caller's to :func:`classify` (kept out of here to spare a
+    coroutine layer per request). ``proxy``, the proxy to go through.
+    :meth:`AiohttpTransport.exchange` is this function."""
+    session = transport.session
+    foreign = transport.foreign
     if foreign is None:
         options = REQUEST_OPTIONS
         hop_headers = None if hop is None else hop.headers
@@ -551,3 +555,49 @@ def _undecodable(exc: ContentEncodingError) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class AiohttpTransport:
+    """The aiohttp transport (:class:`fanout.net.transports.Transport`): attempts on
+    one aiohttp session, fanout's own (:func:`make_session`, closed with the
+    transport) or the user's (``foreign``, which fanout does not close)."""
+
+    __slots__ = ("foreign", "resolver", "session")
+
+    name: Final = "aiohttp"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        resolver: AbstractResolver | None = None,
+        foreign: ForeignSession | None = None,
+    ) -> None:
+        self.session = session
+        self.resolver = resolver
+        self.foreign = foreign
+
+    # The module's function itself, bound: no coroutine layer between the engine and it.
+    exchange = exchange
+
+    def classify(
+        self, exc: BaseException, timeouts: Timeouts, proxy: Proxy | None = None
+    ) -> tuple[Failure, bool]:
+        """See :func:`classify`."""
+        return classify(exc, timeouts=timeouts, proxy=proxy)
+
+    def unsent(self, cancelled: BaseException) -> bool:
+        """Whether the deadline's ``cancelled`` ended the attempt while connecting."""
+        return while_connecting(cancelled)
+
+    def dns_stats(self) -> dict[str, int] | None:
+        """The resolver's counters (:func:`resolver_stats`), None if none."""
+        return None if self.resolver is None else resolver_stats(self.resolver)
+
+    async def close(self) -> None:
+        """Close fanout's own session and its resolver (a session given is its owner's)."""
+        try:
+            if self.foreign is None:
+                await self.session.close()
+        finally:
+            if self.resolver is not None:
+                await self.resolver.close()

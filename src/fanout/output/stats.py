@@ -75,6 +75,7 @@ class Summary:
     already_done: int = 0
     dns: dict[str, int] | None = None
     hosts: list[HostSnapshot] | None = None
+    transport: str | None = None  # "aiohttp" or "curl"
 
     @property
     def rate(self) -> float:
@@ -96,6 +97,7 @@ class Summary:
             "by_status": self.by_status,
             "by_error": self.by_error,
             "latency_ms": self.latency_ms,
+            **({} if self.transport is None else {"transport": self.transport}),
             **({} if self.dns is None else {"dns": self.dns}),
             **({} if self.hosts is None else {"hosts": self.hosts}),
         }
@@ -118,6 +120,7 @@ class RunStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     dns: dict[str, int] | None = None  # the resolver's counters, at the end of a run
     hosts: list[HostSnapshot] | None = None  # the busiest hosts' figures, at the end of a run
+    transport: str | None = None  # the transport that ran
 
     def add(self, result: Result) -> None:
         """Count one result."""
@@ -167,6 +170,7 @@ class RunStats:
             already_done=self.already_done,
             dns=self.dns,
             hosts=self.hosts,
+            transport=self.transport,
         )
 
 

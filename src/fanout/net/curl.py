@@ -1,0 +1,681 @@
+"""The libcurl transport (``transport="curl"``): attempts on one pycurl ``CurlMulti``.
+
+libcurl is driven from the event loop by its socket interface: its socket
+callback becomes the loop's ``add_reader``/``add_writer``, its timer callback a
+loop timer, and each readiness event one ``socket_action``, after which the
+finished transfers are collected (``info_read``). No thread, no polling; one
+slow safety timer runs while transfers do, for a socket libcurl failed to
+report. Easy handles come from a small pool and are reset between uses.
+
+The engine keeps what it does on aiohttp: redirects (libcurl follows none),
+the total deadline (it cancels :meth:`CurlTransport.exchange`, which removes
+the transfer from the multi at once), retries and per-host limits. The
+connect deadline is libcurl's (``CONNECTTIMEOUT_MS``, the DNS lookup
+included); the read deadline (the longest gap between bytes) is a lazy loop
+timer per transfer, as on aiohttp. ``max_bytes`` is counted on the decoded
+body as it comes (gzip, deflate, br). Only what this module can guarantee
+is offered: the options it cannot honour are refused with the curl
+transport (:data:`fanout.net.transports.CURL_REFUSES`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import pycurl
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
+from fanout.net.transport import REDIRECT_STATUSES
+from fanout.safetext import shown
+
+if TYPE_CHECKING:
+    from yarl import URL
+
+    from fanout.net.proxy import Proxy
+    from fanout.net.tls import StrPath
+    from fanout.net.transport import Hop
+    from fanout.policy import Caps, Timeouts
+
+__all__ = ["CurlError", "CurlTransport"]
+
+# A redirect's own body is read (so its connection can be reused) up to this size.
+_REDIRECT_BODY_KEPT: Final = 64 * 1024
+# aiohttp's limit on one header line (its parser's max_line_size and
+# max_field_size): a longer one is a malformed response on both transports.
+_MAX_HEADER_LINE: Final = 8190
+# While transfers run, libcurl is also driven this often (seconds), in case
+# it failed to report a socket.
+_SAFETY_INTERVAL: Final = 1.0
+_ACCEPT_ENCODING: Final = "gzip, deflate, br"
+# CURLE_TOO_LARGE (libcurl 8.6): a response header past libcurl's own limits.
+_E_TOO_LARGE: Final = 100
+# libcurl's codes by name (an FTP alias only where there is no other name)
+_NAMES: Final = {
+    **{getattr(pycurl, name): f"CURL{name}" for name in dir(pycurl) if name.startswith("E_FTP")},
+    **{
+        getattr(pycurl, name): f"CURL{name}"
+        for name in dir(pycurl)
+        if name.startswith("E_")
+        and not name.startswith(("E_FTP", "E_MULTI", "E_OPERATION_TIMEOUTED"))
+        and name != "E_SSL_PEER_CERTIFICATE"  # an old alias of PEER_FAILED_VERIFICATION
+    },
+    8: "CURLE_WEIRD_SERVER_REPLY",
+    _E_TOO_LARGE: "CURLE_TOO_LARGE",
+}
+_TLS_CODES: Final = frozenset(
+    getattr(pycurl, name, -1)
+    for name in (
+        "E_SSL_CONNECT_ERROR",
+        "E_PEER_FAILED_VERIFICATION",
+        "E_SSL_CERTPROBLEM",
+        "E_SSL_CIPHER",
+        "E_SSL_CACERT",
+        "E_SSL_CACERT_BADFILE",
+        "E_SSL_ISSUER_ERROR",
+        "E_SSL_PINNEDPUBKEYNOTMATCH",
+        "E_SSL_INVALIDCERTSTATUS",
+        "E_SSL_CRL_BADFILE",
+        "E_SSL_ENGINE_INITFAILED",
+        "E_SSL_ENGINE_NOTFOUND",
+        "E_SSL_ENGINE_SETFAILED",
+        "E_SSL_PEER_CERTIFICATE",
+        "E_USE_SSL_FAILED",
+    )
+)
+_VERIFY_CODES: Final = frozenset(
+    getattr(pycurl, name, -1) for name in ("E_PEER_FAILED_VERIFICATION", "E_SSL_PEER_CERTIFICATE")
+)
+_UNSENT_ATTRIBUTE: Final = "_fanout_unsent"
+
+
+class CurlError(Exception):
+    """One exchange ended without a response: its :class:`Failure`, and whether
+    the request may have reached the server."""
+
+    def __init__(self, failure: Failure, sent: bool) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.sent = sent
+
+
+class _Transfer:
+    """One easy handle and the state of the transfer it makes, reused."""
+
+    __slots__ = (
+        "abort",
+        "clock",
+        "curl",
+        "digest",
+        "done",
+        "ended",
+        "future",
+        "gap",
+        "headers",
+        "kept",
+        "last",
+        "max_bytes",
+        "reason",
+        "redirect",
+        "redirects",
+        "size",
+        "started",
+        "status",
+    )
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock  # the loop's
+        self.curl = pycurl.Curl()
+        self.future: asyncio.Future[tuple[int, str]] | None = None
+        self.gap: asyncio.TimerHandle | None = None
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.status = 0
+        self.reason = ""
+        self.done = False  # the headers of the final response are in
+        self.redirect = False
+        self.redirects = False  # redirects are followed (by the engine)
+        self.max_bytes: int | None = None
+        self.size = 0
+        self.kept: io.BytesIO | None = None
+        self.digest: Any = None
+        self.abort: Failure | None = None  # why a callback stopped the transfer
+        self.ended = False  # a redirect's body stopped early on purpose
+        self.last = 0.0  # the loop's time of the last byte
+        self.started = 0.0
+
+    def on_header(self, line: bytes) -> int | None:
+        self.last = self.clock()
+        if len(line) > _MAX_HEADER_LINE + 2:
+            self.abort = Failure(
+                ErrorKind.PROTOCOL,
+                f"malformed response: a header line over {_MAX_HEADER_LINE} bytes",
+                "CURLE_WRITE_ERROR",
+            )
+            return 0
+        if line.startswith(b"HTTP/"):  # a status line: a new response (after a 1xx)
+            self.headers = CIMultiDict()
+            self.done = False
+            parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+            # libcurl checked the status line: three digits (no getinfo in a callback)
+            code = parts[1] if len(parts) > 1 else ""
+            self.status = int(code) if code.isdigit() else 0
+            self.reason = parts[2] if len(parts) > 2 else ""
+            return None
+        if line in (b"\r\n", b"\n"):
+            status = self.status
+            if status < 200:
+                return None
+            self.done = True
+            headers = self.headers
+            if status in REDIRECT_STATUSES and self.redirects and "Location" in headers:
+                self.redirect = True
+                return None
+            max_bytes = self.max_bytes
+            if max_bytes is not None and "Content-Encoding" not in headers:
+                length = headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > max_bytes:
+                    self.abort = Failure(
+                        ErrorKind.TOO_LARGE,
+                        f"Content-Length {length} exceeds max_bytes {max_bytes}",
+                    )
+                    return 0
+            return None
+        name, colon, value = line.decode("utf-8", "surrogateescape").partition(":")
+        if colon:
+            self.headers.add(name.strip(), value.strip())
+        return None
+
+    def on_body(self, chunk: bytes) -> int | None:
+        self.last = self.clock()
+        size = self.size = self.size + len(chunk)
+        if self.redirect:
+            if size > _REDIRECT_BODY_KEPT:
+                self.ended = True
+                return 0
+            return None
+        max_bytes = self.max_bytes
+        if max_bytes is not None and size > max_bytes:
+            self.abort = Failure(
+                ErrorKind.TOO_LARGE, f"body exceeds max_bytes {max_bytes} (decoded)"
+            )
+            return 0
+        if self.kept is not None:
+            self.kept.write(chunk)
+        elif self.digest is not None:
+            self.digest.update(chunk)
+        return None
+
+
+class CurlTransport:
+    """The curl transport (:class:`fanout.net.transports.Transport`). Made on the
+    running loop; :meth:`close` ends every transfer and closes the multi."""
+
+    name: Final = "curl"
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        timeouts: Timeouts,
+        headers: Mapping[str, str],
+        cacert: StrPath | None = None,
+        verify: bool = True,
+        client_cert: tuple[StrPath, StrPath] | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeouts = timeouts
+        self._defaults = dict(headers)
+        self._pool: list[_Transfer] = []
+        self._pool_size = concurrency
+        self._active: dict[Any, _Transfer] = {}  # the Curl handle in the multi: its transfer
+        self._sockets: dict[int, int] = {}  # fd: the events watched (pycurl.POLL_*)
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._safety: asyncio.TimerHandle | None = None
+        self._tls = _tls_options(cacert, verify, client_cert)
+        multi = self._multi = pycurl.CurlMulti()
+        multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
+        multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        multi.setopt(pycurl.M_MAX_TOTAL_CONNECTIONS, concurrency)
+        multi.setopt(pycurl.M_MAXCONNECTS, concurrency)
+        multi.setopt(pycurl.M_PIPELINING, 0)  # HTTP/1.1, one request per connection at a time
+        self._closed = False
+
+    # ------------------------------------------------------------ counters
+
+    def counts(self) -> dict[str, int]:
+        """What the transport holds now: transfers in the multi, sockets watched
+        on the loop, read-deadline timers and libcurl's timer (0 or 1)."""
+        return {
+            "handles": len(self._active),
+            "sockets": len(self._sockets),
+            "gap_timers": sum(t.gap is not None for t in (*self._active.values(), *self._pool)),
+            "timer": int(self._timer is not None),
+        }
+
+    def dns_stats(self) -> dict[str, int] | None:
+        """None: libcurl resolves names itself."""
+        return None
+
+    # ------------------------------------------------------------ exchange
+
+    async def exchange(
+        self,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+        proxy: Proxy | None = None,
+    ) -> Result:
+        """See :meth:`fanout.net.transports.Transport.exchange`."""
+        if self._closed:
+            raise RuntimeError("the curl transport is closed")
+        transfer = self._pool.pop() if self._pool else _Transfer(self._loop.time)
+        curl = transfer.curl
+        try:
+            self._prepare(transfer, request, url, caps, keep_body, hop)
+            future = transfer.future = self._loop.create_future()
+            transfer.started = transfer.last = self._loop.time()
+            self._active[curl] = transfer
+            self._multi.add_handle(curl)
+            read = self._timeouts.read
+            if read is not None:
+                transfer.gap = self._loop.call_at(transfer.started + read, self._gap, transfer)
+            self._arm_safety()
+            try:
+                code, message = await future
+            except asyncio.CancelledError as cancelled:
+                unsent = not self._connected(transfer)
+                self._remove(transfer)
+                if unsent:
+                    setattr(cancelled, _UNSENT_ATTRIBUTE, True)
+                raise
+            return self._result(transfer, request, url, hop, code, message)
+        finally:
+            self._release(transfer)
+
+    def _prepare(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        curl = transfer.curl
+        curl.reset()
+        transfer.headers = CIMultiDict()
+        transfer.status = 0
+        transfer.reason = ""
+        transfer.done = transfer.redirect = transfer.ended = False
+        transfer.redirects = caps.max_redirects > 0
+        transfer.max_bytes = caps.max_bytes
+        transfer.size = 0
+        transfer.kept = io.BytesIO() if keep_body else None
+        transfer.digest = None if keep_body else hashlib.sha256()
+        transfer.abort = None
+        setopt = curl.setopt
+        setopt(pycurl.URL, str(url))
+        setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        setopt(pycurl.PATH_AS_IS, 1)
+        setopt(pycurl.NOSIGNAL, 1)
+        setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        setopt(pycurl.PROXY, "")  # never the environment's proxies
+        setopt(pycurl.ACCEPT_ENCODING, _ACCEPT_ENCODING)
+        setopt(pycurl.HEADERFUNCTION, transfer.on_header)
+        setopt(pycurl.WRITEFUNCTION, transfer.on_body)
+        connect = self._timeouts.connect
+        if connect is not None:
+            setopt(pycurl.CONNECTTIMEOUT_MS, max(1, round(connect * 1000)))
+        for option, value in self._tls:
+            setopt(option, value)
+        if hop is not None:
+            method, body, given, skip = hop.method, hop.body, hop.headers, hop.skip
+        else:
+            method, body, given, skip = request.method, request.body, request.headers, ()
+        headers = _header_lines(url, self._defaults, given, skip, body is not None)
+        if method == "HEAD":
+            setopt(pycurl.NOBODY, 1)
+        elif method != "GET" or body is not None:
+            setopt(pycurl.CUSTOMREQUEST, method)
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            setopt(pycurl.POSTFIELDSIZE_LARGE, 0 if body is None else len(body))
+            setopt(pycurl.COPYPOSTFIELDS, body or b"")
+        if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
+            # a connection of its own: libcurl resends a request whose reused
+            # connection turns out closed, and a body must never be sent twice
+            setopt(pycurl.FRESH_CONNECT, 1)
+        setopt(pycurl.HTTPHEADER, [line.encode() for line in headers])  # UTF-8, as aiohttp
+
+    def _result(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        hop: Hop | None,
+        code: int,
+        message: str,
+    ) -> Result:
+        status = transfer.status
+        headers = CIMultiDictProxy(transfer.headers)
+        if transfer.redirect and (code == 0 or transfer.ended):
+            return Result(request, status, str(url), headers)
+        if code != 0:
+            raise self._failure(transfer, url, code, message)
+        if transfer.kept is not None:
+            body: bytes | None = transfer.kept.getvalue()
+            sha256 = None
+        else:
+            body = None
+            sha256 = transfer.digest.hexdigest()
+        error = None
+        if status >= 400:
+            error = Failure(
+                ErrorKind.HTTP_STATUS, shown(f"HTTP {status} {transfer.reason}".rstrip())
+            )
+        return Result(
+            request,
+            status,
+            request.url if hop is None else str(url),
+            headers,
+            body,
+            transfer.size,
+            sha256,
+            0,
+            0.0,
+            0.0,
+            error,
+        )
+
+    def _failure(self, transfer: _Transfer, url: URL, code: int, message: str) -> CurlError:
+        """The CurlError of a transfer that ended with libcurl's ``code``."""
+        if transfer.abort is not None:
+            sent = transfer.abort.kind is not ErrorKind.TIMEOUT or transfer.done
+            return CurlError(transfer.abort, sent or self._connected(transfer))
+        cause = _NAMES.get(code, f"CURLE {code}")
+        timeouts = self._timeouts
+        host, port = url.host or "", url.port
+        sent = True
+        if code == pycurl.E_COULDNT_RESOLVE_HOST:
+            kind, sent = ErrorKind.DNS, False
+            text = message if host in message else f"cannot resolve {host}: {message}"
+        elif code == pycurl.E_COULDNT_CONNECT:
+            errno = transfer.curl.getinfo(pycurl.OS_ERRNO)
+            reason = os.strerror(errno) if errno else message
+            kind, text, sent = (
+                ErrorKind.CONNECT,
+                f"cannot connect to {host}:{port}: {reason}",
+                False,
+            )
+        elif code == pycurl.E_OPERATION_TIMEDOUT:  # only the connect deadline is libcurl's
+            kind, text, sent = (
+                ErrorKind.TIMEOUT,
+                f"connect deadline of {timeouts.connect:g}s",
+                False,
+            )
+        elif code in _VERIFY_CODES:  # the words of Python's ssl module too
+            kind, sent = ErrorKind.TLS, False
+            text = f"certificate verify failed (CERTIFICATE_VERIFY_FAILED): {message}"
+        elif code in _TLS_CODES:
+            kind, text, sent = ErrorKind.TLS, f"TLS: {message}", False
+        elif code == pycurl.E_URL_MALFORMAT:
+            kind, text, sent = ErrorKind.INVALID_URL, f"invalid URL: {message}", False
+        elif code == pycurl.E_BAD_CONTENT_ENCODING:
+            encoding = transfer.headers.get("Content-Encoding", "").strip().lower()
+            kind = ErrorKind.PROTOCOL
+            if encoding.isalnum():
+                text = f"corrupt body: not valid {encoding} data (Content-Encoding: {encoding})"
+            else:
+                text = f"undecodable body: {message}"
+        elif code == pycurl.E_PARTIAL_FILE:
+            kind, text = ErrorKind.PROTOCOL, f"incomplete or malformed body: {message}"
+        elif code == pycurl.E_GOT_NOTHING:
+            kind, text = ErrorKind.PROTOCOL, "server disconnected before a complete response"
+        elif code in (pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR):
+            if not transfer.done and not self._connected(transfer):
+                kind, sent = ErrorKind.CONNECT, False
+                text = f"cannot connect to {host}:{port}: {message}"
+            elif transfer.status:
+                kind, text = ErrorKind.PROTOCOL, f"incomplete or malformed body: {message}"
+            else:
+                kind, text = ErrorKind.PROTOCOL, f"connection lost: {message}"
+        else:  # a malformed response (CURLE_WEIRD_SERVER_REPLY, a header too large...)
+            kind, text = ErrorKind.PROTOCOL, f"malformed response: {message}"
+        return CurlError(Failure(kind, shown(text), cause), sent)
+
+    def classify(
+        self, exc: BaseException, timeouts: Timeouts, proxy: Proxy | None = None
+    ) -> tuple[Failure, bool]:
+        """See :meth:`fanout.net.transports.Transport.classify`."""
+        if isinstance(exc, CurlError):
+            return exc.failure, exc.sent
+        if isinstance(exc, TimeoutError):  # the engine's total deadline passed
+            message = f"total deadline of {timeouts.total:g}s for one attempt"
+            return Failure(ErrorKind.TIMEOUT, message, "TimeoutError"), True
+        if isinstance(exc, pycurl.error):
+            return Failure(ErrorKind.PROTOCOL, shown(f"libcurl: {exc}"), "pycurl.error"), True
+        message = shown(f"unexpected error: {exc!r}")
+        return Failure(ErrorKind.INTERNAL, message, type(exc).__name__), True
+
+    def unsent(self, cancelled: BaseException) -> bool:
+        """Whether the cancelled exchange had not connected yet."""
+        return getattr(cancelled, _UNSENT_ATTRIBUTE, False) is True
+
+    # ------------------------------------------------------------ transfers
+
+    def _connected(self, transfer: _Transfer) -> bool:
+        try:
+            return bool(transfer.curl.getinfo(pycurl.PRETRANSFER_TIME) > 0)
+        except pycurl.error:
+            return True
+
+    def _gap(self, transfer: _Transfer) -> None:
+        """The read deadline's lazy timer: the transfer ends when no byte came
+        for ``timeouts.read`` once connected, else the timer moves on."""
+        transfer.gap = None
+        future = transfer.future
+        read = self._timeouts.read
+        if future is None or future.done() or read is None:
+            return
+        now = self._loop.time()
+        last = transfer.last
+        if not self._connected(transfer):
+            last = now  # the connect deadline is libcurl's
+        else:
+            pretransfer = transfer.curl.getinfo(pycurl.PRETRANSFER_TIME)
+            last = max(last, transfer.started + pretransfer)
+        if now - last >= read:
+            self._remove(transfer)
+            failure = Failure(
+                ErrorKind.TIMEOUT,
+                f"read deadline: no data for {read:g}s",
+                "CURLE_OPERATION_TIMEDOUT",
+            )
+            future.set_exception(CurlError(failure, True))
+        else:
+            transfer.gap = self._loop.call_at(last + read, self._gap, transfer)
+
+    def _remove(self, transfer: _Transfer) -> None:
+        """Take ``transfer`` out of the multi now (its connection is closed unless complete)."""
+        if self._active.pop(transfer.curl, None) is not None:
+            with contextlib.suppress(pycurl.error):  # never added (add_handle failed)
+                self._multi.remove_handle(transfer.curl)
+        if transfer.gap is not None:
+            transfer.gap.cancel()
+            transfer.gap = None
+        if not self._active:
+            self._disarm_safety()
+
+    def _release(self, transfer: _Transfer) -> None:
+        self._remove(transfer)
+        transfer.future = None
+        transfer.kept = None
+        transfer.digest = None
+        transfer.headers = CIMultiDict()
+        if not self._closed and len(self._pool) < self._pool_size:
+            self._pool.append(transfer)
+        else:
+            transfer.curl.close()
+
+    # ------------------------------------------------------------ the loop
+
+    def _on_socket(self, what: int, fd: int, multi: Any, socketp: Any) -> None:
+        loop = self._loop
+        watched = self._sockets.get(fd, pycurl.POLL_NONE)
+        if what == pycurl.POLL_REMOVE:
+            what = pycurl.POLL_NONE
+        if watched & pycurl.POLL_IN and not what & pycurl.POLL_IN:
+            loop.remove_reader(fd)
+        if watched & pycurl.POLL_OUT and not what & pycurl.POLL_OUT:
+            loop.remove_writer(fd)
+        if what & pycurl.POLL_IN and not watched & pycurl.POLL_IN:
+            loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
+        if what & pycurl.POLL_OUT and not watched & pycurl.POLL_OUT:
+            loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
+        if what == pycurl.POLL_NONE:
+            self._sockets.pop(fd, None)
+        else:
+            self._sockets[fd] = what
+
+    def _on_timer(self, timeout_ms: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if timeout_ms < 0 or self._closed:
+            return
+        if timeout_ms == 0:  # not from inside libcurl's own call
+            self._timer = self._loop.call_soon(self._on_timeout)
+        else:
+            self._timer = self._loop.call_later(timeout_ms / 1000, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._act(pycurl.SOCKET_TIMEOUT, 0)
+
+    def _act(self, fd: int, events: int) -> None:
+        try:
+            self._multi.socket_action(fd, events)
+        except pycurl.error as exc:
+            for transfer in list(self._active.values()):
+                self._finish(transfer, -1, f"libcurl: {exc}")
+            return
+        self._collect()
+
+    def _collect(self) -> None:
+        while True:
+            queued, ok, failed = self._multi.info_read()
+            for curl in ok:
+                transfer = self._active.get(curl)
+                if transfer is not None:
+                    self._finish(transfer, 0, "")
+            for curl, code, message in failed:
+                transfer = self._active.get(curl)
+                if transfer is not None:
+                    self._finish(transfer, code, message)
+            if not queued:
+                return
+
+    def _finish(self, transfer: _Transfer, code: int, message: str) -> None:
+        self._remove(transfer)
+        future = transfer.future
+        if future is not None and not future.done():
+            future.set_result((code, message))
+
+    def _arm_safety(self) -> None:
+        if self._safety is None:
+            self._safety = self._loop.call_later(_SAFETY_INTERVAL, self._on_safety)
+
+    def _disarm_safety(self) -> None:
+        if self._safety is not None:
+            self._safety.cancel()
+            self._safety = None
+
+    def _on_safety(self) -> None:
+        self._safety = None
+        if self._active and not self._closed:
+            self._act(pycurl.SOCKET_TIMEOUT, 0)
+            if self._active:
+                self._arm_safety()
+
+    async def close(self) -> None:
+        """End every transfer, stop watching its sockets, close the multi and the handles."""
+        if self._closed:
+            return
+        self._closed = True
+        for transfer in list(self._active.values()):
+            future = transfer.future
+            self._remove(transfer)
+            if future is not None and not future.done():
+                future.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._disarm_safety()
+        for transfer in self._pool:
+            transfer.curl.close()
+        self._pool.clear()
+        self._multi.close()  # closes the cached connections: POLL_REMOVE for each
+        for fd in list(self._sockets):
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        self._sockets.clear()
+
+
+def _header_lines(
+    url: URL,
+    defaults: Mapping[str, str],
+    given: Mapping[str, str] | None,
+    skip: tuple[str, ...],
+    has_body: bool,
+) -> list[str]:
+    """The request's header lines for libcurl: the given headers, the defaults
+    they do not set and ``skip`` does not name, libcurl's own left out where
+    ``skip`` names them. A URL with credentials sends them as its Authorization."""
+    headers = dict(given or {})
+    named = {name.lower() for name in headers}
+    skipped = {name.lower() for name in skip}
+    for name, value in defaults.items():
+        if name.lower() not in named and name.lower() not in skipped:
+            headers[name] = value
+            named.add(name.lower())
+    if url.raw_user is not None or url.raw_password is not None:
+        headers = {name: v for name, v in headers.items() if name.lower() != "authorization"}
+        named.discard("authorization")
+    lines = [f"{name}: {value}" if value else f"{name};" for name, value in headers.items()]
+    if has_body:
+        if "content-type" not in named:  # as aiohttp: not libcurl's form type
+            lines.append("Content-Type: application/octet-stream")
+        lines.append("Expect:")  # no 100-continue round trip
+    elif "content-type" not in named:  # libcurl's form type of an empty POST
+        lines.append("Content-Type:")
+    lines.extend(f"{name}:" for name in skip if name.lower() not in named)
+    return lines
+
+
+def _tls_options(
+    cacert: StrPath | None, verify: bool, client_cert: tuple[StrPath, StrPath] | None
+) -> list[tuple[int, Any]]:
+    """The easy options of these TLS settings (checked by FetcherConfig already)."""
+    options: list[tuple[int, Any]] = []
+    if not verify:
+        options += [(pycurl.SSL_VERIFYPEER, 0), (pycurl.SSL_VERIFYHOST, 0)]
+    elif cacert is not None:  # these CAs instead of the system's
+        options += [(pycurl.CAINFO, os.fspath(cacert)), (pycurl.CAPATH, "")]
+    else:
+        paths = ssl.get_default_verify_paths()
+        if paths.cafile is not None:
+            options.append((pycurl.CAINFO, paths.cafile))
+        if paths.capath is not None:
+            options.append((pycurl.CAPATH, paths.capath))
+    if client_cert is not None:
+        cert, key = client_cert
+        options += [(pycurl.SSLCERT, os.fspath(cert)), (pycurl.SSLKEY, os.fspath(key))]
+    return options

@@ -1,0 +1,275 @@
+"""The curl transport alone: what it leaves behind when a transfer is cut short,
+its choice by option, environment and command line, and its refusals (the
+behaviour shared with aiohttp runs in the test files parametrised by the
+``transport`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanout import (
+    ConfigError,
+    ErrorKind,
+    Fetcher,
+    FetcherConfig,
+    Limits,
+    Request,
+    RetryPolicy,
+    Timeouts,
+)
+from fanout.cli import main
+from fanout.demo import DemoServer
+from fanout.net.transports import CURL_REFUSES
+
+pytest.importorskip("pycurl")
+
+ONCE = RetryPolicy(attempts=1)
+
+
+def _connections_to(port: int) -> int:
+    """TCP connections this process holds open to ``port`` on loopback (Linux)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[9] in inodes and fields[3] == "01":  # ESTABLISHED
+                count += 1
+    return count
+
+
+def _held(fetcher: Fetcher) -> dict[str, int]:
+    transport: Any = fetcher._transport
+    counts: dict[str, int] = transport.counts()
+    return counts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
+@pytest.mark.parametrize(
+    ("path", "timeouts", "message"),
+    [
+        ("/hang", Timeouts(total=0.3), "total deadline of 0.3s for one attempt"),
+        ("/hang", Timeouts(read=0.3), "read deadline: no data for 0.3s"),
+        ("/stall", Timeouts(read=0.3), "read deadline: no data for 0.3s"),
+    ],
+    ids=["total", "read-before-headers", "read-in-body"],
+)
+async def test_a_deadline_leaves_no_handle_socket_or_timer_behind(
+    server: DemoServer, path: str, timeouts: Timeouts, message: str
+) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    async with Fetcher(transport="curl", timeouts=timeouts, retry=ONCE) as fetcher:
+        results = await fetcher.gather([f"{server.url}{path}?n={n}" for n in range(3)])
+        for result in results:
+            assert result.error is not None
+            assert result.error.kind is ErrorKind.TIMEOUT
+            assert result.error.message == message
+        assert _held(fetcher) == {"handles": 0, "sockets": 0, "gap_timers": 0, "timer": 0}
+        assert _connections_to(port) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp")
+async def test_a_cancelled_exchange_is_removed_at_once(server: DemoServer) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    async with Fetcher(transport="curl", retry=ONCE) as fetcher:
+        task = asyncio.ensure_future(fetcher.gather([f"{server.url}/hang?n={n}" for n in range(4)]))
+        async with asyncio.timeout(30):  # the four requests are on the wire
+            await server.stats.wait_until(lambda stats: len(stats.seen) == 4)
+        assert _connections_to(port) == 4
+        assert _held(fetcher)["handles"] == 4
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _held(fetcher) == {"handles": 0, "sockets": 0, "gap_timers": 0, "timer": 0}
+        assert _connections_to(port) == 0
+
+
+async def test_a_completed_run_keeps_only_idle_connections(server: DemoServer) -> None:
+    async with Fetcher(transport="curl") as fetcher:
+        results = await fetcher.gather([f"{server.url}/items/{n}" for n in range(1, 21)])
+        assert all(result.ok for result in results)
+        held = _held(fetcher)
+        assert held["handles"] == 0
+        assert held["gap_timers"] == 0
+
+
+async def test_a_post_is_sent_once_on_a_connection_of_its_own(server: DemoServer) -> None:
+    async with Fetcher(transport="curl") as fetcher:
+        [result] = await fetcher.gather(
+            [Request(f"{server.url}/echo", method="POST", body=b"payload")]
+        )
+    assert result.ok, result.error
+    echoed = result.json()
+    assert echoed["method"] == "POST"
+    assert echoed["body"] == "payload"
+    headers = echoed["headers"]
+    assert headers["Content-Type"] == "application/octet-stream"  # not libcurl's form type
+    assert "Expect" not in headers  # no 100-continue round trip
+    assert headers["User-Agent"].startswith("fanout/")
+
+
+def test_missing_pycurl_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pycurl", None)  # import pycurl raises ImportError
+    with pytest.raises(ConfigError, match=r"needs pycurl.*pip install 'fanout\[curl\]'"):
+        FetcherConfig(transport="curl")
+    monkeypatch.setenv("FANOUT_TRANSPORT", "curl")
+    with pytest.raises(ConfigError, match="needs pycurl"):
+        Fetcher()
+
+
+def test_missing_pycurl_on_the_command_line_is_one_line_and_status_two(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pycurl", None)
+    with pytest.raises(SystemExit) as exited:
+        main(["fetch", "http://127.0.0.1:9/", "--transport", "curl"])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    [line] = captured.err.splitlines()
+    assert line.startswith("fanout: error: ")
+    assert "pip install 'fanout[curl]'" in line
+    assert captured.out == ""
+
+
+def test_the_environment_picks_the_transport_the_options_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FANOUT_TRANSPORT", raising=False)
+    assert FetcherConfig().transport == "aiohttp"
+    monkeypatch.setenv("FANOUT_TRANSPORT", "curl")
+    assert FetcherConfig().transport == "curl"
+    assert FetcherConfig(transport="aiohttp").transport == "aiohttp"
+    monkeypatch.setenv("FANOUT_TRANSPORT", "libcurl")
+    with pytest.raises(ConfigError, match="FANOUT_TRANSPORT='libcurl': must be"):
+        FetcherConfig()
+    with pytest.raises(ConfigError, match="transport must be 'aiohttp' or 'curl'"):
+        FetcherConfig(transport="requests")  # type: ignore[arg-type]
+
+
+USED: dict[str, Any] = {
+    "deny_private": True,
+    "allow_hosts": ["*.test"],
+    "deny_hosts": ["a.test"],
+    "nameservers": ["127.0.0.1"],
+    "proxy": "http://127.0.0.1:9",
+    "cookies": True,
+    "robots": True,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CURL_REFUSES))
+def test_an_option_curl_cannot_honour_is_refused_by_name(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"transport 'curl' cannot be combined with {name}"):
+        FetcherConfig(transport="curl", **{name: USED[name]})
+
+
+async def test_a_session_and_the_environments_proxies_are_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ConfigError, match=r"session= .* cannot be combined with transport"):
+            Fetcher(session=session, transport="curl")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="cannot go through the proxies the environment"):
+        Fetcher(transport="curl")
+    Fetcher(transport="curl", env_proxy=False)  # ignored: accepted
+    with pytest.raises(SystemExit) as exited:
+        main(["fetch", "http://127.0.0.1:9/", "--transport", "curl"])
+    assert exited.value.code == 2
+    assert "--no-env-proxy" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("transport")
+async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> None:
+    """A server that reads the second request of a connection, then closes it
+    unanswered: a transport that resends on a reused connection would deliver
+    that POST twice (libcurl does so for a request whose reused connection
+    ends before any byte of the answer)."""
+    seen: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for served in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                seen.append(head.split(b" ", 1)[0].decode())
+                if served == 1:
+                    break  # the second request of a connection: no answer
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        limits = Limits(concurrency=1, per_host=1)
+        retry = RetryPolicy(attempts=3, backoff=0.001, backoff_max=0.002)
+        async with Fetcher(limits=limits, retry=retry) as fetcher:
+            [got] = await fetcher.gather([url])
+            assert got.ok, got.error
+            [posted] = await fetcher.gather([Request(url, method="POST", body=b"once")])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert seen.count("POST") == 1, (seen, posted)
+
+
+@pytest.mark.usefixtures("transport")
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage here\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+        b"",
+    ],
+    ids=["not-http", "bad-status", "bad-chunk", "two-lengths", "short-body", "nothing"],
+)
+async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Fetcher(retry=ONCE) as fetcher:
+            [result] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.PROTOCOL, result.error
+    assert result.attempts == 1
