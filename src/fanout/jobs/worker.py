@@ -119,8 +119,16 @@ class _Outbox:
     def send(self) -> None:
         self.scheduled = False
         if self.batch:
-            self.writer.write(frame(("res", self.batch)))
+            self.write(("res", self.batch))
             self.batch, self.size = [], 0
+
+    def write(self, message: object) -> None:
+        try:
+            if self.writer.transport.is_closing():
+                raise ConnectionResetError
+            self.writer.write(frame(message))
+        except (ConnectionError, RuntimeError):  # uvloop: RuntimeError on a closed pipe
+            os._exit(3)  # the parent is gone: nobody to send results to
 
     @property
     def full(self) -> bool:
@@ -221,7 +229,7 @@ class _Worker:
             if saver is not None:
                 saver.close()
         self.out.send()
-        self.out.writer.write(frame(("end", dns, hosts)))
+        self.out.write(("end", dns, hosts))
         self.finished = True
         await self.out.drain()
         if listener is not None:
