@@ -24,12 +24,14 @@ import os
 import pickle
 import signal
 import struct
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from fanout.config import FetcherConfig
 from fanout.engine import Fetcher
+from fanout.errors import FanoutError
 from fanout.models import Request, Result
 from fanout.output.body_saver import _Saver
 from fanout.output.records import BodyMode, json_line, result_record
@@ -264,7 +266,11 @@ def main() -> None:
     from fanout.runtime import run
 
     with open(frames_in, "rb", buffering=0) as inbound, open(frames_out, "wb", buffering=0) as out:
-        run(_main(inbound, out))
+        try:
+            run(_main(inbound, out))
+        except FanoutError as exc:  # a config the parent checked, refused here (a file gone)
+            sys.stderr.write(f"fanout: worker {os.getpid()}: {exc}\n")
+            sys.exit(1)
 
 
 if __name__ == "__main__":
