@@ -105,7 +105,8 @@ class _Worker:
     def send(self, message: object) -> None:
         if self.stdin.is_closing():
             return
-        with contextlib.suppress(ConnectionError):  # it died: its reader says so
+        # it died: its reader says so (uvloop raises RuntimeError on a closed pipe)
+        with contextlib.suppress(ConnectionError, RuntimeError):
             self.stdin.write(frame(message))
 
     def send_batch(self) -> None:
@@ -193,27 +194,31 @@ class _Pool:
             worker.send_batch()
 
     async def feed(self, requests: AsyncIterator[Request]) -> None:
-        """Send each request to its worker, within each worker's credits."""
+        """Send each request to its worker, within each worker's credits; then
+        tell each there are no more (also when the input fails: the requests
+        read before are finished, as in one process)."""
         index = 0
         loop = asyncio.get_running_loop()
-        async for request in requests:
-            worker = self._shard(request)
-            while worker.credits <= 0:
-                self._flush()
-                worker.room.clear()
-                await worker.room.wait()
-            worker.credits -= 1
-            self.pending[index] = (request, worker)
-            worker.batch.append(encode_request(index, request))
-            index += 1
-            if len(worker.batch) >= _SEND_BATCH:
-                worker.send_batch()
-            elif not self.flush_scheduled:
-                self.flush_scheduled = True
-                loop.call_soon(self._flush)
-        self._flush()
-        for worker in self.workers:
-            worker.send(("end",))
+        try:
+            async for request in requests:
+                worker = self._shard(request)
+                while worker.credits <= 0:
+                    self._flush()
+                    worker.room.clear()
+                    await worker.room.wait()
+                worker.credits -= 1
+                self.pending[index] = (request, worker)
+                worker.batch.append(encode_request(index, request))
+                index += 1
+                if len(worker.batch) >= _SEND_BATCH:
+                    worker.send_batch()
+                elif not self.flush_scheduled:
+                    self.flush_scheduled = True
+                    loop.call_soon(self._flush)
+        finally:
+            self._flush()
+            for worker in self.workers:
+                worker.send(("end",))
 
     async def collect(self, worker: _Worker) -> None:
         """Write the records ``worker`` sends back, until its last frame."""
@@ -351,15 +356,18 @@ async def fetch_in_workers(
 async def _until_done(
     feeder: asyncio.Task[None], collectors: list[asyncio.Task[None]], stopper: asyncio.Task[bool]
 ) -> None:
-    """Until every worker sent its last frame, or --fail-fast stops the run;
-    an error of the feeder or of a collector is raised."""
+    """Until every worker sent its last frame, or --fail-fast stops the run.
+    An error of a collector is raised at once; one of the input (the
+    feeder's) once the requests read before it are done."""
     waiting: set[asyncio.Task[Any]] = {feeder, *collectors, stopper}
     while any(not task.done() for task in collectors):
         done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is stopper:
                 return
-            task.result()  # raises its error
+            if task is not feeder:
+                task.result()  # raises its error
+    feeder.result()
 
 
 async def _stop(
