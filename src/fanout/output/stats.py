@@ -145,6 +145,7 @@ class RunStats:
         elapsed: float,
     ) -> None:
         """Count one result from its figures (a result a worker process fetched)."""
+        # add()'s counting, from figures; not shared, so add() stays one call per request
         if ok:
             self.ok += 1
         else:
