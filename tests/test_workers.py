@@ -191,6 +191,21 @@ def test_a_journaled_run_with_workers_resumes_and_skips_what_is_done(tmp_path: P
     assert counts == [1] * len(urls)  # the second run fetched only what the first did not
 
 
+def test_fail_fast_stops_every_worker(tmp_path: Path) -> None:
+    with ServerThread(hosts=HOSTS, latency=0.02) as server:
+        urls = [f"{server.url}/status/500", *_urls(server, 100, "fail-fast")]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        done = fanout(
+            "fetch", "-i", "urls.txt", "--workers", "2", "-c", "4", "--per-host", "1",
+            "--retries", "0", "--fail-fast", cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert b"stopped at the first failure (--fail-fast)" in done.stderr
+    rows = records(done.stdout)
+    assert any(row["status"] == 500 for row in rows)
+    assert len(rows) < len(urls) // 2  # stopped, not run to the end
+
+
 # --------------------------------------------------------------- faults, signals
 
 
