@@ -315,6 +315,16 @@ def test_more_workers_than_the_concurrency_is_refused() -> None:
         FetchJob(workers=0)
 
 
+def test_a_worker_whose_parent_is_gone_before_its_setup_exits_quietly(tmp_path: Path) -> None:
+    worker = [*FANOUT[:1], "-m", "fanout.jobs.worker"]
+    done = subprocess.run(worker, input=b"", capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, b"", b"")
+    with (tmp_path / "out").open("wb") as file:  # not a pipe: refused, one line
+        done = subprocess.run(worker, input=b"", stdout=file, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 2
+    assert_one_line(done.stderr, "fanout fetch --workers N")
+
+
 # ------------------------------------------------------------------ arithmetic
 
 

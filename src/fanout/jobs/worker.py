@@ -23,6 +23,7 @@ import contextlib
 import os
 import pickle
 import signal
+import stat
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -248,12 +249,17 @@ async def _main(frames_in: BinaryIO, frames_out: BinaryIO) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     try:
         await _Worker(reader, writer).run()
-    except (BrokenPipeError, ConnectionResetError):
-        os._exit(3)  # the parent is gone
+    except (ConnectionError, asyncio.IncompleteReadError):
+        os._exit(3)  # the parent is gone (before its setup arrived, or while writing)
 
 
 def main() -> None:
     """Run one worker until the parent says it is done (or is gone)."""
+    modes = [os.fstat(fd).st_mode for fd in (0, 1)]
+    if not all(stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) for mode in modes):
+        # libuv aborts on a file or terminal where it expects a pipe (asyncio's are sockets)
+        sys.stderr.write("fanout: a worker is started by 'fanout fetch --workers N', on pipes\n")
+        sys.exit(2)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)  # the parent stops the workers
     # The frames get descriptors of their own; 0 and 1 become /dev/null and
