@@ -217,7 +217,8 @@ def _slow_run(
     urls = _urls(server, 600, tag)
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
     command = [*FANOUT, "fetch", "-i", "urls.txt", "-o", "out.jsonl", "--journal", "run.db"]
-    return urls, [*command, "-c", "16", "--per-host", "4", "--workers", "2", "-q", *extra]
+    command += ["--out-dir", "pages", "-c", "16", "--per-host", "4", "--workers", "2", "-q"]
+    return urls, [*command, *extra]
 
 
 def _exact_after_resume(tmp_path: Path, command: list[str], urls: list[str]) -> None:
@@ -225,6 +226,10 @@ def _exact_after_resume(tmp_path: Path, command: list[str], urls: list[str]) -> 
     assert again.returncode == 0, again.stderr
     rows = records((tmp_path / "out.jsonl").read_bytes())
     assert sorted(str(row["key"]) for row in rows) == sorted(urls)  # one line per key
+    for row in rows:  # the paths are relative to the run's directory
+        row["path"] = None if row["path"] is None else str(tmp_path / str(row["path"]))
+    check_saved_files(rows)
+    assert not list((tmp_path / "pages").rglob("*.tmp"))  # the resume removed a kill's
 
 
 @pytest.mark.slow
