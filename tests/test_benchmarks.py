@@ -50,6 +50,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
             "growth 100 -> 300 hosts",
         ),
         ("startup.py", ["--repeat", "1"], "fetch"),
+        (
+            "workers.py",
+            ["-n", "300", "--repeat", "1", "-c", "16", "--per-host", "4", "--latency", "0.01"],
+            "throughput --workers 2 / --workers 1",
+        ),
         ("bombs.py", ["--bombs", "2", "--max-bytes", "1MiB"], "bombs of 1 MiB, kept"),
         (
             "dns.py",

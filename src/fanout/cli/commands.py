@@ -19,6 +19,7 @@ from fanout.cli.options import fetcher_config
 from fanout.config import FetcherConfig
 from fanout.errors import ConfigError, SinkError, WriteError
 from fanout.jobs.fetch import FetchJob, JobOutcome, count_inputs, run_fetch_job
+from fanout.jobs.workers import WorkerError
 from fanout.output.stats import RunStats, format_summary
 from fanout.policy import Limits, RetryPolicy
 from fanout.runtime import interrupting_signal, run
@@ -83,6 +84,7 @@ def build_job(options: dict[str, Any], *, retry_failed: frozenset[str] | None) -
         config=fetcher_config(options),
         journal=options["journal"],
         retry_failed=retry_failed,
+        workers=options["workers"],
     )
 
 
@@ -102,6 +104,7 @@ def run_job(
     live = _live(stats, total) if show_bar else None
     outcome: JobOutcome | None = None
     signum: int | None = None  # the signal that ended the run
+    failure: str | None = None  # a worker process died (--workers)
 
     async def main() -> JobOutcome:
         return await run_fetch_job(
@@ -118,6 +121,8 @@ def run_job(
         signum = interrupting_signal(exc)
     except WriteError as exc:
         return _write_failed(exc)
+    except WorkerError as exc:
+        failure = str(exc)
     summary = outcome.summary if outcome is not None else stats.summary()
     if not quiet:
         _say(format_summary(summary))
@@ -125,6 +130,8 @@ def run_job(
             _say("stopped at the first failure (--fail-fast)")
         if signum is not None:
             _say(f"{interrupted_by(signum)}: every result fetched so far was written")
+    if failure is not None:
+        _say(f"fanout: error: {failure}")
     if stats_json is not None:
         try:
             stats_json.write_bytes(orjson.dumps(summary.as_dict(), option=orjson.OPT_INDENT_2))
@@ -132,6 +139,8 @@ def run_job(
             raise SinkError(f"cannot write stats file '{stats_json}': {exc.strerror}") from exc
     if signum is not None:
         return exit_status.for_signal(signum)
+    if failure is not None:
+        return exit_status.FAILURES
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURES
 
 

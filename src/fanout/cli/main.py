@@ -202,6 +202,14 @@ _OUTPUT_FILE = FilePath(dir_okay=False, allow_dash=True, readable=False)
     help="With --journal: fetch again only the keys that failed with one of these error kinds,"
     " comma-separated (timeout,dns); repeatable; implies --retry-failed.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    metavar="N",
+    help="Fetch in N processes (hosts shared out among them, -c split among them);"
+    " this one still writes every record.",
+)
 @debug_option
 @click.pass_context
 def fetch(ctx: click.Context, /, **options: Any) -> None:

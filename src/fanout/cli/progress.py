@@ -108,10 +108,10 @@ class _CountersColumn(ProgressColumn):
         elapsed = task.elapsed or 0.0
         rate = stats.done / elapsed if elapsed > 0 else 0.0
         fetcher = self._live.fetcher
-        in_flight = fetcher.in_flight if fetcher is not None else 0
+        # none with --workers: the fetchers are in other processes
+        in_flight = f" in flight {fetcher.in_flight}" if fetcher is not None else ""
         return Text(
-            f"{rate:,.0f}/s failed {stats.failed:,} retries {stats.retries:,}"
-            f" in flight {in_flight}",
+            f"{rate:,.0f}/s failed {stats.failed:,} retries {stats.retries:,}{in_flight}",
             style="progress.data.speed",
         )
 

@@ -65,6 +65,10 @@ class FetchJob:
     ``retry_failed`` (with ``journal``): None fetches no recorded key again; an
     empty set fetches again every key that failed in an earlier run; a set of
     :class:`~fanout.ErrorKind` values only the keys that failed with one of them.
+
+    ``workers`` above 1 fetches in that many processes, each with its share of
+    the concurrency and the hosts its own (see :mod:`fanout.jobs.workers`);
+    this process still reads the input and writes every record.
     """
 
     urls: tuple[str, ...] = ()
@@ -81,11 +85,20 @@ class FetchJob:
     config: FetcherConfig = field(default_factory=FetcherConfig)
     journal: Path | None = None
     retry_failed: frozenset[str] | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         problem = method_problem(self.method)
         if problem is not None:
             raise ConfigError(problem)
+        workers = self.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+        if workers > self.config.limits.concurrency:
+            raise ConfigError(
+                f"{workers} workers need a concurrency of at least {workers}"
+                f" (each takes a share of it), got {self.config.limits.concurrency}"
+            )
 
     def input_blocks(self) -> bool:
         """Whether an input file's reads can wait on another program (stdin from
@@ -298,6 +311,27 @@ class _Job:
             _, record, keyed, failed = held.popleft()
             self.output.emit(record, keyed, failed)
 
+    def record_line(
+        self,
+        request: Request,
+        line: bytes,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        attempts: int,
+        size: int,
+        elapsed: float,
+    ) -> None:
+        """:meth:`record` of a result a worker process fetched: its record
+        already encoded, and its figures for the counters."""
+        if self.job.ordered:
+            self.release_held(_line(request))
+        self.stats.add_counts(ok, status, error, attempts, size, elapsed)
+        if not ok:
+            self.failed_any = True
+        failed = None if error is None or ok else error
+        self.output.emit_line(line, request if self.journal is not None else None, failed)
+
     def record(self, result: Result, path: str | None = None) -> None:
         """Count the result and emit its record (``path``: where its body was saved)."""
         job = self.job
@@ -469,6 +503,15 @@ async def _fetch(
     on_record: Callable[[], None] | None,
 ) -> bool:
     """Stream the requests through a Fetcher into the job's output; True if stopped early."""
+    if job.workers > 1:
+        from fanout.jobs.workers import fetch_in_workers
+
+        stopped = False
+        try:
+            stopped = await fetch_in_workers(job, state, requests, on_record)
+        finally:
+            await state.finish(stopped=stopped)
+        return stopped
     keep_body = job.out_dir is not None or job.body != "none"
     stopped = False
     try:

@@ -32,6 +32,7 @@ class _Output(Protocol):
         """Whether the caller should await :meth:`room` (also true once a write failed)."""
 
     def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None: ...
+    def emit_line(self, line: bytes, keyed: InputItem | None, failed: str | None) -> None: ...
     async def room(self) -> None: ...
     async def flush(self) -> None: ...
     async def close(self) -> None: ...
@@ -57,6 +58,9 @@ class _PlainOutput:
         line = json_line(record)
         self.writer.put(line, len(line))
 
+    def emit_line(self, line: bytes, keyed: InputItem | None, failed: str | None) -> None:
+        self.writer.put(line, len(line))
+
     async def room(self) -> None:
         await self.writer.room()
 
@@ -80,6 +84,9 @@ class _JournalOutput:
 
     def emit(self, record: Record, keyed: InputItem | None, failed: str | None) -> None:
         line = json_line(record)
+        self.out.add(line, keyed, self._done if failed is None else self._failed, failed)
+
+    def emit_line(self, line: bytes, keyed: InputItem | None, failed: str | None) -> None:
         self.out.add(line, keyed, self._done if failed is None else self._failed, failed)
 
     async def room(self) -> None:

@@ -138,6 +138,31 @@ class RunStats:
         if result.attempts:
             self.latency.add(result.elapsed)
 
+    def add_counts(
+        self,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        attempts: int,
+        size: int,
+        elapsed: float,
+    ) -> None:
+        """Count one result from its figures (a result a worker process fetched)."""
+        # add()'s counting, from figures; not shared, so add() stays one call per request
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        if error is not None:
+            self.by_error[error] += 1
+        if status is not None:
+            self.by_status[status] += 1
+        if attempts > 1:
+            self.retries += attempts - 1
+        self.bytes += size
+        if attempts:
+            self.latency.add(elapsed)
+
     def add_rejected(self, kind: str) -> None:
         """Count an input that failed before any request (bad line, bad URL)."""
         self.failed += 1
