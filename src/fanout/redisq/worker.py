@@ -1,0 +1,398 @@
+"""``fanout worker``: take requests from a Redis queue, fetch them with the
+engine, commit exactly one result per key.
+
+One worker is three tasks on one event loop:
+
+- the source the :class:`~fanout.engine.Fetcher` reads: it takes entries in
+  batches (the TAKE script: a dead worker's idle entries first, XAUTOCLAIM,
+  then new ones, XREADGROUP), never holding more than its window of entries
+  without a result;
+- the committer: results go to Redis in batches, each batch one COMMIT
+  script (set-if-absent of each key's record, XACK and XDEL of its entry), so
+  a request fetched twice (reclaimed from a worker thought dead that then
+  finished it too) keeps one result;
+- the heartbeat: every few seconds the worker says it is alive and resets the
+  idle time of the entries it holds, so only a dead (or stalled) worker's
+  entries are reclaimed.
+
+Every call to Redis is retried with backoff (0.05 s doubling to 2 s) while
+Redis cannot be reached, for at most ``reconnect_for`` seconds: a Redis that
+restarts with its data (AOF or RDB persistence) loses the job nothing. A call
+that Redis ran but whose answer was lost is harmless to repeat: a commit is
+idempotent, and entries taken but never seen are reclaimed after
+``reclaim_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from fanout.config import FetcherConfig
+from fanout.errors import ConfigError, QueueError, SourceError
+from fanout.models import ErrorKind, Failure, Request, Result
+from fanout.output.records import BodyMode, json_line, result_record
+from fanout.redisq import scripts
+from fanout.redisq.queue import (
+    DEFAULT_QUEUE,
+    GROUP,
+    HEARTBEAT_EVERY,
+    QueueKeys,
+    check_meta,
+    check_server,
+    client_options,
+    decode_request,
+    ensure_async,
+    require_redis,
+    shown_url,
+    unreachable,
+)
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["Worker", "WorkerStats"]
+
+logger = logging.getLogger("fanout")
+
+T = TypeVar("T")
+
+_TAKE_MAX: Final = 256  # entries per TAKE call
+_COMMIT_MAX: Final = 256  # results per COMMIT call
+_HEARTBEAT_IDS: Final = 1000  # entry ids per HEARTBEAT call (Lua's unpack has a limit)
+_IDLE_MIN, _IDLE_MAX = 0.01, 0.5  # seconds between takes that found nothing
+_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
+_QID, _QKEY = "_queue_id", "_queue_key"  # the entry and key of a request, in its meta
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What one worker did. ``results`` counts the results it committed that
+    were kept; ``duplicates`` those dropped because the key already had one
+    (another worker finished it first); ``abandoned`` the keys it gave up on
+    (handed out too often); ``round_trips`` its calls to Redis."""
+
+    taken: int = 0
+    results: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    abandoned: int = 0
+    round_trips: int = 0
+
+
+@dataclass(slots=True)
+class _Commit:
+    entry: bytes
+    key: bytes
+    record: bytes
+    kind: str
+
+
+class Worker:
+    """Takes requests from the Redis queue ``queue`` at ``redis_url`` and
+    fetches them with a :class:`~fanout.engine.Fetcher` of ``config``,
+    committing one JSONL record per key (the schema of ``fanout fetch``).
+
+    ``reclaim_after`` (seconds): an entry a worker took and has not
+    heartbeated for that long is taken from it (the worker is thought dead).
+    ``max_deliveries``: a key handed out more times than that without a
+    result gets an ``abandoned`` error record instead of being fetched.
+    ``exit_when_done``: :meth:`run` returns once the queue has nothing
+    pending and nothing in flight (else it waits for more work until
+    cancelled). ``out_dir``: save bodies there, as ``fanout fetch --out-dir``
+    does (atomically, under a name derived from the key). ``reconnect_for``
+    (seconds): how long Redis may be unreachable mid-run before
+    :meth:`run` raises :class:`~fanout.errors.QueueError`.
+
+    >>> worker = Worker("redis://127.0.0.1:6379/0", exit_when_done=True)
+    >>> # stats = await worker.run()
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        config: FetcherConfig | None = None,
+        out_dir: Path | None = None,
+        body: BodyMode = "none",
+        reclaim_after: float = 60.0,
+        max_deliveries: int = 5,
+        exit_when_done: bool = False,
+        reconnect_for: float = 60.0,
+        name: str | None = None,
+    ) -> None:
+        if not reclaim_after > 0:
+            raise ConfigError(f"reclaim_after must be more than 0 seconds, got {reclaim_after}")
+        if max_deliveries < 1:
+            raise ConfigError(f"max_deliveries must be at least 1, got {max_deliveries}")
+        if not reconnect_for >= 0:
+            raise ConfigError(f"reconnect_for must be 0 or more seconds, got {reconnect_for}")
+        self.url = redis_url
+        self.keys = QueueKeys(queue)
+        self.config = config or FetcherConfig()
+        self.out_dir = out_dir
+        self.body: BodyMode = body
+        self.reclaim_after = reclaim_after
+        self.max_deliveries = max_deliveries
+        self.exit_when_done = exit_when_done
+        self.reconnect_for = reconnect_for
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+        self.stats = WorkerStats()
+        limits = self.config.limits
+        # entries held without a result: enough to keep every slot busy and
+        # the engine's read-ahead fed; what a kill -9 leaves to reclaim
+        self._window = limits.concurrency + max(limits.concurrency, 16)
+        self._outstanding: dict[bytes, bytes] = {}  # entry id → key
+        self._changed = asyncio.Event()  # an entry left _outstanding
+        self._commits: asyncio.Queue[_Commit | None] = asyncio.Queue()
+        self._client: redis.asyncio.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def held(self) -> int:
+        """Entries this worker holds without a committed result."""
+        return len(self._outstanding)
+
+    async def run(self) -> WorkerStats:
+        """Work until the queue is done (``exit_when_done``) or until cancelled.
+
+        Raises :class:`~fanout.errors.QueueError` when Redis cannot be reached
+        at start (or is older than 7), when the queue was made by a newer
+        fanout, or when Redis stays unreachable for ``reconnect_for`` seconds.
+        """
+        require_redis()
+        import redis
+        import redis.asyncio as aredis
+
+        try:
+            client = aredis.Redis.from_url(self.url, **client_options())
+        except ValueError as exc:
+            raise QueueError(f"'{shown_url(self.url)[:200]}' is not a Redis URL: {exc}") from exc
+        self._client = client
+        try:
+            try:
+                check_server(await client.info("server"), self.url)
+                await ensure_async(client, self.keys)
+                check_meta(await client.hgetall(self.keys.meta), self.keys, self.url)
+            except redis.RedisError as exc:
+                raise unreachable(self.url, exc) from exc
+            self._scripts = {
+                name: client.register_script(source)
+                for name, source in (
+                    ("take", scripts.TAKE),
+                    ("commit", scripts.COMMIT),
+                    ("heartbeat", scripts.HEARTBEAT),
+                )
+            }
+            await self._beat()
+            with contextlib.ExitStack() as stack:
+                staging = None
+                if self.out_dir is not None:
+                    from fanout.output.files import staging_dir
+
+                    staging = stack.enter_context(staging_dir(self.out_dir))
+                await self._work(staging)
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await client.zrem(self.keys.workers, self.name)
+            await client.aclose()
+        return self.stats
+
+    async def _work(self, staging: Path | None) -> None:
+        fetching = asyncio.create_task(self._fetch(staging))
+        committing = asyncio.create_task(self._committer())
+        beating = asyncio.create_task(self._heartbeats())
+        tasks = (fetching, committing, beating)
+        try:
+            done, _ = await asyncio.wait(
+                {fetching, committing}, return_when=asyncio.FIRST_EXCEPTION
+            )
+            for task in done:
+                if (exc := task.exception()) is not None:
+                    raise exc
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _fetch(self, staging: Path | None) -> None:
+        from fanout.engine import Fetcher
+        from fanout.output.body_saver import _Saver
+
+        saver = None if self.out_dir is None else _Saver(self.out_dir, staging, self._record)
+        keep_body = self.out_dir is not None or self.body != "none"
+        try:
+            async with Fetcher(self.config, keep_body=keep_body) as fetcher:
+                stream = fetcher.stream(self._requests())
+                async with contextlib.aclosing(stream):
+                    async for result in stream:
+                        if saver is None:
+                            self._record(result)
+                        else:
+                            saver.add(result)
+                            if saver.full:
+                                await saver.room()
+            if saver is not None:
+                await saver.drain()
+        except SourceError as exc:  # the queue failed under the engine's reading
+            if isinstance(exc.__cause__, QueueError):
+                raise exc.__cause__ from None
+            raise
+        finally:
+            if saver is not None:
+                saver.close()
+        self._commits.put_nowait(None)
+
+    async def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """One call to Redis, retried with backoff while Redis cannot be reached."""
+        import redis
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_for
+        delay = _BACKOFF_MIN
+        while True:
+            self.stats.round_trips += 1
+            try:
+                return await make()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if loop.time() + delay > deadline:
+                    raise QueueError(
+                        f"lost Redis at {shown_url(self.url)} for more than"
+                        f" {self.reconnect_for:g} s ({what}): {exc}"
+                    ) from exc
+                logger.warning("Redis at %s: %s; retrying", shown_url(self.url), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _take(self, count: int) -> list[list[Any]]:
+        keys = self.keys
+        script = self._scripts["take"]
+        args = [GROUP, self.name, count, int(self.reclaim_after * 1000)]
+        taken: list[list[Any]] = await self._call(
+            "take", lambda: script(keys=[keys.stream, keys.deliveries, keys.requests], args=args)
+        )
+        return taken
+
+    async def _requests(self) -> AsyncIterator[Request]:
+        """The requests the engine fetches: taken in batches, at most the
+        window held at once; ends (with ``exit_when_done``) once the queue's
+        stream is empty, that is nothing pending and nothing in flight."""
+        idle = _IDLE_MIN
+        while True:
+            room = self._window - len(self._outstanding)
+            if room <= 0:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            taken = await self._take(min(room, _TAKE_MAX))
+            if taken:
+                idle = _IDLE_MIN
+                self.stats.taken += len(taken)
+                for entry, key, payload, delivered in taken:
+                    self._outstanding[entry] = key
+                    request = self._to_request(entry, key, payload, int(delivered))
+                    if request is not None:
+                        yield request
+                continue
+            done = self.exit_when_done and not self._outstanding
+            if done and await self._call("xlen", self._length) == 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(idle):
+                    await self._changed.wait()
+            idle = min(idle * 2, _IDLE_MAX)
+
+    async def _length(self) -> int:
+        client = self._client
+        assert client is not None
+        length: int = await client.xlen(self.keys.stream)
+        return length
+
+    def _to_request(
+        self, entry: bytes, key: bytes, payload: bytes, delivered: int
+    ) -> Request | None:
+        """The request of a taken entry, or None once the record of one not to
+        fetch (handed out too often, or unreadable) is queued for commit."""
+        extra = {_QID: entry, _QKEY: key}
+        shown_key = key.decode("utf-8", "replace")
+        try:
+            request = decode_request(payload, extra)
+        except (ValueError, ConfigError) as exc:
+            request = Request(shown_key, meta={"line": None, **extra})
+            message = f"the queue's request for this key cannot be read: {exc}"
+            self._record(Result(request, error=Failure(ErrorKind.BAD_INPUT, message)))
+            return None
+        if delivered > self.max_deliveries:
+            self.stats.abandoned += 1
+            message = (
+                f"handed to workers {delivered - 1} times without a result (each died or"
+                f" stopped with it in flight); given up (max_deliveries={self.max_deliveries})"
+            )
+            self._record(Result(request, error=Failure(ErrorKind.ABANDONED, message)))
+            return None
+        return request
+
+    def _record(self, result: Result, path: str | None = None) -> None:
+        """Queue the record of ``result`` for the committer."""
+        meta = result.request.meta
+        record = json_line(result_record(result, path=path, body_mode=self.body))
+        kind = "" if result.error is None else str(result.error.kind)
+        self._commits.put_nowait(_Commit(meta[_QID], meta[_QKEY], record, kind))
+
+    async def _committer(self) -> None:
+        """Commit results in batches (one script call each) until the end mark."""
+        keys = self.keys
+        script = self._scripts["commit"]
+        script_keys = [keys.results, keys.failed, keys.kinds, keys.stream, keys.deliveries]
+        ended = False
+        while not ended:
+            first = await self._commits.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _COMMIT_MAX and not self._commits.empty():
+                item = self._commits.get_nowait()
+                if item is None:
+                    ended = True
+                    break
+                batch.append(item)
+            args: list[str | bytes] = [GROUP]
+            for commit in batch:
+                args += (commit.entry, commit.key, commit.record, commit.kind)
+            kept = int(
+                await self._call("commit", lambda a=args: script(keys=script_keys, args=a))  # type: ignore[misc]
+            )
+            self.stats.results += kept
+            self.stats.duplicates += len(batch) - kept
+            self.stats.failed += sum(1 for commit in batch if commit.kind)
+            for commit in batch:
+                self._outstanding.pop(commit.entry, None)
+            self._changed.set()
+
+    async def _beat(self) -> None:
+        keys = self.keys
+        script = self._scripts["heartbeat"]
+        held = list(self._outstanding)
+        for start in range(0, max(len(held), 1), _HEARTBEAT_IDS):
+            args = [GROUP, self.name, *held[start : start + _HEARTBEAT_IDS]]
+            await self._call(
+                "heartbeat",
+                lambda a=args: script(keys=[keys.workers, keys.stream], args=a),  # type: ignore[misc]
+            )
+
+    async def _heartbeats(self) -> None:
+        """Say this worker is alive, and keep its entries from being reclaimed."""
+        every = min(HEARTBEAT_EVERY, self.reclaim_after / 3)
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(QueueError):  # take and commit report a lost Redis
+                await self._beat()
