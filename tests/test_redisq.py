@@ -29,7 +29,8 @@ DEADLINE = 60.0  # seconds for anything a test waits on (a shared, loaded machin
 
 class Counting:
     """An HTTP app that counts the requests to each path; ``/fail/N`` answers
-    500 while ``failing``; a request to ``/held/N`` waits for ``release``."""
+    500 while ``failing``; a request to ``/held/N`` waits for ``release``, then
+    answers with the status its query names (``?status=500``), else 200."""
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
@@ -58,7 +59,7 @@ class Counting:
         self.held += 1
         self.held_changed.set()
         await self.release.wait()
-        return web.Response(text="held")
+        return web.Response(status=int(request.query.get("status", "200")), text="held")
 
     async def wait_held(self, count: int) -> None:
         async with asyncio.timeout(DEADLINE):
@@ -155,7 +156,7 @@ async def test_a_request_handed_out_too_often_gets_an_abandoned_record(
     counting, base = site
     submit(redis_server.url, [f"{base}/ok/1"])
     for _ in range(2):  # two workers take it and die with it (their takes, never a result)
-        ghost = Worker(redis_server.url, reclaim_after=0.001, name="ghost")
+        ghost = Worker(redis_server.url, reclaim_after=1e-6, name="ghost")  # takes at 0 ms idle
         await _take_and_vanish(ghost)
     await _work(redis_server.url, max_deliveries=2, reclaim_after=0.001)
     assert counting.hits == Counter()
@@ -173,7 +174,6 @@ async def _take_and_vanish(worker: Worker) -> None:
     client = aredis.Redis.from_url(worker.url)
     try:
         worker._scripts = {"take": client.register_script(scripts.TAKE)}
-        await asyncio.sleep(0.01)  # let the earlier take's entry go idle past reclaim_after
         assert len(await worker._take(10)) == 1
     finally:
         await client.aclose()
@@ -260,6 +260,29 @@ async def test_cli_submit_worker_export(
     shown = await asyncio.to_thread(run, "status", "--redis", url, "--json")
     assert orjson.loads(shown.stdout)["done"] == 5
     assert sum(counting.hits.values()) == 5
+
+
+async def test_a_request_taken_over_from_a_slow_worker_that_finishes_too_has_one_result(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    counting, base = site
+    urls = [f"{base}/held/{n}?status=500" for n in range(3)]
+    submit(redis_server.url, urls)
+    slow = Worker(redis_server.url, config=_config(), exit_when_done=True, reclaim_after=60.0)
+    running = asyncio.create_task(slow.run())
+    await counting.wait_held(3)
+    # a worker that thinks the slow one dead (its entries idle for 0.2 s) takes them over
+    hasty = Worker(redis_server.url, config=_config(), exit_when_done=True, reclaim_after=0.2)
+    taking_over = asyncio.create_task(hasty.run())
+    await counting.wait_held(6)
+    counting.release.set()
+    async with asyncio.timeout(DEADLINE):
+        stats = await asyncio.gather(running, taking_over)
+    assert sum(s.results for s in stats) == 3
+    assert sum(s.duplicates for s in stats) == 3
+    assert [record["key"] for record in _records(redis_server.url)] == urls
+    counts = status(redis_server.url)
+    assert (counts.in_flight, counts.pending, counts.failed) == (0, 0, {"http_status": 3})
 
 
 @pytest.mark.slow
