@@ -28,7 +28,8 @@ DEADLINE = 60.0  # seconds for anything a test waits on (a shared, loaded machin
 
 
 class Counting:
-    """An HTTP app that counts the requests to each path; ``/fail/N`` answers
+    """An HTTP app that counts the requests to each path; ``/slow/N`` answers
+    after 50 ms and counts the most requests in flight at once; ``/fail/N`` answers
     500 while ``failing``; a request to ``/held/N`` waits for ``release``, then
     answers with the status its query names (``?status=500``), else 200."""
 
@@ -38,13 +39,28 @@ class Counting:
         self.release = asyncio.Event()
         self.held = 0
         self.held_changed = asyncio.Event()
+        self.in_flight = self.peak = 0
+        self.arrivals: list[float] = []  # of /slow/N, on the loop's clock
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/ok/{n}", self.ok)
         app.router.add_get("/fail/{n}", self.fail)
         app.router.add_get("/held/{n}", self.hold)
+        app.router.add_get("/slow/{n}", self.slow)
         return app
+
+    async def slow(self, request: web.Request) -> web.Response:
+        """Answers after 50 ms (a server's latency), counting requests in flight."""
+        self.hits[request.path] += 1
+        self.arrivals.append(asyncio.get_running_loop().time())
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            self.in_flight -= 1
+        return web.Response(text="slow")
 
     async def ok(self, request: web.Request) -> web.Response:
         self.hits[request.path] += 1
@@ -75,9 +91,15 @@ async def site() -> AsyncIterator[tuple[Counting, str]]:
         yield counting, base
 
 
-def _config(concurrency: int = 4) -> FetcherConfig:
+def _config(
+    concurrency: int = 4, per_host: int | None = None, per_host_rate: float | None = None
+) -> FetcherConfig:
     return FetcherConfig(
-        limits=Limits(concurrency=concurrency, per_host=concurrency),
+        limits=Limits(
+            concurrency=concurrency,
+            per_host=concurrency if per_host is None else per_host,
+            per_host_rate=per_host_rate,
+        ),
         retry=RetryPolicy(attempts=1),
     )
 
@@ -283,6 +305,32 @@ async def test_a_request_taken_over_from_a_slow_worker_that_finishes_too_has_one
     assert [record["key"] for record in _records(redis_server.url)] == urls
     counts = status(redis_server.url)
     assert (counts.in_flight, counts.pending, counts.failed) == (0, 0, {"http_status": 3})
+
+
+async def test_per_host_holds_across_workers(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    counting, base = site
+    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(24)])
+    await asyncio.gather(
+        *(_work(redis_server.url, config=_config(8, per_host=2)) for _ in range(2))
+    )
+    assert sum(counting.hits.values()) == 24
+    assert counting.peak == 2  # each worker alone would send 2
+
+
+async def test_per_host_rate_holds_across_workers(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    counting, base = site
+    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(12)])
+    await asyncio.gather(
+        *(_work(redis_server.url, config=_config(8, per_host_rate=10.0)) for _ in range(2))
+    )
+    arrivals = counting.arrivals
+    assert len(arrivals) == 12
+    # 10 per second over both workers: 11 intervals of 0.1 s (two alone: 0.5 s)
+    assert arrivals[-1] - arrivals[0] >= 0.9
 
 
 @pytest.mark.slow

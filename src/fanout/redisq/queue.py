@@ -16,6 +16,11 @@ hash tag, so one slot of a cluster)::
     kinds       hash    error kind → keys that failed with it
     deliveries  hash    key → times it was handed out without a result
     workers     zset    worker name → when it was last heard from (Redis's clock)
+    slots:HOST  zset    entry id → when its lease on one of HOST's slots expires
+    tat:HOST    string  HOST's theoretical arrival time (GCRA), ms
+    cool:HOST   string  present while HOST cools down (429/503 Retry-After)
+
+(HOST is ``host:port``; see :mod:`fanout.redisq.politeness`.)
 
 The operations here are synchronous (redis-py's client), for scripts and the
 CLI; :class:`fanout.redisq.Worker` is asynchronous.
@@ -77,6 +82,7 @@ class QueueKeys:
     """The Redis keys of the queue ``name``."""
 
     name: str
+    prefix: str = field(init=False)
     meta: str = field(init=False)
     requests: str = field(init=False)
     order: str = field(init=False)
@@ -92,11 +98,12 @@ class QueueKeys:
             raise ConfigError(
                 f"queue name must be 1 to 200 letters, digits or _.:-/, got {self.name[:80]!r}"
             )
+        object.__setattr__(self, "prefix", f"fanout:{{{self.name}}}:")
         for part in (
             "meta", "requests", "order", "stream", "results",
             "failed", "kinds", "deliveries", "workers",
         ):  # fmt: skip
-            object.__setattr__(self, part, f"fanout:{{{self.name}}}:{part}")
+            object.__setattr__(self, part, f"{self.prefix}{part}")
 
 
 def shown_url(url: str) -> str:

@@ -1,7 +1,8 @@
 """The Lua scripts of the Redis queue: each step that must be atomic is one script.
 
-Every script names all its keys in KEYS (they share the queue's hash tag, so
-they live on one node of a cluster too). Redis runs a script whole or not at
+Every key a script touches is under the queue's hash tag, so on one node of
+a cluster too; the per-host keys (slots, rates, cool-downs) are built in the
+script from the queue's prefix and the host. Redis runs a script whole or not at
 all, and with AOF persistence a script's writes are logged as one unit.
 """
 
@@ -52,15 +53,20 @@ end
 return out
 """
 
-# KEYS: results, failed, kinds, stream, deliveries. ARGV: group, then
-# (entry id, key, record, error kind or '') for each result.
+# KEYS: results, failed, kinds, stream, deliveries. ARGV: group, the queue's
+# key prefix, then (entry id, key, record, error kind or '', host or '',
+# cool-down ms) for each result.
 # The first result of a key is kept (HSETNX); a later one (a reclaimed request
 # that its first worker finished too) is dropped. Either way the entry is
-# acknowledged and deleted, so the stream holds only work not yet done.
+# acknowledged and deleted, so the stream holds only work not yet done, and
+# its host slot is released (see fanout.redisq.politeness); a 429 or 503's
+# Retry-After becomes the host's cool-down for every worker.
 COMMIT: Final = """
 local kept = 0
-for i = 2, #ARGV, 4 do
+local group, prefix = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 6 do
   local id, key, record, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local host, cool = ARGV[i + 4], tonumber(ARGV[i + 5])
   if redis.call('HSETNX', KEYS[1], key, record) == 1 then
     kept = kept + 1
     if kind ~= '' then
@@ -69,8 +75,15 @@ for i = 2, #ARGV, 4 do
     end
     redis.call('HDEL', KEYS[5], key)
   end
-  redis.call('XACK', KEYS[4], ARGV[1], id)
+  redis.call('XACK', KEYS[4], group, id)
   redis.call('XDEL', KEYS[4], id)
+  if host ~= '' then
+    redis.call('ZREM', prefix .. 'slots:' .. host, id)
+    local cool_key = prefix .. 'cool:' .. host
+    if cool > 0 and redis.call('PTTL', cool_key) < cool then
+      redis.call('SET', cool_key, '1', 'PX', cool)
+    end
+  end
 end
 return kept
 """

@@ -27,19 +27,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import os
 import socket
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from fanout.config import FetcherConfig
+from fanout.engine.retry_after import parse_retry_after
 from fanout.errors import ConfigError, QueueError, SourceError
 from fanout.models import ErrorKind, Failure, Request, Result
 from fanout.output.records import BodyMode, json_line, result_record
-from fanout.redisq import scripts
+from fanout.redisq import politeness, scripts
 from fanout.redisq.queue import (
     DEFAULT_QUEUE,
     GROUP,
@@ -58,6 +63,8 @@ from fanout.redisq.queue import (
 if TYPE_CHECKING:
     import redis.asyncio
 
+    from fanout.engine import Fetcher
+
 __all__ = ["Worker", "WorkerStats"]
 
 logger = logging.getLogger("fanout")
@@ -66,10 +73,15 @@ T = TypeVar("T")
 
 _TAKE_MAX: Final = 256  # entries per TAKE call
 _COMMIT_MAX: Final = 256  # results per COMMIT call
+_HEARTBEAT_MIN: Final = 0.05  # seconds: the shortest time between heartbeats
 _HEARTBEAT_IDS: Final = 1000  # entry ids per HEARTBEAT call (Lua's unpack has a limit)
 _IDLE_MIN, _IDLE_MAX = 0.01, 0.5  # seconds between takes that found nothing
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
-_QID, _QKEY = "_queue_id", "_queue_key"  # the entry and key of a request, in its meta
+_QID, _QKEY = "_queue_id", "_queue_key"
+_ASK_PER_HOST: Final = 32  # parked requests of one host asked for again in one call
+_SLOT_POLL: Final = 0.1  # seconds before asking again for a slot another worker holds
+_COOL_HOSTS: Final = 64  # the busiest hosts whose cool-downs a heartbeat shares
+_COOL_DOWN_STATUSES: Final = frozenset({429, 503})  # the entry and key of a request, in its meta
 
 
 @dataclass(slots=True)
@@ -93,6 +105,8 @@ class _Commit:
     key: bytes
     record: bytes
     kind: str
+    host: str  # '' when none
+    cool: int  # ms of cool-down its host asked for (Retry-After), or 0
 
 
 class Worker:
@@ -151,7 +165,19 @@ class Worker:
         # the engine's read-ahead fed; what a kill -9 leaves to reclaim
         self._window = limits.concurrency + max(limits.concurrency, 16)
         self._outstanding: dict[bytes, bytes] = {}  # entry id → key
-        self._changed = asyncio.Event()  # an entry left _outstanding
+        self._hosts: dict[bytes, str] = {}  # entry id → its host, for politeness
+        self._stopping = asyncio.Event()  # the heartbeats end
+        self._wake = asyncio.Event()  # an entry left _outstanding, or a request is ready
+        # one politeness budget across the workers (fanout.redisq.politeness)
+        rate = limits.per_host_rate
+        self._per_host = limits.per_host or 0  # 0: no limit
+        self._interval_ms = 0 if rate is None else math.ceil(1000 / rate)
+        self._tolerance_ms = (limits.burst - 1) * self._interval_ms
+        self._lease_ms = max(1, round(reclaim_after * 1000))
+        self._parked: dict[str, deque[Request]] = {}  # refused by Redis, by host
+        self._due: dict[str, float] = {}  # host → when to ask again (loop time)
+        self._ready: deque[Request] = deque()  # granted, for the engine
+        self._fetcher: Fetcher | None = None
         self._commits: asyncio.Queue[_Commit | None] = asyncio.Queue()
         self._client: redis.asyncio.Redis | None = None
         self._scripts: dict[str, Any] = {}
@@ -190,6 +216,8 @@ class Worker:
                     ("take", scripts.TAKE),
                     ("commit", scripts.COMMIT),
                     ("heartbeat", scripts.HEARTBEAT),
+                    ("acquire", politeness.ACQUIRE),
+                    ("hold", politeness.HOLD),
                 )
             }
             await self._beat()
@@ -218,6 +246,8 @@ class Worker:
             for task in done:
                 if (exc := task.exception()) is not None:
                     raise exc
+            self._stopping.set()
+            await beating
         finally:
             for task in tasks:
                 task.cancel()
@@ -231,6 +261,7 @@ class Worker:
         keep_body = self.out_dir is not None or self.body != "none"
         try:
             async with Fetcher(self.config, keep_body=keep_body) as fetcher:
+                self._fetcher = fetcher
                 stream = fetcher.stream(self._requests())
                 async with contextlib.aclosing(stream):
                     async for result in stream:
@@ -263,6 +294,10 @@ class Worker:
             try:
                 return await make()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py turns a cancel in mid-command into a lost connection
+                    raise asyncio.CancelledError from exc
                 if loop.time() + delay > deadline:
                     raise QueueError(
                         f"lost Redis at {shown_url(self.url)} for more than"
@@ -277,39 +312,122 @@ class Worker:
         script = self._scripts["take"]
         args = [GROUP, self.name, count, int(self.reclaim_after * 1000)]
         taken: list[list[Any]] = await self._call(
-            "take", lambda: script(keys=[keys.stream, keys.deliveries, keys.requests], args=args)
+            "take",
+            functools.partial(
+                script, keys=[keys.stream, keys.deliveries, keys.requests], args=args
+            ),
         )
         return taken
 
     async def _requests(self) -> AsyncIterator[Request]:
         """The requests the engine fetches: taken in batches, at most the
-        window held at once; ends (with ``exit_when_done``) once the queue's
-        stream is empty, that is nothing pending and nothing in flight."""
+        window held at once, each once Redis grants its host a slot and a
+        rate token; ends (with ``exit_when_done``) once the queue's stream is
+        empty, that is nothing pending and nothing in flight."""
+        loop = asyncio.get_running_loop()
         idle = _IDLE_MIN
         while True:
+            progressed = False
+            asking = self._due_requests(loop.time())
             room = self._window - len(self._outstanding)
-            if room <= 0:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            taken = await self._take(min(room, _TAKE_MAX))
-            if taken:
-                idle = _IDLE_MIN
+            if room > 0:
+                taken = await self._take(min(room, _TAKE_MAX))
+                progressed = bool(taken)
                 self.stats.taken += len(taken)
                 for entry, key, payload, delivered in taken:
                     self._outstanding[entry] = key
                     request = self._to_request(entry, key, payload, int(delivered))
-                    if request is not None:
-                        yield request
+                    if request is None:
+                        continue
+                    host = self._hosts.get(entry)
+                    if host is not None and host in self._parked:  # behind those waiting
+                        self._parked[host].append(request)
+                    else:
+                        asking.append(request)
+            if asking and await self._admit(asking, loop.time()):
+                progressed = True
+            while self._ready:
+                yield self._ready.popleft()
+            if progressed:
+                idle = _IDLE_MIN
                 continue
             done = self.exit_when_done and not self._outstanding
             if done and await self._call("xlen", self._length) == 0:
                 return
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle):
-                    await self._changed.wait()
+            timeout = idle
+            if self._due:
+                timeout = min(timeout, max(0.0, min(self._due.values()) - loop.time()))
+            self._wake.clear()
+            if not self._ready:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             idle = min(idle * 2, _IDLE_MAX)
+
+    def _due_requests(self, now: float) -> list[Request]:
+        """Parked requests whose host it is time to ask for again (a few per host)."""
+        asking: list[Request] = []
+        for host, when in list(self._due.items()):
+            if when > now:
+                continue
+            del self._due[host]
+            waiting = self._parked[host]
+            for _ in range(min(len(waiting), _ASK_PER_HOST)):
+                asking.append(waiting.popleft())
+            if not waiting:
+                del self._parked[host]
+        return asking
+
+    async def _admit(self, requests: list[Request], now: float) -> int:
+        """Ask Redis for the hosts of ``requests`` (one call); the granted go to
+        the engine (now, or at the start reserved for them), the others wait,
+        parked by host. Returns how many were granted."""
+        args: list[str | bytes | int] = [
+            self.keys.prefix,
+            self._per_host,
+            self._interval_ms,
+            self._tolerance_ms,
+            self._lease_ms,
+            politeness.HORIZON_MS,
+        ]
+        asked: list[tuple[Request, str]] = []
+        for request in requests:
+            entry = request.meta[_QID]
+            host = self._hosts.get(entry)
+            if host is None:  # a URL the engine refuses: no host to be polite to
+                self._ready.append(request)
+            else:
+                args += (host, entry)
+                asked.append((request, host))
+        if not asked:
+            return len(requests)
+        script = self._scripts["acquire"]
+        answers: list[int] = await self._call(
+            "acquire", functools.partial(script, keys=[], args=args)
+        )
+        loop = asyncio.get_running_loop()
+        granted = len(requests) - len(asked)
+        refused: dict[str, list[Request]] = {}
+        for (request, host), answer in zip(asked, answers, strict=True):
+            if answer == 0:
+                self._ready.append(request)
+            elif answer > 0:  # a rate token reserved for later
+                loop.call_later(answer / 1000, self._become_ready, request)
+            else:
+                refused.setdefault(host, []).append(request)
+                wait = _SLOT_POLL if answer == -1 else (-answer - 1) / 1000
+                self._due[host] = now + wait
+                continue
+            granted += 1
+        for host, waiting in refused.items():
+            self._parked.setdefault(host, deque()).extendleft(reversed(waiting))
+        for host in self._parked:
+            self._due.setdefault(host, now)  # granted all it asked for: ask for the rest
+        return granted
+
+    def _become_ready(self, request: Request) -> None:
+        self._ready.append(request)
+        self._wake.set()
 
     async def _length(self) -> int:
         client = self._client
@@ -339,14 +457,28 @@ class Worker:
             )
             self._record(Result(request, error=Failure(ErrorKind.ABANDONED, message)))
             return None
+        host = politeness.host_of(request)
+        if host is not None:
+            self._hosts[entry] = host
         return request
 
     def _record(self, result: Result, path: str | None = None) -> None:
         """Queue the record of ``result`` for the committer."""
         meta = result.request.meta
+        entry = meta[_QID]
         record = json_line(result_record(result, path=path, body_mode=self.body))
         kind = "" if result.error is None else str(result.error.kind)
-        self._commits.put_nowait(_Commit(meta[_QID], meta[_QKEY], record, kind))
+        cool = 0
+        if result.status in _COOL_DOWN_STATUSES:
+            cool = self._cool_down_ms(result.headers.get("Retry-After"))
+        host = self._hosts.pop(entry, "")
+        self._commits.put_nowait(_Commit(entry, meta[_QKEY], record, kind, host, cool))
+
+    def _cool_down_ms(self, header: str | None) -> int:
+        seconds = parse_retry_after(header, time.time())
+        if seconds is None:
+            return 0
+        return round(min(seconds, self.config.retry.retry_after_max) * 1000)
 
     async def _committer(self) -> None:
         """Commit results in batches (one script call each) until the end mark."""
@@ -365,18 +497,28 @@ class Worker:
                     ended = True
                     break
                 batch.append(item)
-            args: list[str | bytes] = [GROUP]
+            args: list[str | bytes | int] = [GROUP, keys.prefix]
             for commit in batch:
-                args += (commit.entry, commit.key, commit.record, commit.kind)
+                args += (
+                    commit.entry,
+                    commit.key,
+                    commit.record,
+                    commit.kind,
+                    commit.host,
+                    commit.cool,
+                )
             kept = int(
-                await self._call("commit", lambda a=args: script(keys=script_keys, args=a))  # type: ignore[misc]
+                await self._call("commit", functools.partial(script, keys=script_keys, args=args))
             )
             self.stats.results += kept
             self.stats.duplicates += len(batch) - kept
             self.stats.failed += sum(1 for commit in batch if commit.kind)
+            now = asyncio.get_running_loop().time()
             for commit in batch:
                 self._outstanding.pop(commit.entry, None)
-            self._changed.set()
+                if commit.host in self._parked:  # a slot of its host is free
+                    self._due[commit.host] = now
+            self._wake.set()
 
     async def _beat(self) -> None:
         keys = self.keys
@@ -386,13 +528,46 @@ class Worker:
             args = [GROUP, self.name, *held[start : start + _HEARTBEAT_IDS]]
             await self._call(
                 "heartbeat",
-                lambda a=args: script(keys=[keys.workers, keys.stream], args=a),  # type: ignore[misc]
+                functools.partial(script, keys=[keys.workers, keys.stream], args=args),
             )
+        await self._hold()
+
+    async def _hold(self) -> None:
+        """Extend the leases of the host slots this worker holds, and share
+        the cool-downs its engine is in (429 or 503 with Retry-After)."""
+        cools: list[tuple[str, int]] = []
+        if self._fetcher is not None:
+            for snapshot in self._fetcher.host_stats(top=_COOL_HOSTS):
+                if snapshot["cool_down_s"] > 0:
+                    cools.append((snapshot["host"], round(snapshot["cool_down_s"] * 1000)))
+        leases = list(self._hosts.items()) if self._per_host > 0 else []
+        if not (leases or cools):
+            return
+        script = self._scripts["hold"]
+        for start in range(0, max(len(leases), 1), _HEARTBEAT_IDS):
+            part = leases[start : start + _HEARTBEAT_IDS]
+            args: list[str | bytes | int] = [self.keys.prefix, self._lease_ms, len(part)]
+            for entry, host in part:
+                args += (host, entry)
+            if start == 0:
+                for host, ms in cools:
+                    args += (host, ms)
+            await self._call("hold", functools.partial(script, keys=[], args=args))
 
     async def _heartbeats(self) -> None:
-        """Say this worker is alive, and keep its entries from being reclaimed."""
-        every = min(HEARTBEAT_EVERY, self.reclaim_after / 3)
+        """Say this worker is alive, and keep its entries from being reclaimed,
+        until :attr:`_stopping` is set (the call under way is finished, not
+        cancelled: redis-py takes a cancel in mid-command for a lost connection)."""
+        every = max(min(HEARTBEAT_EVERY, self.reclaim_after / 3), _HEARTBEAT_MIN)
         while True:
-            await asyncio.sleep(every)
-            with contextlib.suppress(QueueError):  # take and commit report a lost Redis
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            try:
                 await self._beat()
+            except QueueError:  # take and commit report a lost Redis
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
