@@ -311,11 +311,14 @@ async def test_per_host_holds_across_workers(
     redis_server: RedisServer, site: tuple[Counting, str]
 ) -> None:
     counting, base = site
-    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(24)])
-    await asyncio.gather(
-        *(_work(redis_server.url, config=_config(8, per_host=2)) for _ in range(2))
-    )
-    assert sum(counting.hits.values()) == 24
+    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(48)])
+    # -c 2: each worker holds at most 18 requests, so both have some of the 48
+    workers = [Worker(redis_server.url, config=_config(2, per_host=2), exit_when_done=True)]
+    workers.append(Worker(redis_server.url, config=_config(2, per_host=2), exit_when_done=True))
+    async with asyncio.timeout(DEADLINE):
+        stats = await asyncio.gather(*(worker.run() for worker in workers))
+    assert sum(counting.hits.values()) == 48
+    assert all(s.results > 0 for s in stats)
     assert counting.peak == 2  # each worker alone would send 2
 
 
@@ -323,14 +326,16 @@ async def test_per_host_rate_holds_across_workers(
     redis_server: RedisServer, site: tuple[Counting, str]
 ) -> None:
     counting, base = site
-    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(12)])
-    await asyncio.gather(
-        *(_work(redis_server.url, config=_config(8, per_host_rate=10.0)) for _ in range(2))
-    )
+    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(40)])
+    config = _config(2, per_host_rate=20.0)  # each worker holds at most 18 of the 40
+    workers = [Worker(redis_server.url, config=config, exit_when_done=True) for _ in range(2)]
+    async with asyncio.timeout(DEADLINE):
+        stats = await asyncio.gather(*(worker.run() for worker in workers))
+    assert all(s.results > 0 for s in stats)
     arrivals = counting.arrivals
-    assert len(arrivals) == 12
-    # 10 per second over both workers: 11 intervals of 0.1 s (two alone: 0.5 s)
-    assert arrivals[-1] - arrivals[0] >= 0.9
+    assert len(arrivals) == 40
+    # 20 per second over both workers: 39 intervals of 50 ms (two alone: about half)
+    assert arrivals[-1] - arrivals[0] >= 39 * 0.05 * 0.9
 
 
 @pytest.mark.slow
