@@ -92,12 +92,13 @@ async def site() -> AsyncIterator[tuple[Counting, str]]:
 
 
 def _config(
-    concurrency: int = 4, per_host: int | None = None, per_host_rate: float | None = None
+    concurrency: int = 4, per_host: int | None = 0, per_host_rate: float | None = None
 ) -> FetcherConfig:
+    """-c ``concurrency``, --per-host ``per_host`` (0: as -c; None: none), no retry."""
     return FetcherConfig(
         limits=Limits(
             concurrency=concurrency,
-            per_host=concurrency if per_host is None else per_host,
+            per_host=concurrency if per_host == 0 else per_host,
             per_host_rate=per_host_rate,
         ),
         retry=RetryPolicy(attempts=1),
@@ -327,7 +328,8 @@ async def test_per_host_rate_holds_across_workers(
 ) -> None:
     counting, base = site
     submit(redis_server.url, [f"{base}/slow/{n}" for n in range(40)])
-    config = _config(2, per_host_rate=20.0)  # each worker holds at most 18 of the 40
+    # no --per-host: the slots would bound the rate as well (50 ms answers)
+    config = _config(4, per_host=None, per_host_rate=20.0)  # each holds at most 20 of the 40
     workers = [Worker(redis_server.url, config=config, exit_when_done=True) for _ in range(2)]
     async with asyncio.timeout(DEADLINE):
         stats = await asyncio.gather(*(worker.run() for worker in workers))

@@ -73,12 +73,16 @@ T = TypeVar("T")
 
 _TAKE_MAX: Final = 256  # entries per TAKE call
 _COMMIT_MAX: Final = 256  # results per COMMIT call
+# seconds a commit waits for more results to join it: fewer round trips, for
+# slot leases held that much longer and results durable that much later
+_COMMIT_LINGER: Final = 0.01
 _HEARTBEAT_MIN: Final = 0.05  # seconds: the shortest time between heartbeats
 _HEARTBEAT_IDS: Final = 1000  # entry ids per HEARTBEAT call (Lua's unpack has a limit)
 _IDLE_MIN, _IDLE_MAX = 0.01, 0.5  # seconds between takes that found nothing
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 _QID, _QKEY = "_queue_id", "_queue_key"
 _ASK_PER_HOST: Final = 32  # parked requests of one host asked for again in one call
+_RATE_ASK_MS: Final = politeness.HORIZON_MS // 2
 _SLOT_POLL: Final = 0.1  # seconds before asking again for a slot another worker holds
 _COOL_HOSTS: Final = 64  # the busiest hosts whose cool-downs a heartbeat shares
 _COOL_DOWN_STATUSES: Final = frozenset({429, 503})  # the entry and key of a request, in its meta
@@ -325,15 +329,20 @@ class Worker:
         rate token; ends (with ``exit_when_done``) once the queue's stream is
         empty, that is nothing pending and nothing in flight."""
         loop = asyncio.get_running_loop()
-        idle = _IDLE_MIN
+        idle = _IDLE_MIN  # before taking again from a stream found empty
+        take_after = 0.0
         while True:
-            progressed = False
             asking = self._due_requests(loop.time())
             room = self._window - len(self._outstanding)
-            if room > 0:
-                taken = await self._take(min(room, _TAKE_MAX))
-                progressed = bool(taken)
+            drained = False
+            if room > 0 and loop.time() >= take_after:
+                count = min(room, _TAKE_MAX)
+                taken = await self._take(count)
                 self.stats.taken += len(taken)
+                if len(taken) < count:  # nothing more for now: ask again later
+                    drained = True
+                    idle = _IDLE_MIN if taken else min(idle * 2, _IDLE_MAX)
+                    take_after = loop.time() + idle
                 for entry, key, payload, delivered in taken:
                     self._outstanding[entry] = key
                     request = self._to_request(entry, key, payload, int(delivered))
@@ -344,25 +353,27 @@ class Worker:
                         self._parked[host].append(request)
                     else:
                         asking.append(request)
-            if asking and await self._admit(asking, loop.time()):
-                progressed = True
+            if asking:
+                await self._admit(asking, loop.time())
             while self._ready:
                 yield self._ready.popleft()
-            if progressed:
-                idle = _IDLE_MIN
-                continue
-            done = self.exit_when_done and not self._outstanding
+            room = self._window - len(self._outstanding)
+            if room > 0 and loop.time() >= take_after:
+                continue  # the stream may have more
+            done = self.exit_when_done and drained and not self._outstanding
             if done and await self._call("xlen", self._length) == 0:
                 return
-            timeout = idle
+            now = loop.time()
+            timeout = _IDLE_MAX
+            if room > 0:
+                timeout = min(timeout, take_after - now)
             if self._due:
-                timeout = min(timeout, max(0.0, min(self._due.values()) - loop.time()))
+                timeout = min(timeout, min(self._due.values()) - now)
             self._wake.clear()
-            if not self._ready:
+            if not self._ready and timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
-            idle = min(idle * 2, _IDLE_MAX)
 
     def _due_requests(self, now: float) -> list[Request]:
         """Parked requests whose host it is time to ask for again (a few per host)."""
@@ -415,7 +426,8 @@ class Worker:
                 loop.call_later(answer / 1000, self._become_ready, request)
             else:
                 refused.setdefault(host, []).append(request)
-                wait = _SLOT_POLL if answer == -1 else (-answer - 1) / 1000
+                # a rate: ask once half the horizon is free, for several starts at once
+                wait = _SLOT_POLL if answer == -1 else (-answer - 1 + _RATE_ASK_MS) / 1000
                 self._due[host] = now + wait
                 continue
             granted += 1
@@ -485,14 +497,26 @@ class Worker:
         keys = self.keys
         script = self._scripts["commit"]
         script_keys = [keys.results, keys.failed, keys.kinds, keys.stream, keys.deliveries]
+        loop = asyncio.get_running_loop()
         ended = False
         while not ended:
             first = await self._commits.get()
             if first is None:
                 return
             batch = [first]
-            while len(batch) < _COMMIT_MAX and not self._commits.empty():
-                item = self._commits.get_nowait()
+            linger_until = loop.time() + _COMMIT_LINGER
+            while len(batch) < _COMMIT_MAX:
+                if self._commits.empty():
+                    left = linger_until - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(left):
+                            item = await self._commits.get()
+                    except TimeoutError:
+                        break
+                else:
+                    item = self._commits.get_nowait()
                 if item is None:
                     ended = True
                     break
