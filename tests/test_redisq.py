@@ -48,7 +48,14 @@ class Counting:
         app.router.add_get("/fail/{n}", self.fail)
         app.router.add_get("/held/{n}", self.hold)
         app.router.add_get("/slow/{n}", self.slow)
+        app.router.add_get("/busy/{n}", self.busy)
         return app
+
+    async def busy(self, request: web.Request) -> web.Response:
+        """A 429 asking for one second of rest."""
+        self.hits[request.path] += 1
+        self.arrivals.append(asyncio.get_running_loop().time())
+        return web.Response(status=429, headers={"Retry-After": "1"})
 
     async def slow(self, request: web.Request) -> web.Response:
         """Answers after 50 ms (a server's latency), counting requests in flight."""
@@ -338,6 +345,19 @@ async def test_per_host_rate_holds_across_workers(
     assert len(arrivals) == 40
     # 20 per second over both workers: 39 intervals of 50 ms (two alone: about half)
     assert arrivals[-1] - arrivals[0] >= 39 * 0.05 * 0.9
+
+
+async def test_a_429_cools_the_host_down_for_every_worker(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    counting, base = site
+    submit(redis_server.url, [f"{base}/busy/1"])
+    await _work(redis_server.url)  # one try: its result is the 429
+    submit(redis_server.url, [f"{base}/slow/{n}" for n in range(3)])
+    await _work(redis_server.url)  # another worker: the host rests first
+    throttled, *after = counting.arrivals
+    assert len(after) == 3
+    assert after[0] - throttled >= 0.9  # Retry-After: 1 (Redis's ms clock, not the loop's)
 
 
 @pytest.mark.slow
