@@ -166,7 +166,8 @@ def worker(ctx: click.Context, /, **options: Any) -> None:
     """Take requests from a Redis queue, fetch them, record one result per key.
 
     Run as many as you like, on as many machines, against one Redis.
-    --per-host and --per-host-rate hold per worker.
+    --per-host, --per-host-rate and Retry-After cool-downs hold across all
+    the workers of the queue.
 
     \b
     Examples:
