@@ -360,6 +360,23 @@ async def test_a_429_cools_the_host_down_for_every_worker(
     assert after[0] - throttled >= 0.9  # Retry-After: 1 (Redis's ms clock, not the loop's)
 
 
+async def test_a_stopped_worker_gives_its_requests_back_at_once(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    counting, base = site
+    urls = [f"{base}/held/{n}" for n in range(3)]
+    submit(redis_server.url, urls)
+    stopped = asyncio.create_task(_work(redis_server.url))
+    await counting.wait_held(3)
+    stopped.cancel()  # Ctrl-C, SIGTERM
+    with pytest.raises(asyncio.CancelledError):
+        await stopped
+    counting.release.set()
+    await _work(redis_server.url, reclaim_after=3600.0)  # no wait for a reclaim
+    assert [record["key"] for record in _records(redis_server.url)] == urls
+    assert counting.hits == Counter({url.removeprefix(base): 2 for url in urls})
+
+
 @pytest.mark.slow
 async def test_kill_9_of_a_worker_another_finishes_after_reclaim(
     redis_server: RedisServer, site: tuple[Counting, str]

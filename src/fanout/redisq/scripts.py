@@ -102,6 +102,24 @@ end
 return ms
 """
 
+# KEYS: stream, deliveries. ARGV: group, consumer, the queue's key prefix,
+# then (entry id, key, host or '') of each entry a stopping worker gives back:
+# made idle for 10 years (not more: an idle time past the epoch becomes 0), so
+# the next worker's XAUTOCLAIM takes it at once, with this delivery not
+# counted, and its host slot freed.
+HAND_BACK: Final = """
+for i = 4, #ARGV, 3 do
+  local id, key, host = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id,
+                             'IDLE', 315360000000, 'JUSTID')
+  if #claimed > 0 and tonumber(redis.call('HGET', KEYS[2], key) or '0') > 0 then
+    redis.call('HINCRBY', KEYS[2], key, -1)
+  end
+  if host ~= '' then redis.call('ZREM', ARGV[3] .. 'slots:' .. host, id) end
+end
+return 1
+"""
+
 # KEYS: failed, results, kinds, deliveries, stream. ARGV: keys to fetch again.
 # A key that failed loses its result and goes back on the stream.
 RETRY: Final = """

@@ -78,6 +78,7 @@ _COMMIT_MAX: Final = 256  # results per COMMIT call
 _COMMIT_LINGER: Final = 0.01
 _HEARTBEAT_MIN: Final = 0.05  # seconds: the shortest time between heartbeats
 _HEARTBEAT_IDS: Final = 1000  # entry ids per HEARTBEAT call (Lua's unpack has a limit)
+_HAND_BACK_DEADLINE: Final = 5.0  # seconds a stopping worker spends giving back its entries
 _IDLE_MIN, _IDLE_MAX = 0.01, 0.5  # seconds between takes that found nothing
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
 _QID, _QKEY = "_queue_id", "_queue_key"
@@ -222,6 +223,7 @@ class Worker:
                     ("heartbeat", scripts.HEARTBEAT),
                     ("acquire", politeness.ACQUIRE),
                     ("hold", politeness.HOLD),
+                    ("hand_back", scripts.HAND_BACK),
                 )
             }
             await self._beat()
@@ -233,8 +235,10 @@ class Worker:
                     staging = stack.enter_context(staging_dir(self.out_dir))
                 await self._work(staging)
         finally:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.zrem(self.keys.workers, self.name)
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(_HAND_BACK_DEADLINE):
+                    await self._hand_back()
+                    await client.zrem(self.keys.workers, self.name)
             await client.aclose()
         return self.stats
 
@@ -440,6 +444,24 @@ class Worker:
     def _become_ready(self, request: Request) -> None:
         self._ready.append(request)
         self._wake.set()
+
+    async def _hand_back(self) -> None:
+        """On a stop (Ctrl-C, SIGTERM, an error), give back the entries held
+        without a result, so that another worker takes them at once rather
+        than after ``reclaim_after``; the delivery is not counted against
+        them, and their host slots are freed."""
+        held = [
+            (entry, key, self._hosts.get(entry, "")) for entry, key in self._outstanding.items()
+        ]
+        if not held:
+            return
+        script = self._scripts["hand_back"]
+        keys = self.keys
+        for start in range(0, len(held), _HEARTBEAT_IDS):
+            args: list[str | bytes | int] = [GROUP, self.name, keys.prefix]
+            for entry, key, host in held[start : start + _HEARTBEAT_IDS]:
+                args += (entry, key, host)
+            await script(keys=[keys.stream, keys.deliveries], args=args)
 
     async def _length(self) -> int:
         client = self._client
