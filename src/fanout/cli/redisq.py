@@ -196,7 +196,8 @@ def _run_submit(options: dict[str, Any], retry: frozenset[str] | None) -> int:
     from fanout.safetext import shown
 
     url, name = options["redis_url"], options["queue"]
-    rejected: list[Rejected] = []
+    rejected: list[Rejected] = []  # the first 10 (shown), of rejected_count
+    rejected_count = 0
 
     def requests() -> Any:
         job = FetchJob(
@@ -209,7 +210,10 @@ def _run_submit(options: dict[str, Any], retry: frozenset[str] | None) -> int:
         for item in _inputs(job):
             if isinstance(item, Request):
                 yield item
-            else:
+                continue
+            nonlocal rejected_count
+            rejected_count += 1
+            if len(rejected) < 10:
                 rejected.append(item)
 
     parts = []
@@ -219,13 +223,13 @@ def _run_submit(options: dict[str, Any], retry: frozenset[str] | None) -> int:
     if retry != frozenset():
         again = redisq.retry_failed(url, queue=name, kinds=retry)
         parts.append(f"{again:,} failed put back")
-    for item in rejected[:10]:
+    for item in rejected:
         _say(f"line {item.line}: {item.kind}: {shown(item.reason, 200)}")
-    if rejected:
-        parts.append(f"{len(rejected):,} input line(s) rejected")
+    if rejected_count:
+        parts.append(f"{rejected_count:,} input line(s) rejected")
     if not options["quiet"]:
         _say(f"queue '{name}' at {redisq.shown_url(url)}: {'; '.join(parts)}")
-    return 1 if rejected else 0
+    return 1 if rejected_count else 0
 
 
 def _run_worker(options: dict[str, Any], config: Any, *, debug: bool) -> int:
