@@ -280,8 +280,8 @@ def _journal_or_redis(journal: Path | None, redis_url: str | None) -> None:
 def status(
     journal: Path | None, redis_url: str | None, queue: str, as_json: bool, check: bool
 ) -> None:
-    """Show what a journal or a Redis queue holds: pending, (in flight,) done,
-    and failed by kind.
+    """Show what a journal or a Redis queue holds: pending, done, failed by kind
+    (and for a queue: in flight, workers alive).
 
     It reads a journal that a run is using (it takes no lock).
     """

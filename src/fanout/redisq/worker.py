@@ -286,6 +286,7 @@ class Worker:
                 raise exc.__cause__ from None
             raise
         finally:
+            self._fetcher = None  # closed: the heartbeat no longer asks it for cool-downs
             if saver is not None:
                 saver.close()
         self._commits.put_nowait(None)
