@@ -377,6 +377,33 @@ async def test_a_stopped_worker_gives_its_requests_back_at_once(
     assert counting.hits == Counter({url.removeprefix(base): 2 for url in urls})
 
 
+async def test_an_engines_cool_down_is_shared_while_it_waits_to_retry(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    import redis.asyncio as aredis
+
+    counting, base = site
+    submit(redis_server.url, [f"{base}/busy/1"])
+    config = FetcherConfig(limits=Limits(concurrency=2), retry=RetryPolicy(attempts=2))
+    cool = f"{QueueKeys('fanout').prefix}cool:{base.removeprefix('http://')}"
+    client = aredis.Redis.from_url(redis_server.url)
+    await client.config_set("notify-keyspace-events", "K$")  # Redis says when the key is set
+    pubsub = client.pubsub()
+    await pubsub.subscribe(f"__keyspace@0__:{cool}")
+    # heartbeats every 0.1 s; the engine waits 1 s (Retry-After) before its retry
+    working = asyncio.create_task(_work(redis_server.url, config=config, reclaim_after=0.3))
+    try:
+        async with asyncio.timeout(DEADLINE):
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    break
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+    assert counting.hits["/busy/1"] == 1  # shared before the retry, not by its result
+    await working
+
+
 @pytest.mark.slow
 async def test_kill_9_of_a_worker_another_finishes_after_reclaim(
     redis_server: RedisServer, site: tuple[Counting, str]
