@@ -225,6 +225,21 @@ async def test_a_queue_of_a_newer_fanout_is_refused(redis_server: RedisServer) -
     assert "upgrade fanout" in result.stderr
 
 
+def test_a_key_of_the_queue_holding_something_else_is_one_line_and_exit_2(
+    redis_server: RedisServer,
+) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.set(QueueKeys("other").meta, "not a hash")
+    with pytest.raises(QueueError, match="refused a command of the queue: WRONGTYPE"):
+        submit(redis_server.url, ["http://h.test/a"], queue="other")
+    result = _fanout("worker", "--redis", redis_server.url, "--queue", "other")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "WRONGTYPE" in result.stderr
+
+
 def test_redis_unreachable_is_one_line_and_exit_2() -> None:
     url = f"redis://127.0.0.1:{_free_port()}/0"
     for command in (

@@ -117,8 +117,15 @@ def client_options() -> dict[str, Any]:
 
 
 def unreachable(url: str, exc: BaseException) -> QueueError:
-    """The error of a Redis that cannot be reached at ``url``."""
-    return QueueError(f"cannot reach Redis at {shown_url(url)}: {exc or type(exc).__name__}")
+    """The error of a Redis that cannot be reached at ``url`` (or that answered
+    with an error: a key of the queue's name holding something else, a
+    password refused...)."""
+    import redis
+
+    why = str(exc) or type(exc).__name__
+    if isinstance(exc, redis.ResponseError) and not isinstance(exc, redis.AuthenticationError):
+        return QueueError(f"Redis at {shown_url(url)} refused a command of the queue: {why}")
+    return QueueError(f"cannot reach Redis at {shown_url(url)}: {why}")
 
 
 def check_server(info: Mapping[str, Any], url: str) -> None:

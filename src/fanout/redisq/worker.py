@@ -315,6 +315,8 @@ class Worker:
                 logger.warning("Redis at %s: %s; retrying", shown_url(self.url), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
+            except redis.RedisError as exc:  # an error answered (out of memory...): no retry
+                raise unreachable(self.url, exc) from exc
 
     async def _take(self, count: int) -> list[list[Any]]:
         keys = self.keys
