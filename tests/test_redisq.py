@@ -162,6 +162,20 @@ async def test_two_workers_finish_a_queue_with_one_result_per_key(
     assert out.getvalue().count(b"\n") == 61
 
 
+async def test_credentials_make_two_keys_and_reach_no_record(
+    redis_server: RedisServer, site: tuple[Counting, str]
+) -> None:
+    _, base = site
+    host = base.removeprefix("http://")
+    urls = [f"http://u:secret1@{host}/ok/1", f"http://u:secret2@{host}/ok/1"]
+    assert submit(redis_server.url, [*urls, urls[0]]).added == 2
+    await _work(redis_server.url)
+    out = io.BytesIO()
+    assert export(redis_server.url, out) == 2
+    assert b"secret" not in out.getvalue()
+    assert out.getvalue().count(f"http://***@{host}/ok/1".encode()) == 6  # url, key, final_url
+
+
 async def test_failed_keys_are_counted_by_kind_and_put_back_by_retry(
     redis_server: RedisServer, site: tuple[Counting, str]
 ) -> None:
