@@ -70,6 +70,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bombs.py
 	cd benchmarks && ../$(BIN)/python kills.py
 	cd benchmarks && ../$(BIN)/python workers.py
+	cd benchmarks && ../$(BIN)/python redis_workers.py
 	cd benchmarks && ../$(BIN)/python writes.py --against $(WRITES_AGAINST)
 	cd benchmarks && ../$(BIN)/python dns.py
 	cd benchmarks && ../$(BIN)/python sockets.py --against $(SOCKETS_AGAINST)

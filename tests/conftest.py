@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import settings
 from fanout.demo import DemoServer, ServerThread
 
 if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
     from tests.tls_server import TLSFiles
 
 # fanout goes through the proxies the environment names: the tests fetch from
@@ -66,6 +68,26 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     from tests.tls_server import make_tls_files  # trustme only for the tests that use it
 
     return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free loopback port, no persistence
+    (skipped without redis-server, failed under CI=true; see tests/redis_server.py)."""
+    from tests.redis_server import running_redis
+
+    with running_redis(tmp_path / "redis-data") as running:
+        yield running
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """Like :func:`redis_server`, with AOF fsynced on every write: it keeps its
+    data through :meth:`RedisServer.restart` (a kill -9 and a start)."""
+    from tests.redis_server import running_redis
+
+    with running_redis(tmp_path / "redis-data", persist=True) as running:
+        yield running
 
 
 def _host_of(base: str) -> str:

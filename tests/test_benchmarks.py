@@ -43,6 +43,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("journal.py", ["-n", "300", "--big", "1000", "--repeat", "1"], "journaled run over"),
         ("writes.py", ["--against", "HEAD", "-n", "300", "--repeat", "1"], "ratio"),
         ("kills.py", ["-n", "600", "--kills", "1", "-c", "8"], "refetches per kill"),
+        ("redis_workers.py", ["-n", "300", "-c", "8"], "Redis calls per request"),
         ("sockets.py", ["--hosts", "200", "-c", "8", "--against", "HEAD"], "peak sockets"),
         (
             "hosts.py",
@@ -72,6 +73,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
     ],
 )
 def test_benchmark_script_runs(script: str, args: list[str], expected: str) -> None:
+    if script == "redis_workers.py":
+        from tests.redis_server import redis_or_skip
+
+        redis_or_skip()
     done = subprocess.run(
         [sys.executable, script, *args],
         cwd=BENCHMARKS,

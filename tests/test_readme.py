@@ -9,6 +9,7 @@ it. Signatures and synopses are in ```text blocks, which are not run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,14 +108,22 @@ def test_console_examples_run_in_order(page: str, server: ServerThread, tmp_path
 
 @pytest.mark.parametrize(("where", "block"), PYTHON, ids=[where for where, _ in PYTHON])
 def test_python_example_runs(where: str, block: str, server: ServerThread, tmp_path: Path) -> None:
+    """Each Python example against the demo server (and, for the Redis mode's,
+    a redis-server of its own in place of ``127.0.0.1:6379``)."""
     code = "import asyncio\nimport fanout\n" + block.replace("127.0.0.1:8000", _address(server))
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=_environment(),
-        capture_output=True,
-        timeout=120,
-    )
+    with contextlib.ExitStack() as stack:
+        if "127.0.0.1:6379" in code:
+            from tests.redis_server import running_redis
+
+            redis = stack.enter_context(running_redis(tmp_path / "redis"))
+            code = code.replace("127.0.0.1:6379", f"127.0.0.1:{redis.port}")
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=_environment(),
+            capture_output=True,
+            timeout=120,
+        )
     assert done.returncode == 0, f"{where}\n{done.stderr.decode()}"
 
 

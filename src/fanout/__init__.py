@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         ConfigError,
         FanoutError,
         JournalError,
+        QueueError,
         SinkError,
         SourceError,
     )
@@ -43,6 +44,7 @@ __all__ = [
     "FieldStats",
     "JournalError",
     "Limits",
+    "QueueError",
     "Request",
     "Result",
     "RetryPolicy",
@@ -67,6 +69,7 @@ _HOMES = {
     "ConfigError": "fanout.errors",
     "FanoutError": "fanout.errors",
     "JournalError": "fanout.errors",
+    "QueueError": "fanout.errors",
     "SinkError": "fanout.errors",
     "SourceError": "fanout.errors",
     "ErrorKind": "fanout.models",

@@ -10,6 +10,7 @@ and for sinks or journals that cannot do their job::
      ├── SinkError       an output cannot be written
      │    └── WriteError  ... and a run stopped because of it
      ├── JournalError    a journal cannot be opened or used
+     ├── QueueError      a Redis queue cannot be reached or used
      └── BodyError       Result.text()/json() with no body, or a body not JSON
                          (also a ValueError)
 """
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "FanoutError",
     "JournalError",
+    "QueueError",
     "SinkError",
     "SourceError",
     "WriteError",
@@ -45,6 +47,12 @@ class SinkError(FanoutError):
 
 class JournalError(FanoutError):
     """A journal cannot be opened or used."""
+
+
+class QueueError(FanoutError):
+    """A Redis queue (``fanout.redisq``) cannot be used: Redis cannot be
+    reached (or was lost for longer than a worker waits), is older than 7, or
+    the queue was made by a newer fanout."""
 
 
 class WriteError(SinkError):

@@ -85,6 +85,10 @@ class ErrorKind(StrEnum):
     """A ``--jsonl-input`` line could not become a request: not JSON, not an
     object, not UTF-8, too long, the ``url`` field missing, or a field of the
     wrong type. (A line of a URL list is its URL: a bad one is ``invalid_url``.)"""
+    ABANDONED = "abandoned"
+    """Redis mode: the request was handed to workers ``max_deliveries`` times
+    without a result (each of them died or stopped with it in flight), so it is
+    given up on rather than handed out again (``fanout worker --max-deliveries``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import signal
 import sys
@@ -440,22 +441,68 @@ def _print_problems(path: Path, problems: list[str], *, as_json: bool) -> None:
         click.echo(f"  {shown(problem, 300)}")
 
 
-def run_export(path: Path, output: str, fmt: str) -> None:
-    """``fanout export``: the recorded results as JSONL or CSV. Takes no lock:
+def run_export(
+    path: Path | None, output: str, fmt: str, *, redis: tuple[str, str] | None = None
+) -> None:
+    """``fanout export``: the recorded results as JSONL or CSV, of a journal
+    (``path``) or of a Redis queue (``redis``: its URL and name). Takes no lock:
     it reads a journal a run is using. A file is written whole or not at all
     (a damaged journal leaves an existing file as it was)."""
-    from fanout.journal import Journal, export
+    with contextlib.ExitStack() as stack:
+        if redis is not None:
+            from fanout.journal.export import write_records
+            from fanout.redisq import records
 
-    with Journal.open(path, key_scheme="", create=False) as journal:
+            url, queue = redis
+            found = records(url, queue=queue)
+            first = next(found, None)  # Redis unreachable: raised before any file is touched
+            every = itertools.chain([] if first is None else [first], found)
+
+            def write(stream: BinaryIO) -> None:
+                write_records(every, stream, fmt)
+        else:
+            from fanout.journal import Journal, export
+
+            assert path is not None
+            journal = stack.enter_context(Journal.open(path, key_scheme="", create=False))
+
+            def write(stream: BinaryIO) -> None:
+                export(journal, stream, fmt)
+
         if output == "-":
-            export(journal, sys.stdout.buffer, fmt)
+            write(sys.stdout.buffer)
             sys.stdout.flush()
             return
         try:
             with _replacing(Path(output)) as stream:
-                export(journal, stream, fmt)
+                write(stream)
         except OSError as exc:
             raise SinkError(f"cannot write '{_shown_path(output)}': {exc.strerror or exc}") from exc
+
+
+def run_queue_status(url: str, queue: str, *, as_json: bool) -> None:
+    """``fanout status --redis``: the counts of a Redis queue."""
+    from fanout.redisq import status
+
+    counts = status(url, queue=queue)
+    if as_json:
+        click.echo(orjson.dumps(counts.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    from fanout.redisq.queue import shown_url
+
+    failed = sum(counts.failed.values())
+    click.echo(f"queue {counts.queue} at {shown_url(url)} (format {counts.version})")
+    click.echo(f"  keys       {counts.total:,}")
+    click.echo(f"  pending    {counts.pending:,}  (not yet taken by a worker)")
+    click.echo(
+        f"  in flight  {counts.in_flight:,}  (taken, no result yet; a dead worker's are"
+        " taken over after --reclaim-after)"
+    )
+    click.echo(f"  done       {counts.done:,}")
+    click.echo(f"  failed     {failed:,}")
+    for kind, count in counts.failed.items():
+        click.echo(f"    {kind:<20} {count:,}")
+    click.echo(f"  workers    {counts.workers_alive:,} alive (heard from in the last 15 s)")
 
 
 @contextlib.contextmanager

@@ -87,7 +87,11 @@ class _Commands(click.Group):
     """The command group; ``aggregate`` (many options, and its own modules) is
     loaded only when it is asked for, so other commands start faster."""
 
-    _LAZY: Final = {"aggregate": "fanout.cli.aggregate"}
+    _LAZY: Final = {
+        "aggregate": "fanout.cli.aggregate",
+        "submit": "fanout.cli.redisq",
+        "worker": "fanout.cli.redisq",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._LAZY])
@@ -250,33 +254,63 @@ def fetch(ctx: click.Context, /, **options: Any) -> None:
 
 _journal_option = click.option(
     "--journal",
-    required=True,
     type=FilePath(dir_okay=False, path_type=Path),
-    help="The journal of a fetch run.",
+    help="The journal of a fetch run (or give --redis).",
 )
+_redis_option = click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    help="The Redis holding a queue of 'fanout submit' (or give --journal).",
+)
+_queue_option = click.option(
+    "--queue", default="fanout", metavar="NAME", help="With --redis: the queue's name."
+)
+
+
+def _journal_or_redis(journal: Path | None, redis_url: str | None) -> None:
+    if (journal is None) == (redis_url is None):
+        raise click.UsageError("give one of --journal FILE and --redis URL")
 
 
 @cli.command()
 @_journal_option
+@_redis_option
+@_queue_option
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.option(
     "--check",
     is_flag=True,
-    help="First run SQLite's integrity check; its problems are listed, and exit status 2.",
+    help="With --journal: first run SQLite's integrity check; its problems are listed,"
+    " and exit status 2.",
 )
 @debug_option
-def status(journal: Path, as_json: bool, check: bool) -> None:
-    """Show what a journal holds: pending, done, and failed by kind.
+def status(
+    journal: Path | None, redis_url: str | None, queue: str, as_json: bool, check: bool
+) -> None:
+    """Show what a journal or a Redis queue holds: pending, done, failed by kind
+    (and for a queue: in flight, workers alive).
 
     It reads a journal that a run is using (it takes no lock).
     """
+    _journal_or_redis(journal, redis_url)
+    if redis_url is not None:
+        if check:
+            raise click.UsageError("--check needs --journal")
+        from fanout.cli.commands import run_queue_status
+
+        run_queue_status(redis_url, queue, as_json=as_json)
+        return
     from fanout.cli.commands import run_status
 
+    assert journal is not None
     run_status(journal, as_json=as_json, check=check)
 
 
 @cli.command()
 @_journal_option
+@_redis_option
+@_queue_option
 @click.option(
     "-o",
     "--output",
@@ -293,16 +327,18 @@ def status(journal: Path, as_json: bool, check: bool) -> None:
     help="Output format.",
 )
 @debug_option
-def export(journal: Path, output: str, fmt: str) -> None:
-    """Write the results recorded in a journal, one per key, in first-seen order.
+def export(journal: Path | None, redis_url: str | None, queue: str, output: str, fmt: str) -> None:
+    """Write the results recorded in a journal or a Redis queue, one per key,
+    in first-seen order.
 
     It reads a journal that a run is using (it takes no lock). A file is
     replaced only once the whole export is written.
     """
     from fanout.cli.commands import run_export
 
-    check_files(inputs={"--journal": journal}, outputs={"-o": output})
-    run_export(journal, output, fmt)
+    _journal_or_redis(journal, redis_url)
+    check_files(inputs={} if journal is None else {"--journal": journal}, outputs={"-o": output})
+    run_export(journal, output, fmt, redis=None if redis_url is None else (redis_url, queue))
 
 
 @cli.command()
