@@ -24,8 +24,9 @@ FALLBACK_TESTS := tests/test_aiohttp_internals.py tests/test_sockets.py tests/te
 	tests/test_engine.py tests/test_hosts.py tests/test_attacks.py tests/test_hostile.py \
 	tests/test_bombs.py tests/test_redirects.py tests/test_runtime.py tests/test_session.py \
 	tests/test_tls.py tests/test_proxy.py tests/test_cookies.py
-# Left out there: the long runs, which cross no other internal path.
-FALLBACK_SKIP := not (thousands_of_good_ones or six_bombs or journaled_runs_and_their_resume)
+# Left out there: the long runs, which cross no other internal path, and the
+# curl transport's runs, which cross none of aiohttp's.
+FALLBACK_SKIP := not (thousands_of_good_ones or six_bombs or journaled_runs_and_their_resume or curl)
 
 .PHONY: test test-fast test-slow test-fallback test-all lint typecheck pytest demo bench clean
 
