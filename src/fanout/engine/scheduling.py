@@ -302,6 +302,7 @@ class Scheduler(Generic[T]):
                 host.down, host.down_until = kept.down, kept.down_until
             elif self._host_errors and host.failures >= self._host_errors:
                 host.failures = 0  # its down mark expired: counted anew, as for a held host
+            host.hint = kept.hint
             if kept.adaptive is not None:
                 host.adaptive = kept.adaptive
                 _apply(host)
@@ -318,29 +319,29 @@ class Scheduler(Generic[T]):
                 self._evict(host, now)
 
     def _evict(self, host: Host[T], now: float) -> None:
-        """Drop an idle host's state, keeping in the memory what must outlive it;
-        or, while its rate bucket is not full again or the window of the quota
-        its server advertised is open, keep it in a heap until then (else the
-        host's next request would start unpaced, its quota unknown)."""
+        """Drop an idle host's state, keeping in the memory what must outlive it
+        (the quota its server advertised among it, while its window is open:
+        else the host's next request would start unpaced); or, while its rate
+        bucket is not full again, keep it in a heap until it is."""
         if self.hosts.get(host.key) is not host:
             return
         bucket = host.bucket
-        until = -math.inf if bucket is None else bucket.full_at
-        if host.hint is not None:
-            until = max(until, host.hint.reset)
-        if until > now:
+        if bucket is not None and not bucket.idle(now):
             if not host.expiring:
                 host.expiring = True
-                heapq.heappush(self._expiring, (until, next(self._seq), host))
+                heapq.heappush(self._expiring, (bucket.full_at, next(self._seq), host))
             return
         del self.hosts[host.key]
         down = host.down is not None and host.down_until > now
         adaptive = host.adaptive
-        if host.cool_until > now or host.failures or down or adaptive is not None:
+        hint = host.hint if host.hint is not None and host.hint.reset > now else None
+        if host.cool_until > now or host.failures or down or adaptive is not None or hint:
             counted = now + self._down_for if host.failures else now
             expires = max(host.cool_until, host.down_until, counted)
             if adaptive is not None:
                 expires = max(expires, now + KEEP)
+            if hint is not None:
+                expires = max(expires, hint.reset)
             kept = Remembered(
                 cool_until=host.cool_until,
                 failures=host.failures,
@@ -348,9 +349,10 @@ class Scheduler(Generic[T]):
                 down=host.down if down else None,
                 down_until=host.down_until if down else -math.inf,
                 adaptive=adaptive,
+                hint=hint,
                 expires=expires,
             )
-            lasting = host.cool_until > now or down or adaptive is not None
+            lasting = host.cool_until > now or down or adaptive is not None or hint is not None
             memory = self._memory if lasting else self._counts
             memory.put(host.key, kept, now)
 
