@@ -263,3 +263,34 @@ def test_a_high_adapted_rate_holds_ten_ms_of_tokens() -> None:
     h.sched.relieved(host, 1.1)  # a round of one: its slot back, its rate at the ceiling
     assert host.adaptive is None
     assert (host.rate_from, host.bucket.rate, host.bucket.burst) == ("user", 2000.0, 3)
+
+
+def test_a_robots_pace_holds_a_host_made_anew_at_its_adapted_ceiling() -> None:
+    """Adapted below its robots.txt pace, then back at it while its slots are
+    not yet: the host's state dropped and made anew (no user rate, so no
+    bucket of its own) is still held to the pace, and released to it."""
+    h = Harness(Limits(concurrency=8, per_host=8))
+    item = h.add("a/0")
+    host = item.host
+    Scheduler.limit_rate(host, 2.0)  # its Crawl-delay, as the Fetcher sets it
+    ended(host, 1.0, 2, 0.5)
+    h.end(item)
+    h.sched.congested(host, 1.0, 0.99)
+    now = 1.0
+    while host.adaptive is not None and host.adaptive.rate < 2.0:
+        now += 0.5
+        h.sched.relieved(host, now)
+    assert host.adaptive is not None
+    assert host.slots < 8  # its rate back, its slots not yet
+    h.sched.retire(item)
+    h.advance(now + 1.0 - h.now)  # its bucket full again: the state can go
+    assert h.sched.hosts_held() == 0
+    items = [h.add(f"a/{i}") for i in range(1, 4)]
+    again = items[0].host
+    Scheduler.limit_rate(again, 2.0)  # each request admitted sets it again
+    assert (again.rate_from, again.bucket and again.bucket.rate) == ("robots", 2.0)
+    assert h.sched.snapshot(1, now)[0]["rate_limit"] == 2.0
+    while again.adaptive is not None and now < 100.0:
+        now += 0.5
+        h.sched.relieved(again, now)  # no assertion fails on its release
+    assert (again.rate_from, again.bucket and again.bucket.rate) == ("robots", 2.0)

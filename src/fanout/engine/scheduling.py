@@ -836,6 +836,10 @@ def _apply(host: Host[Any]) -> None:
         else:
             bucket.set_rate(rate, burst)
         host.rate_from = "adapted"
-    elif bucket is not None and host.rate_from == "adapted":
+    elif bucket is None:
+        if adaptive.max_rate != math.inf:  # a host made anew has no robots.txt bucket
+            host.bucket = TokenBucket(adaptive.max_rate, adaptive.burst)
+            host.rate_from = adaptive.source
+    elif host.rate_from == "adapted":
         bucket.set_rate(adaptive.max_rate, adaptive.burst)
         host.rate_from = adaptive.source
