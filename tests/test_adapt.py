@@ -265,11 +265,14 @@ def test_a_high_adapted_rate_holds_ten_ms_of_tokens() -> None:
     assert (host.rate_from, host.bucket.rate, host.bucket.burst) == ("user", 2000.0, 3)
 
 
-def test_a_robots_pace_holds_a_host_made_anew_at_its_adapted_ceiling() -> None:
+@pytest.mark.parametrize("user_rate", [None, 1000.0])
+def test_a_robots_pace_holds_a_host_made_anew_at_its_adapted_ceiling(
+    user_rate: float | None,
+) -> None:
     """Adapted below its robots.txt pace, then back at it while its slots are
-    not yet: the host's state dropped and made anew (no user rate, so no
-    bucket of its own) is still held to the pace, and released to it."""
-    h = Harness(Limits(concurrency=8, per_host=8))
+    not yet: the host's state dropped and made anew (with no bucket, or the
+    user's looser one) is still held to the pace, and released to it."""
+    h = Harness(Limits(concurrency=8, per_host=8, per_host_rate=user_rate))
     item = h.add("a/0")
     host = item.host
     Scheduler.limit_rate(host, 2.0)  # its Crawl-delay, as the Fetcher sets it

@@ -836,10 +836,11 @@ def _apply(host: Host[Any]) -> None:
         else:
             bucket.set_rate(rate, burst)
         host.rate_from = "adapted"
-    elif bucket is None:
-        if adaptive.max_rate != math.inf:  # a host made anew has no robots.txt bucket
+    elif adaptive.max_rate != math.inf and host.rate_from != adaptive.source:
+        # Back at the ceiling; or made anew from the memory, with the user's
+        # bucket or none, where the ceiling is its robots.txt pace.
+        if bucket is None:
             host.bucket = TokenBucket(adaptive.max_rate, adaptive.burst)
-            host.rate_from = adaptive.source
-    elif host.rate_from == "adapted":
-        bucket.set_rate(adaptive.max_rate, adaptive.burst)
+        else:
+            bucket.set_rate(adaptive.max_rate, adaptive.burst)
         host.rate_from = adaptive.source
