@@ -297,3 +297,24 @@ def test_a_robots_pace_holds_a_host_made_anew_at_its_adapted_ceiling(
         now += 0.5
         h.sched.relieved(again, now)  # no assertion fails on its release
     assert (again.rate_from, again.bucket and again.bucket.rate) == ("robots", 2.0)
+
+
+def test_a_dropped_adapted_hosts_row_shows_its_adapted_slots() -> None:
+    """host_stats of a host whose state was dropped, its adapted limits kept:
+    the slots it will be given back, as its rate is (not ``per_host``)."""
+    h = Harness(Limits(concurrency=16, per_host=8))
+    items = [h.add(f"a/{i}") for i in range(8)]
+    host = items[0].host
+    ended(host, 1.0, 20, 0.05)
+    h.sched.congested(host, 1.0, 0.99)  # 8 in flight: 5 slots
+    assert host.slots == 5
+    for item in items:
+        h.end(item)
+    for item in items:
+        h.sched.retire(item)
+    h.advance(1.0)
+    assert h.sched.hosts_held() == 0
+    [row] = h.sched.snapshot(1, 2.0)
+    assert row["rate_source"] == "adapted"
+    assert row["slots"] == 5
+    assert h.add("a/8").host.slots == 5

@@ -520,7 +520,12 @@ class Scheduler(Generic[T]):
         for active, rate, requests, key, counters in rows[:top]:
             host = self.hosts.get(key)
             limit, source, cool = self._limit(key, host, clock)
-            slots = self._per_host if host is None else host.slots
+            if host is not None:
+                slots = host.slots
+            else:  # dropped: the slots it will be given back
+                kept = self._memory.peek(key, clock)
+                adaptive = None if kept is None else kept.adaptive
+                slots = self._per_host if adaptive is None else adaptive.slots
             latencies = sorted(counters.latencies)
             p50, p95 = quantile(latencies, 0.5), quantile(latencies, 0.95)
             shots.append(
