@@ -318,3 +318,36 @@ def test_a_dropped_adapted_hosts_row_shows_its_adapted_slots() -> None:
     assert row["rate_source"] == "adapted"
     assert row["slots"] == 5
     assert h.add("a/8").host.slots == 5
+
+
+def test_a_collapse_without_answers_is_won_back_at_the_scale_it_came_from() -> None:
+    """A stall: timeouts cut round after round with no answer between them,
+    from 1,000 req/s to the floor. Once it answers again, the rate is back at
+    what the first cut left within seconds of answers, then rises by that
+    cut's step (at 0.5 req/s per second, 700 req/s took 23 minutes)."""
+    adaptive = Adaptive(max_rate=math.inf, max_slots=8)
+    now = 10.0
+    cut(adaptive, now=now, observed=1000.0)
+    while adaptive.rate > MIN_RATE:
+        now += 0.3
+        cut(adaptive, now=now, observed=3.0, in_flight=1)
+    assert adaptive.step == pytest.approx(ALPHA * 1000.0)
+    start = now
+    while adaptive.rate < BETA * 1000.0 and now < start + 60.0:
+        now += 1.0 / adaptive.rate  # answers as fast as the rate lets them go
+        adaptive.succeeded(now)
+    assert adaptive.rate == pytest.approx(BETA * 1000.0)
+    assert now - start < 15.0  # 10 s of it the wait at the floor
+
+
+def test_a_cut_after_answers_is_reckoned_from_its_own_rate() -> None:
+    """The server answered at the cut rate, then refused: that is its limit
+    now, and the next increase is reckoned from it (no regaining the old one)."""
+    adaptive = Adaptive(max_rate=math.inf, max_slots=8)
+    cut(adaptive, now=10.0, observed=1000.0)
+    adaptive.succeeded(10.1)
+    cut(adaptive, now=10.2, observed=50.0)
+    assert adaptive.rate == pytest.approx(BETA * 50.0)
+    assert adaptive.step == pytest.approx(ALPHA * 50.0)
+    adaptive.succeeded(10.3)
+    assert adaptive.rate == pytest.approx(BETA * 50.0 + ALPHA * 50.0 * 0.1)
