@@ -391,6 +391,22 @@ def test_the_time_left_is_until_the_last_request_may_start() -> None:
     assert h.sched.least_time_left() == 8.0
 
 
+def test_a_cool_down_counts_only_when_a_request_waits_for_it() -> None:
+    """a/1 in flight, nothing else of a's to start: a's cool-down (a 429 with
+    Retry-After answering another request, or a spent quota) holds nothing
+    back, and the time left is 0, not the cool-down."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    a = held(h, "a", 1.0)
+    items_named(h, "a/1")
+    h.sched.cool_down(a, 100.0)
+    assert h.sched.least_time_left() == 0.0
+    assert h.sched.least_time_left(remaining=1) == 0.0
+    h.sched.server_quota(a, remaining=0, reset=50.0, limit=2)
+    assert h.sched.least_time_left() == 0.0
+    h.add("a/2")  # this one waits
+    assert h.sched.least_time_left() == 100.0
+
+
 def test_the_time_left_counts_the_requests_not_yet_read_at_each_hosts_share() -> None:
     """a at 1 per second has 2 of the 4 requests read, a/1 in flight: a/2
     starts in 1 s. Of 6 more not yet read, 3 are expected at a: 4 s. With a

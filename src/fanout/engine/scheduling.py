@@ -572,6 +572,8 @@ class Scheduler(Generic[T]):
                     key = host.key
                     share = min(counts[key] / len(recent), latest_counts[key] / len(latest))
                     count += unread * share
+                if count <= 0:
+                    continue  # all in flight: its cool-down holds nothing back
                 start = max(now, host.cool_until)
                 quota = host.hint
                 if source == "server" and quota is not None:
