@@ -344,6 +344,20 @@ def test_a_quota_with_none_left_outlives_its_idle_host_until_the_reset() -> None
     assert h.add("a/3").host.hint is not None
 
 
+def test_a_dropped_hosts_row_shows_its_kept_quota_and_cool_down() -> None:
+    """Its state dropped, its quota kept: the host's row still says what holds
+    it (the quota's pace, the wait for its reset)."""
+    h = Harness()
+    item = h.add("a/1")
+    h.end(item)
+    h.sched.server_quota(item.host, remaining=0, reset=30.0, limit=5)
+    h.sched.retire(item)
+    assert h.sched.hosts_held() == 0
+    [row] = h.sched.snapshot(1, 0.0)
+    assert (row["rate_limit"], row["rate_source"]) == (round(5 / 30.0, 3), "server")
+    assert row["cool_down_s"] == 30.0
+
+
 def test_an_idle_host_keeps_its_quota_until_the_window_ends() -> None:
     """Its state dropped, the host's next request would start unpaced, over
     what is left of the window, and an ETA would not see its rate."""

@@ -604,27 +604,33 @@ class Scheduler(Generic[T]):
         """The rate the host ``key`` is held to (requests per second) and where
         it came from, and the seconds until its cool-down (or quota wait) ends.
         A host whose state (``host``) was dropped is held to nothing but what
-        outlives it (the user's rate, an adapted one)."""
+        outlives it (the user's rate, an adapted one, its cool-down, its
+        server's quota)."""
+        rate: float | None
         if host is None:
+            rate, source = self._per_host_rate, "user" if self._per_host_rate else None
+            cool_until, quota = -math.inf, None
             kept = self._memory.peek(key, now)
-            if kept is not None and kept.adaptive is not None:
+            if kept is not None:
+                cool_until, quota = kept.cool_until, kept.hint
                 adaptive = kept.adaptive
-                if adaptive.rate < adaptive.max_rate:
-                    return round(adaptive.rate, 3), "adapted", max(kept.cool_until - now, 0.0)
-            return self._per_host_rate, "user" if self._per_host_rate else None, 0.0
-        cool = max(host.cool_until - now, 0.0)
-        quota = host.hint
+                if adaptive is not None and adaptive.rate < adaptive.max_rate:
+                    rate, source = adaptive.rate, "adapted"
+                elif adaptive is not None and adaptive.max_rate != math.inf:
+                    rate, source = adaptive.max_rate, adaptive.source
+        else:
+            bucket = host.bucket
+            rate, source = (None, None) if bucket is None else (bucket.rate, host.rate_from)
+            cool_until, quota = host.cool_until, host.hint
+        cool = max(cool_until - now, 0.0)
         if quota is not None:
             if quota.budget <= 0:
                 cool = max(cool, quota.reset - now)
             if quota.limit is not None and quota.span > 0:
-                rate = quota.limit / quota.span
-                bucket = host.bucket
-                if bucket is None or rate < bucket.rate:
-                    return round(rate, 3), "server", cool
-        if host.bucket is None:
-            return None, None, cool
-        return round(host.bucket.rate, 3), host.rate_from, cool
+                advertised = quota.limit / quota.span
+                if rate is None or advertised < rate:
+                    return round(advertised, 3), "server", cool
+        return (None if rate is None else round(rate, 3)), source, cool
 
     def host_failed(self, host: Host[T], message: str) -> bool:
         """A connection failure to ``host``; at ``host_errors`` in a row (never
