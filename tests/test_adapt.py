@@ -263,3 +263,91 @@ def test_a_high_adapted_rate_holds_ten_ms_of_tokens() -> None:
     h.sched.relieved(host, 1.1)  # a round of one: its slot back, its rate at the ceiling
     assert host.adaptive is None
     assert (host.rate_from, host.bucket.rate, host.bucket.burst) == ("user", 2000.0, 3)
+
+
+@pytest.mark.parametrize("user_rate", [None, 1000.0])
+def test_a_robots_pace_holds_a_host_made_anew_at_its_adapted_ceiling(
+    user_rate: float | None,
+) -> None:
+    """Adapted below its robots.txt pace, then back at it while its slots are
+    not yet: the host's state dropped and made anew (with no bucket, or the
+    user's looser one) is still held to the pace, and released to it."""
+    h = Harness(Limits(concurrency=8, per_host=8, per_host_rate=user_rate))
+    item = h.add("a/0")
+    host = item.host
+    Scheduler.limit_rate(host, 2.0)  # its Crawl-delay, as the Fetcher sets it
+    ended(host, 1.0, 2, 0.5)
+    h.end(item)
+    h.sched.congested(host, 1.0, 0.99)
+    now = 1.0
+    while host.adaptive is not None and host.adaptive.rate < 2.0:
+        now += 0.5
+        h.sched.relieved(host, now)
+    assert host.adaptive is not None
+    assert host.slots < 8  # its rate back, its slots not yet
+    h.sched.retire(item)
+    h.advance(now + 1.0 - h.now)  # its bucket full again: the state can go
+    assert h.sched.hosts_held() == 0
+    items = [h.add(f"a/{i}") for i in range(1, 4)]
+    again = items[0].host
+    Scheduler.limit_rate(again, 2.0)  # each request admitted sets it again
+    assert (again.rate_from, again.bucket and again.bucket.rate) == ("robots", 2.0)
+    assert h.sched.snapshot(1, now)[0]["rate_limit"] == 2.0
+    while again.adaptive is not None and now < 100.0:
+        now += 0.5
+        h.sched.relieved(again, now)  # no assertion fails on its release
+    assert (again.rate_from, again.bucket and again.bucket.rate) == ("robots", 2.0)
+
+
+def test_a_dropped_adapted_hosts_row_shows_its_adapted_slots() -> None:
+    """host_stats of a host whose state was dropped, its adapted limits kept:
+    the slots it will be given back, as its rate is (not ``per_host``)."""
+    h = Harness(Limits(concurrency=16, per_host=8))
+    items = [h.add(f"a/{i}") for i in range(8)]
+    host = items[0].host
+    ended(host, 1.0, 20, 0.05)
+    h.sched.congested(host, 1.0, 0.99)  # 8 in flight: 5 slots
+    assert host.slots == 5
+    for item in items:
+        h.end(item)
+    for item in items:
+        h.sched.retire(item)
+    h.advance(1.0)
+    assert h.sched.hosts_held() == 0
+    [row] = h.sched.snapshot(1, 2.0)
+    assert row["rate_source"] == "adapted"
+    assert row["slots"] == 5
+    assert h.add("a/8").host.slots == 5
+
+
+def test_a_collapse_without_answers_is_won_back_at_the_scale_it_came_from() -> None:
+    """A stall: timeouts cut round after round with no answer between them,
+    from 1,000 req/s to the floor. Once it answers again, the rate is back at
+    what the first cut left within seconds of answers, then rises by that
+    cut's step (at 0.5 req/s per second, 700 req/s took 23 minutes)."""
+    adaptive = Adaptive(max_rate=math.inf, max_slots=8)
+    now = 10.0
+    cut(adaptive, now=now, observed=1000.0)
+    while adaptive.rate > MIN_RATE:
+        now += 0.3
+        cut(adaptive, now=now, observed=3.0, in_flight=1)
+    assert adaptive.step == pytest.approx(ALPHA * 1000.0)
+    start = now
+    while adaptive.rate < BETA * 1000.0 and now < start + 60.0:
+        now += 1.0 / adaptive.rate  # answers as fast as the rate lets them go
+        adaptive.succeeded(now)
+    assert adaptive.rate == pytest.approx(BETA * 1000.0)
+    assert now - start < 15.0  # 10 s of it the wait at the floor
+
+
+def test_a_cut_after_answers_is_reckoned_from_its_own_rate() -> None:
+    """The server answered at the cut rate, then refused: that is its limit
+    now, and the next increase is reckoned from it (no regaining the old one)."""
+    adaptive = Adaptive(max_rate=math.inf, max_slots=8)
+    cut(adaptive, now=10.0, observed=1000.0)
+    adaptive.succeeded(10.1)
+    cut(adaptive, now=10.2, observed=50.0)
+    assert adaptive.rate == pytest.approx(BETA * 50.0)
+    assert adaptive.step == pytest.approx(ALPHA * 50.0)
+    adaptive.succeeded(10.3)
+    assert adaptive.rate == pytest.approx(BETA * 50.0 + ALPHA * 50.0 * 0.1)

@@ -326,23 +326,36 @@ def test_without_a_limit_the_quota_stops_holding_the_host_at_the_reset() -> None
     assert first.host.hint is None
 
 
-def test_a_quota_with_none_left_holds_its_idle_host_until_the_reset() -> None:
+def test_a_quota_with_none_left_outlives_its_idle_host_until_the_reset() -> None:
     h = Harness()
     item = h.add("a/1")
     h.end(item)
     h.sched.server_quota(item.host, remaining=0, reset=30.0, limit=5)
     h.sched.retire(item)
-    assert h.sched.hosts_held() == 1
+    assert h.sched.hosts_held() == 0  # kept in the bounded memory, not held
     second = h.add("a/2")
-    assert second.host is item.host
+    assert second.host.hint is not None
     assert h.names() == ["a/1"]
     h.advance(30.0)
     assert h.started[-1] == ("a/2", 130.0)
     h.finish(second)
-    h.advance(29.9)  # a new window began at 130, as long as the last
-    assert h.sched.hosts_held() == 1
-    h.advance(0.1)
     assert h.sched.hosts_held() == 0
+    h.advance(29.9)  # a new window began at 130, as long as the last
+    assert h.add("a/3").host.hint is not None
+
+
+def test_a_dropped_hosts_row_shows_its_kept_quota_and_cool_down() -> None:
+    """Its state dropped, its quota kept: the host's row still says what holds
+    it (the quota's pace, the wait for its reset)."""
+    h = Harness()
+    item = h.add("a/1")
+    h.end(item)
+    h.sched.server_quota(item.host, remaining=0, reset=30.0, limit=5)
+    h.sched.retire(item)
+    assert h.sched.hosts_held() == 0
+    [row] = h.sched.snapshot(1, 0.0)
+    assert (row["rate_limit"], row["rate_source"]) == (round(5 / 30.0, 3), "server")
+    assert row["cool_down_s"] == 30.0
 
 
 def test_an_idle_host_keeps_its_quota_until_the_window_ends() -> None:
@@ -354,7 +367,7 @@ def test_an_idle_host_keeps_its_quota_until_the_window_ends() -> None:
     h.sched.server_quota(item.host, remaining=1, reset=2.0, limit=2)
     h.sched.retire(item)
     h.advance(1.0)
-    assert h.sched.hosts_held() == 1
+    assert h.sched.hosts_held() == 0  # kept in the bounded memory, not held
     items_named(h, "a/2", "a/3", "a/4")
     assert h.names() == ["a/1", "a/2"]  # one left in this window
     assert h.sched.least_time_left() == 1.0  # a/3 and a/4 at the reset
@@ -390,6 +403,22 @@ def test_the_time_left_is_until_the_last_request_may_start() -> None:
     assert h.sched.least_time_left() == 4.0
     h.sched.server_quota(a, remaining=0, reset=4.0, limit=2)
     assert h.sched.least_time_left() == 8.0
+
+
+def test_a_cool_down_counts_only_when_a_request_waits_for_it() -> None:
+    """a/1 in flight, nothing else of a's to start: a's cool-down (a 429 with
+    Retry-After answering another request, or a spent quota) holds nothing
+    back, and the time left is 0, not the cool-down."""
+    h = Harness(Limits(concurrency=10, per_host=10))
+    a = held(h, "a", 1.0)
+    items_named(h, "a/1")
+    h.sched.cool_down(a, 100.0)
+    assert h.sched.least_time_left() == 0.0
+    assert h.sched.least_time_left(remaining=1) == 0.0
+    h.sched.server_quota(a, remaining=0, reset=50.0, limit=2)
+    assert h.sched.least_time_left() == 0.0
+    h.add("a/2")  # this one waits
+    assert h.sched.least_time_left() == 100.0
 
 
 def test_the_time_left_counts_the_requests_not_yet_read_at_each_hosts_share() -> None:

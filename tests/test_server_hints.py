@@ -125,3 +125,24 @@ async def test_a_reset_past_the_cap_waits_the_cap() -> None:
         results = await fetcher.gather([f"{server.url}/{n}" for n in range(QUOTA + 1)])
     assert all(r.status in (200, 429) for r in results)
     assert len(server.answers) >= QUOTA + 1
+
+
+async def test_an_idle_hosts_quota_is_kept_without_holding_its_state() -> None:
+    """Hosts that advertise a long window (a day, capped at ``retry_after_max``)
+    are not held while idle: their state is dropped (held, about 1.5 KB a host
+    for the window, growing with the hosts a run meets), their quota kept in
+    the bounded memory, so the next requests are still paced: none refused."""
+    retry = RetryPolicy(attempts=3, backoff=0.01, retry_after_max=1.0)
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(quota_server("draft", reset=86400)) for _ in range(4)
+        ]
+        fetcher = await stack.enter_async_context(Fetcher(retry=retry))
+        results = await fetcher.gather([f"{server.url}/0" for server in servers])
+        assert [r.status for r in results] == [200] * 4
+        assert fetcher.hosts_held == 0
+        first = servers[0]
+        # 4 left in the window; the 5th waits for the reset
+        results = await fetcher.gather([f"{first.url}/{n}" for n in range(1, QUOTA + 1)])
+    assert [r.status for r in results] == [200] * QUOTA
+    assert [status for _, status in first.answers] == [200] * (QUOTA + 1)

@@ -190,3 +190,24 @@ async def test_a_429_with_retry_after_neither_cuts_nor_raises() -> None:
     assert result.ok
     assert result.attempts == 12
     assert (row["slots"], row["rate_source"], row["throttled"]) == (2, "adapted", 11)
+
+
+async def test_a_retry_after_not_respected_is_a_bare_429() -> None:
+    """With ``respect_retry_after=False`` a Retry-After cools nothing down, so
+    it answers nothing either: the 429 is a congestion signal (it was neither,
+    and such a server was hammered)."""
+    answers = [web.Response(status=429, headers={"Retry-After": "5"}) for _ in range(3)]
+
+    async def handle(request: web.Request) -> web.Response:
+        return answers.pop(0) if answers else web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    retry = RetryPolicy(attempts=4, backoff=0.01, backoff_max=0.01, respect_retry_after=False)
+    async with serving(app) as base, Fetcher(retry=retry) as fetcher:
+        [result] = await fetcher.gather([f"{base}/"])
+        [row] = fetcher.host_stats()
+    assert result.ok
+    assert result.attempts == 4
+    assert row["cool_down_s"] == 0.0
+    assert row["rate_source"] == "adapted"

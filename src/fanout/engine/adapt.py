@@ -11,7 +11,10 @@ TCP. Successes raise the rate additively, by ``ALPHA`` times the rate the
 last cut started from per second of successes (so a cut is won back in
 ``(1 - BETA) / ALPHA`` = 3 s of successes, at any scale), and the
 concurrency by one slot per round of successes (as many as the slots), up to
-the ceilings: the user's (or robots.txt's) rate and ``per_host``.
+the ceilings: the user's (or robots.txt's) rate and ``per_host``. Cuts with
+no success between them (a stall, a host refusing everything for a while)
+are one congestion: the first sets the scale, and once answers come the rate
+doubles every ``REGAIN`` seconds back to what that first cut left.
 
 Every time is passed in (seconds on any one clock): the class reads no clock,
 so ``tests/test_adapt.py`` drives it by hand.
@@ -30,6 +33,7 @@ __all__ = [
     "KEEP",
     "MIN_RATE",
     "MIN_STEP",
+    "REGAIN",
     "RELEASE",
     "WINDOW",
     "Adaptive",
@@ -52,6 +56,12 @@ server that allows 5 req/s twice as often)."""
 
 MIN_RATE: Final = 0.1
 """The lowest adapted rate, in requests per second (one every 10 s)."""
+
+REGAIN: Final = 0.25
+"""Seconds of successes in which the rate doubles while it is below what the
+first of cuts with no success between them left (as TCP's slow start after a
+timeout): by additive steps from a crawl, a host that did 1,000 req/s before
+a one-second stall took over 20 minutes to be sent 700 again."""
 
 GAP: Final = 1.0
 """The most seconds counted between two successes: a host left idle earns no
@@ -92,11 +102,13 @@ class Adaptive:
 
     __slots__ = (
         "acks",
+        "answered",
         "burst",
         "cut_at",
         "last",
         "max_rate",
         "max_slots",
+        "peak",
         "rate",
         "slots",
         "source",
@@ -116,6 +128,8 @@ class Adaptive:
         self.cut_at = -math.inf  # when the last cut was made
         self.last = -math.inf  # when the last success was counted
         self.acks = 0  # successes in the current round
+        self.peak = 0.0  # the rate the first cut of the current congestion started from
+        self.answered = False  # a success since the last cut
 
     def congested(self, *, now: float, started: float, observed: float, in_flight: int) -> bool:
         """A congestion signal at ``now`` from an attempt that ``started`` then,
@@ -125,8 +139,11 @@ class Adaptive:
         if started < self.cut_at:
             return False
         base = min(observed, self.rate)
+        if self.answered or base > self.peak:  # a new congestion, not the same one going on
+            self.peak = base
+            self.step = max(MIN_STEP, ALPHA * base)
+        self.answered = False
         self.rate = max(MIN_RATE, BETA * base)
-        self.step = max(MIN_STEP, ALPHA * base)
         self.slots = max(1, math.floor(BETA * min(in_flight, self.slots)))
         self.cut_at = now
         self.last = now
@@ -135,13 +152,21 @@ class Adaptive:
 
     def succeeded(self, now: float) -> bool:
         """A success at ``now``: the rate rises by ``step`` per second since the
-        last one (at most ``GAP``), up to ``max_rate``; a round of successes
+        last one (at most ``GAP``), up to ``max_rate`` (below what the first of
+        cuts with no success between them left, it doubles every ``REGAIN``
+        seconds instead); a round of successes
         adds a slot, up to ``max_slots``. True when a round ended (the owner
         may then check :meth:`released`)."""
         gap = now - self.last
         self.last = now
+        self.answered = True
         if gap > 0.0:
-            self.rate = min(self.max_rate, self.rate + self.step * min(gap, GAP))
+            span = min(gap, GAP)
+            regained = min(BETA * self.peak, self.max_rate)
+            if self.rate < regained:
+                self.rate = min(regained, self.rate * 2.0 ** (span / REGAIN))
+            else:
+                self.rate = min(self.max_rate, self.rate + self.step * span)
         self.acks += 1
         if self.acks < self.slots:
             return False

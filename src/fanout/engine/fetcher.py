@@ -1037,7 +1037,8 @@ class Fetcher:
         """With ``adapt``: a 429 or 503 without Retry-After, or a timeout, cuts
         the host's rate and slots; any other response, to a host that adapted,
         raises them (see :mod:`fanout.engine.adapt`). A 429 or 503 with a
-        Retry-After does neither: its cool-down is the server's answer."""
+        Retry-After does neither: its cool-down is the server's answer (unless
+        ``retry.respect_retry_after`` is off: then it is a bare one)."""
         error = result.error
         if error is None or (
             error.kind is ErrorKind.HTTP_STATUS and result.status not in _COOL_DOWN_STATUSES
@@ -1047,9 +1048,12 @@ class Fetcher:
             return
         if error.kind is not ErrorKind.TIMEOUT and (
             result.status not in _COOL_DOWN_STATUSES
-            or parse_retry_after(result.headers.get("Retry-After"), time.time()) is not None
+            or (
+                self.retry.respect_retry_after
+                and parse_retry_after(result.headers.get("Retry-After"), time.time()) is not None
+            )
         ):
-            return  # another failure, or a cool-down the server asked for
+            return  # another failure, or a cool-down the server asked for (and was granted)
         if self._sched.congested(host, end, start) and self._debug:
             adaptive = host.adaptive
             assert adaptive is not None

@@ -4,7 +4,8 @@ The engine drops a host's state once it carries nothing a later request
 needs (nothing queued or in flight, its rate bucket full again). Some of it
 must be kept a while longer for correctness: a cool-down a server asked for
 (429 or 503 with Retry-After), the count of consecutive connection failures,
-a mark that the host is down, and the rate and slots it adapted to.
+a mark that the host is down, the rate and slots it adapted to, and the
+quota its server advertised while its window is open.
 :class:`HostMemory` keeps them, for at most ``capacity`` hosts (the least
 recently stored forgotten first), each until its last deadline passes.
 """
@@ -19,6 +20,7 @@ from fanout.urls import HostKey
 
 if TYPE_CHECKING:
     from fanout.engine.adapt import Adaptive
+    from fanout.engine.scheduling import _Quota
 
 __all__ = ["DOWN_FOR", "HostMemory", "Remembered", "shown_host"]
 
@@ -29,10 +31,20 @@ DOWN_FOR: Final = 300.0
 class Remembered:
     """The lasting state of one host: its cool-down (a loop-clock deadline), its
     consecutive connection failures and the last one's message, and, when it
-    is down, the reason given to its skipped requests and until when, and
-    its adapted limits (see :mod:`fanout.engine.adapt`)."""
+    is down, the reason given to its skipped requests and until when, its
+    adapted limits (see :mod:`fanout.engine.adapt`), and its server's quota
+    (``hint``) while its window is open."""
 
-    __slots__ = ("adaptive", "cool_until", "down", "down_until", "expires", "failure", "failures")
+    __slots__ = (
+        "adaptive",
+        "cool_until",
+        "down",
+        "down_until",
+        "expires",
+        "failure",
+        "failures",
+        "hint",
+    )
 
     def __init__(
         self,
@@ -43,9 +55,11 @@ class Remembered:
         down: str | None = None,
         down_until: float = -math.inf,
         adaptive: Adaptive | None = None,
+        hint: _Quota | None = None,
         expires: float,
     ) -> None:
         self.adaptive = adaptive
+        self.hint = hint
         self.cool_until = cool_until
         self.failures = failures
         self.failure = failure

@@ -302,6 +302,7 @@ class Scheduler(Generic[T]):
                 host.down, host.down_until = kept.down, kept.down_until
             elif self._host_errors and host.failures >= self._host_errors:
                 host.failures = 0  # its down mark expired: counted anew, as for a held host
+            host.hint = kept.hint
             if kept.adaptive is not None:
                 host.adaptive = kept.adaptive
                 _apply(host)
@@ -318,29 +319,29 @@ class Scheduler(Generic[T]):
                 self._evict(host, now)
 
     def _evict(self, host: Host[T], now: float) -> None:
-        """Drop an idle host's state, keeping in the memory what must outlive it;
-        or, while its rate bucket is not full again or the window of the quota
-        its server advertised is open, keep it in a heap until then (else the
-        host's next request would start unpaced, its quota unknown)."""
+        """Drop an idle host's state, keeping in the memory what must outlive it
+        (the quota its server advertised among it, while its window is open:
+        else the host's next request would start unpaced); or, while its rate
+        bucket is not full again, keep it in a heap until it is."""
         if self.hosts.get(host.key) is not host:
             return
         bucket = host.bucket
-        until = -math.inf if bucket is None else bucket.full_at
-        if host.hint is not None:
-            until = max(until, host.hint.reset)
-        if until > now:
+        if bucket is not None and not bucket.idle(now):
             if not host.expiring:
                 host.expiring = True
-                heapq.heappush(self._expiring, (until, next(self._seq), host))
+                heapq.heappush(self._expiring, (bucket.full_at, next(self._seq), host))
             return
         del self.hosts[host.key]
         down = host.down is not None and host.down_until > now
         adaptive = host.adaptive
-        if host.cool_until > now or host.failures or down or adaptive is not None:
+        hint = host.hint if host.hint is not None and host.hint.reset > now else None
+        if host.cool_until > now or host.failures or down or adaptive is not None or hint:
             counted = now + self._down_for if host.failures else now
             expires = max(host.cool_until, host.down_until, counted)
             if adaptive is not None:
                 expires = max(expires, now + KEEP)
+            if hint is not None:
+                expires = max(expires, hint.reset)
             kept = Remembered(
                 cool_until=host.cool_until,
                 failures=host.failures,
@@ -348,9 +349,10 @@ class Scheduler(Generic[T]):
                 down=host.down if down else None,
                 down_until=host.down_until if down else -math.inf,
                 adaptive=adaptive,
+                hint=hint,
                 expires=expires,
             )
-            lasting = host.cool_until > now or down or adaptive is not None
+            lasting = host.cool_until > now or down or adaptive is not None or hint is not None
             memory = self._memory if lasting else self._counts
             memory.put(host.key, kept, now)
 
@@ -518,7 +520,12 @@ class Scheduler(Generic[T]):
         for active, rate, requests, key, counters in rows[:top]:
             host = self.hosts.get(key)
             limit, source, cool = self._limit(key, host, clock)
-            slots = self._per_host if host is None else host.slots
+            if host is not None:
+                slots = host.slots
+            else:  # dropped: the slots it will be given back
+                kept = self._memory.peek(key, clock)
+                adaptive = None if kept is None else kept.adaptive
+                slots = self._per_host if adaptive is None else adaptive.slots
             latencies = sorted(counters.latencies)
             p50, p95 = quantile(latencies, 0.5), quantile(latencies, 0.95)
             shots.append(
@@ -565,6 +572,8 @@ class Scheduler(Generic[T]):
                     key = host.key
                     share = min(counts[key] / len(recent), latest_counts[key] / len(latest))
                     count += unread * share
+                if count <= 0:
+                    continue  # all in flight: its cool-down holds nothing back
                 start = max(now, host.cool_until)
                 quota = host.hint
                 if source == "server" and quota is not None:
@@ -595,27 +604,33 @@ class Scheduler(Generic[T]):
         """The rate the host ``key`` is held to (requests per second) and where
         it came from, and the seconds until its cool-down (or quota wait) ends.
         A host whose state (``host``) was dropped is held to nothing but what
-        outlives it (the user's rate, an adapted one)."""
+        outlives it (the user's rate, an adapted one, its cool-down, its
+        server's quota)."""
+        rate: float | None
         if host is None:
+            rate, source = self._per_host_rate, "user" if self._per_host_rate else None
+            cool_until, quota = -math.inf, None
             kept = self._memory.peek(key, now)
-            if kept is not None and kept.adaptive is not None:
+            if kept is not None:
+                cool_until, quota = kept.cool_until, kept.hint
                 adaptive = kept.adaptive
-                if adaptive.rate < adaptive.max_rate:
-                    return round(adaptive.rate, 3), "adapted", max(kept.cool_until - now, 0.0)
-            return self._per_host_rate, "user" if self._per_host_rate else None, 0.0
-        cool = max(host.cool_until - now, 0.0)
-        quota = host.hint
+                if adaptive is not None and adaptive.rate < adaptive.max_rate:
+                    rate, source = adaptive.rate, "adapted"
+                elif adaptive is not None and adaptive.max_rate != math.inf:
+                    rate, source = adaptive.max_rate, adaptive.source
+        else:
+            bucket = host.bucket
+            rate, source = (None, None) if bucket is None else (bucket.rate, host.rate_from)
+            cool_until, quota = host.cool_until, host.hint
+        cool = max(cool_until - now, 0.0)
         if quota is not None:
             if quota.budget <= 0:
                 cool = max(cool, quota.reset - now)
             if quota.limit is not None and quota.span > 0:
-                rate = quota.limit / quota.span
-                bucket = host.bucket
-                if bucket is None or rate < bucket.rate:
-                    return round(rate, 3), "server", cool
-        if host.bucket is None:
-            return None, None, cool
-        return round(host.bucket.rate, 3), host.rate_from, cool
+                advertised = quota.limit / quota.span
+                if rate is None or advertised < rate:
+                    return round(advertised, 3), "server", cool
+        return (None if rate is None else round(rate, 3)), source, cool
 
     def host_failed(self, host: Host[T], message: str) -> bool:
         """A connection failure to ``host``; at ``host_errors`` in a row (never
@@ -834,6 +849,11 @@ def _apply(host: Host[Any]) -> None:
         else:
             bucket.set_rate(rate, burst)
         host.rate_from = "adapted"
-    elif bucket is not None and host.rate_from == "adapted":
-        bucket.set_rate(adaptive.max_rate, adaptive.burst)
+    elif adaptive.max_rate != math.inf and host.rate_from != adaptive.source:
+        # Back at the ceiling; or made anew from the memory, with the user's
+        # bucket or none, where the ceiling is its robots.txt pace.
+        if bucket is None:
+            host.bucket = TokenBucket(adaptive.max_rate, adaptive.burst)
+        else:
+            bucket.set_rate(adaptive.max_rate, adaptive.burst)
         host.rate_from = adaptive.source
