@@ -211,3 +211,52 @@ async def test_a_retry_after_not_respected_is_a_bare_429() -> None:
     assert result.attempts == 4
     assert row["cool_down_s"] == 0.0
     assert row["rate_source"] == "adapted"
+
+
+async def refused_everything(host_errors: int) -> tuple[int, dict[str, int], str]:
+    """Fetch 300 URLs of a host that answers nothing but bare 503s, beside 30
+    of a healthy host: the requests the failing host was sent, the kinds of
+    its records, and the last one's message."""
+    sent = 0
+
+    async def refuse(request: web.Request) -> web.Response:
+        nonlocal sent
+        sent += 1
+        return web.Response(status=503)
+
+    async def fine(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    failing, healthy = web.Application(), web.Application()
+    failing.router.add_get("/{n}", refuse)
+    healthy.router.add_get("/{n}", fine)
+    retry = RetryPolicy(attempts=3, backoff=0.01, backoff_max=0.05)
+    kinds: dict[str, int] = {}
+    message = ""
+    async with (
+        serving(failing) as bad,
+        serving(healthy, host="127.0.0.2") as good,
+        Fetcher(retry=retry, host_errors=host_errors) as fetcher,
+    ):
+        urls = [f"{bad}/{i}" for i in range(300)] + [f"{good}/{i}" for i in range(30)]
+        async for result in fetcher.stream(urls):
+            if result.url.startswith(good):
+                assert result.ok, result.error
+                continue
+            assert result.error is not None
+            kinds[result.error.kind.value] = kinds.get(result.error.kind.value, 0) + 1
+            message = result.error.message
+    return sent, kinds, message
+
+
+async def test_a_host_that_answers_only_503s_is_marked_down_not_crawled() -> None:
+    """Cut after cut with no success between them (2 x host_errors rounds) mark
+    the host down, as connection failures do: its other requests end at once
+    as host_down, instead of being crawled at the adapted floor (one request
+    every 10 s: about a day for these 900 attempts)."""
+    sent, kinds, message = await asyncio.wait_for(refused_everything(host_errors=5), 60)
+    assert sent < 300, sent
+    assert kinds.get("host_down", 0) > 200, kinds
+    assert sum(kinds.values()) == 300
+    assert "rounds in a row of 429s, 503s or timeouts" in message, message
+    assert "HTTP 503" in message, message

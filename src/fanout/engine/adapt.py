@@ -29,6 +29,7 @@ __all__ = [
     "ALPHA",
     "BETA",
     "BURST_SPAN",
+    "DRY_ROUNDS",
     "GAP",
     "KEEP",
     "MIN_RATE",
@@ -81,6 +82,13 @@ a wake-up that comes a timer tick late (1 ms on uvloop) then loses no token,
 so a high adapted rate is reached, in clumps far smaller than any server's
 own bucket."""
 
+DRY_ROUNDS: Final = 2
+"""Cuts in a row with no success between them, per ``host_errors``, after which
+the host is marked down like one that cannot be connected to (10 by
+default): a host that answers nothing but 429s, 503s or timeouts would
+otherwise be crawled at ``MIN_RATE`` for as long as it has requests, a day
+for a few thousand."""
+
 KEEP: Final = 60.0
 """Seconds an idle host's adapted state is remembered after its state is dropped."""
 
@@ -105,6 +113,7 @@ class Adaptive:
         "answered",
         "burst",
         "cut_at",
+        "dry",
         "last",
         "max_rate",
         "max_slots",
@@ -130,6 +139,7 @@ class Adaptive:
         self.acks = 0  # successes in the current round
         self.peak = 0.0  # the rate the first cut of the current congestion started from
         self.answered = False  # a success since the last cut
+        self.dry = 0  # cuts in a row with no success between them
 
     def congested(self, *, now: float, started: float, observed: float, in_flight: int) -> bool:
         """A congestion signal at ``now`` from an attempt that ``started`` then,
@@ -142,6 +152,7 @@ class Adaptive:
         if self.answered or base > self.peak:  # a new congestion, not the same one going on
             self.peak = base
             self.step = max(MIN_STEP, ALPHA * base)
+        self.dry = 1 if self.answered else self.dry + 1
         self.answered = False
         self.rate = max(MIN_RATE, BETA * base)
         self.slots = max(1, math.floor(BETA * min(in_flight, self.slots)))
@@ -160,6 +171,7 @@ class Adaptive:
         gap = now - self.last
         self.last = now
         self.answered = True
+        self.dry = 0
         if gap > 0.0:
             span = min(gap, GAP)
             regained = min(BETA * self.peak, self.max_rate)

@@ -1054,7 +1054,7 @@ class Fetcher:
             )
         ):
             return  # another failure, or a cool-down the server asked for (and was granted)
-        if self._sched.congested(host, end, start) and self._debug:
+        if self._sched.congested(host, end, start, error.message) and self._debug:
             adaptive = host.adaptive
             assert adaptive is not None
             logger.debug(
@@ -1384,7 +1384,15 @@ class Fetcher:
         ):
             if self._sched.host_failed(host, error.message) and self._debug:
                 logger.debug("host %s is down: its requests are skipped", shown_host(host.key))
-        elif sent:
+        elif sent and not (
+            self._adapt
+            and (
+                result.status in _COOL_DOWN_STATUSES
+                or (error is not None and error.kind is ErrorKind.TIMEOUT)
+            )
+        ):
+            # with adapt, a 429, 503 or timeout is no sign of health: it must not
+            # lift a down mark that rounds of them made (see Scheduler.congested)
             self._sched.host_reached(host)
 
     def _skip(self, item: _Item, reason: str) -> None:

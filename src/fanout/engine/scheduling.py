@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from fanout.engine.adapt import BURST_SPAN, KEEP, WINDOW, Adaptive
+from fanout.engine.adapt import BURST_SPAN, DRY_ROUNDS, KEEP, WINDOW, Adaptive
 from fanout.engine.hoststate import DOWN_FOR, HostMemory, Remembered, shown_host
 from fanout.engine.hoststats import HostCounters, HostSnapshot, HostTable, quantile
 from fanout.engine.ratelimit import TokenBucket
@@ -432,12 +432,14 @@ class Scheduler(Generic[T]):
 
     # ------------------------------------------------------------ adaptation
 
-    def congested(self, host: Host[T], now: float, started: float) -> bool:
+    def congested(self, host: Host[T], now: float, started: float, reason: str = "") -> bool:
         """A congestion signal from ``host`` (a 429 or 503 without Retry-After, a
-        timeout) at ``now``, for an attempt that ``started`` then, both on the
-        clock of its :class:`HostCounters`: its rate and slots are cut (see
-        :mod:`fanout.engine.adapt`), unless the attempt was in flight at the
-        last cut. True when they were."""
+        timeout; ``reason`` its message) at ``now``, for an attempt that
+        ``started`` then, both on the clock of its :class:`HostCounters`: its
+        rate and slots are cut (see :mod:`fanout.engine.adapt`), unless the
+        attempt was in flight at the last cut. True when they were. At
+        :data:`DRY_ROUNDS` times ``host_errors`` cuts with no success between
+        them, the host is marked down (never when ``host_errors`` is 0)."""
         adaptive = host.adaptive
         if adaptive is None:
             bucket = host.bucket
@@ -453,6 +455,14 @@ class Scheduler(Generic[T]):
         ):
             return False
         _apply(host)
+        errors = self._host_errors
+        if errors and adaptive.dry >= DRY_ROUNDS * errors and host.down is None:
+            where = shown_host(host.key)
+            host.down = shown(
+                f"skipped: {adaptive.dry} rounds in a row of 429s, 503s or timeouts"
+                f" from {where} with no other answer (the last: {reason})"
+            )
+            host.down_until = self.clock() + self._down_for
         return True
 
     def relieved(self, host: Host[T], now: float) -> None:
