@@ -367,7 +367,9 @@ class CurlTransport:
             setopt(pycurl.COPYPOSTFIELDS, body or b"")
         if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
             # a connection of its own: libcurl resends a request whose reused
-            # connection turns out closed, and a body must never be sent twice
+            # connection turns out closed, and a body must never be sent twice.
+            # HTTP/2 too: never a stream on a connection already in use (libcurl
+            # then resends only a stream refused unprocessed, REFUSED_STREAM).
             setopt(pycurl.FRESH_CONNECT, 1)
         setopt(pycurl.HTTPHEADER, [line.encode() for line in headers])  # UTF-8, as aiohttp
 
