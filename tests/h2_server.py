@@ -31,7 +31,8 @@ _HOLD_DEADLINE = 20.0
 class H2App:
     """The ASGI app. ``/hold?n=N`` holds requests in batches of N: a batch is
     answered once its N requests have all arrived (or after a deadline, with
-    504); ``/bytes?n=N`` sends N bytes; ``/status/N`` answers N; ``/to?url=U``
+    504; one whose stream is reset first is counted in ``resets``);
+    ``/bytes?n=N`` sends N bytes; ``/status/N`` answers N; ``/to?url=U``
     redirects to U; anything else answers ``ok``. A request's body is read."""
 
     connections: set[tuple[str, int]] = field(default_factory=set)
@@ -39,6 +40,7 @@ class H2App:
     methods: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
     in_flight: int = 0
     peak: int = 0
+    resets: int = 0  # held requests whose stream the client reset
     _batch: list[asyncio.Event] = field(default_factory=list)  # [the current batch's]
     _waiting: int = 0  # requests in the current batch
 
@@ -59,13 +61,18 @@ class H2App:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
-            status, headers, body = await self._answer(scope)
+            answer = await self._answer(scope, receive)
         finally:
             self.in_flight -= 1
+        if answer is None:  # the client reset the stream
+            return
+        status, headers, body = answer
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _answer(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _answer(
+        self, scope: Scope, receive: Callable[[], Awaitable[Message]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         path: str = scope["path"]
         query = dict(
             part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part
@@ -79,11 +86,19 @@ class H2App:
                 full.set()
                 self._batch.clear()
                 self._waiting = 0
-            try:
-                await asyncio.wait_for(full.wait(), _HOLD_DEADLINE)
-            except TimeoutError:
-                return 504, [], b"not enough requests arrived"
-            return 200, [], b"held"
+            released = asyncio.ensure_future(full.wait())
+            gone = asyncio.ensure_future(receive())  # http.disconnect: the stream was reset
+            done, pending = await asyncio.wait(
+                {released, gone}, timeout=_HOLD_DEADLINE, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            if released in done:
+                return 200, [], b"held"
+            if gone in done:
+                self.resets += 1
+                return None
+            return 504, [], b"not enough requests arrived"
         if path == "/bytes":
             return 200, [(b"content-type", b"text/plain")], b"x" * int(query["n"])
         if path.startswith("/status/"):

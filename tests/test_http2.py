@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,6 +118,28 @@ async def test_a_post_never_rides_a_connection_already_in_use(
     # a fresh connection: libcurl never resends a request it sent on it
     assert post_client != get_client
     assert app.versions == ["2"] * 3
+
+
+async def test_a_read_deadline_resets_the_stream_and_keeps_the_connection(
+    served: tuple[H2App, str, TLSFiles | None],
+) -> None:
+    app, base, tls = served
+    cacert = None if tls is None else tls.cacert
+    timeouts = Timeouts(read=0.5, total=30.0)
+    async with Fetcher(
+        transport="curl", http2=True, cacert=cacert, retry=ONCE, timeouts=timeouts
+    ) as fetcher:
+        [held] = await fetcher.gather([f"{base}/hold?n=99"])  # never answered
+        [after] = await fetcher.gather([f"{base}/"])
+        transport: Any = fetcher._transport
+        counts = transport.counts()
+    assert held.error is not None
+    assert held.error.kind is ErrorKind.TIMEOUT
+    assert held.error.message == "read deadline: no data for 0.5s"
+    assert after.status == 200, after.error
+    # one stream reset, not the connection the host's other streams share
+    assert len(app.connections) == 1
+    assert (counts["handles"], counts["gap_timers"]) == (0, 0)
 
 
 async def test_cleartext_http2_to_an_http1_server_is_a_protocol_failure(
