@@ -44,6 +44,7 @@ CHANGED: dict[str, Any] = {
     "server_hints": False,
     "adapt": False,
     "transport": "curl",
+    "http2": True,
 }
 
 # The command-line options that give each field its CHANGED value.
@@ -71,13 +72,14 @@ CLI_ARGS: dict[str, list[str]] = {
     "server_hints": ["--no-server-hints"],
     "adapt": ["--no-adapt"],
     "transport": ["--transport", "curl"],
+    "http2": ["--http2"],
 }  # fmt: skip
 # cacert and verify=False exclude each other, as a proxy and the guard's address
 # checks do, and the curl transport and the options it refuses: each run leaves
 # one of each pair out.
 LEFT_OUT = (
-    ("verify", "proxy", "transport"),
-    ("cacert", "deny_private", "allow_hosts", "deny_hosts", "transport"),
+    ("verify", "proxy", "transport", "http2"),
+    ("cacert", "deny_private", "allow_hosts", "deny_hosts", "transport", "http2"),
     ("verify", "deny_private", "allow_hosts", "deny_hosts", "nameservers", "proxy", "cookies",
      "robots"),
 )  # fmt: skip

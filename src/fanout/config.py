@@ -98,6 +98,11 @@ class FetcherConfig:
       ``nameservers``, ``proxy``, ``cookies`` and ``robots`` (and, in a
       Fetcher, ``session=`` and the environment's proxies): it cannot give
       their guarantees yet.
+    - ``http2=True`` (``--http2``; curl transport only): HTTP/2, prior
+      knowledge for http:// (the server must speak cleartext HTTP/2) and ALPN
+      for https:// (HTTP/1.1 when the server does not offer h2). A host's
+      requests share one connection, each a stream; ``limits.per_host``
+      counts streams.
 
     Change one with :func:`dataclasses.replace`, which checks the result again.
     """
@@ -127,6 +132,7 @@ class FetcherConfig:
     server_hints: bool = True
     adapt: bool = True
     transport: TransportName = field(default_factory=lambda: _environment_transport())
+    http2: bool = False
 
     def __post_init__(self) -> None:
         from fanout.net.guard import HostGuard
@@ -149,6 +155,7 @@ class FetcherConfig:
             "robots",
             "server_hints",
             "adapt",
+            "http2",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -193,6 +200,11 @@ class FetcherConfig:
             raise ConfigError(f"transport must be 'aiohttp' or 'curl', got {self.transport!r}")
         if self.transport == "curl":
             _check_curl(self)
+        elif self.http2:
+            raise ConfigError(
+                "--http2 needs --transport curl (http2=True needs transport 'curl'):"
+                " aiohttp speaks HTTP/1.1 only"
+            )
 
     def __repr__(self) -> str:
         # As dataclass's, without the values of credential headers (nor the proxy).
@@ -273,6 +285,7 @@ class FetcherOptions(TypedDict, total=False):
     server_hints: bool
     adapt: bool
     transport: TransportName
+    http2: bool
 
 
 def resolve_config(

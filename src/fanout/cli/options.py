@@ -300,6 +300,12 @@ _HTTP_OPTIONS = [
         "[default: FANOUT_TRANSPORT, else aiohttp]",
     ),
     click.option(
+        "--http2",
+        is_flag=True,
+        help="Speak HTTP/2 (needs --transport curl): prior knowledge for http://, ALPN for"
+        " https://; a host's requests share one connection, --per-host counting streams.",
+    ),
+    click.option(
         "--no-server-hints",
         is_flag=True,
         help="Ignore the quota servers advertise (RateLimit, X-RateLimit-*): by default a"
@@ -364,6 +370,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             robots=options["robots"],
             server_hints=not options["no_server_hints"],
             adapt=not options["no_adapt"],
+            http2=options["http2"],
             # not given: FANOUT_TRANSPORT, else aiohttp
             **({} if options["transport"] is None else {"transport": options["transport"]}),
         )

@@ -537,6 +537,7 @@ class Fetcher:
                 cacert=self.config.cacert,
                 verify=self.config.verify,
                 client_cert=self.config.client_cert,
+                http2=self.config.http2,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)

@@ -57,6 +57,8 @@ _SAFETY_INTERVAL: Final = 1.0
 _ACCEPT_ENCODING: Final = "gzip, deflate, br"
 # CURLE_TOO_LARGE (libcurl 8.6): a response header past libcurl's own limits.
 _E_TOO_LARGE: Final = 100
+# CURLE_HTTP2_STREAM (libcurl 7.49; pycurl names only CURLE_HTTP2): a stream reset.
+_E_HTTP2_STREAM: Final = 92
 # libcurl's codes by name (an FTP alias only where there is no other name)
 _NAMES: Final = {
     **{getattr(pycurl, name): f"CURL{name}" for name in dir(pycurl) if name.startswith("E_FTP")},
@@ -69,6 +71,7 @@ _NAMES: Final = {
     },
     8: "CURLE_WEIRD_SERVER_REPLY",
     _E_TOO_LARGE: "CURLE_TOO_LARGE",
+    _E_HTTP2_STREAM: "CURLE_HTTP2_STREAM",
 }
 _TLS_CODES: Final = frozenset(
     getattr(pycurl, name, -1)
@@ -228,6 +231,7 @@ class CurlTransport:
         cacert: StrPath | None = None,
         verify: bool = True,
         client_cert: tuple[StrPath, StrPath] | None = None,
+        http2: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeouts = timeouts
@@ -244,7 +248,11 @@ class CurlTransport:
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         multi.setopt(pycurl.M_MAX_TOTAL_CONNECTIONS, concurrency)
         multi.setopt(pycurl.M_MAXCONNECTS, concurrency)
-        multi.setopt(pycurl.M_PIPELINING, 0)  # HTTP/1.1, one request per connection at a time
+        # HTTP/1.1: one request per connection at a time. HTTP/2: a host's
+        # requests are streams on one connection (the engine's per-host slots
+        # bound them); a second one opens only past the server's stream limit.
+        multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX if http2 else pycurl.PIPE_NOTHING)
+        self._http2 = http2
         self._closed = False
 
     # ------------------------------------------------------------ counters
@@ -327,7 +335,15 @@ class CurlTransport:
         setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         setopt(pycurl.PATH_AS_IS, 1)
         setopt(pycurl.NOSIGNAL, 1)
-        setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        if not self._http2:
+            setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        else:
+            if url.scheme == "https":  # ALPN: h2 if the server offers it, else HTTP/1.1
+                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
+            else:  # cleartext: no upgrade round trip, the server must speak h2c
+                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
+            # wait for a connection being made to the host rather than open another
+            setopt(pycurl.PIPEWAIT, 1)
         setopt(pycurl.PROXY, "")  # never the environment's proxies
         setopt(pycurl.ACCEPT_ENCODING, _ACCEPT_ENCODING)
         setopt(pycurl.HEADERFUNCTION, transfer.on_header)
@@ -351,7 +367,9 @@ class CurlTransport:
             setopt(pycurl.COPYPOSTFIELDS, body or b"")
         if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
             # a connection of its own: libcurl resends a request whose reused
-            # connection turns out closed, and a body must never be sent twice
+            # connection turns out closed, and a body must never be sent twice.
+            # HTTP/2 too: never a stream on a connection already in use (libcurl
+            # then resends only a stream refused unprocessed, REFUSED_STREAM).
             setopt(pycurl.FRESH_CONNECT, 1)
         setopt(pycurl.HTTPHEADER, [line.encode() for line in headers])  # UTF-8, as aiohttp
 
@@ -437,6 +455,10 @@ class CurlTransport:
                 text = f"undecodable body: {message}"
         elif code == pycurl.E_PARTIAL_FILE:
             kind, text = ErrorKind.PROTOCOL, f"incomplete or malformed body: {message}"
+        elif code in (pycurl.E_HTTP2, _E_HTTP2_STREAM):
+            kind, text = ErrorKind.PROTOCOL, f"HTTP/2: {message}"
+            if url.scheme == "http" and not transfer.status:
+                text += " (--http2 speaks HTTP/2 to http:// servers unasked: prior knowledge)"
         elif code == pycurl.E_GOT_NOTHING:
             kind, text = ErrorKind.PROTOCOL, "server disconnected before a complete response"
         elif code in (pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR):
