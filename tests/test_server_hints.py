@@ -104,11 +104,12 @@ async def test_an_advertised_quota_is_kept_after_the_first_window(style: str) ->
 @pytest.mark.slow
 async def test_without_server_hints_the_quota_is_overrun() -> None:
     """The same run with the hints ignored: the retries and the next requests
-    come before the reset, and are refused (this is what the hints prevent)."""
+    come before the reset, and are refused (this is what the hints prevent).
+    Adaptation is off too: it would learn the pace from the 429s themselves."""
     retry = RetryPolicy(attempts=20, backoff=0.1, backoff_max=0.2)  # spans windows
     async with (
         quota_server("draft") as server,
-        Fetcher(retry=retry, server_hints=False) as fetcher,
+        Fetcher(retry=retry, server_hints=False, adapt=False) as fetcher,
     ):
         await fetcher.gather([f"{server.url}/{n}" for n in range(3 * QUOTA)])
     assert server.late_refusals() > 0
