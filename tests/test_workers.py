@@ -4,6 +4,7 @@ one writer. Real processes, real signals, real loopback servers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -144,6 +145,7 @@ def test_two_workers_write_the_records_one_process_writes(tmp_path: Path) -> Non
     stats = [(tmp_path / f"stats{n}.json").read_text() for n in "12"]
     assert '"duplicates": 1' in stats[1]
     assert '"failed": 2' in stats[1]
+    assert [json.loads(text)["transport"] for text in stats] == ["aiohttp", "aiohttp"]
 
 
 def test_ordered_output_with_workers_is_in_input_order(tmp_path: Path) -> None:

@@ -279,6 +279,7 @@ class _Pool:
         hosts.sort(key=lambda h: (h["in_flight"], h["requests_per_s"], h["requests"]), reverse=True)
         self.state.stats.dns = dns
         self.state.stats.hosts = hosts[:10]
+        self.state.stats.transport = self.job.config.transport  # each worker's
 
     async def stop(self, collectors: list[asyncio.Task[None]]) -> None:
         """Stop every worker; write what they send back, for at most STOP_DEADLINE."""
