@@ -70,6 +70,16 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def _started_workers(pid: int) -> list[int]:
+    """The children of ``pid`` that run the worker's program (exec done)."""
+    found = []
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            if b"fanout.jobs.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
+
 def _gone(pids: list[int]) -> bool:
     for pid in pids:
         try:
@@ -302,6 +312,25 @@ def test_a_worker_killed_ends_the_job_in_one_line_and_resume_is_exact(tmp_path: 
         assert _gone(workers)
         assert _lines(output) < len(urls)
         _exact_after_resume(tmp_path, command, urls)
+
+
+def test_ctrl_c_as_the_workers_start_is_the_parents_alone(tmp_path: Path) -> None:
+    """Ctrl-C reaches the terminal's foreground process group: the workers are
+    in one of their own (the parent stops them), so one pressed while they are
+    still importing (before they ignore SIGINT) prints no traceback of theirs."""
+    with ServerThread(hosts=HOSTS, latency=0.05) as server:
+        _, command = _slow_run(tmp_path, server, "ctrl-c")
+        command.remove("-q")
+        process = _popen(command, cwd=tmp_path, stderr=subprocess.PIPE, process_group=0)
+        _wait_for(lambda: len(_started_workers(process.pid)) == 2, process)
+        workers = _started_workers(process.pid)
+        assert all(os.getpgid(pid) != process.pid for pid in workers)
+        os.killpg(process.pid, signal.SIGINT)  # at once: the workers are starting
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert b"Traceback" not in stderr, stderr
+    assert b"KeyboardInterrupt" not in stderr
+    assert _gone(workers)
 
 
 # ------------------------------------------------------------------ bad options

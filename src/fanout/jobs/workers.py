@@ -162,6 +162,10 @@ class _Pool:
                 "fanout.jobs.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # a session (process group) of its own: the terminal's Ctrl-C is the
+                # parent's alone (a worker still importing would die of it, with a
+                # traceback); uvloop takes no process_group
+                start_new_session=True,
             )
             limits = config.limits
             worker = _Worker(number, process, limits.effective_window + limits.effective_parked)
