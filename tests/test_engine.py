@@ -429,6 +429,53 @@ async def test_an_idle_kept_alive_connection_outlives_the_read_deadline(
     assert second.ok, second.error
 
 
+@pytest.mark.parametrize(
+    ("head", "trickled", "rest"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: abcdef", b"\r\nContent-Length: 2\r\n\r\nok"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 22\r\n\r\n",
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff",  # gzip's header: nothing decoded
+            b"\xcb\xcf\x06\x00\x47\xdd\xdc\x79\x02\x00\x00\x00",
+        ),
+    ],
+    ids=["header-line", "gzip-header"],
+)
+async def test_the_read_deadline_counts_every_byte_received(
+    head: bytes, trickled: bytes, rest: bytes
+) -> None:
+    """The read deadline is the longest gap between bytes, not between whole
+    header lines or decoded chunks: a response sent a byte every 0.2 s is read
+    with a read deadline of 1 s."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head)
+            for byte in trickled:
+                await writer.drain()
+                await asyncio.sleep(0.2)  # the behaviour under test: a gap well under 1 s
+                writer.write(bytes([byte]))
+            writer.write(rest)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the client gave up (the bug this test catches)
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    timeouts = Timeouts(read=1.0, total=60.0)
+    try:
+        async with Fetcher(timeouts=timeouts, retry=RetryPolicy(attempts=1)) as fetcher:
+            (result,) = await fetcher.gather([f"http://127.0.0.1:{port}/"])
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert result.ok, result.error
+    assert result.body == b"ok"
+
+
 async def test_the_lazy_read_deadline_is_in_use() -> None:
     """A canary: if aiohttp changes the internals the lazy read deadline replaces,
     fanout falls back to aiohttp's own (correct, slower) and this says so.

@@ -4,6 +4,7 @@ one writer. Real processes, real signals, real loopback servers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -67,6 +68,16 @@ def _children(pid: int) -> list[int]:
             if fields.get("PPid", "").strip() == str(pid):
                 found.append(int(status.parent.name))
     return sorted(found)
+
+
+def _started_workers(pid: int) -> list[int]:
+    """The children of ``pid`` that run the worker's program (exec done)."""
+    found = []
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            if b"fanout.jobs.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
 
 
 def _gone(pids: list[int]) -> bool:
@@ -144,6 +155,7 @@ def test_two_workers_write_the_records_one_process_writes(tmp_path: Path) -> Non
     stats = [(tmp_path / f"stats{n}.json").read_text() for n in "12"]
     assert '"duplicates": 1' in stats[1]
     assert '"failed": 2' in stats[1]
+    assert [json.loads(text)["transport"] for text in stats] == ["aiohttp", "aiohttp"]
 
 
 def test_ordered_output_with_workers_is_in_input_order(tmp_path: Path) -> None:
@@ -300,6 +312,25 @@ def test_a_worker_killed_ends_the_job_in_one_line_and_resume_is_exact(tmp_path: 
         assert _gone(workers)
         assert _lines(output) < len(urls)
         _exact_after_resume(tmp_path, command, urls)
+
+
+def test_ctrl_c_as_the_workers_start_is_the_parents_alone(tmp_path: Path) -> None:
+    """Ctrl-C reaches the terminal's foreground process group: the workers are
+    in one of their own (the parent stops them), so one pressed while they are
+    still importing (before they ignore SIGINT) prints no traceback of theirs."""
+    with ServerThread(hosts=HOSTS, latency=0.05) as server:
+        _, command = _slow_run(tmp_path, server, "ctrl-c")
+        command.remove("-q")
+        process = _popen(command, cwd=tmp_path, stderr=subprocess.PIPE, process_group=0)
+        _wait_for(lambda: len(_started_workers(process.pid)) == 2, process)
+        workers = _started_workers(process.pid)
+        assert all(os.getpgid(pid) != process.pid for pid in workers)
+        os.killpg(process.pid, signal.SIGINT)  # at once: the workers are starting
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert b"Traceback" not in stderr, stderr
+    assert b"KeyboardInterrupt" not in stderr
+    assert _gone(workers)
 
 
 # ------------------------------------------------------------------ bad options

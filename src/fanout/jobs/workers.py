@@ -162,6 +162,10 @@ class _Pool:
                 "fanout.jobs.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # a session (process group) of its own: the terminal's Ctrl-C is the
+                # parent's alone (a worker still importing would die of it, with a
+                # traceback); uvloop takes no process_group
+                start_new_session=True,
             )
             limits = config.limits
             worker = _Worker(number, process, limits.effective_window + limits.effective_parked)
@@ -279,6 +283,7 @@ class _Pool:
         hosts.sort(key=lambda h: (h["in_flight"], h["requests_per_s"], h["requests"]), reverse=True)
         self.state.stats.dns = dns
         self.state.stats.hosts = hosts[:10]
+        self.state.stats.transport = self.job.config.transport  # each worker's
 
     async def stop(self, collectors: list[asyncio.Task[None]]) -> None:
         """Stop every worker; write what they send back, for at most STOP_DEADLINE."""

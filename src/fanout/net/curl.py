@@ -25,7 +25,9 @@ import contextlib
 import hashlib
 import io
 import os
+import socket
 import ssl
+import struct
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -97,6 +99,8 @@ _VERIFY_CODES: Final = frozenset(
     getattr(pycurl, name, -1) for name in ("E_PEER_FAILED_VERIFICATION", "E_SSL_PEER_CERTIFICATE")
 )
 _UNSENT_ATTRIBUTE: Final = "_fanout_unsent"
+# struct tcp_info's tcpi_last_data_recv (milliseconds), at offset 52 on Linux
+_TCPI_LAST_DATA_RECV: Final = struct.Struct("=I")
 
 
 class CurlError(Exception):
@@ -515,6 +519,8 @@ class CurlTransport:
             pretransfer = transfer.curl.getinfo(pycurl.PRETRANSFER_TIME)
             last = max(last, transfer.started + pretransfer)
         if now - last >= read:
+            last = max(last, _last_received(transfer.curl, now))
+        if now - last >= read:
             self._remove(transfer)
             failure = Failure(
                 ErrorKind.TIMEOUT,
@@ -649,6 +655,25 @@ class CurlTransport:
             self._loop.remove_reader(fd)
             self._loop.remove_writer(fd)
         self._sockets.clear()
+
+
+def _last_received(curl: Any, now: float) -> float:
+    """The loop's time when the transfer's socket last received data, by the
+    kernel's count (Linux's TCP_INFO), else 0.0: libcurl reports a header
+    only once its line is whole, and a compressed body once it decodes to
+    something, while the read deadline is the longest gap between bytes."""
+    try:
+        fd = curl.getinfo(pycurl.ACTIVESOCKET)
+        if fd < 0:
+            return 0.0
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (OSError, AttributeError, pycurl.error):  # AttributeError: no TCP_INFO here
+        return 0.0
+    if len(info) < _TCPI_LAST_DATA_RECV.size + 52:
+        return 0.0
+    idle_ms: int = _TCPI_LAST_DATA_RECV.unpack_from(info, 52)[0]
+    return now - idle_ms / 1000
 
 
 def _header_lines(
