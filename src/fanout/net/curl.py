@@ -185,7 +185,12 @@ class _Transfer:
                 self.redirect = True
                 return None
             max_bytes = self.max_bytes
-            if max_bytes is not None and "Content-Encoding" not in headers:
+            # a 204's or 304's Content-Length (a HEAD's: max_bytes is None) is no body
+            if (
+                max_bytes is not None
+                and status not in (204, 304)
+                and "Content-Encoding" not in headers
+            ):
                 length = headers.get("Content-Length", "")
                 if length.isdigit() and int(length) > max_bytes:
                     self.abort = Failure(
@@ -329,7 +334,7 @@ class CurlTransport:
         transfer.reason = ""
         transfer.done = transfer.redirect = transfer.ended = False
         transfer.redirects = caps.max_redirects > 0
-        transfer.max_bytes = caps.max_bytes
+        transfer.max_bytes = caps.max_bytes  # None for a HEAD, below
         transfer.size = 0
         transfer.kept = io.BytesIO() if keep_body else None
         transfer.digest = None if keep_body else hashlib.sha256()
@@ -364,6 +369,7 @@ class CurlTransport:
         headers = _header_lines(url, self._defaults, given, skip, body is not None)
         if method == "HEAD":
             setopt(pycurl.NOBODY, 1)
+            transfer.max_bytes = None  # its Content-Length is the GET's, not a body
         elif method != "GET" or body is not None:
             setopt(pycurl.CUSTOMREQUEST, method)
         if body is not None or method in ("POST", "PUT", "PATCH"):

@@ -375,6 +375,8 @@ async def exchange(
             return Result(request, status, str(url), response.headers)
         max_bytes = caps.max_bytes
         length = response.content_length
+        if method == "HEAD" or status in (204, 304):
+            length = 0  # the Content-Length of a body not sent: aiohttp reads none
         identity = "Content-Encoding" not in response.headers
         if identity and length is not None and (max_bytes is None or length <= max_bytes):
             # Fast path: the length is known and within the cap, and aiohttp stops
