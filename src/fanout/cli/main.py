@@ -25,13 +25,14 @@ from fanout.cli.exit_status import for_signal
 from fanout.cli.options import (
     DELAY,
     DURATION,
-    METHOD,
     FilePath,
     check_files,
     debug_option,
     enable_debug,
     http_options,
+    input_options,
     parsed,
+    request_options,
 )
 from fanout.errors import FanoutError
 
@@ -126,26 +127,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     redact_logs()  # a URL's credentials never reach a log
 
 
-_INPUT_FILE = FilePath(dir_okay=False, allow_dash=True)
 _OUTPUT_FILE = FilePath(dir_okay=False, allow_dash=True, readable=False)
 
 
 @cli.command()
 @click.argument("urls", nargs=-1)
-@click.option(
-    "-i",
-    "--input",
-    "input_path",
-    type=_INPUT_FILE,
-    metavar="FILE",
-    help="URLs, one per line ('-' for stdin).",
-)
-@click.option(
-    "--jsonl-input",
-    type=_INPUT_FILE,
-    metavar="FILE",
-    help="Request objects, one JSON per line ('-' for stdin).",
-)
+@input_options
 @click.option(
     "-o",
     "--output",
@@ -158,15 +145,7 @@ _OUTPUT_FILE = FilePath(dir_okay=False, allow_dash=True, readable=False)
     "--out-dir", type=FilePath(file_okay=False, path_type=Path), help="Save each body here."
 )
 @http_options
-@click.option(
-    "-X",
-    "--method",
-    default="GET",
-    callback=METHOD,
-    metavar="METHOD",
-    help="HTTP method for URL inputs (an HTTP token; upper-cased).",
-)
-@click.option("--data", help="Request body for URL inputs (sent as UTF-8).")
+@request_options
 @click.option("--ordered", is_flag=True, help="Write records in input order, not as they complete.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failure.")
 @click.option(

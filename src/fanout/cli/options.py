@@ -528,3 +528,52 @@ def _no_directory(path: Path) -> str | None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         return f"cannot create files in '{_shown(ancestor)}'"
     return None
+
+
+# -------------------------------------------------------------- inputs
+
+_INPUT_FILE = FilePath(dir_okay=False, allow_dash=True)
+
+_INPUT_OPTIONS = [
+    click.option(
+        "-i",
+        "--input",
+        "input_path",
+        type=_INPUT_FILE,
+        metavar="FILE",
+        help="URLs, one per line ('-' for stdin).",
+    ),
+    click.option(
+        "--jsonl-input",
+        type=_INPUT_FILE,
+        metavar="FILE",
+        help="Request objects, one JSON per line ('-' for stdin).",
+    ),
+]
+
+_REQUEST_OPTIONS = [
+    click.option(
+        "-X",
+        "--method",
+        default="GET",
+        callback=METHOD,
+        metavar="METHOD",
+        help="HTTP method for URL inputs (an HTTP token; upper-cased).",
+    ),
+    click.option("--data", help="Request body for URL inputs (sent as UTF-8)."),
+]
+
+
+def input_options(command: F) -> F:
+    """Add where the requests are read (-i, --jsonl-input) to a click command
+    (fanout fetch, fanout submit)."""
+    for option in reversed(_INPUT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def request_options(command: F) -> F:
+    """Add the method and body of URL inputs (-X, --data) to a click command."""
+    for option in reversed(_REQUEST_OPTIONS):
+        command = option(command)
+    return command

@@ -17,17 +17,16 @@ from fanout.cli.main import RETRY_KINDS
 from fanout.cli.options import (
     DELAY,
     DURATION,
-    METHOD,
     FilePath,
     check_files,
     debug_option,
     fetcher_config,
     http_options,
+    input_options,
+    request_options,
 )
 
 __all__ = ["queue_options", "submit", "worker"]
-
-_INPUT_FILE = FilePath(dir_okay=False, allow_dash=True)
 
 
 def _need_redis() -> None:
@@ -57,29 +56,8 @@ def queue_options(command: Any) -> Any:
 @click.command()
 @click.argument("urls", nargs=-1)
 @queue_options
-@click.option(
-    "-i",
-    "--input",
-    "input_path",
-    type=_INPUT_FILE,
-    metavar="FILE",
-    help="URLs, one per line ('-' for stdin).",
-)
-@click.option(
-    "--jsonl-input",
-    type=_INPUT_FILE,
-    metavar="FILE",
-    help="Request objects, one JSON per line ('-' for stdin).",
-)
-@click.option(
-    "-X",
-    "--method",
-    default="GET",
-    callback=METHOD,
-    metavar="METHOD",
-    help="HTTP method for URL inputs (an HTTP token; upper-cased).",
-)
-@click.option("--data", help="Request body for URL inputs (sent as UTF-8).")
+@input_options
+@request_options
 @click.option(
     "--retry-failed",
     is_flag=True,
