@@ -272,16 +272,23 @@ def aggregate(ctx: click.Context, /, **options: Any) -> None:
 
         ctx.exit(interrupted(exc, "no report (it is printed once every request is done)"))
     from fanout.aggregation.render import render_csv, render_json, render_table
+    from fanout.cli.stdout import write_all
 
     fmt = options["output_format"]
     if fmt == "json":
-        click.echo(render_json(report))
+        write_all(render_json(report) + "\n")
     elif fmt == "csv":
-        click.echo(render_csv(report), nl=False)
+        write_all(render_csv(report))
     else:
         from rich.console import Console
 
-        render_table(report, _stdout_console(Console))
+        console = _stdout_console(Console)
+        if console.is_terminal:
+            render_table(report, console)
+        else:  # rendered whole, then written whole (see fanout.cli.stdout)
+            with console.capture() as captured:
+                render_table(report, console)
+            write_all(captured.get())
     source = report.source
     if source is not None and source.error is not None:
         click.echo(f"fanout: error: --from {source.url}: {source.error}", err=True)
