@@ -115,19 +115,23 @@ class _Transfer:
     __slots__ = (
         "abort",
         "clock",
+        "configured",
         "curl",
         "digest",
         "done",
         "ended",
         "future",
         "gap",
+        "header_lines",
         "headers",
         "kept",
         "last",
         "max_bytes",
+        "plain",
         "reason",
         "redirect",
         "redirects",
+        "scheme",
         "size",
         "started",
         "status",
@@ -152,6 +156,12 @@ class _Transfer:
         self.ended = False  # a redirect's body stopped early on purpose
         self.last = 0.0  # the loop's time of the last byte
         self.started = 0.0
+        # The fixed options are set (once per handle, not per transfer) and the
+        # last transfer set no per-request option beyond URL, headers, version.
+        self.configured = False
+        self.plain = False
+        self.header_lines: list[bytes] | None = None  # the HTTPHEADER list set last
+        self.scheme = ""  # the scheme whose HTTP_VERSION is set
 
     def on_header(self, line: bytes) -> int | None:
         self.last = self.clock()
@@ -236,6 +246,10 @@ class CurlTransport:
         self._loop = asyncio.get_running_loop()
         self._timeouts = timeouts
         self._defaults = dict(headers)
+        # the header lines of a request with no headers, body or credentials of its own
+        self._plain_lines = [
+            line.encode() for line in _header_lines(False, self._defaults, None, (), False)
+        ]
         self._pool: list[_Transfer] = []
         self._pool_size = concurrency
         self._active: dict[Any, _Transfer] = {}  # the Curl handle in the multi: its transfer
@@ -319,7 +333,6 @@ class CurlTransport:
         hop: Hop | None,
     ) -> None:
         curl = transfer.curl
-        curl.reset()
         transfer.headers = CIMultiDict()
         transfer.status = 0
         transfer.reason = ""
@@ -331,17 +344,68 @@ class CurlTransport:
         transfer.digest = None if keep_body else hashlib.sha256()
         transfer.abort = None
         setopt = curl.setopt
-        setopt(pycurl.URL, str(url))
+        if not transfer.plain:  # a method, body or fresh connection of the last one
+            if transfer.configured:
+                curl.reset()
+            self._configure(transfer)
+        transfer.plain = False  # until every option of this one is set
+        text = str(url)
+        setopt(pycurl.URL, text)
+        if self._http2 and transfer.scheme != url.scheme:
+            transfer.scheme = url.scheme
+            if url.scheme == "https":  # ALPN: h2 if the server offers it, else HTTP/1.1
+                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
+            else:  # cleartext: no upgrade round trip, the server must speak h2c
+                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
+        if hop is not None:
+            method, body, given, skip = hop.method, hop.body, hop.headers, hop.skip
+        else:
+            method, body, given, skip = request.method, request.body, request.headers, ()
+        if not given and not skip and body is None and "@" not in text:
+            lines = self._plain_lines  # the same list each time: set once per handle
+        else:
+            lines = [
+                line.encode()  # UTF-8, as aiohttp
+                for line in _header_lines(
+                    url.raw_user is not None or url.raw_password is not None,
+                    self._defaults,
+                    given,
+                    skip,
+                    body is not None,
+                )
+            ]
+        if lines is not transfer.header_lines:
+            setopt(pycurl.HTTPHEADER, lines)
+            transfer.header_lines = lines
+        plain = True
+        if method == "HEAD":
+            setopt(pycurl.NOBODY, 1)
+            plain = False
+        elif method != "GET" or body is not None:
+            setopt(pycurl.CUSTOMREQUEST, method)
+            plain = False
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            setopt(pycurl.POSTFIELDSIZE_LARGE, 0 if body is None else len(body))
+            setopt(pycurl.COPYPOSTFIELDS, body or b"")
+            plain = False
+        if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
+            # a connection of its own: libcurl resends a request whose reused
+            # connection turns out closed, and a body must never be sent twice.
+            # HTTP/2 too: never a stream on a connection already in use (libcurl
+            # then resends only a stream refused unprocessed, REFUSED_STREAM).
+            setopt(pycurl.FRESH_CONNECT, 1)
+            plain = False
+        transfer.plain = plain
+
+    def _configure(self, transfer: _Transfer) -> None:
+        """Set the options every transfer of this transport shares (after a reset)."""
+        setopt = transfer.curl.setopt
         setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         setopt(pycurl.PATH_AS_IS, 1)
         setopt(pycurl.NOSIGNAL, 1)
         if not self._http2:
             setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         else:
-            if url.scheme == "https":  # ALPN: h2 if the server offers it, else HTTP/1.1
-                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
-            else:  # cleartext: no upgrade round trip, the server must speak h2c
-                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
             # wait for a connection being made to the host rather than open another
             setopt(pycurl.PIPEWAIT, 1)
         setopt(pycurl.PROXY, "")  # never the environment's proxies
@@ -353,25 +417,9 @@ class CurlTransport:
             setopt(pycurl.CONNECTTIMEOUT_MS, max(1, round(connect * 1000)))
         for option, value in self._tls:
             setopt(option, value)
-        if hop is not None:
-            method, body, given, skip = hop.method, hop.body, hop.headers, hop.skip
-        else:
-            method, body, given, skip = request.method, request.body, request.headers, ()
-        headers = _header_lines(url, self._defaults, given, skip, body is not None)
-        if method == "HEAD":
-            setopt(pycurl.NOBODY, 1)
-        elif method != "GET" or body is not None:
-            setopt(pycurl.CUSTOMREQUEST, method)
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            setopt(pycurl.POSTFIELDSIZE_LARGE, 0 if body is None else len(body))
-            setopt(pycurl.COPYPOSTFIELDS, body or b"")
-        if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
-            # a connection of its own: libcurl resends a request whose reused
-            # connection turns out closed, and a body must never be sent twice.
-            # HTTP/2 too: never a stream on a connection already in use (libcurl
-            # then resends only a stream refused unprocessed, REFUSED_STREAM).
-            setopt(pycurl.FRESH_CONNECT, 1)
-        setopt(pycurl.HTTPHEADER, [line.encode() for line in headers])  # UTF-8, as aiohttp
+        transfer.configured = True
+        transfer.header_lines = None
+        transfer.scheme = ""
 
     def _result(
         self,
@@ -652,7 +700,7 @@ class CurlTransport:
 
 
 def _header_lines(
-    url: URL,
+    credentials: bool,
     defaults: Mapping[str, str],
     given: Mapping[str, str] | None,
     skip: tuple[str, ...],
@@ -660,7 +708,7 @@ def _header_lines(
 ) -> list[str]:
     """The request's header lines for libcurl: the given headers, the defaults
     they do not set and ``skip`` does not name, libcurl's own left out where
-    ``skip`` names them. A URL with credentials sends them as its Authorization."""
+    ``skip`` names them. A URL with ``credentials`` sends them as its Authorization."""
     headers = dict(given or {})
     named = {name.lower() for name in headers}
     skipped = {name.lower() for name in skip}
@@ -668,7 +716,7 @@ def _header_lines(
         if name.lower() not in named and name.lower() not in skipped:
             headers[name] = value
             named.add(name.lower())
-    if url.raw_user is not None or url.raw_password is not None:
+    if credentials:
         headers = {name: v for name, v in headers.items() if name.lower() != "authorization"}
         named.discard("authorization")
     lines = [f"{name}: {value}" if value else f"{name};" for name, value in headers.items()]
