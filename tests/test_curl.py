@@ -125,6 +125,33 @@ async def test_a_post_is_sent_once_on_a_connection_of_its_own(server: DemoServer
     assert headers["User-Agent"].startswith("fanout/")
 
 
+async def test_a_pooled_handle_keeps_nothing_of_the_request_before(server: DemoServer) -> None:
+    # one handle for every request: a HEAD's, a POST's or a header's option
+    # must not reach the plain GET after it
+    echo = f"{server.url}/echo"
+    requests = [
+        Request(echo, method="HEAD"),
+        Request(echo),
+        Request(echo, method="POST", body=b"payload"),
+        Request(echo),
+        Request(echo, method="DELETE"),
+        Request(echo),
+        Request(echo, headers={"X-Once": "1"}),
+        Request(echo),
+    ]
+    async with Fetcher(transport="curl", limits=Limits(concurrency=1), retry=ONCE) as fetcher:
+        results = [(await fetcher.gather([request]))[0] for request in requests]
+    assert all(result.ok for result in results), [result.error for result in results]
+    assert results[0].body == b""
+    assert results[6].json()["headers"]["X-Once"] == "1"
+    for result in results[1::2]:
+        echoed = result.json()
+        assert echoed["method"] == "GET"
+        assert echoed["body"] == ""
+        assert "X-Once" not in echoed["headers"]
+        assert "Content-Length" not in echoed["headers"]
+
+
 def test_missing_pycurl_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pycurl", None)  # import pycurl raises ImportError
     with pytest.raises(ConfigError, match=r"needs pycurl.*pip install 'fanout\[curl\]'"):
