@@ -11,8 +11,9 @@ The engine keeps what it does on aiohttp: redirects (libcurl follows none),
 the total deadline (it cancels :meth:`CurlTransport.exchange`, which removes
 the transfer from the multi at once), retries and per-host limits. The
 connect deadline is libcurl's (``CONNECTTIMEOUT_MS``, the DNS lookup
-included); the read deadline (the longest gap between bytes) is a lazy loop
-timer per transfer, as on aiohttp. ``max_bytes`` is counted on the decoded
+included); the read deadline (the longest gap between bytes) is one lazy loop
+timer for all transfers, due at the earliest of their deadlines, which then
+checks them all. ``max_bytes`` is counted on the decoded
 body as it comes (gzip, deflate, br). Only what this module can guarantee
 is offered: the options it cannot honour are refused with the curl
 transport (:data:`fanout.net.transports.CURL_REFUSES`).
@@ -121,7 +122,6 @@ class _Transfer:
         "done",
         "ended",
         "future",
-        "gap",
         "header_lines",
         "headers",
         "kept",
@@ -141,7 +141,6 @@ class _Transfer:
         self.clock = clock  # the loop's
         self.curl = pycurl.Curl()
         self.future: asyncio.Future[tuple[int, str]] | None = None
-        self.gap: asyncio.TimerHandle | None = None
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.status = 0
         self.reason = ""
@@ -256,6 +255,7 @@ class CurlTransport:
         self._sockets: dict[int, int] = {}  # fd: the events watched (pycurl.POLL_*)
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._safety: asyncio.TimerHandle | None = None
+        self._gaps: asyncio.TimerHandle | None = None  # the read deadlines' sweep
         self._tls = _tls_options(cacert, verify, client_cert)
         multi = self._multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
@@ -277,7 +277,7 @@ class CurlTransport:
         return {
             "handles": len(self._active),
             "sockets": len(self._sockets),
-            "gap_timers": sum(t.gap is not None for t in (*self._active.values(), *self._pool)),
+            "gap_timers": int(self._gaps is not None),
             "timer": int(self._timer is not None),
         }
 
@@ -307,9 +307,11 @@ class CurlTransport:
             transfer.started = transfer.last = self._loop.time()
             self._active[curl] = transfer
             self._multi.add_handle(curl)
-            read = self._timeouts.read
-            if read is not None:
-                transfer.gap = self._loop.call_at(transfer.started + read, self._gap, transfer)
+            # armed, the sweep is due no later than this transfer's deadline
+            if self._gaps is None and self._timeouts.read is not None:
+                self._gaps = self._loop.call_at(
+                    transfer.started + self._timeouts.read, self._sweep_gaps
+                )
             self._arm_safety()
             try:
                 code, message = await future
@@ -547,42 +549,49 @@ class CurlTransport:
         except pycurl.error:
             return True
 
-    def _gap(self, transfer: _Transfer) -> None:
-        """The read deadline's lazy timer: the transfer ends when no byte came
-        for ``timeouts.read`` once connected, else the timer moves on."""
-        transfer.gap = None
-        future = transfer.future
+    def _sweep_gaps(self) -> None:
+        """The read deadline's lazy timer: a transfer ends when no byte came for
+        ``timeouts.read`` once connected; the timer moves on to the earliest
+        deadline of the others."""
+        self._gaps = None
         read = self._timeouts.read
-        if future is None or future.done() or read is None:
+        if read is None:
             return
         now = self._loop.time()
-        last = transfer.last
-        if not self._connected(transfer):
-            last = now  # the connect deadline is libcurl's
-        else:
-            pretransfer = transfer.curl.getinfo(pycurl.PRETRANSFER_TIME)
-            last = max(last, transfer.started + pretransfer)
-        if now - last >= read:
-            self._remove(transfer)
-            failure = Failure(
-                ErrorKind.TIMEOUT,
-                f"read deadline: no data for {read:g}s",
-                "CURLE_OPERATION_TIMEDOUT",
-            )
-            future.set_exception(CurlError(failure, True))
-        else:
-            transfer.gap = self._loop.call_at(last + read, self._gap, transfer)
+        due = float("inf")
+        for transfer in list(self._active.values()):
+            future = transfer.future
+            if future is None or future.done():
+                continue
+            last = transfer.last
+            if not self._connected(transfer):
+                last = now  # the connect deadline is libcurl's
+            else:
+                pretransfer = transfer.curl.getinfo(pycurl.PRETRANSFER_TIME)
+                last = max(last, transfer.started + pretransfer)
+            if now - last >= read:
+                self._remove(transfer)
+                failure = Failure(
+                    ErrorKind.TIMEOUT,
+                    f"read deadline: no data for {read:g}s",
+                    "CURLE_OPERATION_TIMEDOUT",
+                )
+                future.set_exception(CurlError(failure, True))
+            else:
+                due = min(due, last + read)
+        if self._active and due != float("inf") and not self._closed:
+            self._gaps = self._loop.call_at(due, self._sweep_gaps)
 
     def _remove(self, transfer: _Transfer) -> None:
         """Take ``transfer`` out of the multi now (its connection is closed unless complete)."""
         if self._active.pop(transfer.curl, None) is not None:
             with contextlib.suppress(pycurl.error):  # never added (add_handle failed)
                 self._multi.remove_handle(transfer.curl)
-        if transfer.gap is not None:
-            transfer.gap.cancel()
-            transfer.gap = None
         if not self._active:
             self._disarm_safety()
+            if self._gaps is not None:
+                self._gaps.cancel()
+                self._gaps = None
 
     def _release(self, transfer: _Transfer) -> None:
         self._remove(transfer)
