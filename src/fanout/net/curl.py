@@ -254,6 +254,8 @@ class CurlTransport:
         self._active: dict[Any, _Transfer] = {}  # the Curl handle in the multi: its transfer
         self._sockets: dict[int, int] = {}  # fd: the events watched (pycurl.POLL_*)
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer_at = 0.0  # the loop's time the armed timer fires
+        self._due: float | None = None  # the loop's time libcurl asked for last
         self._safety: asyncio.TimerHandle | None = None
         self._gaps: asyncio.TimerHandle | None = None  # the read deadlines' sweep
         self._tls = _tls_options(cacert, verify, client_cert)
@@ -625,18 +627,36 @@ class CurlTransport:
             self._sockets[fd] = what
 
     def _on_timer(self, timeout_ms: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if timeout_ms < 0 or self._closed:
+            self._due = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             return
+        now = self._loop.time()
+        due = self._due = now + timeout_ms / 1000
+        # A timer armed to fire no later than this is kept (it then moves on to
+        # ``due``): libcurl moves its timer on at almost every transfer.
+        if self._timer is not None:
+            if self._timer_at <= due:
+                return
+            self._timer.cancel()
+        self._timer_at = due
         if timeout_ms == 0:  # not from inside libcurl's own call
             self._timer = self._loop.call_soon(self._on_timeout)
         else:
-            self._timer = self._loop.call_later(timeout_ms / 1000, self._on_timeout)
+            self._timer = self._loop.call_at(due, self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if due > self._loop.time():  # moved on since armed
+            self._timer_at = due
+            self._timer = self._loop.call_at(due, self._on_timeout)
+            return
+        self._due = None
         self._act(pycurl.SOCKET_TIMEOUT, 0)
 
     def _act(self, fd: int, events: int) -> None:
