@@ -11,6 +11,9 @@ kernel's work (the sockets' system calls), the same for both, is not
 counted, so the wall-clock ratio lies nearer 1 than this one.
 
     python benchmarks/instructions.py [--sizes 1000 3000] [--loops asyncio uvloop run]
+        [--contenders raw_aiohttp fanout_stream fanout_curl_stream]
+
+``fanout_curl_stream`` is ``stream`` on the curl transport (pycurl installed).
 
 ``run`` is :func:`fanout.runtime.run` (uvloop, the collector's threshold
 raised for the run), where raw aiohttp runs the same way.
@@ -30,7 +33,7 @@ from pathlib import Path
 
 from common import fast_server  # type: ignore[import-not-found]
 
-CONTENDERS = ("raw_aiohttp", "fanout_stream")
+CONTENDERS = ("raw_aiohttp", "fanout_stream", "fanout_curl_stream")
 
 
 def child(contender: str, loop_name: str, n: int, base: str) -> None:
@@ -65,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs=2, default=[1000, 3000], metavar="N")
     parser.add_argument("--loops", nargs="+", default=["asyncio", "uvloop"])
+    parser.add_argument(
+        "--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS[:2]), metavar="NAME"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -79,7 +85,7 @@ def main() -> None:
     per_request: dict[tuple[str, str], float] = {}
     with fast_server(cpu=1) as base, concurrent.futures.ThreadPoolExecutor(2) as pool:
         for loop_name in args.loops:
-            for contender in CONTENDERS:
+            for contender in args.contenders:
                 # The two sizes run at once, one per core: callgrind counts, not times.
                 count = functools.partial(instructions, contender, loop_name, base=base)
                 low, high = pool.map(count, (small, large))
@@ -89,8 +95,12 @@ def main() -> None:
                     " instructions per request"
                 )
     for loop_name in args.loops:
-        raw, fan = (per_request[contender, loop_name] for contender in CONTENDERS)
-        print(f"ratio raw/fanout instructions per request on {loop_name}: {raw / fan:.3f}")
+        if ("raw_aiohttp", loop_name) not in per_request:
+            continue
+        raw = per_request["raw_aiohttp", loop_name]
+        for contender in (name for name in args.contenders if name != "raw_aiohttp"):
+            fan = per_request[contender, loop_name]
+            print(f"ratio raw/{contender} instructions per request on {loop_name}: {raw / fan:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,62 @@ async def test_a_post_is_sent_once_on_a_connection_of_its_own(server: DemoServer
     assert headers["Content-Type"] == "application/octet-stream"  # not libcurl's form type
     assert "Expect" not in headers  # no 100-continue round trip
     assert headers["User-Agent"].startswith("fanout/")
+
+
+async def test_a_pooled_handle_keeps_nothing_of_the_request_before(server: DemoServer) -> None:
+    # one handle for every request: a HEAD's, a POST's or a header's option
+    # must not reach the plain GET after it
+    echo = f"{server.url}/echo"
+    requests = [
+        Request(echo, method="HEAD"),
+        Request(echo),
+        Request(echo, method="POST", body=b"payload"),
+        Request(echo),
+        Request(echo, method="DELETE"),
+        Request(echo),
+        Request(echo, headers={"X-Once": "1"}),
+        Request(echo),
+    ]
+    async with Fetcher(transport="curl", limits=Limits(concurrency=1), retry=ONCE) as fetcher:
+        results = [(await fetcher.gather([request]))[0] for request in requests]
+    assert all(result.ok for result in results), [result.error for result in results]
+    assert results[0].body == b""
+    assert results[6].json()["headers"]["X-Once"] == "1"
+    for result in results[1::2]:
+        echoed = result.json()
+        assert echoed["method"] == "GET"
+        assert echoed["body"] == ""
+        assert "X-Once" not in echoed["headers"]
+        assert "Content-Length" not in echoed["headers"]
+
+
+async def test_libcurls_timer_alone_ends_a_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SYNs unanswered (a full accept queue): only libcurl's timer, moved on
+    as transfers start, ends the connects (the safety timer is off), each by
+    the connect deadline, long before the total one."""
+    monkeypatch.setattr("fanout.net.curl._SAFETY_INTERVAL", 3600.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue: further SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        timeouts = Timeouts(connect=0.2, total=30)
+        async with Fetcher(transport="curl", retry=ONCE, timeouts=timeouts) as fetcher:
+            results = await fetcher.gather([f"http://127.0.0.1:{port}/{n}" for n in range(6)])
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    for result in results:
+        assert result.error is not None
+        assert result.error.message == "connect deadline of 0.2s"
 
 
 def test_missing_pycurl_is_one_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,9 @@ The engine keeps what it does on aiohttp: redirects (libcurl follows none),
 the total deadline (it cancels :meth:`CurlTransport.exchange`, which removes
 the transfer from the multi at once), retries and per-host limits. The
 connect deadline is libcurl's (``CONNECTTIMEOUT_MS``, the DNS lookup
-included); the read deadline (the longest gap between bytes) is a lazy loop
-timer per transfer, as on aiohttp. ``max_bytes`` is counted on the decoded
+included); the read deadline (the longest gap between bytes) is one lazy loop
+timer for all transfers, due at the earliest of their deadlines, which then
+checks them all. ``max_bytes`` is counted on the decoded
 body as it comes (gzip, deflate, br). Only what this module can guarantee
 is offered: the options it cannot honour are refused with the curl
 transport (:data:`fanout.net.transports.CURL_REFUSES`).
@@ -119,19 +120,22 @@ class _Transfer:
     __slots__ = (
         "abort",
         "clock",
+        "configured",
         "curl",
         "digest",
         "done",
         "ended",
         "future",
-        "gap",
+        "header_lines",
         "headers",
         "kept",
         "last",
         "max_bytes",
+        "plain",
         "reason",
         "redirect",
         "redirects",
+        "scheme",
         "size",
         "started",
         "status",
@@ -141,7 +145,6 @@ class _Transfer:
         self.clock = clock  # the loop's
         self.curl = pycurl.Curl()
         self.future: asyncio.Future[tuple[int, str]] | None = None
-        self.gap: asyncio.TimerHandle | None = None
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.status = 0
         self.reason = ""
@@ -156,6 +159,12 @@ class _Transfer:
         self.ended = False  # a redirect's body stopped early on purpose
         self.last = 0.0  # the loop's time of the last byte
         self.started = 0.0
+        # The fixed options are set (once per handle, not per transfer) and the
+        # last transfer set no per-request option beyond URL, headers, version.
+        self.configured = False
+        self.plain = False
+        self.header_lines: list[bytes] | None = None  # the HTTPHEADER list set last
+        self.scheme = ""  # the scheme whose HTTP_VERSION is set
 
     def on_header(self, line: bytes) -> int | None:
         self.last = self.clock()
@@ -245,12 +254,19 @@ class CurlTransport:
         self._loop = asyncio.get_running_loop()
         self._timeouts = timeouts
         self._defaults = dict(headers)
+        # the header lines of a request with no headers, body or credentials of its own
+        self._plain_lines = [
+            line.encode() for line in _header_lines(False, self._defaults, None, (), False)
+        ]
         self._pool: list[_Transfer] = []
         self._pool_size = concurrency
         self._active: dict[Any, _Transfer] = {}  # the Curl handle in the multi: its transfer
         self._sockets: dict[int, int] = {}  # fd: the events watched (pycurl.POLL_*)
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer_at = 0.0  # the loop's time the armed timer fires
+        self._due: float | None = None  # the loop's time libcurl asked for last
         self._safety: asyncio.TimerHandle | None = None
+        self._gaps: asyncio.TimerHandle | None = None  # the read deadlines' sweep
         self._tls = _tls_options(cacert, verify, client_cert)
         multi = self._multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
@@ -272,7 +288,7 @@ class CurlTransport:
         return {
             "handles": len(self._active),
             "sockets": len(self._sockets),
-            "gap_timers": sum(t.gap is not None for t in (*self._active.values(), *self._pool)),
+            "gap_timers": int(self._gaps is not None),
             "timer": int(self._timer is not None),
         }
 
@@ -302,9 +318,11 @@ class CurlTransport:
             transfer.started = transfer.last = self._loop.time()
             self._active[curl] = transfer
             self._multi.add_handle(curl)
-            read = self._timeouts.read
-            if read is not None:
-                transfer.gap = self._loop.call_at(transfer.started + read, self._gap, transfer)
+            # armed, the sweep is due no later than this transfer's deadline
+            if self._gaps is None and self._timeouts.read is not None:
+                self._gaps = self._loop.call_at(
+                    transfer.started + self._timeouts.read, self._sweep_gaps
+                )
             self._arm_safety()
             try:
                 code, message = await future
@@ -328,7 +346,6 @@ class CurlTransport:
         hop: Hop | None,
     ) -> None:
         curl = transfer.curl
-        curl.reset()
         transfer.headers = CIMultiDict()
         transfer.status = 0
         transfer.reason = ""
@@ -340,17 +357,69 @@ class CurlTransport:
         transfer.digest = None if keep_body else hashlib.sha256()
         transfer.abort = None
         setopt = curl.setopt
-        setopt(pycurl.URL, str(url))
+        if not transfer.plain:  # a method, body or fresh connection of the last one
+            if transfer.configured:
+                curl.reset()
+            self._configure(transfer)
+        transfer.plain = False  # until every option of this one is set
+        text = str(url)
+        setopt(pycurl.URL, text)
+        if self._http2 and transfer.scheme != url.scheme:
+            transfer.scheme = url.scheme
+            if url.scheme == "https":  # ALPN: h2 if the server offers it, else HTTP/1.1
+                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
+            else:  # cleartext: no upgrade round trip, the server must speak h2c
+                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
+        if hop is not None:
+            method, body, given, skip = hop.method, hop.body, hop.headers, hop.skip
+        else:
+            method, body, given, skip = request.method, request.body, request.headers, ()
+        if not given and not skip and body is None and "@" not in text:
+            lines = self._plain_lines  # the same list each time: set once per handle
+        else:
+            lines = [
+                line.encode()  # UTF-8, as aiohttp
+                for line in _header_lines(
+                    url.raw_user is not None or url.raw_password is not None,
+                    self._defaults,
+                    given,
+                    skip,
+                    body is not None,
+                )
+            ]
+        if lines is not transfer.header_lines:
+            setopt(pycurl.HTTPHEADER, lines)
+            transfer.header_lines = lines
+        plain = True
+        if method == "HEAD":
+            setopt(pycurl.NOBODY, 1)
+            transfer.max_bytes = None  # its Content-Length is the GET's, not a body
+            plain = False
+        elif method != "GET" or body is not None:
+            setopt(pycurl.CUSTOMREQUEST, method)
+            plain = False
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            setopt(pycurl.POSTFIELDSIZE_LARGE, 0 if body is None else len(body))
+            setopt(pycurl.COPYPOSTFIELDS, body or b"")
+            plain = False
+        if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
+            # a connection of its own: libcurl resends a request whose reused
+            # connection turns out closed, and a body must never be sent twice.
+            # HTTP/2 too: never a stream on a connection already in use (libcurl
+            # then resends only a stream refused unprocessed, REFUSED_STREAM).
+            setopt(pycurl.FRESH_CONNECT, 1)
+            plain = False
+        transfer.plain = plain
+
+    def _configure(self, transfer: _Transfer) -> None:
+        """Set the options every transfer of this transport shares (after a reset)."""
+        setopt = transfer.curl.setopt
         setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         setopt(pycurl.PATH_AS_IS, 1)
         setopt(pycurl.NOSIGNAL, 1)
         if not self._http2:
             setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         else:
-            if url.scheme == "https":  # ALPN: h2 if the server offers it, else HTTP/1.1
-                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2TLS)
-            else:  # cleartext: no upgrade round trip, the server must speak h2c
-                setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE)
             # wait for a connection being made to the host rather than open another
             setopt(pycurl.PIPEWAIT, 1)
         setopt(pycurl.PROXY, "")  # never the environment's proxies
@@ -362,26 +431,9 @@ class CurlTransport:
             setopt(pycurl.CONNECTTIMEOUT_MS, max(1, round(connect * 1000)))
         for option, value in self._tls:
             setopt(option, value)
-        if hop is not None:
-            method, body, given, skip = hop.method, hop.body, hop.headers, hop.skip
-        else:
-            method, body, given, skip = request.method, request.body, request.headers, ()
-        headers = _header_lines(url, self._defaults, given, skip, body is not None)
-        if method == "HEAD":
-            setopt(pycurl.NOBODY, 1)
-            transfer.max_bytes = None  # its Content-Length is the GET's, not a body
-        elif method != "GET" or body is not None:
-            setopt(pycurl.CUSTOMREQUEST, method)
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            setopt(pycurl.POSTFIELDSIZE_LARGE, 0 if body is None else len(body))
-            setopt(pycurl.COPYPOSTFIELDS, body or b"")
-        if body is not None or method not in IDEMPOTENT_METHODS or not request.retry_safe:
-            # a connection of its own: libcurl resends a request whose reused
-            # connection turns out closed, and a body must never be sent twice.
-            # HTTP/2 too: never a stream on a connection already in use (libcurl
-            # then resends only a stream refused unprocessed, REFUSED_STREAM).
-            setopt(pycurl.FRESH_CONNECT, 1)
-        setopt(pycurl.HTTPHEADER, [line.encode() for line in headers])  # UTF-8, as aiohttp
+        transfer.configured = True
+        transfer.header_lines = None
+        transfer.scheme = ""
 
     def _result(
         self,
@@ -509,44 +561,51 @@ class CurlTransport:
         except pycurl.error:
             return True
 
-    def _gap(self, transfer: _Transfer) -> None:
-        """The read deadline's lazy timer: the transfer ends when no byte came
-        for ``timeouts.read`` once connected, else the timer moves on."""
-        transfer.gap = None
-        future = transfer.future
+    def _sweep_gaps(self) -> None:
+        """The read deadline's lazy timer: a transfer ends when no byte came for
+        ``timeouts.read`` once connected; the timer moves on to the earliest
+        deadline of the others."""
+        self._gaps = None
         read = self._timeouts.read
-        if future is None or future.done() or read is None:
+        if read is None:
             return
         now = self._loop.time()
-        last = transfer.last
-        if not self._connected(transfer):
-            last = now  # the connect deadline is libcurl's
-        else:
-            pretransfer = transfer.curl.getinfo(pycurl.PRETRANSFER_TIME)
-            last = max(last, transfer.started + pretransfer)
-        if now - last >= read:
-            last = max(last, _last_received(transfer.curl, now))
-        if now - last >= read:
-            self._remove(transfer)
-            failure = Failure(
-                ErrorKind.TIMEOUT,
-                f"read deadline: no data for {read:g}s",
-                "CURLE_OPERATION_TIMEDOUT",
-            )
-            future.set_exception(CurlError(failure, True))
-        else:
-            transfer.gap = self._loop.call_at(last + read, self._gap, transfer)
+        due = float("inf")
+        for transfer in list(self._active.values()):
+            future = transfer.future
+            if future is None or future.done():
+                continue
+            last = transfer.last
+            if not self._connected(transfer):
+                last = now  # the connect deadline is libcurl's
+            else:
+                pretransfer = transfer.curl.getinfo(pycurl.PRETRANSFER_TIME)
+                last = max(last, transfer.started + pretransfer)
+            if now - last >= read:  # bytes libcurl holds back (part of a header line, say)?
+                last = max(last, _last_received(transfer.curl, now))
+            if now - last >= read:
+                self._remove(transfer)
+                failure = Failure(
+                    ErrorKind.TIMEOUT,
+                    f"read deadline: no data for {read:g}s",
+                    "CURLE_OPERATION_TIMEDOUT",
+                )
+                future.set_exception(CurlError(failure, True))
+            else:
+                due = min(due, last + read)
+        if self._active and due != float("inf") and not self._closed:
+            self._gaps = self._loop.call_at(due, self._sweep_gaps)
 
     def _remove(self, transfer: _Transfer) -> None:
         """Take ``transfer`` out of the multi now (its connection is closed unless complete)."""
         if self._active.pop(transfer.curl, None) is not None:
             with contextlib.suppress(pycurl.error):  # never added (add_handle failed)
                 self._multi.remove_handle(transfer.curl)
-        if transfer.gap is not None:
-            transfer.gap.cancel()
-            transfer.gap = None
         if not self._active:
             self._disarm_safety()
+            if self._gaps is not None:
+                self._gaps.cancel()
+                self._gaps = None
 
     def _release(self, transfer: _Transfer) -> None:
         self._remove(transfer)
@@ -580,18 +639,36 @@ class CurlTransport:
             self._sockets[fd] = what
 
     def _on_timer(self, timeout_ms: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if timeout_ms < 0 or self._closed:
+            self._due = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             return
+        now = self._loop.time()
+        due = self._due = now + timeout_ms / 1000
+        # A timer armed to fire no later than this is kept (it then moves on to
+        # ``due``): libcurl moves its timer on at almost every transfer.
+        if self._timer is not None:
+            if self._timer_at <= due:
+                return
+            self._timer.cancel()
+        self._timer_at = due
         if timeout_ms == 0:  # not from inside libcurl's own call
             self._timer = self._loop.call_soon(self._on_timeout)
         else:
-            self._timer = self._loop.call_later(timeout_ms / 1000, self._on_timeout)
+            self._timer = self._loop.call_at(due, self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if due > self._loop.time():  # moved on since armed
+            self._timer_at = due
+            self._timer = self._loop.call_at(due, self._on_timeout)
+            return
+        self._due = None
         self._act(pycurl.SOCKET_TIMEOUT, 0)
 
     def _act(self, fd: int, events: int) -> None:
@@ -683,7 +760,7 @@ def _last_received(curl: Any, now: float) -> float:
 
 
 def _header_lines(
-    url: URL,
+    credentials: bool,
     defaults: Mapping[str, str],
     given: Mapping[str, str] | None,
     skip: tuple[str, ...],
@@ -691,7 +768,7 @@ def _header_lines(
 ) -> list[str]:
     """The request's header lines for libcurl: the given headers, the defaults
     they do not set and ``skip`` does not name, libcurl's own left out where
-    ``skip`` names them. A URL with credentials sends them as its Authorization."""
+    ``skip`` names them. A URL with ``credentials`` sends them as its Authorization."""
     headers = dict(given or {})
     named = {name.lower() for name in headers}
     skipped = {name.lower() for name in skip}
@@ -699,7 +776,7 @@ def _header_lines(
         if name.lower() not in named and name.lower() not in skipped:
             headers[name] = value
             named.add(name.lower())
-    if url.raw_user is not None or url.raw_password is not None:
+    if credentials:
         headers = {name: v for name, v in headers.items() if name.lower() != "authorization"}
         named.discard("authorization")
     lines = [f"{name}: {value}" if value else f"{name};" for name, value in headers.items()]
