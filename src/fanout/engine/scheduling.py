@@ -449,9 +449,16 @@ class Scheduler(Generic[T]):
                 source=host.rate_from,
                 burst=1 if bucket is None else bucket.burst,
             )
-        observed = host.counters.rate(now, WINDOW)
+        counters = host.counters
+        # A host younger than the window has no rate to cut from yet (a cut from
+        # its first few answers held the demo's host to 5 req/s): its slots only.
+        observed = counters.rate(now, WINDOW) if now - counters.first >= WINDOW else math.inf
         if not adaptive.congested(
-            now=now, started=started, observed=observed, in_flight=host.active + 1
+            now=now,
+            started=started,
+            observed=observed,
+            in_flight=host.active + 1,
+            answers=counters.requests,
         ):
             return False
         _apply(host)
