@@ -159,6 +159,18 @@ def _too_long(number: int, head: bytes, max_line: int, kind: ErrorKind) -> Rejec
     return Rejected(number, shown_input(head), kind, reason)
 
 
+def _texts(
+    stream: BinaryIO, max_line: int, kind: ErrorKind
+) -> Iterator[tuple[int, str | Rejected]]:
+    """``(number, text)`` of each line of ``stream``, decoded; a line too long
+    or not UTF-8 is a :class:`Rejected` of ``kind`` instead of its text."""
+    for number, content, head in _lines(stream, max_line):
+        if content is None:
+            yield number, _too_long(number, head, max_line, kind)
+        else:
+            yield number, _decode(number, content, kind)
+
+
 def read_url_lines(stream: BinaryIO, *, max_line: int = 64 * 1024) -> Iterator[Request | Rejected]:
     """Read one URL per line and yield a Request or a Rejected for each.
 
@@ -174,11 +186,7 @@ def read_url_lines(stream: BinaryIO, *, max_line: int = 64 * 1024) -> Iterator[R
     Request(url='https://a.example/x', method='GET', headers=mappingproxy({}), body=None, \
 key=None, meta={'line': 2}, idempotent=None)
     """
-    for number, content, head in _lines(stream, max_line):
-        if content is None:
-            yield _too_long(number, head, max_line, ErrorKind.INVALID_URL)
-            continue
-        decoded = _decode(number, content, ErrorKind.INVALID_URL)
+    for number, decoded in _texts(stream, max_line, ErrorKind.INVALID_URL):
         if isinstance(decoded, Rejected):
             yield decoded
             continue
@@ -314,11 +322,7 @@ def read_jsonl_requests(
     >>> (r.url, r.key, r.meta)
     ('http://a.example/', 'a', {'line': 1, 'meta': {'id': 7}})
     """
-    for number, content, head in _lines(stream, max_line):
-        if content is None:
-            yield _too_long(number, head, max_line, ErrorKind.BAD_INPUT)
-            continue
-        decoded = _decode(number, content, ErrorKind.BAD_INPUT)
+    for number, decoded in _texts(stream, max_line, ErrorKind.BAD_INPUT):
         if isinstance(decoded, Rejected):
             yield decoded
             continue
