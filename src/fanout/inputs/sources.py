@@ -184,7 +184,7 @@ def read_url_lines(stream: BinaryIO, *, max_line: int = 64 * 1024) -> Iterator[R
     >>> import io
     >>> next(read_url_lines(io.BytesIO(b"# list\\n  https://a.example/x \\r\\n")))
     Request(url='https://a.example/x', method='GET', headers=mappingproxy({}), body=None, \
-key=None, meta={'line': 2}, idempotent=None)
+key=None, meta={'line': 2}, idempotent=None, send_credentials=True)
     """
     for number, decoded in _texts(stream, max_line, ErrorKind.INVALID_URL):
         if isinstance(decoded, Rejected):
