@@ -308,8 +308,19 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
         b"",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
     ],
-    ids=["not-http", "bad-status", "bad-chunk", "two-lengths", "short-body", "nothing"],
+    ids=[
+        "not-http",
+        "bad-status",
+        "bad-chunk",
+        "two-lengths",
+        "short-body",
+        "nothing",
+        "long-header-line",
+        "long-header-line-no-body",
+    ],
 )
 async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
