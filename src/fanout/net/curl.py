@@ -188,7 +188,7 @@ class _Transfer:
         parts = lines[start].decode("latin-1").rstrip("\r\n").split(" ", 2)
         # libcurl checked the status line: three digits (no getinfo in a callback)
         code = parts[1] if len(parts) > 1 else ""
-        status = self.status = int(code) if code.isdigit() else 0
+        status = self.status = int(code) if code.isascii() and code.isdigit() else 0
         self.reason = parts[2] if len(parts) > 2 else ""
         pairs = []
         for line in lines[start + 1 :]:
@@ -215,7 +215,7 @@ class _Transfer:
         # a 204's or 304's Content-Length (a HEAD's: max_bytes is None) is no body
         if max_bytes is not None and status not in (204, 304) and "Content-Encoding" not in headers:
             length = headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > max_bytes:
+            if length.isascii() and length.isdigit() and int(length) > max_bytes:
                 self.abort = Failure(
                     ErrorKind.TOO_LARGE,
                     f"Content-Length {length} exceeds max_bytes {max_bytes}",
