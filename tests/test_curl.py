@@ -227,7 +227,6 @@ USED: dict[str, Any] = {
     "nameservers": ["127.0.0.1"],
     "proxy": "http://127.0.0.1:9",
     "cookies": True,
-    "robots": True,
 }
 
 

@@ -36,7 +36,8 @@ import pycurl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.net.transport import REDIRECT_STATUSES
+from fanout.net.transport import REDIRECT_STATUSES, Hop
+from fanout.policy import Caps
 from fanout.safetext import shown
 
 if TYPE_CHECKING:
@@ -44,8 +45,7 @@ if TYPE_CHECKING:
 
     from fanout.net.proxy import Proxy
     from fanout.net.tls import StrPath
-    from fanout.net.transport import Hop
-    from fanout.policy import Caps, Timeouts
+    from fanout.policy import Timeouts
 
 __all__ = ["CurlError", "CurlTransport"]
 
@@ -335,6 +335,56 @@ class CurlTransport:
             return self._result(transfer, request, url, hop, code, message)
         finally:
             self._release(transfer)
+
+    async def get_prefix(
+        self, url: URL, headers: Mapping[str, str], skip: tuple[str, ...], limit: int
+    ) -> tuple[int, str | None, bytes]:
+        """One GET of ``url`` with ``headers`` (the defaults ``skip`` names left
+        out), not followed if a redirect: its status, a redirect's Location (or
+        None), and at most ``limit`` bytes of its decoded body for a 2xx, the
+        rest not read (robots.txt: :data:`fanout.engine.robots.Get`). Raises
+        :class:`CurlError` as :meth:`exchange` does; cancelling it ends the transfer."""
+        if self._closed:
+            raise RuntimeError("the curl transport is closed")
+        # A handle of its own, closed after: its write callback is not the pool's.
+        transfer = _Transfer(self._loop.time)
+        curl = transfer.curl
+        kept = bytearray()
+
+        def on_body(chunk: bytes) -> int | None:
+            transfer.last = transfer.clock()
+            if transfer.redirect or not 200 <= transfer.status < 300:
+                transfer.ended = True  # no body wanted: the connection is not kept
+                return 0
+            kept.extend(chunk[: limit - len(kept)])
+            if len(kept) >= limit:
+                transfer.ended = True  # the rest is not read
+                return 0
+            return None
+
+        try:
+            request = Request(str(url))
+            hop = Hop("GET", headers, None, skip)
+            self._prepare(transfer, request, url, Caps(max_bytes=None), False, hop)
+            curl.setopt(pycurl.WRITEFUNCTION, on_body)
+            future = transfer.future = self._loop.create_future()
+            transfer.started = transfer.last = self._loop.time()
+            self._active[curl] = transfer
+            self._multi.add_handle(curl)
+            if self._gaps is None and self._timeouts.read is not None:
+                self._gaps = self._loop.call_at(
+                    transfer.started + self._timeouts.read, self._sweep_gaps
+                )
+            self._arm_safety()
+            code, message = await future
+            if code != 0 and not (transfer.ended and code == pycurl.E_WRITE_ERROR):
+                raise self._failure(transfer, url, code, message)
+            location = transfer.headers.get("Location") if transfer.redirect else None
+            return transfer.status, location, bytes(kept)
+        finally:
+            self._remove(transfer)
+            transfer.future = None
+            curl.close()
 
     def _prepare(
         self,
