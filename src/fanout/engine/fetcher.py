@@ -549,6 +549,7 @@ class Fetcher:
                 verify=self.config.verify,
                 client_cert=self.config.client_cert,
                 http2=self.config.http2,
+                cookies=self.config.cookies,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)

@@ -48,7 +48,6 @@ CURL_REFUSES: Final = {
     "deny_hosts": (),
     "nameservers": None,
     "proxy": None,
-    "cookies": False,
 }
 # Why the curl transport refuses the proxies the environment names.
 CURL_ENV_PROXY: Final = (
