@@ -80,8 +80,7 @@ CLI_ARGS: dict[str, list[str]] = {
 LEFT_OUT = (
     ("verify", "proxy", "transport", "http2"),
     ("cacert", "deny_private", "allow_hosts", "deny_hosts", "transport", "http2"),
-    ("verify", "deny_private", "allow_hosts", "deny_hosts", "nameservers", "proxy", "cookies",
-     "robots"),
+    ("verify", "deny_private", "allow_hosts", "deny_hosts", "nameservers", "proxy"),
 )  # fmt: skip
 # Fields the command line sets its own way: keep_body follows --body (fetch) or is
 # always on (aggregate); a run tunes the collector for the whole process; retry

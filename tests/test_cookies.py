@@ -77,6 +77,7 @@ def _login(base: str) -> Request:
     return Request(f"{base}/login", method="POST", body=b"user=bob")
 
 
+@pytest.mark.usefixtures("transport")
 async def test_a_login_flow_keeps_its_session_cookie_across_the_redirect() -> None:
     async with site() as server:
         async with Fetcher(cookies=True) as fetcher:
@@ -94,6 +95,7 @@ async def test_a_login_flow_keeps_its_session_cookie_across_the_redirect() -> No
     assert sent == [f"session={SESSION}", f"session={SESSION}", None, None]
 
 
+@pytest.mark.usefixtures("transport")
 async def test_a_cookie_goes_back_to_its_own_origin_only() -> None:
     """Another port of the same host, another host, a cross-origin redirect:
     none of them is sent the cookie."""
@@ -113,6 +115,28 @@ async def test_a_cookie_goes_back_to_its_own_origin_only() -> None:
     assert hopped.final_url == f"{other_port.url}/home"
     assert [cookie for _, cookie in other_port.cookies] == [None, None]
     assert [cookie for _, cookie in other_host.cookies] == [None]
+
+
+@pytest.mark.usefixtures("transport")
+async def test_the_jars_cookies_merge_with_the_requests_own_as_aiohttp_merges_them() -> None:
+    """A request's own Cookie header (or the fetcher's) is sent with the jar's
+    cookies added, a jar cookie replacing a given one of the same name; a hop
+    to another origin sends that origin's jar cookies only."""
+    async with site() as server, site() as other:
+        given = {"Cookie": "session=old; other=1"}
+        async with Fetcher(cookies=True) as fetcher:
+            await fetcher.gather([f"{server.url}/set", f"{other.url}/set"])
+            await fetcher.gather([Request(f"{server.url}/home", headers=given)])
+        async with Fetcher(cookies=True, headers={"Cookie": "d=1"}) as fetcher:
+            await fetcher.gather([f"{server.url}/set", f"{other.url}/set"])
+            await fetcher.gather([f"{server.url}/home", f"{server.url}/go?to={other.url}/home"])
+    assert server.cookies[1:] == [
+        ("/home", f"other=1; session={SESSION}"),  # sorted by name, as aiohttp
+        ("/set", "d=1"),
+        ("/home", f"d=1; session={SESSION}"),
+        ("/go", f"d=1; session={SESSION}"),
+    ]
+    assert other.cookies[1:] == [("/set", "d=1"), ("/home", f"session={SESSION}")]
 
 
 def test_the_jar_keeps_a_bounded_number_of_origins() -> None:
@@ -161,12 +185,14 @@ async def test_a_session_given_keeps_its_own_cookie_jar() -> None:
             Fetcher(session=session, cookies=True)
 
 
+@pytest.mark.usefixtures("transport")
 def test_fetch_takes_cookies() -> None:
     with in_thread(site) as server:
         [result] = fanout.fetch([_login(server.url)], cookies=True)
     assert result.status == 200, result.error
 
 
+@pytest.mark.usefixtures("transport")
 @pytest.mark.parametrize("command", ["fetch", "aggregate"])
 def test_the_commands_take_cookies_and_never_show_them(
     command: str, capsys: pytest.CaptureFixture[str]

@@ -226,8 +226,6 @@ USED: dict[str, Any] = {
     "deny_hosts": ["a.test"],
     "nameservers": ["127.0.0.1"],
     "proxy": "http://127.0.0.1:9",
-    "cookies": True,
-    "robots": True,
 }
 
 

@@ -22,7 +22,14 @@ from aiohttp import web
 import fanout
 from fanout import Fetcher, Limits, Timeouts
 from fanout.cli import main
-from fanout.engine.robots import RETRY_AFTER, RobotsCache, Rules, fetch_rules, product_token
+from fanout.engine.robots import (
+    RETRY_AFTER,
+    RobotsCache,
+    Rules,
+    fetch_rules,
+    product_token,
+    session_get,
+)
 from fanout.engine.scheduling import Host
 from fanout.models import ErrorKind, Result
 from tests.background import in_thread
@@ -50,6 +57,7 @@ class Site:
         self.status = status
         self.slow = slow
         self.hits: Counter[str] = Counter()
+        self.headers: dict[str, dict[str, str]] = {}  # the last request's, per path
         self.times: list[float] = []
         self.url = ""
         self.release = asyncio.Event()
@@ -57,6 +65,7 @@ class Site:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.hits[path] += 1
+        self.headers[path] = dict(request.headers)
         if path == "/robots.txt":
             if self.slow:
                 await self.release.wait()
@@ -89,6 +98,7 @@ def kinds(results: list[Result]) -> list[str | None]:
     return [None if r.error is None else str(r.error.kind) for r in results]
 
 
+@pytest.mark.usefixtures("transport")
 async def test_disallow_allow_and_wildcards_for_the_product_token() -> None:
     paths = ["/public", "/private/x", "/private/ok", "/doc.pdf", "/doc.pdf?v=1"]
     async with site() as server, Fetcher(robots=True) as fetcher:
@@ -101,6 +111,20 @@ async def test_disallow_allow_and_wildcards_for_the_product_token() -> None:
     assert server.hits == {"/robots.txt": 1, "/public": 1, "/private/ok": 1, "/doc.pdf": 1}
 
 
+@pytest.mark.usefixtures("transport")
+async def test_robots_txt_is_asked_for_without_credentials() -> None:
+    given = {"Authorization": "Bearer secret", "Cookie": "session=secret", "X-Other": "kept"}
+    async with site() as server, Fetcher(robots=True, headers=given) as fetcher:
+        results = await fetcher.gather([server.url + "/public"])
+    assert kinds(results) == [None]
+    asked = {name.lower() for name in server.headers["/robots.txt"]}
+    assert not asked & {"authorization", "cookie"}
+    assert {"x-other", "user-agent"} <= asked
+    assert server.headers["/robots.txt"]["User-Agent"].startswith("fanout/")
+    assert server.headers["/public"]["Authorization"] == "Bearer secret"
+
+
+@pytest.mark.usefixtures("transport")
 async def test_another_product_token_gets_its_own_group() -> None:
     async with site() as server, Fetcher(robots=True, user_agent="otherbot/2.0") as fetcher:
         results = await fetcher.gather([server.url + "/public"])
@@ -108,6 +132,7 @@ async def test_another_product_token_gets_its_own_group() -> None:
     assert server.hits == {"/robots.txt": 1}
 
 
+@pytest.mark.usefixtures("transport")
 async def test_without_robots_everything_is_fetched() -> None:
     async with site() as server, Fetcher() as fetcher:
         results = await fetcher.gather([server.url + "/private/x"])
@@ -115,6 +140,7 @@ async def test_without_robots_everything_is_fetched() -> None:
     assert server.hits == {"/private/x": 1}
 
 
+@pytest.mark.usefixtures("transport")
 async def test_fetched_once_per_host_with_many_concurrent_requests() -> None:
     async with site() as a, site() as b, site(host="127.0.0.2") as c:
         urls = [s.url + p for _ in range(20) for s in (a, b, c) for p in ("/x", "/private/y")]
@@ -126,6 +152,7 @@ async def test_fetched_once_per_host_with_many_concurrent_requests() -> None:
         assert s.hits == {"/robots.txt": 1, "/x": 20}
 
 
+@pytest.mark.usefixtures("transport")
 async def test_a_4xx_allows_all_a_5xx_disallows_the_host() -> None:
     async with site(status=404) as missing, site(status=500) as broken, Fetcher(robots=True) as f:
         results = await f.gather([missing.url + "/private/x", broken.url + "/x", broken.url + "/y"])
@@ -137,6 +164,7 @@ async def test_a_4xx_allows_all_a_5xx_disallows_the_host() -> None:
     assert broken.hits == {"/robots.txt": 1}  # neither tried again nor sent
 
 
+@pytest.mark.usefixtures("transport")
 async def test_redirects_are_followed_for_robots_and_for_requests() -> None:
     async with site(status=301) as server, Fetcher(robots=True) as fetcher:
         results = await fetcher.gather([f"{server.url}/go?to=/private/x", server.url + "/x"])
@@ -144,6 +172,7 @@ async def test_redirects_are_followed_for_robots_and_for_requests() -> None:
     assert server.hits == {"/robots.txt": 1, "/moved": 1, "/go": 1, "/x": 1}
 
 
+@pytest.mark.usefixtures("transport")
 async def test_an_oversized_file_is_read_up_to_its_cap() -> None:
     padding = ("# " + "x" * 98 + "\n") * 6000  # 600 kB of comments
     robots = f"User-agent: *\nDisallow: /early\n{padding}Disallow: /late\n"
@@ -153,6 +182,7 @@ async def test_an_oversized_file_is_read_up_to_its_cap() -> None:
     assert server.hits == {"/robots.txt": 1, "/late": 1}
 
 
+@pytest.mark.usefixtures("transport")
 async def test_a_robots_txt_that_never_answers_disallows_after_its_deadline() -> None:
     short = Timeouts(total=0.3)
     async with site(slow=True) as server, Fetcher(robots=True, timeouts=short) as fetcher:
@@ -164,6 +194,18 @@ async def test_a_robots_txt_that_never_answers_disallows_after_its_deadline() ->
     assert server.hits == {"/robots.txt": 1}
 
 
+async def test_a_robots_txt_cut_by_its_deadline_leaves_no_curl_transfer_behind() -> None:
+    short = Timeouts(total=0.3)
+    async with (
+        site(slow=True) as server,
+        Fetcher(robots=True, timeouts=short, transport="curl") as f,
+    ):
+        assert kinds(await f.gather([server.url + "/x"])) == ["robots"]
+        transport: Any = f._transport
+        assert transport.counts() == {"handles": 0, "sockets": 0, "gap_timers": 0, "timer": 0}
+
+
+@pytest.mark.usefixtures("transport")
 async def test_crawl_delay_paces_the_host() -> None:
     loose = Limits(per_host_rate=1000.0)
     robots = "User-agent: *\nCrawl-delay: 0.2\n"
@@ -174,6 +216,7 @@ async def test_crawl_delay_paces_the_host() -> None:
     assert server.times[-1] - server.times[0] >= 0.5
 
 
+@pytest.mark.usefixtures("transport")
 async def test_crawl_delay_paces_redirect_hops_to_the_host() -> None:
     loose = Limits(per_host_rate=1000.0)
     robots = "User-agent: *\nCrawl-delay: 0.2\nDisallow: /private\n"
@@ -188,6 +231,7 @@ async def test_crawl_delay_paces_redirect_hops_to_the_host() -> None:
     assert target.times[-1] - target.times[0] >= 0.5
 
 
+@pytest.mark.usefixtures("transport")
 def test_the_command_line_takes_robots(capsys: pytest.CaptureFixture[str]) -> None:
     def run(*options: str) -> dict[str, object]:
         with pytest.raises(SystemExit):
@@ -207,6 +251,7 @@ def test_the_command_line_takes_robots(capsys: pytest.CaptureFixture[str]) -> No
     assert server.hits == {"/robots.txt": 1, "/private/x": 1}
 
 
+@pytest.mark.usefixtures("transport")
 def test_fetch_takes_robots() -> None:
     with in_thread(site) as server:
         [result] = fanout.fetch([server.url + "/private/x"], robots=True)
@@ -214,6 +259,8 @@ def test_fetch_takes_robots() -> None:
     assert result.error.kind is ErrorKind.ROBOTS
 
 
+@pytest.mark.usefixtures("transport")
+@pytest.mark.aiohttp_only("deny_private is refused on curl")
 async def test_a_host_the_guard_refuses_is_denied_not_robots() -> None:
     async with site() as server, Fetcher(robots=True, deny_private=True) as fetcher:
         # a name: the guard refuses its address once resolved, when connecting
@@ -246,7 +293,7 @@ async def test_an_unreachable_robots_txt_is_fetched_again_after_a_while() -> Non
     key = ("http", "127.0.0.1", 0)
     async with site(status=503) as server, aiohttp.ClientSession() as session:
         key = ("http", "127.0.0.1", int(server.url.rsplit(":", 1)[1]))
-        rules = await fetch_rules(session, key, "fanout", lambda: 1000.0, deadline=5.0)
+        rules = await fetch_rules(session_get(session), key, "fanout", lambda: 1000.0, deadline=5.0)
     assert rules.refusal(server.url + "/x") is not None
     cache = RobotsCache()
     cache.put(key, rules)
@@ -254,6 +301,7 @@ async def test_an_unreachable_robots_txt_is_fetched_again_after_a_while() -> Non
     assert cache.get(key, 1000.0 + RETRY_AFTER) is None
 
 
+@pytest.mark.usefixtures("transport")
 async def test_a_garbage_answer_disallows_the_host_and_is_no_crash() -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

@@ -95,7 +95,7 @@ class FetcherConfig:
       pycurl, the ``fanout[curl]`` extra; ``--transport``). When not given,
       the environment's ``FANOUT_TRANSPORT`` names it. The curl transport
       refuses ``deny_private``, ``allow_hosts``, ``deny_hosts``,
-      ``nameservers``, ``proxy``, ``cookies`` and ``robots`` (and, in a
+      ``nameservers`` and ``proxy`` (and, in a
       Fetcher, ``session=`` and the environment's proxies): it cannot give
       their guarantees yet.
     - ``http2=True`` (``--http2``; curl transport only): HTTP/2, prior

@@ -39,6 +39,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -55,7 +56,16 @@ from fanout.engine.hoststate import DOWN_FOR, HostMemory, shown_host
 from fanout.engine.hoststats import HostSnapshot
 from fanout.engine.ratelimit_headers import TRIGGERS, parse_rate_limit
 from fanout.engine.retry_after import parse_retry_after
-from fanout.engine.robots import DEADLINE, RobotsCache, Rules, fetch_rules, product_token
+from fanout.engine.robots import (
+    DEADLINE,
+    MAX_BYTES,
+    Get,
+    RobotsCache,
+    Rules,
+    fetch_rules,
+    product_token,
+    session_get,
+)
 from fanout.engine.scheduling import Host, Scheduler
 from fanout.errors import ConfigError, SourceError
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
@@ -290,7 +300,7 @@ class _Robots:
     when it is a redirect hop to that host, not yet moved there) and the
     fetches under way, at most ``concurrency`` at once."""
 
-    __slots__ = ("cache", "fetches", "headers", "skip", "slots", "token", "waiting")
+    __slots__ = ("cache", "fetches", "get", "headers", "skip", "slots", "token", "waiting")
 
     def __init__(self, token: str, headers: dict[str, str], concurrency: int) -> None:
         self.token = token
@@ -301,6 +311,7 @@ class _Robots:
         # robots.txt is public: it is asked for without credentials
         self.headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
         self.skip = tuple(k for k in headers if k.lower() in _CREDENTIALS)
+        self.get: Get | None = None  # made on the transport, on first use
 
 
 class _Run:
@@ -538,6 +549,7 @@ class Fetcher:
                 verify=self.config.verify,
                 client_cert=self.config.client_cert,
                 http2=self.config.http2,
+                cookies=self.config.cookies,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)
@@ -1307,24 +1319,20 @@ class Fetcher:
     async def _fetch_robots(self, key: HostKey) -> None:
         """Fetch the robots.txt of ``key``, then send or refuse what waited for it."""
         robots = self._robots
-        transport = self._transport
         assert robots is not None
-        # robots=True is refused with the curl transport (see FetcherConfig)
-        assert isinstance(transport, AiohttpTransport)
-        session = transport.session
+        get = robots.get
+        if get is None:
+            get = robots.get = self._robots_get(robots)
         total = self.timeouts.total
         guard = self._guard
         async with robots.slots:
             rules = await fetch_rules(
-                session,
+                get,
                 key,
                 robots.token,
                 self._clock,
                 deadline=DEADLINE if total is None else min(DEADLINE, total),
-                headers=robots.headers,
-                skip_headers=robots.skip,
                 check_host=None if guard is None else guard.check_host,
-                proxy_for=None if self._proxies is None else self._proxies.for_target,
             )
         robots.cache.put(key, rules)
         if self._debug:
@@ -1336,6 +1344,26 @@ class Fetcher:
                 self._log_internal(exc)
                 self._internal_result(item, exc)
         self._sched.pump()
+
+    def _robots_get(self, robots: _Robots) -> Get:
+        """How robots.txt is fetched: on the transport's own session or multi."""
+        transport = self._transport
+        if isinstance(transport, AiohttpTransport):
+            return session_get(
+                transport.session,
+                headers=robots.headers,
+                skip_headers=robots.skip,
+                proxy_for=None if self._proxies is None else self._proxies.for_target,
+            )
+        from fanout.net.curl import CurlTransport
+
+        assert isinstance(transport, CurlTransport)
+        headers, skip, get_prefix = robots.headers, robots.skip, transport.get_prefix
+
+        def get(url: URL) -> Awaitable[tuple[int, str | None, bytes]]:
+            return get_prefix(url, headers, skip, MAX_BYTES)
+
+        return get
 
     def _robots_ready(self, item: _Item, key: HostKey, moving: bool, rules: Rules) -> None:
         """The robots.txt ``item`` waited for is in: refuse it or send it."""

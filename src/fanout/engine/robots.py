@@ -1,12 +1,13 @@
 """robots.txt (RFC 9309), for ``robots=True`` (``--robots``).
 
 Each host's robots.txt (per scheme, host and port) is fetched once, before the
-host's first request, through the Fetcher's session (its guard, proxy and
-connector), and parsed with Protego; URLs are matched against the product
-token of the User-Agent (what comes before its first "/"). The rules of at
-most :data:`MAX_HOSTS` hosts, from at most :data:`MAX_TOTAL_BYTES` of
-robots.txt files in all, are kept, least recently used dropped first (a host
-dropped is fetched again when it comes back).
+host's first request, through the Fetcher's transport (on aiohttp, its
+session: its guard, proxy and connector; on curl, its multi), and parsed
+with Protego; URLs are matched against the product token of the User-Agent
+(what comes before its first "/"). The rules of at most :data:`MAX_HOSTS`
+hosts, from at most :data:`MAX_TOTAL_BYTES` of robots.txt files in all, are
+kept, least recently used dropped first (a host dropped is fetched again
+when it comes back).
 
 - A 2xx: its rules, from at most :data:`MAX_BYTES` of the file (RFC 9309 §2.5
   asks for at least 500 KiB; what is past it is not read), kept for
@@ -25,14 +26,14 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from protego import Protego
 from yarl import URL
 
-from fanout.models import Failure
+from fanout.models import ErrorKind, Failure
 from fanout.net.transport import REDIRECT_STATUSES, AddressDenied
 from fanout.safetext import shown
 from fanout.urls import HostKey, parse_url
@@ -48,11 +49,13 @@ __all__ = [
     "MAX_REDIRECTS",
     "MAX_TOTAL_BYTES",
     "RETRY_AFTER",
+    "Get",
     "RobotsCache",
     "Rules",
     "fetch_rules",
     "product_token",
     "robots_url",
+    "session_get",
 ]
 
 MAX_BYTES: Final = 512 * 1024
@@ -165,40 +168,86 @@ class RobotsCache:
             self._bytes -= self._rules.popitem(last=False)[1].size
 
 
-async def fetch_rules(
+# One GET of a robots.txt URL, redirects not followed: its status, the target
+# of a redirect (its Location) or None, and the first MAX_BYTES of its body
+# for a 2xx (empty otherwise). Raises what the transport raises.
+Get = Callable[[URL], Awaitable[tuple[int, str | None, bytes]]]
+
+
+def session_get(
     session: aiohttp.ClientSession,
+    *,
+    headers: Mapping[str, str] | None = None,
+    skip_headers: tuple[str, ...] = (),
+    proxy_for: Callable[[HostKey], Proxy | None] | None = None,
+) -> Get:
+    """The :data:`Get` of robots.txt on an aiohttp ``session``: ``headers`` sent,
+    the session's ``skip_headers`` not, through the proxy ``proxy_for`` gives."""
+
+    async def get(url: URL) -> tuple[int, str | None, bytes]:
+        options: dict[str, Any] = {"allow_redirects": False, "headers": headers}
+        if skip_headers:
+            options["skip_auto_headers"] = skip_headers
+        if proxy_for is not None:
+            proxy = proxy_for((url.scheme, url.raw_host or "", url.port or 0))
+            if proxy is not None:
+                options = proxy.apply(options, url)
+        response = await session.get(url, **options)
+        try:
+            status = response.status
+            if status in REDIRECT_STATUSES:
+                return status, response.headers.get("Location"), b""
+            if not 200 <= status < 300:
+                return status, None, b""
+            body = bytearray()
+            while len(body) < MAX_BYTES:
+                chunk = await response.content.read(MAX_BYTES - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            if len(body) >= MAX_BYTES:
+                response.close()  # the rest is not read (RFC 9309 §2.5)
+            return status, None, bytes(body)
+        finally:
+            response.release()
+
+    return get
+
+
+async def fetch_rules(
+    get: Get,
     key: HostKey,
     token: str,
     now: Callable[[], float],
     *,
     deadline: float,
-    headers: Mapping[str, str] | None = None,
-    skip_headers: tuple[str, ...] = (),
     check_host: Callable[[str], str | None] | None = None,
-    proxy_for: Callable[[HostKey], Proxy | None] | None = None,
 ) -> Rules:
-    """Fetch and parse the robots.txt of ``key``; never raises but for
-    cancellation. ``now`` is the clock the rules' expiry is on;
-    ``check_host`` the guard's host check of a redirect's target;
-    ``proxy_for`` the proxy of a host; ``headers`` are sent, and the
-    session's ``skip_headers`` are not."""
+    """Fetch (with ``get``: :func:`session_get`, or the curl transport's) and
+    parse the robots.txt of ``key``; never raises but for cancellation.
+    ``now`` is the clock the rules' expiry is on; ``check_host`` the guard's
+    host check of a redirect's target."""
     source = robots_url(key)
     shown_source = shown(str(source))
     try:
         async with asyncio.timeout(deadline):
-            return await _fetch(
-                session, source, token, now, headers, skip_headers, check_host, proxy_for
-            )
+            return await _fetch(get, source, token, now, check_host)
     except TimeoutError:
         problem = f"no answer within {deadline:g} s"
     except Exception as exc:  # any failure to fetch it: the host is unreachable for now
-        if isinstance(exc, AddressDenied) or isinstance(
-            getattr(exc, "os_error", None), AddressDenied
-        ):
+        if _denied(exc):
             # the guard refuses the host: its requests will be ``denied``, as without robots
             return Rules(shown_source, token, now() + RETRY_AFTER)
         problem = shown(str(exc) or type(exc).__name__)
     return _unreachable(shown_source, token, now(), problem)
+
+
+def _denied(exc: Exception) -> bool:
+    """Whether ``exc`` is the guard's refusal (aiohttp's, or a transport's ``denied`` Failure)."""
+    if isinstance(exc, AddressDenied) or isinstance(getattr(exc, "os_error", None), AddressDenied):
+        return True
+    failure = getattr(exc, "failure", None)
+    return isinstance(failure, Failure) and failure.kind is ErrorKind.DENIED
 
 
 def _unreachable(source: str, token: str, now: float, problem: str) -> Rules:
@@ -210,51 +259,29 @@ def _unreachable(source: str, token: str, now: float, problem: str) -> Rules:
 
 
 async def _fetch(
-    session: aiohttp.ClientSession,
+    get: Get,
     url: URL,
     token: str,
     now: Callable[[], float],
-    headers: Mapping[str, str] | None,
-    skip_headers: tuple[str, ...],
     check_host: Callable[[str], str | None] | None,
-    proxy_for: Callable[[HostKey], Proxy | None] | None,
 ) -> Rules:
     source = shown(str(url))
     allow_all = Rules(source, token, now() + KEEP_FOR)
     for _ in range(MAX_REDIRECTS + 1):
-        options: dict[str, Any] = {"allow_redirects": False, "headers": headers}
-        if skip_headers:
-            options["skip_auto_headers"] = skip_headers
-        if proxy_for is not None:
-            proxy = proxy_for((url.scheme, url.raw_host or "", url.port or 0))
-            if proxy is not None:
-                options = proxy.apply(options, url)
-        response = await session.get(url, **options)
-        try:
-            status = response.status
-            if status in REDIRECT_STATUSES and "Location" in response.headers:
-                target = _redirect(url, response.headers["Location"])
-                if target is None or (
-                    check_host is not None and check_host(target.raw_host or "") is not None
-                ):
-                    return allow_all
-                url = target
-                continue
-            if status == 429 or status >= 500:
-                reason = f"HTTP {status}"
-                return _unreachable(source, token, now(), reason)
-            if status >= 300:  # 4xx, or a 3xx not followed: no robots.txt
+        status, location, body = await get(url)
+        if location is not None:
+            target = _redirect(url, location)
+            if target is None or (
+                check_host is not None and check_host(target.raw_host or "") is not None
+            ):
                 return allow_all
-            body = bytearray()
-            while len(body) < MAX_BYTES:
-                chunk = await response.content.read(MAX_BYTES - len(body))
-                if not chunk:
-                    break
-                body += chunk
-            if len(body) >= MAX_BYTES:
-                response.close()  # the rest is not read (RFC 9309 §2.5)
-        finally:
-            response.release()
+            url = target
+            continue
+        if status == 429 or status >= 500:
+            reason = f"HTTP {status}"
+            return _unreachable(source, token, now(), reason)
+        if status >= 300:  # 4xx, or a 3xx not followed: no robots.txt
+            return allow_all
         try:
             parser = Protego.parse(body.decode("utf-8", errors="replace"))
         except Exception:  # a file Protego cannot parse at all says nothing

@@ -25,6 +25,11 @@ hook               what it does                  fallback
                                                  TTLs too, capped at an hour)
 =================  ============================  ==================================
 
+Beside the hooks, :func:`cookie_header` builds the curl transport's Cookie
+header with aiohttp's own (private) cookie helpers, so that both transports
+send the same one; its fallback parses a request's own Cookie header with the
+standard library (stricter on malformed pairs).
+
 ``FANOUT_AIOHTTP_INTERNALS=off`` in the environment (read at import) forces
 every fallback; ``make test-fallback`` runs the tests that exercise them so.
 :data:`IN_USE` says which hooks are in use; :func:`fallbacks` names the others
@@ -40,6 +45,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
+from http.cookies import BaseCookie, Morsel, SimpleCookie
 from types import CodeType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +64,7 @@ __all__ = [
     "IN_USE",
     "PRIVATE_ATTRIBUTES",
     "PRIVATE_METHODS",
+    "cookie_header",
     "fallbacks",
     "log_fallbacks",
     "no_hidden_retry",
@@ -417,6 +424,41 @@ def without_query_cache(channel: pycares.Channel) -> bool:
 def _dns_fallback(reason: str) -> bool:
     _fallen_back["dns_cache"] = reason
     return False
+
+
+# ---------------------------------------------------------------- cookies
+
+# What aiohttp's ClientRequest.update_cookies builds a request's Cookie header
+# with (aiohttp 3.12.14 and later); None where missing.
+try:
+    from aiohttp._cookie_helpers import parse_cookie_header as _parse_cookie_header
+    from aiohttp._cookie_helpers import preserve_morsel_with_coded_value as _preserve_morsel
+except ImportError:  # pragma: no cover - an aiohttp without them
+    _parse_cookie_header = None  # type: ignore[assignment]
+    _preserve_morsel = None  # type: ignore[assignment]
+
+
+def cookie_header(given: str | None, cookies: BaseCookie[str]) -> str:
+    """The Cookie header aiohttp sends with a request whose own Cookie header is
+    ``given`` when its jar adds ``cookies`` (not empty): both merged, the jar's
+    cookie winning over a given one of the same name, as
+    ``ClientRequest.update_cookies`` does (for the curl transport's jar).
+    Fallback, where aiohttp's helpers are missing: ``given`` parsed by the
+    standard library (lenient parsing of malformed pairs lost)."""
+    merged: SimpleCookie = SimpleCookie()
+    if given:
+        if _parse_cookie_header is not None and not FORCED_OFF:
+            merged.update(_parse_cookie_header(given))
+        else:
+            merged.load(given)
+    for name, value in cookies.items():
+        if _preserve_morsel is not None and not FORCED_OFF:
+            merged[name] = _preserve_morsel(value)
+        else:
+            kept: Morsel[str] = Morsel()
+            kept.set(value.key, value.value, value.coded_value)
+            merged[name] = kept
+    return merged.output(header="", sep=";").strip()
 
 
 # ---------------------------------------------------------------- status

@@ -36,16 +36,18 @@ import pycurl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.net.transport import REDIRECT_STATUSES
+from fanout.net.aiohttp_internals import cookie_header
+from fanout.net.transport import REDIRECT_STATUSES, Hop
+from fanout.policy import Caps
 from fanout.safetext import shown
 
 if TYPE_CHECKING:
     from yarl import URL
 
+    from fanout.net.cookies import OriginCookieJar
     from fanout.net.proxy import Proxy
     from fanout.net.tls import StrPath
-    from fanout.net.transport import Hop
-    from fanout.policy import Caps, Timeouts
+    from fanout.policy import Timeouts
 
 __all__ = ["CurlError", "CurlTransport"]
 
@@ -262,8 +264,15 @@ class CurlTransport:
         verify: bool = True,
         client_cert: tuple[StrPath, StrPath] | None = None,
         http2: bool = False,
+        cookies: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        # cookies=True: each origin's, kept for it (fanout.net.cookies), as on aiohttp
+        self._jar: OriginCookieJar | None = None
+        if cookies:
+            from fanout.net.cookies import OriginCookieJar
+
+            self._jar = OriginCookieJar()
         self._timeouts = timeouts
         self._defaults = dict(headers)
         # the header lines of a request with no headers, body or credentials of its own
@@ -346,7 +355,89 @@ class CurlTransport:
                 raise
             return self._result(transfer, request, url, hop, code, message)
         finally:
+            if self._jar is not None:
+                self._keep_cookies(transfer, url)
             self._release(transfer)
+
+    def _with_cookies(
+        self, url: URL, given: Mapping[str, str] | None, skip: tuple[str, ...]
+    ) -> Mapping[str, str] | None:
+        """``given`` with the jar's cookies for ``url`` in its Cookie header,
+        merged with the request's (or the defaults') own as aiohttp merges them."""
+        assert self._jar is not None
+        cookies = self._jar.filter_cookies(url)
+        if not cookies:
+            return given
+        own = None
+        for name, value in (given or {}).items():
+            if name.lower() == "cookie":
+                own = value
+                break
+        else:
+            if not any(name.lower() == "cookie" for name in skip):
+                own = next((v for k, v in self._defaults.items() if k.lower() == "cookie"), None)
+        headers = {k: v for k, v in (given or {}).items() if k.lower() != "cookie"}
+        headers["Cookie"] = cookie_header(own, cookies)
+        return headers
+
+    def _keep_cookies(self, transfer: _Transfer, url: URL) -> None:
+        """Keep the cookies a response to ``url`` set, once its headers are in
+        (a redirect hop's too; a failure after the headers keeps them, as aiohttp)."""
+        assert self._jar is not None
+        if transfer.done:
+            self._jar.update_cookies_from_headers(transfer.headers.getall("Set-Cookie", []), url)
+
+    async def get_prefix(
+        self, url: URL, headers: Mapping[str, str], skip: tuple[str, ...], limit: int
+    ) -> tuple[int, str | None, bytes]:
+        """One GET of ``url`` with ``headers`` (the defaults ``skip`` names left
+        out), not followed if a redirect: its status, a redirect's Location (or
+        None), and at most ``limit`` bytes of its decoded body for a 2xx, the
+        rest not read (robots.txt: :data:`fanout.engine.robots.Get`). Raises
+        :class:`CurlError` as :meth:`exchange` does; cancelling it ends the transfer."""
+        if self._closed:
+            raise RuntimeError("the curl transport is closed")
+        # A handle of its own, closed after: its write callback is not the pool's.
+        transfer = _Transfer(self._loop.time)
+        curl = transfer.curl
+        kept = bytearray()
+
+        def on_body(chunk: bytes) -> int | None:
+            transfer.last = transfer.clock()
+            if transfer.redirect or not 200 <= transfer.status < 300:
+                transfer.ended = True  # no body wanted: the connection is not kept
+                return 0
+            kept.extend(chunk[: limit - len(kept)])
+            if len(kept) >= limit:
+                transfer.ended = True  # the rest is not read
+                return 0
+            return None
+
+        try:
+            request = Request(str(url))
+            hop = Hop("GET", headers, None, skip)
+            self._prepare(transfer, request, url, Caps(max_bytes=None), False, hop)
+            curl.setopt(pycurl.WRITEFUNCTION, on_body)
+            future = transfer.future = self._loop.create_future()
+            transfer.started = transfer.last = self._loop.time()
+            self._active[curl] = transfer
+            self._multi.add_handle(curl)
+            if self._gaps is None and self._timeouts.read is not None:
+                self._gaps = self._loop.call_at(
+                    transfer.started + self._timeouts.read, self._sweep_gaps
+                )
+            self._arm_safety()
+            code, message = await future
+            if code != 0 and not (transfer.ended and code == pycurl.E_WRITE_ERROR):
+                raise self._failure(transfer, url, code, message)
+            location = transfer.headers.get("Location") if transfer.redirect else None
+            return transfer.status, location, bytes(kept)
+        finally:
+            if self._jar is not None:
+                self._keep_cookies(transfer, url)
+            self._remove(transfer)
+            transfer.future = None
+            curl.close()
 
     def _prepare(
         self,
@@ -386,6 +477,8 @@ class CurlTransport:
             method, body, given, skip = hop.method, hop.body, hop.headers, hop.skip
         else:
             method, body, given, skip = request.method, request.body, request.headers, ()
+        if self._jar is not None:
+            given = self._with_cookies(url, given, skip)
         if not given and not skip and body is None and "@" not in text:
             lines = self._plain_lines  # the same list each time: set once per handle
         else:

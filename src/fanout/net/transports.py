@@ -40,17 +40,14 @@ TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "curl")
 # The environment variable that picks the transport when the options do not.
 ENVIRONMENT: Final = "FANOUT_TRANSPORT"
 # The options the curl transport refuses, with their values when not in use:
-# each acts through aiohttp's connector, resolver or cookie jar (the guard's
-# address checks, the DNS servers, the proxies, the cookies), or its session
-# (robots.txt is fetched on it). Refused rather than silently weaker.
+# each acts through aiohttp's connector or resolver (the guard's address
+# checks, the DNS servers, the proxies). Refused rather than silently weaker.
 CURL_REFUSES: Final = {
     "deny_private": False,
     "allow_hosts": None,
     "deny_hosts": (),
     "nameservers": None,
     "proxy": None,
-    "cookies": False,
-    "robots": False,
 }
 # Why the curl transport refuses the proxies the environment names.
 CURL_ENV_PROXY: Final = (
