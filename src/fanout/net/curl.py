@@ -384,6 +384,7 @@ class CurlTransport:
         """Keep the cookies a response to ``url`` set, once its headers are in
         (a redirect hop's too; a failure after the headers keeps them, as aiohttp)."""
         assert self._jar is not None
+        transfer.parse()  # the transfer is over (or cancelled): its lines are all in
         if transfer.done:
             self._jar.update_cookies_from_headers(transfer.headers.getall("Set-Cookie", []), url)
 
@@ -404,6 +405,7 @@ class CurlTransport:
 
         def on_body(chunk: bytes) -> int | None:
             transfer.last = transfer.clock()
+            transfer.parse()  # the headers are whole
             if transfer.redirect or not 200 <= transfer.status < 300:
                 transfer.ended = True  # no body wanted: the connection is not kept
                 return 0
@@ -428,6 +430,7 @@ class CurlTransport:
                 )
             self._arm_safety()
             code, message = await future
+            transfer.parse()
             if code != 0 and not (transfer.ended and code == pycurl.E_WRITE_ERROR):
                 raise self._failure(transfer, url, code, message)
             location = transfer.headers.get("Location") if transfer.redirect else None
