@@ -221,9 +221,6 @@ def test_the_environment_picks_the_transport_the_options_do_not(
 
 
 USED: dict[str, Any] = {
-    "deny_private": True,
-    "allow_hosts": ["*.test"],
-    "deny_hosts": ["a.test"],
     "nameservers": ["127.0.0.1"],
     "proxy": "http://127.0.0.1:9",
     "cookies": True,

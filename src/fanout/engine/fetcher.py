@@ -538,6 +538,9 @@ class Fetcher:
                 verify=self.config.verify,
                 client_cert=self.config.client_cert,
                 http2=self.config.http2,
+                # Its name patterns are checked per hop here; its address checks
+                # where libcurl connects (never beside a proxy: proxies_for refuses).
+                guard=guard if guard is not None and guard.address_checks else None,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)

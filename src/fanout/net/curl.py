@@ -42,6 +42,7 @@ from fanout.safetext import shown
 if TYPE_CHECKING:
     from yarl import URL
 
+    from fanout.net.guard import HostGuard
     from fanout.net.proxy import Proxy
     from fanout.net.tls import StrPath
     from fanout.net.transport import Hop
@@ -128,13 +129,16 @@ class _Transfer:
         "future",
         "header_lines",
         "headers",
+        "host",
         "kept",
         "last",
         "max_bytes",
+        "passed",
         "plain",
         "reason",
         "redirect",
         "redirects",
+        "refused",
         "scheme",
         "size",
         "started",
@@ -165,6 +169,11 @@ class _Transfer:
         self.plain = False
         self.header_lines: list[bytes] | None = None  # the HTTPHEADER list set last
         self.scheme = ""  # the scheme whose HTTP_VERSION is set
+        # With the guard's address checks (only then kept up to date): the
+        # URL's host, why an address of it was refused, and whether one passed.
+        self.host = ""
+        self.refused: str | None = None
+        self.passed = False
 
     def on_header(self, line: bytes) -> int | None:
         self.last = self.clock()
@@ -250,7 +259,11 @@ class CurlTransport:
         verify: bool = True,
         client_cert: tuple[StrPath, StrPath] | None = None,
         http2: bool = False,
+        guard: HostGuard | None = None,
     ) -> None:
+        """``guard``: the guard whose address checks (``deny_private``, network
+        patterns) judge every address libcurl is about to connect to; None when
+        it has none (its name patterns are the engine's, per hop)."""
         self._loop = asyncio.get_running_loop()
         self._timeouts = timeouts
         self._defaults = dict(headers)
@@ -279,6 +292,9 @@ class CurlTransport:
         multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX if http2 else pycurl.PIPE_NOTHING)
         self._http2 = http2
         self._closed = False
+        self._guard = guard
+        if guard is not None:  # the per-request work of the guard, only with it
+            self._prepare = self._prepare_guarded  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ counters
 
@@ -411,6 +427,21 @@ class CurlTransport:
             plain = False
         transfer.plain = plain
 
+    def _prepare_guarded(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        """:meth:`_prepare`, and the state the guard's socket opener reads."""
+        transfer.host = url.raw_host or ""
+        transfer.refused = None
+        transfer.passed = False
+        CurlTransport._prepare(self, transfer, request, url, caps, keep_body, hop)
+
     def _configure(self, transfer: _Transfer) -> None:
         """Set the options every transfer of this transport shares (after a reset)."""
         setopt = transfer.curl.setopt
@@ -431,6 +462,8 @@ class CurlTransport:
             setopt(pycurl.CONNECTTIMEOUT_MS, max(1, round(connect * 1000)))
         for option, value in self._tls:
             setopt(option, value)
+        if self._guard is not None:
+            setopt(pycurl.OPENSOCKETFUNCTION, _socket_opener(transfer, self._guard, self._loop))
         transfer.configured = True
         transfer.header_lines = None
         transfer.scheme = ""
@@ -487,6 +520,14 @@ class CurlTransport:
         if code == pycurl.E_COULDNT_RESOLVE_HOST:
             kind, sent = ErrorKind.DNS, False
             text = message if host in message else f"cannot resolve {host}: {message}"
+        elif code == pycurl.E_COULDNT_CONNECT and transfer.refused and not transfer.passed:
+            # the guard refused every address libcurl tried (as GuardedResolver words it)
+            return CurlError(
+                Failure(
+                    ErrorKind.DENIED, shown(f"{host} has no address allowed: {transfer.refused}")
+                ),
+                False,
+            )
         elif code == pycurl.E_COULDNT_CONNECT:
             errno = transfer.curl.getinfo(pycurl.OS_ERRNO)
             reason = os.strerror(errno) if errno else message
@@ -757,6 +798,36 @@ def _last_received(curl: Any, now: float) -> float:
         return 0.0
     idle_ms: int = _TCPI_LAST_DATA_RECV.unpack_from(info, 52)[0]
     return now - idle_ms / 1000
+
+
+def _socket_opener(
+    transfer: _Transfer, guard: HostGuard, loop: asyncio.AbstractEventLoop
+) -> Callable[[int, Any], Any]:
+    """libcurl's OPENSOCKETFUNCTION for ``transfer``: the guard judges each address
+    libcurl is about to connect to (the one it resolved and connects to, so a
+    name that resolves to another address the next time is judged again: DNS
+    rebinding); a refused one gets no socket (libcurl tries the next address, or
+    fails with CURLE_COULDNT_CONNECT, which :meth:`CurlTransport._failure` reads
+    as ``denied``). pycurl duplicates the descriptor of the socket returned:
+    this one is closed once libcurl has its copy."""
+    check = guard.check_address
+
+    def open_socket(purpose: int, address: Any) -> Any:
+        try:
+            family, socktype, protocol, peer = address
+            refused = check(transfer.host, str(peer[0]))
+            if refused is not None:
+                if transfer.refused is None:
+                    transfer.refused = refused
+                return pycurl.SOCKET_BAD
+            opened = socket.socket(family, socktype, protocol)
+        except Exception:  # never connect unchecked; the error is libcurl's to report
+            return pycurl.SOCKET_BAD
+        transfer.passed = True
+        loop.call_soon(opened.close)
+        return opened
+
+    return open_socket
 
 
 def _header_lines(

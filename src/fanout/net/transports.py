@@ -40,13 +40,10 @@ TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "curl")
 # The environment variable that picks the transport when the options do not.
 ENVIRONMENT: Final = "FANOUT_TRANSPORT"
 # The options the curl transport refuses, with their values when not in use:
-# each acts through aiohttp's connector, resolver or cookie jar (the guard's
-# address checks, the DNS servers, the proxies, the cookies), or its session
-# (robots.txt is fetched on it). Refused rather than silently weaker.
+# each acts through aiohttp's connector, resolver or cookie jar (the DNS
+# servers, the proxies, the cookies), or its session (robots.txt is fetched on
+# it). Refused rather than silently weaker.
 CURL_REFUSES: Final = {
-    "deny_private": False,
-    "allow_hosts": None,
-    "deny_hosts": (),
     "nameservers": None,
     "proxy": None,
     "cookies": False,
