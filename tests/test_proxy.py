@@ -30,6 +30,7 @@ SECRET = "pr0xy-s3cret"
 # what the forward proxy requires for user "bob" and SECRET
 BOB = aiohttp.encode_basic_auth("bob", SECRET)
 ONCE = fanout.RetryPolicy(attempts=1)
+pytestmark = pytest.mark.usefixtures("transport")
 
 
 class Target:
@@ -398,6 +399,7 @@ async def test_the_proxy_resolves_the_names_and_is_not_checked_against_the_patte
     assert proxy.seen[0].target == f"http://app.test:{port}/"
 
 
+@pytest.mark.aiohttp_only("a session is aiohttp's")
 async def test_a_session_given_keeps_its_own_proxies() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConfigError, match="session= cannot be combined with proxy"):

@@ -73,7 +73,7 @@ from fanout.net.transport import (
     make_session,
     session_problem,
 )
-from fanout.net.transports import CURL_ENV_PROXY, Transport
+from fanout.net.transports import Transport
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
@@ -467,8 +467,6 @@ class Fetcher:
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
         # The environment's proxies are read now; a session given uses its own.
         self._proxies = None if session is not None else proxies_for(config)
-        if self._proxies is not None and config.transport == "curl":
-            raise ConfigError(CURL_ENV_PROXY)
         self._ssl = tls_context(
             cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
         )
@@ -541,6 +539,7 @@ class Fetcher:
                 # Its name patterns are checked per hop here; its address checks
                 # where libcurl connects (never beside a proxy: proxies_for refuses).
                 guard=guard if guard is not None and guard.address_checks else None,
+                proxies=self._proxies is not None,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)

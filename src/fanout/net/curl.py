@@ -22,6 +22,7 @@ transport (:data:`fanout.net.transports.CURL_REFUSES`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -135,6 +136,7 @@ class _Transfer:
         "max_bytes",
         "passed",
         "plain",
+        "proxy",
         "reason",
         "redirect",
         "redirects",
@@ -174,6 +176,7 @@ class _Transfer:
         self.host = ""
         self.refused: str | None = None
         self.passed = False
+        self.proxy: Proxy | None = None  # the proxy of this transfer (with proxies only)
 
     def on_header(self, line: bytes) -> int | None:
         self.last = self.clock()
@@ -260,10 +263,12 @@ class CurlTransport:
         client_cert: tuple[StrPath, StrPath] | None = None,
         http2: bool = False,
         guard: HostGuard | None = None,
+        proxies: bool = False,
     ) -> None:
         """``guard``: the guard whose address checks (``deny_private``, network
         patterns) judge every address libcurl is about to connect to; None when
-        it has none (its name patterns are the engine's, per hop)."""
+        it has none (its name patterns are the engine's, per hop). ``proxies``:
+        some request may go through a proxy (:meth:`exchange`'s ``proxy``)."""
         self._loop = asyncio.get_running_loop()
         self._timeouts = timeouts
         self._defaults = dict(headers)
@@ -295,6 +300,11 @@ class CurlTransport:
         self._guard = guard
         if guard is not None:  # the per-request work of the guard, only with it
             self._prepare = self._prepare_guarded  # type: ignore[method-assign]
+        self._route: Proxy | None = None  # the proxy of the exchange being prepared
+        self._guarded_prepare = self._prepare
+        if proxies:  # the per-request work of the proxies, only with them
+            self.exchange = self._exchange_proxied  # type: ignore[method-assign]
+            self._prepare = self._prepare_proxied  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ counters
 
@@ -442,6 +452,68 @@ class CurlTransport:
         transfer.passed = False
         CurlTransport._prepare(self, transfer, request, url, caps, keep_body, hop)
 
+    async def _exchange_proxied(
+        self,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+        proxy: Proxy | None = None,
+    ) -> Result:
+        """:meth:`exchange` through ``proxy`` (None: direct). A 407 to a request
+        in absolute form (an http URL) is the proxy's own answer."""
+        # read by _prepare_proxied, which exchange calls before its first await
+        self._route = proxy
+        result = await CurlTransport.exchange(self, request, url, caps, keep_body, hop, proxy)
+        error = result.error
+        if (
+            error is not None
+            and result.status == 407
+            and proxy is not None
+            and url.scheme == "http"
+        ):
+            status = error.message  # "HTTP 407 <reason>", shown already
+            result.error = Failure(
+                ErrorKind.PROXY, f"the proxy {proxy.shown} refused the request: {status}"
+            )
+        return result
+
+    def _prepare_proxied(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        """:meth:`_prepare`, through the proxy :meth:`_exchange_proxied` names: its
+        URL without credentials, which libcurl sends as the Proxy-Authorization
+        of the request in absolute form (an http URL) or of the CONNECT (an https
+        one), where a proxy reads it; a Proxy-Authorization among the headers is
+        left out then (one only, the proxy URL's)."""
+        proxy = transfer.proxy = self._route
+        self._guarded_prepare(transfer, request, url, caps, keep_body, hop)
+        setopt = transfer.curl.setopt
+        if proxy is None:
+            setopt(pycurl.PROXY, "")
+            return
+        setopt(pycurl.PROXY, proxy.shown)
+        setopt(pycurl.NOPROXY, "")  # fanout read no_proxy already: not libcurl again
+        credentials = _proxy_credentials(proxy)
+        if credentials is None:
+            setopt(pycurl.PROXYUSERNAME, b"")
+            setopt(pycurl.PROXYPASSWORD, b"")
+            return
+        setopt(pycurl.PROXYUSERNAME, credentials[0])
+        setopt(pycurl.PROXYPASSWORD, credentials[1])
+        lines = transfer.header_lines
+        if lines and any(line[:20].lower() == b"proxy-authorization:" for line in lines):
+            kept = [line for line in lines if line[:20].lower() != b"proxy-authorization:"]
+            setopt(pycurl.HTTPHEADER, kept)
+            transfer.header_lines = kept
+
     def _configure(self, transfer: _Transfer) -> None:
         """Set the options every transfer of this transport shares (after a reset)."""
         setopt = transfer.curl.setopt
@@ -510,6 +582,10 @@ class CurlTransport:
 
     def _failure(self, transfer: _Transfer, url: URL, code: int, message: str) -> CurlError:
         """The CurlError of a transfer that ended with libcurl's ``code``."""
+        if transfer.proxy is not None:
+            through = _proxy_failure(transfer, url, code, message, transfer.proxy)
+            if through is not None:
+                return through
         if transfer.abort is not None:
             sent = transfer.abort.kind is not ErrorKind.TIMEOUT or transfer.done
             return CurlError(transfer.abort, sent or self._connected(transfer))
@@ -828,6 +904,56 @@ def _socket_opener(
         return opened
 
     return open_socket
+
+
+def _proxy_credentials(proxy: Proxy) -> tuple[bytes, bytes] | None:
+    """The user and password of ``proxy``'s Basic Proxy-Authorization, as bytes
+    (libcurl encodes them again, to the same header)."""
+    if proxy.authorization is None:
+        return None
+    decoded = base64.b64decode(proxy.authorization.removeprefix("Basic "))
+    user, _, password = decoded.partition(b":")
+    return user, password
+
+
+def _proxy_failure(
+    transfer: _Transfer, url: URL, code: int, message: str, proxy: Proxy
+) -> CurlError | None:
+    """The CurlError of a transfer through ``proxy`` that the proxy ended (as
+    aiohttp's are: a proxy that cannot be reached is tried again, an answer of
+    the proxy's is final), or None when the target did."""
+    curl = transfer.curl
+    try:
+        tunnel = curl.getinfo(pycurl.HTTP_CONNECTCODE)
+    except pycurl.error:
+        tunnel = 0
+    if url.scheme == "https" and tunnel and not 200 <= tunnel < 300:
+        text = f"the proxy {proxy.shown} refused the tunnel: HTTP {tunnel} {transfer.reason}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text.rstrip())), False)
+    if code == pycurl.E_COULDNT_RESOLVE_PROXY or (
+        code == pycurl.E_COULDNT_CONNECT and not tunnel and not transfer.refused
+    ):
+        errno = curl.getinfo(pycurl.OS_ERRNO)
+        reason = os.strerror(errno) if errno else message
+        text = f"cannot connect to the proxy {proxy.shown}: {reason}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
+    if url.scheme == "https" and code != 0 and transfer.abort is None and not _handshaken(curl):
+        if code in _TLS_CODES and not tunnel and proxy.shown.startswith("https:"):
+            text = f"cannot connect to the proxy {proxy.shown}: TLS: {message}"
+            return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
+        if code not in _TLS_CODES and code != pycurl.E_OPERATION_TIMEDOUT:
+            # the proxy's answer to CONNECT is not HTTP: nothing reached the target
+            text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
+            return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
+    return None
+
+
+def _handshaken(curl: Any) -> bool:
+    """Whether the TLS handshake with the target (through the tunnel) is done."""
+    try:
+        return bool(curl.getinfo(pycurl.APPCONNECT_TIME) > 0)
+    except pycurl.error:
+        return True
 
 
 def _header_lines(

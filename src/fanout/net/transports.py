@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from fanout.policy import Caps, Timeouts
 
 __all__ = [
-    "CURL_ENV_PROXY",
     "CURL_REFUSES",
     "ENVIRONMENT",
     "TRANSPORTS",
@@ -40,20 +39,14 @@ TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "curl")
 # The environment variable that picks the transport when the options do not.
 ENVIRONMENT: Final = "FANOUT_TRANSPORT"
 # The options the curl transport refuses, with their values when not in use:
-# each acts through aiohttp's connector, resolver or cookie jar (the DNS
-# servers, the proxies, the cookies), or its session (robots.txt is fetched on
-# it). Refused rather than silently weaker.
+# each acts through aiohttp's resolver or cookie jar (the DNS servers, the
+# cookies), or its session (robots.txt is fetched on it). Refused rather than
+# silently weaker.
 CURL_REFUSES: Final = {
     "nameservers": None,
-    "proxy": None,
     "cookies": False,
     "robots": False,
 }
-# Why the curl transport refuses the proxies the environment names.
-CURL_ENV_PROXY: Final = (
-    "transport 'curl' cannot go through the proxies the environment names (http_proxy,"
-    " https_proxy): ignore them (env_proxy=False, --no-env-proxy) or use transport 'aiohttp'"
-)
 
 
 class Transport(Protocol):
