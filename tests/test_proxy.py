@@ -111,6 +111,30 @@ async def test_requests_go_through_the_proxy(https: bool, tls_files: TLSFiles) -
 
 
 @pytest.mark.parametrize("https", [False, True])
+async def test_an_https_proxy_is_verified_with_the_cacert_given(
+    https: bool, tls_files: TLSFiles
+) -> None:
+    """TLS to the proxy itself: its certificate is checked against ``cacert``
+    (a proxy the CA did not sign is a ``proxy`` error), as the target's is."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_files.server.configure_cert(context)
+    tls = tls_files if https else None
+    async with target_server(tls) as target, forward_proxy(tls=context) as proxy:
+        assert proxy.url.startswith("https://")
+        result = await _get(f"{target.url}/a", proxy=proxy.url, cacert=tls_files.cacert)
+        unknown = await _get(f"{target.url}/b", proxy=proxy.url)  # the system's CAs
+    assert result.status == 200, result.error
+    assert result.json() == {"path": "/a"}
+    assert len(proxy.seen) == 1
+    assert unknown.error is not None
+    assert unknown.error.kind is ErrorKind.PROXY, unknown.error
+    assert unknown.error.message.startswith(f"cannot connect to the proxy {proxy.url}: ")
+    assert len(target.seen) == 1
+
+
+@pytest.mark.parametrize("https", [False, True])
 async def test_proxy_credentials_go_to_the_proxy_only(https: bool, tls_files: TLSFiles) -> None:
     tls = tls_files if https else None
     async with target_server(tls) as target, forward_proxy(authorization=BOB) as proxy:

@@ -101,6 +101,15 @@ _TLS_CODES: Final = frozenset(
 _VERIFY_CODES: Final = frozenset(
     getattr(pycurl, name, -1) for name in ("E_PEER_FAILED_VERIFICATION", "E_SSL_PEER_CERTIFICATE")
 )
+# The options of TLS with an https:// proxy that match those with the target.
+_PROXY_TLS: Final = {
+    pycurl.SSL_VERIFYPEER: pycurl.PROXY_SSL_VERIFYPEER,
+    pycurl.SSL_VERIFYHOST: pycurl.PROXY_SSL_VERIFYHOST,
+    pycurl.CAINFO: pycurl.PROXY_CAINFO,
+    pycurl.CAPATH: pycurl.PROXY_CAPATH,
+    pycurl.SSLCERT: pycurl.PROXY_SSLCERT,
+    pycurl.SSLKEY: pycurl.PROXY_SSLKEY,
+}
 _UNSENT_ATTRIBUTE: Final = "_fanout_unsent"
 # struct tcp_info's tcpi_last_data_recv (milliseconds), at offset 52 on Linux
 _TCPI_LAST_DATA_RECV: Final = struct.Struct("=I")
@@ -286,6 +295,10 @@ class CurlTransport:
         self._safety: asyncio.TimerHandle | None = None
         self._gaps: asyncio.TimerHandle | None = None  # the read deadlines' sweep
         self._tls = _tls_options(cacert, verify, client_cert)
+        if proxies:  # an https:// proxy is checked as a target is (aiohttp: one context)
+            self._tls += [
+                (_PROXY_TLS[option], value) for option, value in self._tls if option in _PROXY_TLS
+            ]
         multi = self._multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
@@ -937,14 +950,24 @@ def _proxy_failure(
         reason = os.strerror(errno) if errno else message
         text = f"cannot connect to the proxy {proxy.shown}: {reason}"
         return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
-    if url.scheme == "https" and code != 0 and transfer.abort is None and not _handshaken(curl):
-        if code in _TLS_CODES and not tunnel and proxy.shown.startswith("https:"):
-            text = f"cannot connect to the proxy {proxy.shown}: TLS: {message}"
-            return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
-        if code not in _TLS_CODES and code != pycurl.E_OPERATION_TIMEDOUT:
-            # the proxy's answer to CONNECT is not HTTP: nothing reached the target
-            text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
-            return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
+    tls = code in _TLS_CODES
+    if tls and proxy.shown.startswith("https:") and (url.scheme == "http" or not tunnel):
+        # TLS with the proxy itself
+        if code in _VERIFY_CODES:
+            reason = f"certificate verify failed (CERTIFICATE_VERIFY_FAILED): {message}"
+        else:
+            reason = f"TLS: {message}"
+        text = f"cannot connect to the proxy {proxy.shown}: {reason}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
+    if (
+        url.scheme == "https"
+        and code not in (0, pycurl.E_OPERATION_TIMEDOUT)
+        and not tls
+        and transfer.abort is None
+        and not _handshaken(curl)
+    ):  # the proxy's answer to CONNECT is not HTTP: nothing reached the target
+        text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
     return None
 
 
