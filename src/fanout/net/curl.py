@@ -14,7 +14,10 @@ connect deadline is libcurl's (``CONNECTTIMEOUT_MS``, the DNS lookup
 included); the read deadline (the longest gap between bytes) is one lazy loop
 timer for all transfers, due at the earliest of their deadlines, which then
 checks them all. ``max_bytes`` is counted on the decoded
-body as it comes (gzip, deflate, br). Only what this module can guarantee
+body as it comes (gzip, deflate, br). The guard's address checks run in
+libcurl's socket opener, on each address it is about to connect to; proxies
+are set per transfer, and only when a Fetcher has some (neither costs the
+plain path anything). Only what this module can guarantee
 is offered: the options it cannot honour are refused with the curl
 transport (:data:`fanout.net.transports.CURL_REFUSES`).
 """
