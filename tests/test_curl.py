@@ -221,7 +221,6 @@ def test_the_environment_picks_the_transport_the_options_do_not(
 
 
 USED: dict[str, Any] = {
-    "nameservers": ["127.0.0.1"],
     "proxy": "http://127.0.0.1:9",
     "cookies": True,
     "robots": True,

@@ -161,7 +161,6 @@ def test_the_command_line_guard(server_thread: str) -> None:
 
 
 @pytest.mark.usefixtures("transport")
-@pytest.mark.aiohttp_only("nameservers is refused on curl")
 async def test_the_guard_judges_each_resolution_not_the_name() -> None:
     # A name whose address changes between lookups (DNS rebinding): what is
     # checked is the address each connection would use, from that lookup.

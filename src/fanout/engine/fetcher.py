@@ -540,6 +540,7 @@ class Fetcher:
                 # where libcurl connects (never beside a proxy: proxies_for refuses).
                 guard=guard if guard is not None and guard.address_checks else None,
                 proxies=self._proxies is not None,
+                nameservers=self._nameservers,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)

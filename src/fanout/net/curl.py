@@ -29,18 +29,26 @@ import base64
 import contextlib
 import hashlib
 import io
+import ipaddress
 import os
 import socket
 import ssl
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import pycurl
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
-from fanout.net.transport import REDIRECT_STATUSES
+from fanout.net.transport import (
+    _DNS_IN_FLIGHT,
+    REDIRECT_STATUSES,
+    DNSError,
+    _LazyResolver,
+    dns_deadline,
+    resolver_stats,
+)
 from fanout.safetext import shown
 
 if TYPE_CHECKING:
@@ -276,11 +284,14 @@ class CurlTransport:
         http2: bool = False,
         guard: HostGuard | None = None,
         proxies: bool = False,
+        nameservers: Sequence[str] | None = None,
     ) -> None:
         """``guard``: the guard whose address checks (``deny_private``, network
         patterns) judge every address libcurl is about to connect to; None when
         it has none (its name patterns are the engine's, per hop). ``proxies``:
-        some request may go through a proxy (:meth:`exchange`'s ``proxy``)."""
+        some request may go through a proxy (:meth:`exchange`'s ``proxy``).
+        ``nameservers``: names are resolved by fanout's resolver, with these
+        DNS servers, and handed to libcurl (``CURLOPT_RESOLVE``)."""
         self._loop = asyncio.get_running_loop()
         self._timeouts = timeouts
         self._defaults = dict(headers)
@@ -321,6 +332,16 @@ class CurlTransport:
         if proxies:  # the per-request work of the proxies, only with them
             self.exchange = self._exchange_proxied  # type: ignore[method-assign]
             self._prepare = self._prepare_proxied  # type: ignore[method-assign]
+        self._resolver: _LazyResolver | None = None
+        self._resolved: str | None = None  # the RESOLVE entry of the exchange being prepared
+        self._unresolved = self.exchange
+        self._prepare_unresolved = self._prepare
+        if nameservers is not None:  # the per-request work of fanout's resolver, only with it
+            self._resolver = _LazyResolver(
+                list(nameservers), dns_deadline(timeouts), max(_DNS_IN_FLIGHT, concurrency)
+            )
+            self.exchange = self._exchange_resolved  # type: ignore[method-assign]
+            self._prepare = self._prepare_resolved  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ counters
 
@@ -335,8 +356,9 @@ class CurlTransport:
         }
 
     def dns_stats(self) -> dict[str, int] | None:
-        """None: libcurl resolves names itself."""
-        return None
+        """fanout's resolver's counters (with ``nameservers``), else None:
+        libcurl resolves names itself."""
+        return None if self._resolver is None else resolver_stats(self._resolver)
 
     # ------------------------------------------------------------ exchange
 
@@ -467,6 +489,56 @@ class CurlTransport:
         transfer.refused = None
         transfer.passed = False
         CurlTransport._prepare(self, transfer, request, url, caps, keep_body, hop)
+
+    async def _exchange_resolved(
+        self,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+        proxy: Proxy | None = None,
+    ) -> Result:
+        """:meth:`exchange` with the name of the host connected to (the proxy's,
+        through one) resolved by fanout's resolver, as on aiohttp: its
+        addresses become libcurl's RESOLVE entry for the transfer (the guard
+        still judges each one as libcurl connects to it)."""
+        host, port = (url.raw_host, url.port) if proxy is None else (proxy.host, proxy.port)
+        entry = None
+        if host and port and _is_name(host):
+            assert self._resolver is not None
+            try:
+                answers = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
+            except DNSError as exc:
+                if proxy is not None:
+                    text = f"cannot connect to the proxy {proxy.shown}: {exc}"
+                    failure = Failure(ErrorKind.PROXY, shown(text), "DNSError")
+                else:
+                    failure = Failure(ErrorKind.DNS, shown(str(exc)), "DNSError")
+                raise CurlError(failure, False) from None
+            except asyncio.CancelledError as cancelled:  # the total deadline: nothing sent
+                setattr(cancelled, _UNSENT_ATTRIBUTE, True)
+                raise
+            addresses = (a["host"] for a in answers)
+            entry = f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+        # read by _prepare_resolved, which the exchange calls before its first await
+        self._resolved = entry
+        return await self._unresolved(request, url, caps, keep_body, hop, proxy)
+
+    def _prepare_resolved(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        """:meth:`_prepare`, with the addresses :meth:`_exchange_resolved` found
+        (none for an address: an entry of another transfer is not set again)."""
+        self._prepare_unresolved(transfer, request, url, caps, keep_body, hop)
+        entry = self._resolved
+        transfer.curl.setopt(pycurl.RESOLVE, [] if entry is None else [entry])
 
     async def _exchange_proxied(
         self,
@@ -871,6 +943,8 @@ class CurlTransport:
             self._loop.remove_reader(fd)
             self._loop.remove_writer(fd)
         self._sockets.clear()
+        if self._resolver is not None:
+            await self._resolver.close()
 
 
 def _last_received(curl: Any, now: float) -> float:
@@ -972,6 +1046,15 @@ def _proxy_failure(
         text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
         return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
     return None
+
+
+def _is_name(host: str) -> bool:
+    """Whether ``host`` is a name to resolve, not an address."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    return False
 
 
 def _handshaken(curl: Any) -> bool:

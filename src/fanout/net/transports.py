@@ -39,11 +39,9 @@ TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "curl")
 # The environment variable that picks the transport when the options do not.
 ENVIRONMENT: Final = "FANOUT_TRANSPORT"
 # The options the curl transport refuses, with their values when not in use:
-# each acts through aiohttp's resolver or cookie jar (the DNS servers, the
-# cookies), or its session (robots.txt is fetched on it). Refused rather than
-# silently weaker.
+# each acts through aiohttp's cookie jar (the cookies) or its session
+# (robots.txt is fetched on it). Refused rather than silently weaker.
 CURL_REFUSES: Final = {
-    "nameservers": None,
     "cookies": False,
     "robots": False,
 }
