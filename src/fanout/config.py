@@ -94,8 +94,8 @@ class FetcherConfig:
     - ``transport``: ``"aiohttp"`` (the default) or ``"curl"`` (libcurl through
       pycurl, the ``fanout[curl]`` extra; ``--transport``). When not given,
       the environment's ``FANOUT_TRANSPORT`` names it. The curl transport
-      refuses ``nameservers``, ``cookies`` and ``robots`` (and, in a Fetcher,
-      ``session=``): it cannot give their guarantees yet.
+      refuses ``cookies`` and ``robots`` (and, in a Fetcher, ``session=``): it
+      cannot give their guarantees yet.
     - ``http2=True`` (``--http2``; curl transport only): HTTP/2, prior
       knowledge for http:// (the server must speak cleartext HTTP/2) and ALPN
       for https:// (HTTP/1.1 when the server does not offer h2). A host's

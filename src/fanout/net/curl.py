@@ -16,8 +16,9 @@ timer for all transfers, due at the earliest of their deadlines, which then
 checks them all. ``max_bytes`` is counted on the decoded
 body as it comes (gzip, deflate, br). The guard's address checks run in
 libcurl's socket opener, on each address it is about to connect to; proxies
-are set per transfer, and only when a Fetcher has some (neither costs the
-plain path anything). Only what this module can guarantee
+are set per transfer, and only when a Fetcher has some; with ``nameservers``
+fanout's resolver looks names up and hands libcurl the addresses (none of
+these costs the plain path anything). Only what this module can guarantee
 is offered: the options it cannot honour are refused with the curl
 transport (:data:`fanout.net.transports.CURL_REFUSES`).
 """
