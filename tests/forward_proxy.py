@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -152,14 +153,16 @@ async def forward_proxy(
     authorization: str | None = None,
     connect_status: int | None = None,
     hosts: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[ForwardProxy]:
-    """A forward proxy on 127.0.0.1, its URL in ``.url`` (no credentials)."""
+    """A forward proxy on 127.0.0.1, its URL in ``.url`` (no credentials); an
+    https:// one (TLS to the proxy itself) with ``tls``, the server's context."""
     proxy = ForwardProxy(
         authorization=authorization, connect_status=connect_status, hosts=dict(hosts or {})
     )
-    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
-    proxy.url = f"http://127.0.0.1:{port}"
+    proxy.url = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
     try:
         yield proxy
     finally:

@@ -648,7 +648,6 @@ def test_host_keys_are_canonical_for_per_host(fresh: Traps) -> None:
 # ------------------------------------------------------------------------- the guard
 
 
-@pytest.mark.aiohttp_only("the guard")
 @pytest.mark.parametrize("source", ["library", "command"])
 def test_deny_private_refuses_loopback_without_connecting(
     fresh: Traps, tmp_path: Path, source: str
@@ -673,7 +672,6 @@ def test_deny_private_refuses_loopback_without_connecting(
     assert fresh.connections() == connected  # no connection at all when denied
 
 
-@pytest.mark.aiohttp_only("the guard")
 @pytest.mark.parametrize("source", ["library", "command"])
 def test_a_redirect_to_a_denied_host_is_refused_at_that_hop(
     fresh: Traps, tmp_path: Path, source: str
@@ -692,7 +690,6 @@ def test_a_redirect_to_a_denied_host_is_refused_at_that_hop(
     assert fresh.connections(b) == 0
 
 
-@pytest.mark.aiohttp_only("the guard")
 @pytest.mark.parametrize("source", ["library", "command"])
 def test_allow_host_refuses_every_other_host(fresh: Traps, tmp_path: Path, source: str) -> None:
     a, b, _ = a_b_c(fresh)
@@ -709,7 +706,6 @@ def test_allow_host_refuses_every_other_host(fresh: Traps, tmp_path: Path, sourc
     assert fresh.connections(b) == 0
 
 
-@pytest.mark.aiohttp_only("the guard")
 async def test_deny_private_checks_the_address_a_name_resolves_to(traps: Traps) -> None:
     """The name is not private, its address is: the check is on the resolved
     address (the stub DNS answers a.test with 127.0.0.1)."""

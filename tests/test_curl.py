@@ -27,7 +27,6 @@ from fanout import (
 )
 from fanout.cli import main
 from fanout.demo import DemoServer
-from fanout.net.transports import CURL_REFUSES
 
 pytest.importorskip("pycurl")
 
@@ -220,37 +219,12 @@ def test_the_environment_picks_the_transport_the_options_do_not(
         FetcherConfig(transport="requests")  # type: ignore[arg-type]
 
 
-USED: dict[str, Any] = {
-    "deny_private": True,
-    "allow_hosts": ["*.test"],
-    "deny_hosts": ["a.test"],
-    "nameservers": ["127.0.0.1"],
-    "proxy": "http://127.0.0.1:9",
-}
-
-
-@pytest.mark.parametrize("name", sorted(CURL_REFUSES))
-def test_an_option_curl_cannot_honour_is_refused_by_name(name: str) -> None:
-    with pytest.raises(ConfigError, match=f"transport 'curl' cannot be combined with {name}"):
-        FetcherConfig(transport="curl", **{name: USED[name]})
-
-
-async def test_a_session_and_the_environments_proxies_are_refused(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_a_session_is_refused() -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConfigError, match=r"session= .* cannot be combined with transport"):
             Fetcher(session=session, transport="curl")
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    with pytest.raises(ConfigError, match="cannot go through the proxies the environment"):
-        Fetcher(transport="curl")
-    Fetcher(transport="curl", env_proxy=False)  # ignored: accepted
-    with pytest.raises(SystemExit) as exited:
-        main(["fetch", "http://127.0.0.1:9/", "--transport", "curl"])
-    assert exited.value.code == 2
-    assert "--no-env-proxy" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("transport")

@@ -244,6 +244,7 @@ def test_the_private_switch_refuses_what_it_does_not_know() -> None:
     assert internals.without_query_cache(object()) is False  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("transport")
 async def test_dns_failures_are_dns_records_and_the_run_goes_on(
     stub: StubDNS, server: DemoServer
 ) -> None:
@@ -265,6 +266,50 @@ async def test_dns_failures_are_dns_records_and_the_run_goes_on(
         assert result.error.message == message
 
 
+@pytest.mark.usefixtures("transport")
+async def test_a_proxy_named_by_a_name_is_resolved_with_the_dns_servers(
+    stub: StubDNS, server: DemoServer
+) -> None:
+    """With a proxy, the name resolved is the proxy's (the proxy resolves the
+    target's); a proxy whose name does not resolve is a ``proxy`` record."""
+    from tests.forward_proxy import forward_proxy
+
+    url = f"{server.url}/items/1"
+    async with forward_proxy() as proxy:
+        port = proxy.url.rsplit(":", 1)[1]
+        for name in ("t.test", "nx.test"):
+            given = f"http://{name}:{port}"
+            async with Fetcher(nameservers=[stub.nameserver], proxy=given, retry=ONCE) as fetcher:
+                (result,) = await fetcher.gather([url])
+            if name == "t.test":
+                assert result.ok, result.error
+                assert [seen.target for seen in proxy.seen] == [url]
+            else:
+                assert result.error is not None
+                assert result.error.kind is ErrorKind.PROXY, result.error
+                assert (
+                    result.error.message
+                    == f"cannot connect to the proxy {given}: NXDOMAIN for nx.test"
+                )
+    assert stub.count("t.test") >= 1
+    assert len(proxy.seen) == 1
+
+
+@pytest.mark.usefixtures("transport")
+async def test_robots_txt_is_resolved_with_the_dns_servers_too(
+    stub: StubDNS, server: DemoServer
+) -> None:
+    """robots.txt (a 404 here: all allowed) is asked for on the name the DNS
+    servers resolve; a name they alone know would otherwise leave no rules,
+    which disallows the host."""
+    port = server.url.rsplit(":", 1)[1]
+    async with Fetcher(nameservers=[stub.nameserver], robots=True, retry=ONCE) as fetcher:
+        (result,) = await fetcher.gather([f"http://t.test:{port}/items/1"])
+    assert result.ok, result.error
+    assert "/robots.txt" in [path for _, path, _ in server.stats.seen]
+
+
+@pytest.mark.usefixtures("transport")
 async def test_the_guard_still_sees_every_address(stub: StubDNS, server: DemoServer) -> None:
     port = server.url.rsplit(":", 1)[1]
     async with Fetcher(nameservers=[stub.nameserver], deny_private=True, retry=ONCE) as fetcher:
@@ -320,7 +365,7 @@ def demo_thread() -> Iterator[ServerThread]:
 
 @pytest.mark.parametrize("command", ["fetch", "aggregate"])
 def test_dns_server_option_end_to_end(
-    stub_thread: StubDNS, demo_thread: ServerThread, tmp_path: Path, command: str
+    stub_thread: StubDNS, demo_thread: ServerThread, tmp_path: Path, command: str, transport: str
 ) -> None:
     port = demo_thread.url.rsplit(":", 1)[1]
     urls = [f"http://a.test:{port}/items/1", f"http://nx.test:{port}/items/2"]
@@ -341,7 +386,8 @@ def test_dns_server_option_end_to_end(
         assert nx["error"] == {
             "kind": "dns",
             "message": "NXDOMAIN for nx.test",
-            "cause": "ClientConnectorDNSError",
+            # the exception: aiohttp's around fanout's resolver's, or the resolver's
+            "cause": "ClientConnectorDNSError" if transport == "aiohttp" else "DNSError",
         }
         dns = json.loads(stats.read_text())["dns"]
         assert dns["lookups"] == 2
@@ -366,6 +412,7 @@ def test_a_bad_dns_server_is_a_usage_error(
     assert "--dns-server" in lines[0]
 
 
+@pytest.mark.usefixtures("transport")
 async def test_names_whose_server_never_answers_do_not_get_another_host_skipped(
     stub: StubDNS, server: DemoServer
 ) -> None:

@@ -1,5 +1,6 @@
 """The guard for services: deny_private, allow_hosts and deny_hosts refuse before
-anything is sent, on the addresses actually connected to, at every hop."""
+anything is sent, on the addresses actually connected to, at every hop, on both
+transports (aiohttp: in its resolver; curl: in libcurl's socket opener)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from urllib.parse import quote
 import pytest
 from yarl import URL
 
-from fanout import ConfigError, ErrorKind, Fetcher
+from fanout import ConfigError, ErrorKind, Fetcher, RetryPolicy
 from fanout.demo import DemoServer
 from fanout.net.guard import HostGuard
 
@@ -61,6 +62,7 @@ def test_bad_patterns_are_config_errors(patterns: object) -> None:
         HostGuard(deny_hosts=patterns)  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("transport")
 async def test_deny_private_refuses_loopback_without_connecting(servers: DemoServer) -> None:
     urls = [f"{base}/items/1" for base in servers.urls]
     async with Fetcher(deny_private=True) as fetcher:
@@ -75,6 +77,7 @@ async def test_deny_private_refuses_loopback_without_connecting(servers: DemoSer
         assert all(r.ok for r in await fetcher.gather(urls))
 
 
+@pytest.mark.usefixtures("transport")
 async def test_deny_private_checks_resolved_addresses(server: DemoServer) -> None:
     # "localhost" is a name: only its address, from the resolver, says it is loopback.
     url = server.url.replace("127.0.0.1", "localhost") + "/items/1"
@@ -87,6 +90,7 @@ async def test_deny_private_checks_resolved_addresses(server: DemoServer) -> Non
     assert server.stats.seen == []
 
 
+@pytest.mark.usefixtures("transport")
 async def test_redirect_hops_are_guarded(servers: DemoServer) -> None:
     a, b, _ = servers.urls
     url = f"{a}/redirect-to?url={quote(b + '/items/1', safe='')}"
@@ -100,12 +104,45 @@ async def test_redirect_hops_are_guarded(servers: DemoServer) -> None:
     assert not [seen for seen in servers.stats.seen if seen[0].startswith(host_b)]
 
 
+@pytest.mark.usefixtures("transport")
+async def test_a_redirect_to_a_name_of_a_refused_address_is_refused_at_that_hop(
+    servers: DemoServer,
+) -> None:
+    """The first hop's address is allowed; the second names the loopback
+    server by a name ("localhost", resolved without DNS) whose every address
+    is refused: only the address connected to can tell."""
+    _, b, _ = servers.urls
+    target = f"http://localhost:{URL(b).port}/items/1"
+    url = f"{b}/redirect-to?url={quote(target, safe='')}"
+    async with Fetcher(deny_hosts=["127.0.0.1/32", "::1/128"]) as fetcher:
+        (result,) = await fetcher.gather([url])
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.DENIED, result.error
+    assert result.error.message.startswith("localhost has no address allowed: ")
+    assert [seen[0].startswith("127.0.0.2") for seen in servers.stats.seen] == [True]
+
+
+@pytest.mark.usefixtures("transport")
+async def test_a_name_is_connected_to_on_its_allowed_address_only(server: DemoServer) -> None:
+    # "localhost" is ::1 and 127.0.0.1; the demo server listens on 127.0.0.1 only.
+    url = server.url.replace("127.0.0.1", "localhost") + "/items/1"
+    async with Fetcher(deny_hosts=["::1/128"]) as fetcher:
+        (result,) = await fetcher.gather([url])
+    assert result.ok, result.error
+    async with Fetcher(deny_hosts=["127.0.0.0/8"], retry=RetryPolicy(attempts=1)) as fetcher:
+        (result,) = await fetcher.gather([url])
+    assert result.error is not None
+    # ::1 allowed and tried: nothing listens there, a failed connection, not a refusal
+    assert result.error.kind is ErrorKind.CONNECT, result.error
+
+
 def _fanout(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "fanout", *args], capture_output=True, timeout=120, check=False
     )
 
 
+@pytest.mark.usefixtures("transport")
 def test_the_command_line_guard(server_thread: str) -> None:
     url = f"{server_thread}/items/1"
     refused = _fanout("fetch", "--deny-private", "-q", url)
@@ -123,6 +160,7 @@ def test_the_command_line_guard(server_thread: str) -> None:
     assert bad.stderr.count(b"\n") == 1
 
 
+@pytest.mark.usefixtures("transport")
 async def test_the_guard_judges_each_resolution_not_the_name() -> None:
     # A name whose address changes between lookups (DNS rebinding): what is
     # checked is the address each connection would use, from that lookup.

@@ -30,6 +30,7 @@ SECRET = "pr0xy-s3cret"
 # what the forward proxy requires for user "bob" and SECRET
 BOB = aiohttp.encode_basic_auth("bob", SECRET)
 ONCE = fanout.RetryPolicy(attempts=1)
+pytestmark = pytest.mark.usefixtures("transport")
 
 
 class Target:
@@ -110,6 +111,30 @@ async def test_requests_go_through_the_proxy(https: bool, tls_files: TLSFiles) -
 
 
 @pytest.mark.parametrize("https", [False, True])
+async def test_an_https_proxy_is_verified_with_the_cacert_given(
+    https: bool, tls_files: TLSFiles
+) -> None:
+    """TLS to the proxy itself: its certificate is checked against ``cacert``
+    (a proxy the CA did not sign is a ``proxy`` error), as the target's is."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_files.server.configure_cert(context)
+    tls = tls_files if https else None
+    async with target_server(tls) as target, forward_proxy(tls=context) as proxy:
+        assert proxy.url.startswith("https://")
+        result = await _get(f"{target.url}/a", proxy=proxy.url, cacert=tls_files.cacert)
+        unknown = await _get(f"{target.url}/b", proxy=proxy.url)  # the system's CAs
+    assert result.status == 200, result.error
+    assert result.json() == {"path": "/a"}
+    assert len(proxy.seen) == 1
+    assert unknown.error is not None
+    assert unknown.error.kind is ErrorKind.PROXY, unknown.error
+    assert unknown.error.message.startswith(f"cannot connect to the proxy {proxy.url}: ")
+    assert len(target.seen) == 1
+
+
+@pytest.mark.parametrize("https", [False, True])
 async def test_proxy_credentials_go_to_the_proxy_only(https: bool, tls_files: TLSFiles) -> None:
     tls = tls_files if https else None
     async with target_server(tls) as target, forward_proxy(authorization=BOB) as proxy:
@@ -160,6 +185,14 @@ async def test_redirect_hops_go_through_the_proxy_with_its_credentials() -> None
     assert "authorization" not in second.seen[0]
     for headers in (*first.seen, *second.seen):
         assert "proxy-authorization" not in headers
+
+
+async def test_robots_txt_goes_through_the_proxy_too() -> None:
+    async with target_server() as target, forward_proxy() as proxy:
+        result = await _get(f"{target.url}/a", proxy=proxy.url, robots=True)
+    assert result.status == 200, result.error
+    assert [seen.target for seen in proxy.seen] == [f"{target.url}/robots.txt", f"{target.url}/a"]
+    assert len(target.seen) == 2
 
 
 @pytest.mark.parametrize("https", [False, True])
@@ -398,6 +431,7 @@ async def test_the_proxy_resolves_the_names_and_is_not_checked_against_the_patte
     assert proxy.seen[0].target == f"http://app.test:{port}/"
 
 
+@pytest.mark.aiohttp_only("a session is aiohttp's")
 async def test_a_session_given_keeps_its_own_proxies() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConfigError, match="session= cannot be combined with proxy"):

@@ -260,7 +260,6 @@ def test_fetch_takes_robots() -> None:
 
 
 @pytest.mark.usefixtures("transport")
-@pytest.mark.aiohttp_only("deny_private is refused on curl")
 async def test_a_host_the_guard_refuses_is_denied_not_robots() -> None:
     async with site() as server, Fetcher(robots=True, deny_private=True) as fetcher:
         # a name: the guard refuses its address once resolved, when connecting

@@ -24,7 +24,7 @@ from fanout._version import __version__
 from fanout.errors import ConfigError
 from fanout.httpsyntax import headers_problem, value_problem
 from fanout.net.tls import StrPath, tls_context
-from fanout.net.transports import CURL_REFUSES, ENVIRONMENT, TRANSPORTS, TransportName
+from fanout.net.transports import ENVIRONMENT, TRANSPORTS, TransportName
 from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
 __all__ = ["DEFAULT_USER_AGENT", "FetcherConfig", "FetcherOptions"]
@@ -94,10 +94,8 @@ class FetcherConfig:
     - ``transport``: ``"aiohttp"`` (the default) or ``"curl"`` (libcurl through
       pycurl, the ``fanout[curl]`` extra; ``--transport``). When not given,
       the environment's ``FANOUT_TRANSPORT`` names it. The curl transport
-      refuses ``deny_private``, ``allow_hosts``, ``deny_hosts``,
-      ``nameservers`` and ``proxy`` (and, in a
-      Fetcher, ``session=`` and the environment's proxies): it cannot give
-      their guarantees yet.
+      refuses ``session=`` in a Fetcher (the session's own connector and jar
+      would be bypassed).
     - ``http2=True`` (``--http2``; curl transport only): HTTP/2, prior
       knowledge for http:// (the server must speak cleartext HTTP/2) and ALPN
       for https:// (HTTP/1.1 when the server does not offer h2). A host's
@@ -199,7 +197,7 @@ class FetcherConfig:
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"transport must be 'aiohttp' or 'curl', got {self.transport!r}")
         if self.transport == "curl":
-            _check_curl(self)
+            _check_curl()
         elif self.http2:
             raise ConfigError(
                 "--http2 needs --transport curl (http2=True needs transport 'curl'):"
@@ -239,15 +237,8 @@ def _environment_transport() -> TransportName:
     raise ConfigError(f"{ENVIRONMENT}={value!r}: must be 'aiohttp' or 'curl'")
 
 
-def _check_curl(config: FetcherConfig) -> None:
-    """ConfigError when the curl transport cannot run ``config``: pycurl is
-    missing, or an option it refuses is in use."""
-    used = [name for name, off in CURL_REFUSES.items() if getattr(config, name) != off]
-    if used:
-        raise ConfigError(
-            f"transport 'curl' cannot be combined with {', '.join(used)}: the curl transport"
-            " cannot give their guarantees yet (use transport 'aiohttp')"
-        )
+def _check_curl() -> None:
+    """ConfigError when the curl transport cannot run: pycurl is missing."""
     try:
         import pycurl  # noqa: F401
     except ImportError as exc:

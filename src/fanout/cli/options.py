@@ -338,7 +338,6 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
     from fanout.errors import ConfigError
     from fanout.net.fdlimit import fit_process_limit
     from fanout.net.proxy import proxies_for
-    from fanout.net.transports import CURL_ENV_PROXY
     from fanout.policy import Caps, Limits, RetryPolicy, Timeouts
 
     cert, key = options["cert"], options["key"]
@@ -374,9 +373,7 @@ def fetcher_config(options: dict[str, Any]) -> FetcherConfig:
             # not given: FANOUT_TRANSPORT, else aiohttp
             **({} if options["transport"] is None else {"transport": options["transport"]}),
         )
-        # the environment's proxies: checked now, not once fetching
-        if proxies_for(config) is not None and config.transport == "curl":
-            raise ConfigError(CURL_ENV_PROXY)
+        proxies_for(config)  # the environment's proxies: checked now, not once fetching
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     concurrency, lowered = fit_process_limit(options["concurrency"])  # once the rest is valid

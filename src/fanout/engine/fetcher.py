@@ -83,7 +83,7 @@ from fanout.net.transport import (
     make_session,
     session_problem,
 )
-from fanout.net.transports import CURL_ENV_PROXY, Transport
+from fanout.net.transports import Transport
 from fanout.runtime import _collector_tuned, loop_clock
 from fanout.safetext import shown
 from fanout.urls import HostKey, host_key, parse_request_url, parse_url, redact_text, redact_url
@@ -478,8 +478,6 @@ class Fetcher:
         self._nameservers = None if config.nameservers is None else list(config.nameservers)
         # The environment's proxies are read now; a session given uses its own.
         self._proxies = None if session is not None else proxies_for(config)
-        if self._proxies is not None and config.transport == "curl":
-            raise ConfigError(CURL_ENV_PROXY)
         self._ssl = tls_context(
             cacert=config.cacert, verify=config.verify, client_cert=config.client_cert
         )
@@ -550,6 +548,11 @@ class Fetcher:
                 client_cert=self.config.client_cert,
                 http2=self.config.http2,
                 cookies=self.config.cookies,
+                # Its name patterns are checked per hop here; its address checks
+                # where libcurl connects (never beside a proxy: proxies_for refuses).
+                guard=guard if guard is not None and guard.address_checks else None,
+                proxies=self._proxies is not None,
+                nameservers=self._nameservers,
             )
         elif self._given_session is not None:
             foreign = ForeignSession(self._given_session, self.timeouts, self._headers)
@@ -1359,9 +1362,12 @@ class Fetcher:
 
         assert isinstance(transport, CurlTransport)
         headers, skip, get_prefix = robots.headers, robots.skip, transport.get_prefix
+        proxy_for = None if self._proxies is None else self._proxies.for_target
 
         def get(url: URL) -> Awaitable[tuple[int, str | None, bytes]]:
-            return get_prefix(url, headers, skip, MAX_BYTES)
+            key = (url.scheme, url.raw_host or "", url.port or 0)
+            proxy = None if proxy_for is None else proxy_for(key)
+            return get_prefix(url, headers, skip, MAX_BYTES, proxy)
 
         return get
 

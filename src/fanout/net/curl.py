@@ -14,22 +14,28 @@ connect deadline is libcurl's (``CONNECTTIMEOUT_MS``, the DNS lookup
 included); the read deadline (the longest gap between bytes) is one lazy loop
 timer for all transfers, due at the earliest of their deadlines, which then
 checks them all. ``max_bytes`` is counted on the decoded
-body as it comes (gzip, deflate, br). Only what this module can guarantee
-is offered: the options it cannot honour are refused with the curl
-transport (:data:`fanout.net.transports.CURL_REFUSES`).
+body as it comes (gzip, deflate, br). The guard's address checks run in
+libcurl's socket opener, on each address it is about to connect to; proxies
+are set per transfer, and only when a Fetcher has some; with ``nameservers``
+fanout's resolver looks names up and hands libcurl the addresses (none of
+these costs the plain path anything). The header lines libcurl hands over
+are collected by ``list.append`` and read once, after the headers (a Python
+call per line would cost more).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
+import ipaddress
 import os
 import socket
 import ssl
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import pycurl
@@ -37,7 +43,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from fanout.models import IDEMPOTENT_METHODS, ErrorKind, Failure, Request, Result
 from fanout.net.aiohttp_internals import cookie_header
-from fanout.net.transport import REDIRECT_STATUSES, Hop
+from fanout.net.transport import (
+    _DNS_IN_FLIGHT,
+    REDIRECT_STATUSES,
+    DNSError,
+    Hop,
+    _LazyResolver,
+    dns_deadline,
+    resolver_stats,
+)
 from fanout.policy import Caps
 from fanout.safetext import shown
 
@@ -45,6 +59,7 @@ if TYPE_CHECKING:
     from yarl import URL
 
     from fanout.net.cookies import OriginCookieJar
+    from fanout.net.guard import HostGuard
     from fanout.net.proxy import Proxy
     from fanout.net.tls import StrPath
     from fanout.policy import Timeouts
@@ -101,6 +116,15 @@ _TLS_CODES: Final = frozenset(
 _VERIFY_CODES: Final = frozenset(
     getattr(pycurl, name, -1) for name in ("E_PEER_FAILED_VERIFICATION", "E_SSL_PEER_CERTIFICATE")
 )
+# The options of TLS with an https:// proxy that match those with the target.
+_PROXY_TLS: Final = {
+    pycurl.SSL_VERIFYPEER: pycurl.PROXY_SSL_VERIFYPEER,
+    pycurl.SSL_VERIFYHOST: pycurl.PROXY_SSL_VERIFYHOST,
+    pycurl.CAINFO: pycurl.PROXY_CAINFO,
+    pycurl.CAPATH: pycurl.PROXY_CAPATH,
+    pycurl.SSLCERT: pycurl.PROXY_SSLCERT,
+    pycurl.SSLKEY: pycurl.PROXY_SSLKEY,
+}
 _UNSENT_ATTRIBUTE: Final = "_fanout_unsent"
 # struct tcp_info's tcpi_last_data_recv (milliseconds), at offset 52 on Linux
 _TCPI_LAST_DATA_RECV: Final = struct.Struct("=I")
@@ -130,15 +154,19 @@ class _Transfer:
         "future",
         "header_lines",
         "headers",
+        "host",
         "kept",
         "last",
         "lines",
         "max_bytes",
         "parsed",
+        "passed",
         "plain",
+        "proxy",
         "reason",
         "redirect",
         "redirects",
+        "refused",
         "scheme",
         "size",
         "started",
@@ -171,6 +199,12 @@ class _Transfer:
         self.plain = False
         self.header_lines: list[bytes] | None = None  # the HTTPHEADER list set last
         self.scheme = ""  # the scheme whose HTTP_VERSION is set
+        # With the guard's address checks (only then kept up to date): the
+        # URL's host, why an address of it was refused, and whether one passed.
+        self.host = ""
+        self.refused: str | None = None
+        self.passed = False
+        self.proxy: Proxy | None = None  # the proxy of this transfer (with proxies only)
 
     def parse(self) -> None:
         """Read the status and headers of the last response from the lines
@@ -265,7 +299,17 @@ class CurlTransport:
         client_cert: tuple[StrPath, StrPath] | None = None,
         http2: bool = False,
         cookies: bool = False,
+        guard: HostGuard | None = None,
+        proxies: bool = False,
+        nameservers: Sequence[str] | None = None,
     ) -> None:
+        """``guard``: the guard whose address checks (``deny_private``, network
+        patterns) judge every address libcurl is about to connect to; None when
+        it has none (its name patterns are the engine's, per hop). ``proxies``:
+        some request may go through a proxy (:meth:`exchange`'s ``proxy``).
+        ``nameservers``: names are resolved by fanout's resolver, with these
+        DNS servers, and handed to libcurl (``CURLOPT_RESOLVE``). ``cookies``:
+        each origin's cookies are kept for it, in fanout's jar."""
         self._loop = asyncio.get_running_loop()
         # cookies=True: each origin's, kept for it (fanout.net.cookies), as on aiohttp
         self._jar: OriginCookieJar | None = None
@@ -289,6 +333,10 @@ class CurlTransport:
         self._safety: asyncio.TimerHandle | None = None
         self._gaps: asyncio.TimerHandle | None = None  # the read deadlines' sweep
         self._tls = _tls_options(cacert, verify, client_cert)
+        if proxies:  # an https:// proxy is checked as a target is (aiohttp: one context)
+            self._tls += [
+                (_PROXY_TLS[option], value) for option, value in self._tls if option in _PROXY_TLS
+            ]
         multi = self._multi = pycurl.CurlMulti()
         multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
@@ -300,6 +348,24 @@ class CurlTransport:
         multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX if http2 else pycurl.PIPE_NOTHING)
         self._http2 = http2
         self._closed = False
+        self._guard = guard
+        if guard is not None:  # the per-request work of the guard, only with it
+            self._prepare = self._prepare_guarded  # type: ignore[method-assign]
+        self._route: Proxy | None = None  # the proxy of the exchange being prepared
+        self._guarded_prepare = self._prepare
+        if proxies:  # the per-request work of the proxies, only with them
+            self.exchange = self._exchange_proxied  # type: ignore[method-assign]
+            self._prepare = self._prepare_proxied  # type: ignore[method-assign]
+        self._resolver: _LazyResolver | None = None
+        self._resolved: str | None = None  # the RESOLVE entry of the exchange being prepared
+        self._unresolved = self.exchange
+        self._prepare_unresolved = self._prepare
+        if nameservers is not None:  # the per-request work of fanout's resolver, only with it
+            self._resolver = _LazyResolver(
+                list(nameservers), dns_deadline(timeouts), max(_DNS_IN_FLIGHT, concurrency)
+            )
+            self.exchange = self._exchange_resolved  # type: ignore[method-assign]
+            self._prepare = self._prepare_resolved  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ counters
 
@@ -314,8 +380,9 @@ class CurlTransport:
         }
 
     def dns_stats(self) -> dict[str, int] | None:
-        """None: libcurl resolves names itself."""
-        return None
+        """fanout's resolver's counters (with ``nameservers``), else None:
+        libcurl resolves names itself."""
+        return None if self._resolver is None else resolver_stats(self._resolver)
 
     # ------------------------------------------------------------ exchange
 
@@ -389,15 +456,22 @@ class CurlTransport:
             self._jar.update_cookies_from_headers(transfer.headers.getall("Set-Cookie", []), url)
 
     async def get_prefix(
-        self, url: URL, headers: Mapping[str, str], skip: tuple[str, ...], limit: int
+        self,
+        url: URL,
+        headers: Mapping[str, str],
+        skip: tuple[str, ...],
+        limit: int,
+        proxy: Proxy | None = None,
     ) -> tuple[int, str | None, bytes]:
         """One GET of ``url`` with ``headers`` (the defaults ``skip`` names left
         out), not followed if a redirect: its status, a redirect's Location (or
         None), and at most ``limit`` bytes of its decoded body for a 2xx, the
-        rest not read (robots.txt: :data:`fanout.engine.robots.Get`). Raises
+        rest not read (robots.txt: :data:`fanout.engine.robots.Get`), through
+        ``proxy`` and fanout's resolver as :meth:`exchange` goes. Raises
         :class:`CurlError` as :meth:`exchange` does; cancelling it ends the transfer."""
         if self._closed:
             raise RuntimeError("the curl transport is closed")
+        resolved = None if self._resolver is None else await self._resolve(url, proxy)
         # A handle of its own, closed after: its write callback is not the pool's.
         transfer = _Transfer(self._loop.time)
         curl = transfer.curl
@@ -418,6 +492,8 @@ class CurlTransport:
         try:
             request = Request(str(url))
             hop = Hop("GET", headers, None, skip)
+            # read by _prepare_proxied and _prepare_resolved (no await in between)
+            self._route, self._resolved = proxy, resolved
             self._prepare(transfer, request, url, Caps(max_bytes=None), False, hop)
             curl.setopt(pycurl.WRITEFUNCTION, on_body)
             future = transfer.future = self._loop.create_future()
@@ -519,6 +595,138 @@ class CurlTransport:
             plain = False
         transfer.plain = plain
 
+    def _prepare_guarded(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        """:meth:`_prepare`, and the state the guard's socket opener reads."""
+        transfer.host = url.raw_host or ""
+        transfer.refused = None
+        transfer.passed = False
+        CurlTransport._prepare(self, transfer, request, url, caps, keep_body, hop)
+
+    async def _exchange_resolved(
+        self,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+        proxy: Proxy | None = None,
+    ) -> Result:
+        """:meth:`exchange` with the name of the host connected to (the proxy's,
+        through one) resolved by fanout's resolver, as on aiohttp: its
+        addresses become libcurl's RESOLVE entry for the transfer (the guard
+        still judges each one as libcurl connects to it)."""
+        # read by _prepare_resolved, which the exchange calls before its first await
+        self._resolved = await self._resolve(url, proxy)
+        return await self._unresolved(request, url, caps, keep_body, hop, proxy)
+
+    async def _resolve(self, url: URL, proxy: Proxy | None) -> str | None:
+        """The RESOLVE entry of the host connected to for ``url`` (the proxy's,
+        through one), looked up by fanout's resolver; None for an address."""
+        host, port = (url.raw_host, url.port) if proxy is None else (proxy.host, proxy.port)
+        entry = None
+        if host and port and _is_name(host):
+            assert self._resolver is not None
+            try:
+                answers = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
+            except DNSError as exc:
+                if proxy is not None:
+                    text = f"cannot connect to the proxy {proxy.shown}: {exc}"
+                    failure = Failure(ErrorKind.PROXY, shown(text), "DNSError")
+                else:
+                    failure = Failure(ErrorKind.DNS, shown(str(exc)), "DNSError")
+                raise CurlError(failure, False) from None
+            except asyncio.CancelledError as cancelled:  # the total deadline: nothing sent
+                setattr(cancelled, _UNSENT_ATTRIBUTE, True)
+                raise
+            addresses = (a["host"] for a in answers)
+            entry = f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+        return entry
+
+    def _prepare_resolved(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        """:meth:`_prepare`, with the addresses :meth:`_exchange_resolved` found
+        (none for an address: an entry of another transfer is not set again)."""
+        self._prepare_unresolved(transfer, request, url, caps, keep_body, hop)
+        entry = self._resolved
+        transfer.curl.setopt(pycurl.RESOLVE, [] if entry is None else [entry])
+
+    async def _exchange_proxied(
+        self,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+        proxy: Proxy | None = None,
+    ) -> Result:
+        """:meth:`exchange` through ``proxy`` (None: direct). A 407 to a request
+        in absolute form (an http URL) is the proxy's own answer."""
+        # read by _prepare_proxied, which exchange calls before its first await
+        self._route = proxy
+        result = await CurlTransport.exchange(self, request, url, caps, keep_body, hop, proxy)
+        error = result.error
+        if (
+            error is not None
+            and result.status == 407
+            and proxy is not None
+            and url.scheme == "http"
+        ):
+            status = error.message  # "HTTP 407 <reason>", shown already
+            result.error = Failure(
+                ErrorKind.PROXY, f"the proxy {proxy.shown} refused the request: {status}"
+            )
+        return result
+
+    def _prepare_proxied(
+        self,
+        transfer: _Transfer,
+        request: Request,
+        url: URL,
+        caps: Caps,
+        keep_body: bool,
+        hop: Hop | None,
+    ) -> None:
+        """:meth:`_prepare`, through the proxy :meth:`_exchange_proxied` names: its
+        URL without credentials, which libcurl sends as the Proxy-Authorization
+        of the request in absolute form (an http URL) or of the CONNECT (an https
+        one), where a proxy reads it; a Proxy-Authorization among the headers is
+        left out then (one only, the proxy URL's)."""
+        proxy = transfer.proxy = self._route
+        self._guarded_prepare(transfer, request, url, caps, keep_body, hop)
+        setopt = transfer.curl.setopt
+        if proxy is None:
+            setopt(pycurl.PROXY, "")
+            return
+        setopt(pycurl.PROXY, proxy.shown)
+        setopt(pycurl.NOPROXY, "")  # fanout read no_proxy already: not libcurl again
+        credentials = _proxy_credentials(proxy)
+        if credentials is None:
+            setopt(pycurl.PROXYUSERNAME, b"")
+            setopt(pycurl.PROXYPASSWORD, b"")
+            return
+        setopt(pycurl.PROXYUSERNAME, credentials[0])
+        setopt(pycurl.PROXYPASSWORD, credentials[1])
+        lines = transfer.header_lines
+        if lines and any(line[:20].lower() == b"proxy-authorization:" for line in lines):
+            kept = [line for line in lines if line[:20].lower() != b"proxy-authorization:"]
+            setopt(pycurl.HTTPHEADER, kept)
+            transfer.header_lines = kept
+
     def _configure(self, transfer: _Transfer) -> None:
         """Set the options every transfer of this transport shares (after a reset)."""
         setopt = transfer.curl.setopt
@@ -539,6 +747,8 @@ class CurlTransport:
             setopt(pycurl.CONNECTTIMEOUT_MS, max(1, round(connect * 1000)))
         for option, value in self._tls:
             setopt(option, value)
+        if self._guard is not None:
+            setopt(pycurl.OPENSOCKETFUNCTION, _socket_opener(transfer, self._guard, self._loop))
         transfer.configured = True
         transfer.header_lines = None
         transfer.scheme = ""
@@ -589,6 +799,10 @@ class CurlTransport:
     def _failure(self, transfer: _Transfer, url: URL, code: int, message: str) -> CurlError:
         """The CurlError of a transfer that ended with libcurl's ``code``."""
         transfer.parse()
+        if transfer.proxy is not None:
+            through = _proxy_failure(transfer, url, code, message, transfer.proxy)
+            if through is not None:
+                return through
         if transfer.abort is not None:
             sent = transfer.abort.kind is not ErrorKind.TIMEOUT or transfer.done
             return CurlError(transfer.abort, sent or self._connected(transfer))
@@ -599,6 +813,14 @@ class CurlTransport:
         if code == pycurl.E_COULDNT_RESOLVE_HOST:
             kind, sent = ErrorKind.DNS, False
             text = message if host in message else f"cannot resolve {host}: {message}"
+        elif code == pycurl.E_COULDNT_CONNECT and transfer.refused and not transfer.passed:
+            # the guard refused every address libcurl tried (as GuardedResolver words it)
+            return CurlError(
+                Failure(
+                    ErrorKind.DENIED, shown(f"{host} has no address allowed: {transfer.refused}")
+                ),
+                False,
+            )
         elif code == pycurl.E_COULDNT_CONNECT:
             errno = transfer.curl.getinfo(pycurl.OS_ERRNO)
             reason = os.strerror(errno) if errno else message
@@ -851,6 +1073,8 @@ class CurlTransport:
             self._loop.remove_reader(fd)
             self._loop.remove_writer(fd)
         self._sockets.clear()
+        if self._resolver is not None:
+            await self._resolver.close()
 
 
 def _last_received(curl: Any, now: float) -> float:
@@ -870,6 +1094,105 @@ def _last_received(curl: Any, now: float) -> float:
         return 0.0
     idle_ms: int = _TCPI_LAST_DATA_RECV.unpack_from(info, 52)[0]
     return now - idle_ms / 1000
+
+
+def _socket_opener(
+    transfer: _Transfer, guard: HostGuard, loop: asyncio.AbstractEventLoop
+) -> Callable[[int, Any], Any]:
+    """libcurl's OPENSOCKETFUNCTION for ``transfer``: the guard judges each address
+    libcurl is about to connect to (the one it resolved and connects to, so a
+    name that resolves to another address the next time is judged again: DNS
+    rebinding); a refused one gets no socket (libcurl tries the next address, or
+    fails with CURLE_COULDNT_CONNECT, which :meth:`CurlTransport._failure` reads
+    as ``denied``). pycurl duplicates the descriptor of the socket returned:
+    this one is closed once libcurl has its copy."""
+    check = guard.check_address
+
+    def open_socket(purpose: int, address: Any) -> Any:
+        try:
+            family, socktype, protocol, peer = address
+            refused = check(transfer.host, str(peer[0]))
+            if refused is not None:
+                if transfer.refused is None:
+                    transfer.refused = refused
+                return pycurl.SOCKET_BAD
+            opened = socket.socket(family, socktype, protocol)
+        except Exception:  # never connect unchecked; the error is libcurl's to report
+            return pycurl.SOCKET_BAD
+        transfer.passed = True
+        loop.call_soon(opened.close)
+        return opened
+
+    return open_socket
+
+
+def _proxy_credentials(proxy: Proxy) -> tuple[bytes, bytes] | None:
+    """The user and password of ``proxy``'s Basic Proxy-Authorization, as bytes
+    (libcurl encodes them again, to the same header)."""
+    if proxy.authorization is None:
+        return None
+    decoded = base64.b64decode(proxy.authorization.removeprefix("Basic "))
+    user, _, password = decoded.partition(b":")
+    return user, password
+
+
+def _proxy_failure(
+    transfer: _Transfer, url: URL, code: int, message: str, proxy: Proxy
+) -> CurlError | None:
+    """The CurlError of a transfer through ``proxy`` that the proxy ended (as
+    aiohttp's are: a proxy that cannot be reached is tried again, an answer of
+    the proxy's is final), or None when the target did."""
+    curl = transfer.curl
+    try:
+        tunnel = curl.getinfo(pycurl.HTTP_CONNECTCODE)
+    except pycurl.error:
+        tunnel = 0
+    if url.scheme == "https" and tunnel and not 200 <= tunnel < 300:
+        text = f"the proxy {proxy.shown} refused the tunnel: HTTP {tunnel} {transfer.reason}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text.rstrip())), False)
+    if code == pycurl.E_COULDNT_RESOLVE_PROXY or (
+        code == pycurl.E_COULDNT_CONNECT and not tunnel and not transfer.refused
+    ):
+        errno = curl.getinfo(pycurl.OS_ERRNO)
+        reason = os.strerror(errno) if errno else message
+        text = f"cannot connect to the proxy {proxy.shown}: {reason}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
+    tls = code in _TLS_CODES
+    if tls and proxy.shown.startswith("https:") and (url.scheme == "http" or not tunnel):
+        # TLS with the proxy itself
+        if code in _VERIFY_CODES:
+            reason = f"certificate verify failed (CERTIFICATE_VERIFY_FAILED): {message}"
+        else:
+            reason = f"TLS: {message}"
+        text = f"cannot connect to the proxy {proxy.shown}: {reason}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text), _NAMES.get(code)), False)
+    if (
+        url.scheme == "https"
+        and code not in (0, pycurl.E_OPERATION_TIMEDOUT)
+        and not tls
+        and transfer.abort is None
+        and not _handshaken(curl)
+    ):  # the proxy's answer to CONNECT is not HTTP: nothing reached the target
+        text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
+        return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
+    return None
+
+
+def _is_name(host: str) -> bool:
+    """Whether ``host`` is a name to resolve, not an address."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return True
+    return False
+
+
+def _handshaken(curl: Any) -> bool:
+    """Whether the TLS handshake with the target (through the tunnel) is done."""
+    try:
+        return bool(curl.getinfo(pycurl.APPCONNECT_TIME) > 0)
+    except pycurl.error:
+        return True
 
 
 def _header_lines(

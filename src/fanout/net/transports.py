@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from fanout.policy import Caps, Timeouts
 
 __all__ = [
-    "CURL_ENV_PROXY",
-    "CURL_REFUSES",
     "ENVIRONMENT",
     "TRANSPORTS",
     "Transport",
@@ -39,21 +37,6 @@ TransportName = Literal["aiohttp", "curl"]
 TRANSPORTS: tuple[TransportName, ...] = ("aiohttp", "curl")
 # The environment variable that picks the transport when the options do not.
 ENVIRONMENT: Final = "FANOUT_TRANSPORT"
-# The options the curl transport refuses, with their values when not in use:
-# each acts through aiohttp's connector or resolver (the guard's address
-# checks, the DNS servers, the proxies). Refused rather than silently weaker.
-CURL_REFUSES: Final = {
-    "deny_private": False,
-    "allow_hosts": None,
-    "deny_hosts": (),
-    "nameservers": None,
-    "proxy": None,
-}
-# Why the curl transport refuses the proxies the environment names.
-CURL_ENV_PROXY: Final = (
-    "transport 'curl' cannot go through the proxies the environment names (http_proxy,"
-    " https_proxy): ignore them (env_proxy=False, --no-env-proxy) or use transport 'aiohttp'"
-)
 
 
 class Transport(Protocol):
