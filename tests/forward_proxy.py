@@ -38,6 +38,7 @@ class ForwardProxy:
 
     authorization: str | None = None  # the Proxy-Authorization required, if any
     connect_status: int | None = None  # answer every CONNECT with this status instead
+    connect_headers: str = ""  # header lines ("Name: value\r\n") of its answers to CONNECT
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address, before DNS
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
@@ -88,7 +89,8 @@ class ForwardProxy:
         self, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         if self.connect_status is not None:
-            writer.write(f"HTTP/1.1 {self.connect_status} Refused\r\n\r\n".encode())
+            answer = f"HTTP/1.1 {self.connect_status} Refused\r\n{self.connect_headers}\r\n"
+            writer.write(answer.encode())
             await writer.drain()
             return
         host, _, port = target.rpartition(":")
@@ -98,7 +100,7 @@ class ForwardProxy:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
             await writer.drain()
             return
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        writer.write(f"HTTP/1.1 200 Connection established\r\n{self.connect_headers}\r\n".encode())
         await writer.drain()
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

@@ -187,6 +187,25 @@ async def test_redirect_hops_go_through_the_proxy_with_its_credentials() -> None
         assert "proxy-authorization" not in headers
 
 
+async def test_a_cookie_in_the_proxys_answer_to_connect_is_not_the_targets(
+    tls_files: TLSFiles,
+) -> None:
+    """A Set-Cookie in the proxy's answer to CONNECT (a refusal here) is the
+    proxy's, not the https origin's: it never reaches the jar, nor the target."""
+    async with target_server(tls_files) as target, forward_proxy(connect_status=403) as proxy:
+        proxy.connect_headers = "Set-Cookie: planted=by-the-proxy\r\n"
+        options: dict[str, Any] = {"cacert": tls_files.cacert, "cookies": True, "retry": ONCE}
+        async with Fetcher(proxy=proxy.url, **options) as fetcher:
+            [refused] = await fetcher.gather([f"{target.url}/"])
+            proxy.connect_status = None
+            [result] = await fetcher.gather([f"{target.url}/"])
+    assert refused.error is not None
+    assert refused.error.kind is ErrorKind.PROXY
+    assert result.status == 200, result.error
+    [headers] = target.seen
+    assert "planted" not in headers.get("cookie", "")
+
+
 async def test_robots_txt_goes_through_the_proxy_too() -> None:
     async with target_server() as target, forward_proxy() as proxy:
         result = await _get(f"{target.url}/a", proxy=proxy.url, robots=True)

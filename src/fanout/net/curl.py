@@ -452,7 +452,7 @@ class CurlTransport:
         (a redirect hop's too; a failure after the headers keeps them, as aiohttp)."""
         assert self._jar is not None
         transfer.parse()  # the transfer is over (or cancelled): its lines are all in
-        if transfer.done:
+        if transfer.done and not (transfer.proxy is not None and _proxy_answered_last(transfer)):
             self._jar.update_cookies_from_headers(transfer.headers.getall("Set-Cookie", []), url)
 
     async def get_prefix(
@@ -1176,6 +1176,21 @@ def _proxy_failure(
         text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
         return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
     return None
+
+
+def _proxy_answered_last(transfer: _Transfer) -> bool:
+    """Whether the last response among ``transfer``'s header lines is its
+    proxy's answer to CONNECT (the target answered nothing after it): libcurl
+    hands that answer's lines over first, and its cookies are not the target's."""
+    try:
+        tunnel = transfer.curl.getinfo(pycurl.HTTP_CONNECTCODE)  # 0: no CONNECT this time
+    except pycurl.error:
+        return True
+    if not tunnel:
+        return False
+    lines = transfer.lines
+    end = next((i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")), len(lines))
+    return not any(line.startswith(b"HTTP/") for line in lines[end + 1 :])
 
 
 def _is_name(host: str) -> bool:
