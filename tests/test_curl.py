@@ -282,6 +282,9 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
         b"",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",
     ],
     ids=[
         "not-http",
@@ -292,6 +295,9 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
         "nothing",
         "long-header-line",
         "long-header-line-no-body",
+        "headers-cut-in-a-line",
+        "headers-cut-after-the-status",
+        "headers-cut-after-a-1xx",
     ],
 )
 async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:

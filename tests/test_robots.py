@@ -194,6 +194,29 @@ async def test_a_robots_txt_that_never_answers_disallows_after_its_deadline() ->
     assert server.hits == {"/robots.txt": 1}
 
 
+@pytest.mark.usefixtures("transport")
+async def test_a_robots_txt_whose_headers_are_cut_is_not_an_empty_one() -> None:
+    """A robots.txt answer that ends inside its headers could not be fetched
+    (everything disallowed), not an empty file (everything allowed)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Fetcher(robots=True) as fetcher:
+            results = await fetcher.gather([f"http://127.0.0.1:{port}/x"])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert kinds(results) == ["robots"]
+
+
 async def test_a_robots_txt_cut_by_its_deadline_leaves_no_curl_transfer_behind() -> None:
     short = Timeouts(total=0.3)
     async with (

@@ -509,6 +509,8 @@ class CurlTransport:
             transfer.parse()
             if code != 0 and not (transfer.ended and code == pycurl.E_WRITE_ERROR):
                 raise self._failure(transfer, url, code, message)
+            if not transfer.done:
+                raise _headers_cut()
             location = transfer.headers.get("Location") if transfer.redirect else None
             return transfer.status, location, bytes(kept)
         finally:
@@ -765,6 +767,8 @@ class CurlTransport:
         transfer.parse()
         if transfer.abort is not None:
             raise self._failure(transfer, url, code, message)
+        if code == 0 and not transfer.done:
+            raise _headers_cut()
         status = transfer.status
         headers = CIMultiDictProxy(transfer.headers)
         if transfer.redirect and (code == 0 or transfer.ended):
@@ -1176,6 +1180,17 @@ def _proxy_failure(
         text = f"the proxy {proxy.shown} sent a malformed answer to CONNECT: {message}"
         return CurlError(Failure(ErrorKind.PROXY, shown(text)), False)
     return None
+
+
+def _headers_cut() -> CurlError:
+    """The error of a response whose headers never ended: libcurl ends such a
+    transfer without an error (as if they had), aiohttp does not."""
+    failure = Failure(
+        ErrorKind.PROTOCOL,
+        "server disconnected before a complete response",
+        _NAMES[pycurl.E_GOT_NOTHING],
+    )
+    return CurlError(failure, True)
 
 
 def _proxy_answered_last(transfer: _Transfer) -> bool:
