@@ -282,6 +282,7 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
         b"",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Huge: " + b"a" * 200_000 + b"\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Le",
         b"HTTP/1.1 200 OK\r\n",
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",
@@ -295,6 +296,7 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
         "nothing",
         "long-header-line",
         "long-header-line-no-body",
+        "huge-header-line",
         "headers-cut-in-a-line",
         "headers-cut-after-the-status",
         "headers-cut-after-a-1xx",
@@ -318,4 +320,5 @@ async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:
         await server.wait_closed()
     assert result.error is not None
     assert result.error.kind is ErrorKind.PROTOCOL, result.error
+    assert not result.error.message.rstrip().endswith(":"), "says what went wrong"
     assert result.attempts == 1

@@ -869,6 +869,8 @@ class CurlTransport:
                 kind, text = ErrorKind.PROTOCOL, f"incomplete or malformed body: {message}"
             else:
                 kind, text = ErrorKind.PROTOCOL, f"connection lost: {message}"
+        elif code == _E_TOO_LARGE and not message:  # libcurl gives no words for it
+            kind, text = ErrorKind.PROTOCOL, "malformed response: a response header too large"
         else:  # a malformed response (CURLE_WEIRD_SERVER_REPLY, a header too large...)
             kind, text = ErrorKind.PROTOCOL, f"malformed response: {message}"
         return CurlError(Failure(kind, shown(text), cause), sent)
