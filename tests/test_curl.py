@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,37 @@ async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:
     assert result.error.kind is ErrorKind.PROTOCOL, result.error
     assert not result.error.message.rstrip().endswith(":"), "says what went wrong"
     assert result.attempts == 1
+
+
+@pytest.mark.usefixtures("transport")
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\nX-A: b\r\n"],
+    ids=["after-a-1xx", "inside-the-headers"],
+)
+async def test_a_reset_before_the_headers_end_is_a_connection_lost(answer: bytes) -> None:
+    """Not an "incomplete body": no response had begun its body (aiohttp's words)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        writer.transport.abort()
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await serve(reader, writer)
+
+    server = await asyncio.start_server(cut, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Fetcher(retry=ONCE) as fetcher:
+            [result] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.error is not None
+    assert result.error.kind is ErrorKind.PROTOCOL, result.error
+    assert result.error.message.startswith("connection lost"), result.error

@@ -865,7 +865,7 @@ class CurlTransport:
             if not transfer.done and not self._connected(transfer):
                 kind, sent = ErrorKind.CONNECT, False
                 text = f"cannot connect to {host}:{port}: {message}"
-            elif transfer.status:
+            elif transfer.done:  # a 1xx's status alone is no body begun
                 kind, text = ErrorKind.PROTOCOL, f"incomplete or malformed body: {message}"
             else:
                 kind, text = ErrorKind.PROTOCOL, f"connection lost: {message}"
