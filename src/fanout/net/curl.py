@@ -649,7 +649,10 @@ class CurlTransport:
                 setattr(cancelled, _UNSENT_ATTRIBUTE, True)
                 raise
             addresses = (a["host"] for a in answers)
-            entry = f"{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+            # "+": the entry expires in the multi's DNS cache as libcurl's own
+            # lookups do (a plain one stays for good: one per host, walked on
+            # every transfer); each transfer sets its name's entry again anyway
+            entry = f"+{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
         return entry
 
     def _prepare_resolved(
