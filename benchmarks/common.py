@@ -113,47 +113,67 @@ def nginx_server(cpu: int = 1, deadline: float = 30.0) -> Iterator[str]:
     stop it at the end. Exits 2 with :data:`NGINX_MISSING` without nginx."""
     nginx = nginx_or_exit()
     with tempfile.TemporaryDirectory(prefix="fanout-nginx-") as prefix:
-        conf = Path(prefix) / "nginx.conf"
-        port = _free_port()
-        conf.write_text(_NGINX_CONF.format(prefix=prefix, port=port, body="x" * 128))
         multi = (os.cpu_count() or 1) > 1
-        # -e: the log for errors before the configuration is read (else /var/log/nginx)
-        cmd = [nginx, "-c", str(conf), "-p", prefix, "-e", f"{prefix}/error.log"]
-        process = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if multi else None,
-        )
+        for attempt in range(5):  # another process may take the free port first
+            port = _free_port()
+            conf = Path(prefix) / "nginx.conf"
+            conf.write_text(_NGINX_CONF.format(prefix=prefix, port=port, body="x" * 128))
+            log = Path(prefix) / "error.log"
+            log.unlink(missing_ok=True)
+            # -e: the log for errors before the configuration is read (else /var/log/nginx)
+            cmd = [nginx, "-c", str(conf), "-p", prefix, "-e", str(log)]
+            with open(Path(prefix) / "stderr.log", "wb") as stderr:
+                process = subprocess.Popen(
+                    cmd,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if multi else None,
+                )
+            try:
+                if _listening(process, port, deadline):
+                    break
+            except BaseException:
+                _stop(process)
+                raise
+            words = log.read_text(errors="replace").strip() if log.exists() else ""
+            if "Address already in use" not in words or attempt == 4:
+                last = words.splitlines()[-1] if words else "no error logged"
+                raise SystemExit(f"nginx exited with {process.returncode}: {last}")
         base = f"http://127.0.0.1:{port}"
+        _PIDS[base] = process.pid
         try:
-            _await_listening(process, port, deadline)
-            _PIDS[base] = process.pid
             yield base
         finally:
             _PIDS.pop(base, None)
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            _stop(process)
 
 
-def _await_listening(process: subprocess.Popen[str], port: int, deadline: float) -> None:
-    """Wait (at most ``deadline`` seconds) until ``port`` accepts a connection;
-    raise with nginx's own words if it exited first."""
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _listening(process: subprocess.Popen[bytes], port: int, deadline: float) -> bool:
+    """Wait (at most ``deadline`` seconds) until nginx answers on ``port``:
+    True; False if it exited first."""
     until = time.monotonic() + deadline
     while time.monotonic() < until:
         if process.poll() is not None:
-            assert process.stderr is not None
-            raise SystemExit(f"nginx exited with {process.returncode}: {process.stderr.read()}")
+            return False
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            return
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as probe:
+                probe.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                # nginx's answer, not another listener's on the same port
+                if b"Server: nginx" in probe.recv(4096):
+                    return True
         except OSError:
-            time.sleep(0.02)  # polling a port coming up: nothing to wait on instead
+            pass
+        time.sleep(0.02)  # polling a port coming up: nothing to wait on instead
+    _stop(process)
     raise SystemExit(f"nginx did not listen on 127.0.0.1:{port} within {deadline:.0f} s")
 
 
