@@ -57,6 +57,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python throughput.py
+	cd benchmarks && ../$(BIN)/python cli_vs_curl.py
 	cd benchmarks && ../$(BIN)/python latency.py
 	cd benchmarks && ../$(BIN)/python memory.py
 	cd benchmarks && ../$(BIN)/python fairness.py

@@ -6,8 +6,9 @@ aiohttp worker pool in the same run. What separates raw aiohttp from the
 bound is the client's CPU per round: C requests to send and C responses to
 parse each round.
 
-Each round runs raw, fanout, fanout with ``tune_collector=True``, then the
-same three in reverse (or the reverse of that); each ratio to raw is taken
+Each round runs raw, fanout, fanout with ``tune_collector=True`` (and, with
+pycurl installed, fanout on the curl transport), then the same in reverse
+(or the reverse of that); each ratio to raw is taken
 within a round, and its median over ``--repeat`` rounds is
 reported with the middle half of the rounds' ratios.
 
@@ -30,7 +31,12 @@ from common import (  # type: ignore[import-not-found]
     pin_to,
 )
 from fanout.runtime import loop_factory
-from throughput import fanout_stream, raw_aiohttp  # type: ignore[import-not-found]
+from throughput import (  # type: ignore[import-not-found]
+    fanout_curl_stream,
+    fanout_stream,
+    has_curl,
+    raw_aiohttp,
+)
 
 
 async def fanout_tuned(base: str, n: int, concurrency: int) -> int:
@@ -60,7 +66,10 @@ def main() -> None:
     with fast_server(1, "--latency", str(args.latency)) as base:
         for round_number in range(args.repeat):
             # A palindrome: a drift of the machine's speed cancels out of the ratio.
-            order = [raw_aiohttp, fanout_stream, fanout_tuned][:: 1 if round_number % 2 else -1]
+            order = [raw_aiohttp, fanout_stream, fanout_tuned]
+            if has_curl():
+                order.append(fanout_curl_stream)
+            order = order[:: 1 if round_number % 2 else -1]
             totals = {job.__name__: [0.0, 0.0] for job in order}
             for job in order + order[::-1]:
                 with (
@@ -95,6 +104,14 @@ def main() -> None:
     for name, what in (("fanout_stream", ""), ("fanout_tuned", " with tune_collector=True")):
         ratios = [f / r for f, r in zip(walls[name], walls["raw_aiohttp"], strict=True)]
         print(f"ratio fanout{what}/raw wall: {median_and_middle_half(ratios)} (goal <= 1.05)")
+    if "fanout_curl_stream" in walls:
+        curl = walls["fanout_curl_stream"]
+        to_raw = [f / r for f, r in zip(curl, walls["raw_aiohttp"], strict=True)]
+        print(f"ratio fanout on curl/raw wall: {median_and_middle_half(to_raw)}")
+        to_bound = median_and_middle_half([wall / bound for wall in curl])
+        print(f"ratio fanout on curl/bound wall: {to_bound} (goal <= 1.05)")
+    else:
+        print("fanout on curl: skipped (pip install 'fanout[curl]')")
 
 
 if __name__ == "__main__":

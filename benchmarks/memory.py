@@ -1,5 +1,8 @@
 """Memory: peak RSS of fanout streaming N URLs, against the naive gather of all tasks.
 
+fanout runs on the aiohttp transport and, with pycurl installed, on the curl
+transport (``fanout-curl``); each should stay flat in N.
+
 Each run is a fresh subprocess (peak RSS is per process) fetching N URLs from
 benchmarks/fastserver.py. The naive pattern from the notes (one task per URL,
 all gathered, under a Semaphore) is stopped when its RSS passes a ceiling,
@@ -20,7 +23,9 @@ import time
 
 import fanout
 from common import fast_server, pin_to  # type: ignore[import-not-found]
+from fanout.net.transports import TransportName
 from fanout.runtime import loop_factory
+from throughput import has_curl  # type: ignore[import-not-found]
 
 
 def rss_mb() -> float:
@@ -33,10 +38,10 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000  # KiB on Linux
 
 
-async def run_fanout(base: str, n: int) -> int:
+async def run_fanout(base: str, n: int, transport: TransportName = "aiohttp") -> int:
     limits = fanout.Limits(concurrency=64, per_host=None)
     done = 0
-    async with fanout.Fetcher(limits=limits, keep_body=False) as fetcher:
+    async with fanout.Fetcher(limits=limits, keep_body=False, transport=transport) as fetcher:
         async for result in fetcher.stream(f"{base}/m/{i}" for i in range(n)):
             done += result.ok
     return done
@@ -70,9 +75,11 @@ def child(mode: str, base: str, n: int, ceiling_mb: float) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=watch, daemon=True).start()
-    job = run_fanout if mode == "fanout" else run_naive
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        done = runner.run(job(base, n))
+        if mode == "naive":
+            done = runner.run(run_naive(base, n))
+        else:
+            done = runner.run(run_fanout(base, n, "curl" if mode == "fanout-curl" else "aiohttp"))
     print(f"done {peak_mb():.0f} {done}", flush=True)
 
 
@@ -89,7 +96,7 @@ def main() -> None:
     print(f"# memory: peak RSS in MB, fresh process per run, ceiling {args.ceiling_mb:.0f} MB")
     peaks: dict[tuple[str, int], str] = {}
     with fast_server(1) as base:
-        for mode in ("fanout", "naive"):
+        for mode in ("fanout", "fanout-curl", "naive") if has_curl() else ("fanout", "naive"):
             for n in args.sizes:
                 out = subprocess.run(
                     [
@@ -111,12 +118,16 @@ def main() -> None:
                     f"{out[1]} MB" if out[0] == "done" else f"> {out[1]} MB (stopped at ceiling)"
                 )
                 peaks[(mode, n)] = out[1]
-                print(f"{mode:7} n={n:>9,}: peak RSS {label}", flush=True)
-    small, large = (float(peaks[("fanout", n)]) for n in (args.sizes[0], args.sizes[-1]))
-    print(
-        f"fanout growth {args.sizes[0]:,} -> {args.sizes[-1]:,}: {large / small:.2f}x "
-        "(goal within 1.2x, under 150 MB)"
-    )
+                print(f"{mode:11} n={n:>9,}: peak RSS {label}", flush=True)
+    for mode in ("fanout", "fanout-curl"):
+        if (mode, args.sizes[0]) not in peaks:
+            print(f"{mode}: skipped (pip install 'fanout[curl]')")
+            continue
+        small, large = (float(peaks[(mode, n)]) for n in (args.sizes[0], args.sizes[-1]))
+        print(
+            f"{mode} growth {args.sizes[0]:,} -> {args.sizes[-1]:,}: {large / small:.2f}x "
+            "(goal within 1.2x, under 150 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
 """Throughput: fanout's ``stream`` against a minimal raw aiohttp worker pool.
 
 With pycurl installed, fanout's ``stream`` on the curl transport runs in the
-asyncio block too, against the same raw aiohttp.
+asyncio block too, against the same raw aiohttp, and beside it a bare pycurl
+``CurlMulti`` driven from the loop (``bare_pycurl``): the floor, what a Python
+asyncio loop driving libcurl does without an engine.
 
-Both fetch the same N small responses from benchmarks/fastserver.py (pinned to
-CPU 1, the client to CPU 0) at concurrency C, in the same run, on the same
+All fetch the same N small responses from the benchmark server (``--server``:
+the system's nginx, the default, or benchmarks/fastserver.py; pinned to CPU
+1, the client to CPU 0) at concurrency C, in the same run, on the same
 event loop type. The contenders compared are run together in a block, and
 each round runs every block as a palindrome: a shuffled order, then the same
 order reversed, so each pair is measured symmetrically about one moment and
 a drift of the shared machine's speed cancels out of their ratio. Ratios are
 taken within a round, and their median over ``--repeat`` rounds is reported
 with the middle half of the rounds' ratios. Prints one line per figure, and
-the fast server's CPU share (it must not be the bottleneck).
+the server's CPU share (it must not be the bottleneck).
 
-    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 11]
+    python benchmarks/throughput.py [-n 20000] [-c 64] [--repeat 11] [--server nginx|fast]
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import aiohttp
 import fanout
 import fanout.runtime
 from common import (  # type: ignore[import-not-found]
+    add_server_option,
+    benchmark_server,
+    check_server,
     compile_fanout,
-    fast_server,
     median_and_middle_half,
     pin_to,
     server_cpu_seconds,
@@ -101,6 +106,114 @@ async def fanout_curl_stream(base: str, n: int, concurrency: int) -> int:
     async with fanout.Fetcher(limits=limits, transport="curl") as fetcher:
         async for result in fetcher.stream(urls(base, n)):
             done += result.ok
+    return done
+
+
+async def bare_pycurl(base: str, n: int, concurrency: int) -> int:
+    """The floor for a Python asyncio loop driving libcurl: one pycurl
+    ``CurlMulti`` driven by ``socket_action`` from this loop (libcurl's sockets
+    watched with ``add_reader``/``add_writer``, its timer one lazy loop timer),
+    ``concurrency`` pooled easy handles whose header and body callbacks do
+    nothing; no engine, no results, no deadlines."""
+    import pycurl
+
+    loop = asyncio.get_running_loop()
+    multi = pycurl.CurlMulti()
+    pending = urls(base, n)
+    finished = loop.create_future()
+    done = failed = 0
+    watched: dict[int, int] = {}  # fd -> the pycurl.POLL_* it is watched for
+    wanted: float | None = None  # when libcurl last asked to be woken
+    timer: asyncio.TimerHandle | None = None
+
+    def nothing(_data: bytes) -> None:
+        return None
+
+    def start(curl: pycurl.Curl) -> bool:
+        url = next(pending, None)
+        if url is None:
+            return False
+        curl.setopt(pycurl.URL, url)
+        multi.add_handle(curl)
+        return True
+
+    def on_socket(what: int, fd: int, _multi: object, _data: object) -> None:
+        had = watched.pop(fd, 0)
+        if had & pycurl.POLL_IN and not what & pycurl.POLL_IN:
+            loop.remove_reader(fd)
+        if had & pycurl.POLL_OUT and not what & pycurl.POLL_OUT:
+            loop.remove_writer(fd)
+        if what == pycurl.POLL_REMOVE:
+            return
+        if what & pycurl.POLL_IN and not had & pycurl.POLL_IN:
+            loop.add_reader(fd, act, fd, pycurl.CSELECT_IN)
+        if what & pycurl.POLL_OUT and not had & pycurl.POLL_OUT:
+            loop.add_writer(fd, act, fd, pycurl.CSELECT_OUT)
+        watched[fd] = what
+
+    def on_timer(ms: int) -> None:
+        # Lazy: a timer due no later than libcurl's new time is kept (and moves
+        # on when it fires early), not cancelled and made again.
+        nonlocal wanted, timer
+        wanted = None if ms < 0 else loop.time() + ms / 1000
+        if wanted is not None and (timer is None or timer.when() > wanted):
+            if timer is not None:
+                timer.cancel()
+            timer = loop.call_at(wanted, on_timeout)
+
+    def on_timeout() -> None:
+        nonlocal timer
+        timer = None
+        if wanted is None:
+            return
+        if loop.time() < wanted:
+            timer = loop.call_at(wanted, on_timeout)
+            return
+        act(pycurl.SOCKET_TIMEOUT, 0)
+
+    def act(fd: int, events: int) -> None:
+        nonlocal done, failed
+        multi.socket_action(fd, events)
+        while True:
+            queued, ok, errors = multi.info_read()
+            for curl in ok:
+                multi.remove_handle(curl)
+                done += 1
+                start(curl)
+            for curl, _code, _message in errors:
+                multi.remove_handle(curl)
+                failed += 1
+                start(curl)
+            if not queued:
+                break
+        if done + failed == n and not finished.done():
+            finished.set_result(None)
+
+    multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
+    multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
+    handles = []
+    for _ in range(concurrency):
+        curl = pycurl.Curl()
+        curl.setopt(pycurl.WRITEFUNCTION, nothing)
+        curl.setopt(pycurl.HEADERFUNCTION, nothing)
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        handles.append(curl)
+        if not start(curl):
+            break
+    try:
+        if n:
+            await finished
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for fd in watched:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        for curl in handles:
+            with contextlib.suppress(pycurl.error):
+                multi.remove_handle(curl)
+            curl.close()
+        multi.close()
     return done
 
 
@@ -194,6 +307,7 @@ def blocks() -> dict[str, list[Contender]]:
     ]
     if has_curl():  # its goal is against raw aiohttp on plain asyncio
         on_asyncio.append(("asyncio", fanout_curl_stream))
+        on_asyncio.append(("asyncio", bare_pycurl))
     if "uvloop" not in LOOPS:
         return {"asyncio": on_asyncio}
     on_asyncio.append(("uvloop", fanout_stream))
@@ -216,13 +330,18 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=11, help="rounds")
     parser.add_argument("--seed", type=int, default=1, help="of the contenders' order")
+    add_server_option(parser)
     args = parser.parse_args()
+    check_server(args.server)
     pinning = pin_to(0)
     uvloop_factory = loop_factory()
     if uvloop_factory is not None:
         LOOPS["uvloop"] = uvloop_factory
     compiled = compile_fanout()  # the CLI runs as a fresh process
-    print(f"# throughput: n={args.n} c={args.concurrency}, {args.repeat} rounds; {pinning}")
+    print(
+        f"# throughput: n={args.n} c={args.concurrency}, {args.repeat} rounds, "
+        f"{args.server} server; {pinning}"
+    )
     print(f"# {compiled}")
     # seconds[block][contender]: per round, the sum of the contender's two runs
     # in that block's palindrome. Ratios are taken within a round and block;
@@ -230,7 +349,7 @@ def main() -> None:
     seconds: dict[str, dict[str, list[float]]] = {}
     rates: dict[str, list[float]] = {}
     shuffle = random.Random(args.seed).shuffle
-    with fast_server(cpu=1) as base:
+    with benchmark_server(args.server, cpu=1) as base:
         for round_number in range(args.repeat):
             for block, contenders in blocks().items():
                 shuffle(contenders)
@@ -265,6 +384,10 @@ def main() -> None:
     if has_curl():
         curl = ratio("asyncio", "fanout_curl_stream on asyncio", "raw_aiohttp on asyncio")
         print(f"ratio fanout on curl/raw on asyncio: {curl} (goal >= 4)")
+        bare = ratio("asyncio", "fanout_curl_stream on asyncio", "bare_pycurl on asyncio")
+        print(f"ratio fanout on curl/bare pycurl on asyncio: {bare}")
+        floor = ratio("asyncio", "bare_pycurl on asyncio", "raw_aiohttp on asyncio")
+        print(f"ratio bare pycurl/raw on asyncio: {floor}")
     else:
         print("fanout on curl: skipped (pip install 'fanout[curl]')")
     own = f"fanout_stream on {OWN_LOOP}"

@@ -7,13 +7,18 @@ says what it measured. No timing is asserted.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.nginx import nginx_or_skip
 
 # Each script starts servers and runs a workload: minutes in all, so marked slow
 # (run by make test and make test-slow, not by make test-fast).
@@ -25,7 +30,11 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [
-        ("throughput.py", ["-n", "300", "--repeat", "1"], "ratio fanout/raw on"),
+        (
+            "throughput.py",
+            ["-n", "300", "--repeat", "1", "--server", "fast"],
+            "ratio fanout/raw on",
+        ),
         (
             "latency.py",
             ["-n", "200", "-c", "50", "--latency", "0.01", "--repeat", "1"],
@@ -86,6 +95,87 @@ def test_benchmark_script_runs(script: str, args: list[str], expected: str) -> N
     )
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout
+
+
+def run_benchmark(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run benchmarks/``script`` to its end (at most 300 s)."""
+    return subprocess.run(
+        [sys.executable, script, *args],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+HAS_PYCURL = importlib.util.find_spec("pycurl") is not None
+# What the scripts print for the curl transport when pycurl is installed.
+CURL_LINES = {
+    "throughput.py": [
+        "ratio fanout on curl/raw on asyncio",
+        "ratio fanout on curl/bare pycurl on asyncio",
+        "ratio bare pycurl/raw on asyncio",
+    ],
+    "latency.py": ["ratio fanout on curl/raw wall", "ratio fanout on curl/bound wall"],
+    "memory.py": ["fanout-curl growth"],
+}
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("throughput.py", ["-n", "300", "--repeat", "1"]),
+        ("latency.py", ["-n", "200", "-c", "50", "--latency", "0.01", "--repeat", "1"]),
+        ("memory.py", ["--sizes", "1000", "2000"]),
+    ],
+)
+def test_the_curl_transport_is_a_contender(script: str, args: list[str]) -> None:
+    """With pycurl installed, throughput.py (on nginx), latency.py and
+    memory.py run fanout on the curl transport too and print its figures
+    (throughput.py also the bare pycurl floor)."""
+    if not HAS_PYCURL:
+        pytest.skip("pycurl is not installed: pip install 'fanout[curl]'")
+    if script == "throughput.py":
+        nginx_or_skip()
+    done = run_benchmark(script, *args)
+    assert done.returncode == 0, done.stderr
+    for line in CURL_LINES[script]:
+        assert line in done.stdout
+    assert "skipped" not in done.stdout
+
+
+@pytest.mark.parametrize("server", ["nginx", "fast"])
+def test_fanout_fetch_against_curl_parallel(server: str) -> None:
+    """benchmarks/cli_vs_curl.py, small, on either server: it checks fanout's
+    records and curl's exit status, and prints the ratios."""
+    if server == "nginx":
+        nginx_or_skip()
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: apt-get install curl")
+    if not HAS_PYCURL:
+        pytest.skip("pycurl is not installed: pip install 'fanout[curl]'")
+    done = run_benchmark("cli_vs_curl.py", "-n", "200", "--repeat", "1", "--server", server)
+    assert done.returncode == 0, done.stderr
+    assert f"{server} server" in done.stdout
+    for line in (
+        "ratio fanout fetch on curl/curl --parallel:",
+        "ratio fanout fetch on aiohttp/curl --parallel:",
+        "ratio fanout fetch on curl/on aiohttp:",
+    ):
+        assert line in done.stdout
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "cli_vs_curl.py"])
+def test_without_nginx_one_line_and_exit_2(script: str) -> None:
+    """nginx is the default server: without it a benchmark says in one line how
+    to get it (or to pass --server fast), exits 2 and measures nothing."""
+    done = run_benchmark(script, "-n", "10", env={"FANOUT_BENCH_NGINX": "/nonexistent/nginx"})
+    assert done.returncode == 2
+    assert done.stderr == "nginx not found: apt-get install nginx, or --server fast\n"
+    assert done.stdout == ""
 
 
 def test_the_eta_is_close_to_the_time_actually_left() -> None:
