@@ -3,7 +3,9 @@
 With pycurl installed, fanout's ``stream`` on the curl transport runs in the
 asyncio block too, against the same raw aiohttp, and beside it a bare pycurl
 ``CurlMulti`` driven from the loop (``bare_pycurl``): the floor, what a Python
-asyncio loop driving libcurl does without an engine.
+asyncio loop driving libcurl does without an engine; and the same multi
+driven by ``perform`` and ``select`` with no event loop at all
+(``bare_pycurl_select``): what the loop integration costs.
 
 All fetch the same N small responses from the benchmark server (``--server``:
 the system's nginx, the default, or benchmarks/fastserver.py; pinned to CPU
@@ -294,6 +296,62 @@ def cli_and_raw(base: str, n: int, concurrency: int, cli_first: bool) -> tuple[f
 Contender = tuple[str, Callable[[str, int, int], Awaitable[int]]]  # (loop, job)
 
 
+async def bare_pycurl_select(base: str, n: int, concurrency: int) -> int:
+    """pycurl's multi interface as its own examples drive it, with no event
+    loop: ``perform`` and ``select`` until every transfer is done (blocking
+    this loop, which has nothing else to do), ``concurrency`` pooled easy
+    handles whose callbacks do nothing. Not a way a library inside asyncio
+    can run (and ``select`` sees no descriptor past 1023); the measure of
+    what the loop integration costs."""
+    import pycurl
+
+    multi = pycurl.CurlMulti()
+    pending = urls(base, n)
+    done = 0
+
+    def nothing(_data: bytes) -> None:
+        return None
+
+    def start(curl: pycurl.Curl) -> None:
+        url = next(pending, None)
+        if url is not None:
+            curl.setopt(pycurl.URL, url)
+            multi.add_handle(curl)
+
+    handles = []
+    for _ in range(min(concurrency, n)):
+        curl = pycurl.Curl()
+        curl.setopt(pycurl.WRITEFUNCTION, nothing)
+        curl.setopt(pycurl.HEADERFUNCTION, nothing)
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        handles.append(curl)
+        start(curl)
+    try:
+        deadline = time.monotonic() + 600  # bounded, like every load loop here
+        while done < n and time.monotonic() < deadline:
+            multi.select(1.0)
+            while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+            while True:
+                queued, ok, errors = multi.info_read()
+                for curl in ok:
+                    multi.remove_handle(curl)
+                    done += 1
+                    start(curl)
+                for curl, _code, _message in errors:
+                    multi.remove_handle(curl)
+                    start(curl)
+                if not queued:
+                    break
+    finally:
+        for curl in handles:
+            with contextlib.suppress(pycurl.error):
+                multi.remove_handle(curl)
+            curl.close()
+        multi.close()
+    return done
+
+
 def blocks() -> dict[str, list[Contender]]:
     """The contenders compared with each other, by block: each round runs a
     block as a palindrome (a shuffled order, then the reverse), so that every
@@ -308,6 +366,7 @@ def blocks() -> dict[str, list[Contender]]:
     if has_curl():  # its goal is against raw aiohttp on plain asyncio
         on_asyncio.append(("asyncio", fanout_curl_stream))
         on_asyncio.append(("asyncio", bare_pycurl))
+        on_asyncio.append(("asyncio", bare_pycurl_select))
     if "uvloop" not in LOOPS:
         return {"asyncio": on_asyncio}
     on_asyncio.append(("uvloop", fanout_stream))
@@ -388,6 +447,8 @@ def main() -> None:
         print(f"ratio fanout on curl/bare pycurl on asyncio: {bare}")
         floor = ratio("asyncio", "bare_pycurl on asyncio", "raw_aiohttp on asyncio")
         print(f"ratio bare pycurl/raw on asyncio: {floor}")
+        select = ratio("asyncio", "bare_pycurl_select on asyncio", "raw_aiohttp on asyncio")
+        print(f"ratio bare pycurl without a loop (perform, select)/raw on asyncio: {select}")
     else:
         print("fanout on curl: skipped (pip install 'fanout[curl]')")
     own = f"fanout_stream on {OWN_LOOP}"

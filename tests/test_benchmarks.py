@@ -118,6 +118,7 @@ CURL_LINES = {
         "ratio fanout on curl/raw on asyncio",
         "ratio fanout on curl/bare pycurl on asyncio",
         "ratio bare pycurl/raw on asyncio",
+        "ratio bare pycurl without a loop (perform, select)/raw on asyncio",
     ],
     "latency.py": ["ratio fanout on curl/raw wall", "ratio fanout on curl/bound wall"],
     "memory.py": ["fanout-curl growth"],
