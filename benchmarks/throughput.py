@@ -111,6 +111,23 @@ async def fanout_curl_stream(base: str, n: int, concurrency: int) -> int:
     return done
 
 
+def quiet_handles(count: int) -> list[Any]:
+    """``count`` pycurl easy handles whose header and body callbacks do nothing."""
+    import pycurl
+
+    def nothing(_data: bytes) -> None:
+        return None
+
+    handles = []
+    for _ in range(count):
+        curl = pycurl.Curl()
+        curl.setopt(pycurl.WRITEFUNCTION, nothing)
+        curl.setopt(pycurl.HEADERFUNCTION, nothing)
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        handles.append(curl)
+    return handles
+
+
 async def bare_pycurl(base: str, n: int, concurrency: int) -> int:
     """The floor for a Python asyncio loop driving libcurl: one pycurl
     ``CurlMulti`` driven by ``socket_action`` from this loop (libcurl's sockets
@@ -127,9 +144,6 @@ async def bare_pycurl(base: str, n: int, concurrency: int) -> int:
     watched: dict[int, int] = {}  # fd -> the pycurl.POLL_* it is watched for
     wanted: float | None = None  # when libcurl last asked to be woken
     timer: asyncio.TimerHandle | None = None
-
-    def nothing(_data: bytes) -> None:
-        return None
 
     def start(curl: pycurl.Curl) -> bool:
         url = next(pending, None)
@@ -193,15 +207,9 @@ async def bare_pycurl(base: str, n: int, concurrency: int) -> int:
 
     multi.setopt(pycurl.M_SOCKETFUNCTION, on_socket)
     multi.setopt(pycurl.M_TIMERFUNCTION, on_timer)
-    handles = []
-    for _ in range(concurrency):
-        curl = pycurl.Curl()
-        curl.setopt(pycurl.WRITEFUNCTION, nothing)
-        curl.setopt(pycurl.HEADERFUNCTION, nothing)
-        curl.setopt(pycurl.NOSIGNAL, 1)
-        handles.append(curl)
-        if not start(curl):
-            break
+    handles = quiet_handles(min(concurrency, n))
+    for curl in handles:
+        start(curl)
     try:
         if n:
             await finished
@@ -309,22 +317,14 @@ async def bare_pycurl_select(base: str, n: int, concurrency: int) -> int:
     pending = urls(base, n)
     done = 0
 
-    def nothing(_data: bytes) -> None:
-        return None
-
     def start(curl: pycurl.Curl) -> None:
         url = next(pending, None)
         if url is not None:
             curl.setopt(pycurl.URL, url)
             multi.add_handle(curl)
 
-    handles = []
-    for _ in range(min(concurrency, n)):
-        curl = pycurl.Curl()
-        curl.setopt(pycurl.WRITEFUNCTION, nothing)
-        curl.setopt(pycurl.HEADERFUNCTION, nothing)
-        curl.setopt(pycurl.NOSIGNAL, 1)
-        handles.append(curl)
+    handles = quiet_handles(min(concurrency, n))
+    for curl in handles:
         start(curl)
     try:
         deadline = time.monotonic() + 600  # bounded, like every load loop here

@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from fanout import (
     FetcherConfig,
     Limits,
     Request,
+    Result,
     RetryPolicy,
     Timeouts,
 )
@@ -271,6 +273,21 @@ async def test_a_request_that_is_not_retry_safe_reaches_the_server_once() -> Non
     assert seen.count("POST") == 1, (seen, posted)
 
 
+async def _fetch_one_from(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> Result:
+    """The one Result of a GET to a raw loopback server that answers with ``serve``."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Fetcher(retry=ONCE) as fetcher:
+            [result] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
+    finally:
+        server.close()
+        await server.wait_closed()
+    return result
+
+
 @pytest.mark.usefixtures("transport")
 @pytest.mark.parametrize(
     "answer",
@@ -311,14 +328,7 @@ async def test_a_malformed_answer_is_a_protocol_failure(answer: bytes) -> None:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with Fetcher(retry=ONCE) as fetcher:
-            [result] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
-    finally:
-        server.close()
-        await server.wait_closed()
+    result = await _fetch_one_from(serve)
     assert result.error is not None
     assert result.error.kind is ErrorKind.PROTOCOL, result.error
     assert not result.error.message.rstrip().endswith(":"), "says what went wrong"
@@ -346,14 +356,7 @@ async def test_a_reset_before_the_headers_end_is_a_connection_lost(answer: bytes
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await serve(reader, writer)
 
-    server = await asyncio.start_server(cut, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with Fetcher(retry=ONCE) as fetcher:
-            [result] = await fetcher.gather([f"http://127.0.0.1:{port}/"])
-    finally:
-        server.close()
-        await server.wait_closed()
+    result = await _fetch_one_from(cut)
     assert result.error is not None
     assert result.error.kind is ErrorKind.PROTOCOL, result.error
     assert result.error.message.startswith("connection lost"), result.error

@@ -399,19 +399,9 @@ class CurlTransport:
         if self._closed:
             raise RuntimeError("the curl transport is closed")
         transfer = self._pool.pop() if self._pool else _Transfer(self._loop.time)
-        curl = transfer.curl
         try:
             self._prepare(transfer, request, url, caps, keep_body, hop)
-            future = transfer.future = self._loop.create_future()
-            transfer.started = transfer.last = self._loop.time()
-            self._active[curl] = transfer
-            self._multi.add_handle(curl)
-            # armed, the sweep is due no later than this transfer's deadline
-            if self._gaps is None and self._timeouts.read is not None:
-                self._gaps = self._loop.call_at(
-                    transfer.started + self._timeouts.read, self._sweep_gaps
-                )
-            self._arm_safety()
+            future = self._start(transfer)
             try:
                 code, message = await future
             except asyncio.CancelledError as cancelled:
@@ -496,16 +486,7 @@ class CurlTransport:
             self._route, self._resolved = proxy, resolved
             self._prepare(transfer, request, url, Caps(max_bytes=None), False, hop)
             curl.setopt(pycurl.WRITEFUNCTION, on_body)
-            future = transfer.future = self._loop.create_future()
-            transfer.started = transfer.last = self._loop.time()
-            self._active[curl] = transfer
-            self._multi.add_handle(curl)
-            if self._gaps is None and self._timeouts.read is not None:
-                self._gaps = self._loop.call_at(
-                    transfer.started + self._timeouts.read, self._sweep_gaps
-                )
-            self._arm_safety()
-            code, message = await future
+            code, message = await self._start(transfer)
             transfer.parse()
             if code != 0 and not (transfer.ended and code == pycurl.E_WRITE_ERROR):
                 raise self._failure(transfer, url, code, message)
@@ -519,6 +500,20 @@ class CurlTransport:
             self._remove(transfer)
             transfer.future = None
             curl.close()
+
+    def _start(self, transfer: _Transfer) -> asyncio.Future[tuple[int, str]]:
+        """Add the prepared ``transfer`` to the multi: the future of its
+        libcurl code and message."""
+        future = transfer.future = self._loop.create_future()
+        transfer.started = transfer.last = self._loop.time()
+        self._active[transfer.curl] = transfer
+        self._multi.add_handle(transfer.curl)
+        # armed, the sweep is due no later than this transfer's deadline
+        if self._gaps is None and self._timeouts.read is not None:
+            due = transfer.started + self._timeouts.read
+            self._gaps = self._loop.call_at(due, self._sweep_gaps)
+        self._arm_safety()
+        return future
 
     def _prepare(
         self,
