@@ -18,7 +18,7 @@ body as it comes (gzip, deflate, br). The guard's address checks run in
 libcurl's socket opener, on each address it is about to connect to; proxies
 are set per transfer, and only when a Fetcher has some; with ``nameservers``
 fanout's resolver looks names up and hands libcurl the addresses (none of
-these costs the plain path anything). The header lines libcurl hands over
+these costs the plain path more than an attribute check). The header lines libcurl hands over
 are collected by ``list.append`` and read once, after the headers (a Python
 call per line would cost more).
 """
@@ -349,23 +349,12 @@ class CurlTransport:
         self._http2 = http2
         self._closed = False
         self._guard = guard
-        if guard is not None:  # the per-request work of the guard, only with it
-            self._prepare = self._prepare_guarded  # type: ignore[method-assign]
-        self._route: Proxy | None = None  # the proxy of the exchange being prepared
-        self._guarded_prepare = self._prepare
-        if proxies:  # the per-request work of the proxies, only with them
-            self.exchange = self._exchange_proxied  # type: ignore[method-assign]
-            self._prepare = self._prepare_proxied  # type: ignore[method-assign]
+        self._proxies = proxies
         self._resolver: _LazyResolver | None = None
-        self._resolved: str | None = None  # the RESOLVE entry of the exchange being prepared
-        self._unresolved = self.exchange
-        self._prepare_unresolved = self._prepare
-        if nameservers is not None:  # the per-request work of fanout's resolver, only with it
+        if nameservers is not None:
             self._resolver = _LazyResolver(
                 list(nameservers), dns_deadline(timeouts), max(_DNS_IN_FLIGHT, concurrency)
             )
-            self.exchange = self._exchange_resolved  # type: ignore[method-assign]
-            self._prepare = self._prepare_resolved  # type: ignore[method-assign]
 
     # ------------------------------------------------------------ counters
 
@@ -395,12 +384,15 @@ class CurlTransport:
         hop: Hop | None,
         proxy: Proxy | None = None,
     ) -> Result:
-        """See :meth:`fanout.net.transports.Transport.exchange`."""
+        """See :meth:`fanout.net.transports.Transport.exchange`. With
+        ``nameservers``, the name of the host connected to (the proxy's, through
+        one) is resolved by fanout's resolver first, as on aiohttp."""
         if self._closed:
             raise RuntimeError("the curl transport is closed")
+        resolved = None if self._resolver is None else await self._resolve(url, proxy)
         transfer = self._pool.pop() if self._pool else _Transfer(self._loop.time)
         try:
-            self._prepare(transfer, request, url, caps, keep_body, hop)
+            self._prepare(transfer, request, url, caps, keep_body, hop, proxy, resolved)
             future = self._start(transfer)
             try:
                 code, message = await future
@@ -410,11 +402,23 @@ class CurlTransport:
                 if unsent:
                     setattr(cancelled, _UNSENT_ATTRIBUTE, True)
                 raise
-            return self._result(transfer, request, url, hop, code, message)
+            result = self._result(transfer, request, url, hop, code, message)
         finally:
             if self._jar is not None:
                 self._keep_cookies(transfer, url)
             self._release(transfer)
+        error = result.error
+        if (
+            error is not None
+            and proxy is not None
+            and result.status == 407
+            and url.scheme == "http"
+        ):  # the answer to a request in absolute form: the proxy's own
+            status = error.message  # "HTTP 407 <reason>", shown already
+            result.error = Failure(
+                ErrorKind.PROXY, f"the proxy {proxy.shown} refused the request: {status}"
+            )
+        return result
 
     def _with_cookies(
         self, url: URL, given: Mapping[str, str] | None, skip: tuple[str, ...]
@@ -482,9 +486,7 @@ class CurlTransport:
         try:
             request = Request(str(url))
             hop = Hop("GET", headers, None, skip)
-            # read by _prepare_proxied and _prepare_resolved (no await in between)
-            self._route, self._resolved = proxy, resolved
-            self._prepare(transfer, request, url, Caps(max_bytes=None), False, hop)
+            self._prepare(transfer, request, url, Caps(max_bytes=None), False, hop, proxy, resolved)
             curl.setopt(pycurl.WRITEFUNCTION, on_body)
             code, message = await self._start(transfer)
             transfer.parse()
@@ -523,8 +525,16 @@ class CurlTransport:
         caps: Caps,
         keep_body: bool,
         hop: Hop | None,
+        proxy: Proxy | None = None,
+        resolved: str | None = None,
     ) -> None:
+        """Set ``transfer``'s handle for one exchange (``resolved``: the RESOLVE
+        entry :meth:`_resolve` gave)."""
         curl = transfer.curl
+        if self._guard is not None:  # what the guard's socket opener reads
+            transfer.host = url.raw_host or ""
+            transfer.refused = None
+            transfer.passed = False
         transfer.parsed = False
         transfer.status = 0
         transfer.reason = ""
@@ -591,38 +601,10 @@ class CurlTransport:
             setopt(pycurl.FRESH_CONNECT, 1)
             plain = False
         transfer.plain = plain
-
-    def _prepare_guarded(
-        self,
-        transfer: _Transfer,
-        request: Request,
-        url: URL,
-        caps: Caps,
-        keep_body: bool,
-        hop: Hop | None,
-    ) -> None:
-        """:meth:`_prepare`, and the state the guard's socket opener reads."""
-        transfer.host = url.raw_host or ""
-        transfer.refused = None
-        transfer.passed = False
-        CurlTransport._prepare(self, transfer, request, url, caps, keep_body, hop)
-
-    async def _exchange_resolved(
-        self,
-        request: Request,
-        url: URL,
-        caps: Caps,
-        keep_body: bool,
-        hop: Hop | None,
-        proxy: Proxy | None = None,
-    ) -> Result:
-        """:meth:`exchange` with the name of the host connected to (the proxy's,
-        through one) resolved by fanout's resolver, as on aiohttp: its
-        addresses become libcurl's RESOLVE entry for the transfer (the guard
-        still judges each one as libcurl connects to it)."""
-        # read by _prepare_resolved, which the exchange calls before its first await
-        self._resolved = await self._resolve(url, proxy)
-        return await self._unresolved(request, url, caps, keep_body, hop, proxy)
+        if self._proxies:
+            self._route(transfer, proxy)
+        if self._resolver is not None:  # none for an address: another's is not set again
+            curl.setopt(pycurl.RESOLVE, [] if resolved is None else [resolved])
 
     async def _resolve(self, url: URL, proxy: Proxy | None) -> str | None:
         """The RESOLVE entry of the host connected to for ``url`` (the proxy's,
@@ -648,66 +630,17 @@ class CurlTransport:
             # lookups do (a plain one stays for good: one per host, walked on
             # every transfer); each transfer sets its name's entry again anyway
             entry = f"+{host}:{port}:" + ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+            if self._closed:
+                raise RuntimeError("the curl transport is closed")
         return entry
 
-    def _prepare_resolved(
-        self,
-        transfer: _Transfer,
-        request: Request,
-        url: URL,
-        caps: Caps,
-        keep_body: bool,
-        hop: Hop | None,
-    ) -> None:
-        """:meth:`_prepare`, with the addresses :meth:`_exchange_resolved` found
-        (none for an address: an entry of another transfer is not set again)."""
-        self._prepare_unresolved(transfer, request, url, caps, keep_body, hop)
-        entry = self._resolved
-        transfer.curl.setopt(pycurl.RESOLVE, [] if entry is None else [entry])
-
-    async def _exchange_proxied(
-        self,
-        request: Request,
-        url: URL,
-        caps: Caps,
-        keep_body: bool,
-        hop: Hop | None,
-        proxy: Proxy | None = None,
-    ) -> Result:
-        """:meth:`exchange` through ``proxy`` (None: direct). A 407 to a request
-        in absolute form (an http URL) is the proxy's own answer."""
-        # read by _prepare_proxied, which exchange calls before its first await
-        self._route = proxy
-        result = await CurlTransport.exchange(self, request, url, caps, keep_body, hop, proxy)
-        error = result.error
-        if (
-            error is not None
-            and result.status == 407
-            and proxy is not None
-            and url.scheme == "http"
-        ):
-            status = error.message  # "HTTP 407 <reason>", shown already
-            result.error = Failure(
-                ErrorKind.PROXY, f"the proxy {proxy.shown} refused the request: {status}"
-            )
-        return result
-
-    def _prepare_proxied(
-        self,
-        transfer: _Transfer,
-        request: Request,
-        url: URL,
-        caps: Caps,
-        keep_body: bool,
-        hop: Hop | None,
-    ) -> None:
-        """:meth:`_prepare`, through the proxy :meth:`_exchange_proxied` names: its
-        URL without credentials, which libcurl sends as the Proxy-Authorization
-        of the request in absolute form (an http URL) or of the CONNECT (an https
-        one), where a proxy reads it; a Proxy-Authorization among the headers is
-        left out then (one only, the proxy URL's)."""
-        proxy = transfer.proxy = self._route
-        self._guarded_prepare(transfer, request, url, caps, keep_body, hop)
+    def _route(self, transfer: _Transfer, proxy: Proxy | None) -> None:
+        """Send ``transfer`` through ``proxy`` (None: direct): its URL without
+        credentials, which libcurl sends as the Proxy-Authorization of the
+        request in absolute form (an http URL) or of the CONNECT (an https one),
+        where a proxy reads it; a Proxy-Authorization among the headers is left
+        out then (one only, the proxy URL's)."""
+        transfer.proxy = proxy
         setopt = transfer.curl.setopt
         if proxy is None:
             setopt(pycurl.PROXY, "")
